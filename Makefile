@@ -1,0 +1,34 @@
+# Two commands for a fresh clone: `make train` and `make test`.
+# Each creates .venv (CPU torch pinned to the local wheel) when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: venv train test lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Main job: train MMSSL on the bundled TikTok data and print val-selected test metrics.
+train: $(STAMP)
+	$(BIN)/mmssl-pyg train $(ARGS)
+
+# Lint, then the test suite (the command CI runs).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) datasets/*/processed runs wandb

@@ -1,0 +1,111 @@
+"""The small contract between models and the shared trainer / evaluator.
+
+A model is built from a :class:`~mmssl_pyg.data.graph.RecGraph` and keyword
+hyper-parameters, and supplies losses and embeddings; it never sees optimisers, the
+sampler or the evaluator.
+
+The trainer calls, per epoch::
+
+    model.on_epoch_start(epoch)
+    for batch in sampler:                       # Batch(users, pos, neg), distinct users
+        if model.has_critic:                    # adversarial models only
+            critic_out = model.critic_loss(batch)   # dict, key 'loss'; critic params step
+        out = model.loss(batch)                 # dict, key 'loss' + named terms
+    model.on_epoch_end(epoch)
+
+``critic_loss`` and ``loss`` receive the same ``Batch`` object in that order, so a model
+may cache its forward pass on it (``batch.cache``). Evaluation calls
+``model.get_embedding()`` once under ``torch.no_grad()`` in eval mode and ranks items by
+``user_emb @ item_emb.T``, blockwise.
+
+State that is not a parameter (a generated graph, a frozen kNN graph) must survive
+``state_dict`` / ``load_state_dict`` (use ``get_extra_state`` / ``set_extra_state``) so
+that a resumed run reproduces the uninterrupted one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..data.graph import RecGraph
+
+
+@dataclass
+class Batch:
+    """A mini-batch of (user, positive item, negative item) triples; users are distinct."""
+    users: Tensor
+    pos: Tensor
+    neg: Tensor
+    cache: dict = field(default_factory=dict)
+
+    def to(self, device) -> Batch:
+        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+
+    def __len__(self) -> int:
+        return int(self.users.numel())
+
+
+def bpr_loss(pos_score: Tensor, neg_score: Tensor) -> Tensor:
+    """Bayesian personalised ranking: ``-mean log sigmoid(pos - neg)``."""
+    return torch.nn.functional.softplus(neg_score - pos_score).mean()
+
+
+def l2_reg(*tensors: Tensor) -> Tensor:
+    """``sum_t ||t||^2 / 2`` averaged over the batch size (first dim of the first tensor)."""
+    n = tensors[0].size(0)
+    return sum(t.pow(2).sum() for t in tensors) / (2 * max(n, 1))
+
+
+class Recommender(torch.nn.Module):
+    """Base class: see the module docstring for the contract."""
+
+    #: Whether the trainer must run a critic step (``critic_loss``) before each model step.
+    has_critic: bool = False
+    #: Modalities the model needs (``0`` for ID-only models).
+    min_modalities: int = 0
+
+    def __init__(self, graph: RecGraph):
+        super().__init__()
+        if len(graph.features) < self.min_modalities:
+            raise ValueError(
+                f'{type(self).__name__} needs at least {self.min_modalities} item modalities; '
+                f'dataset {graph.name!r} has {graph.modalities or "none"}. Load a dataset with '
+                f'<modality>_feat.npy files or pick an ID-only model (mf, lightgcn, sgl).')
+        self.num_users = graph.num_users
+        self.num_items = graph.num_items
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def critic_loss(self, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError(f'{type(self).__name__} has no critic')
+
+    def critic_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters stepped by the critic optimiser (excluded from the model optimiser)."""
+        return []
+
+    def model_parameters(self) -> list[torch.nn.Parameter]:
+        critic = {id(p) for p in self.critic_parameters()}
+        return [p for p in self.parameters() if id(p) not in critic]
+
+    def get_embedding(self) -> tuple[Tensor, Tensor]:
+        """Final ``(user_emb [n_u, d], item_emb [n_i, d])`` used for scoring."""
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    @torch.no_grad()
+    def recommend(self, users: Tensor, k: int = 20, exclude_rowptr: Tensor | None = None,
+                  exclude_col: Tensor | None = None) -> Tensor:
+        """Top-``k`` item ids for ``users`` (optionally excluding each user's CSR row)."""
+        from ..nn.topk import blockwise_topk
+        user_emb, item_emb = self.get_embedding()
+        _, idx = blockwise_topk(user_emb[users], item_emb, k, exclude_rowptr=exclude_rowptr,
+                                exclude_col=exclude_col, query_ids=users)
+        return idx

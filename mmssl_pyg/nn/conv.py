@@ -1,0 +1,90 @@
+"""Bipartite light graph convolution, the propagation step every model here uses."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.utils import is_torch_sparse_tensor, spmm
+
+
+class _TransposedSpMM(torch.autograd.Function):
+    """``adj @ x`` whose backward uses a precomputed ``adj.T`` (CSR transposes are slow)."""
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, adj_rev: Tensor, x: Tensor) -> Tensor:
+        ctx.adj_rev = adj_rev
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, None, torch.sparse.mm(ctx.adj_rev, grad)
+
+
+def sparse_matmul(adj: Tensor, x: Tensor, adj_rev: Tensor | None = None) -> Tensor:
+    """``adj @ x`` for a ``torch.sparse`` matrix; with ``adj_rev = adj.T`` the backward pass
+    reuses it instead of transposing (valid only when ``adj`` needs no gradient)."""
+    if adj_rev is not None and not adj.requires_grad and torch.is_grad_enabled() \
+            and x.requires_grad:
+        return _TransposedSpMM.apply(adj, adj_rev, x)
+    return torch.sparse.mm(adj, x)
+
+
+class BipartiteConv(MessagePassing):
+    r"""Light graph convolution from source to destination nodes of a bipartite graph
+    (He et al., "LightGCN", SIGIR 2020), with the normalisation already in the edge weights:
+
+    .. math::
+        \mathbf{x}^{\prime}_j = \sum_{i \in \mathcal{N}(j)} w_{ij}\, \mathbf{x}_i
+
+    It is the propagation of MMSSL's Eq. 2 (features to users and items), Eq. 8 (ID
+    embeddings over the generated modality graphs) and Eq. 10 (the LightGCN encoder).
+    Normalised weights come from :func:`mmssl_pyg.data.graph.bipartite_adjacency`.
+
+    The connectivity may be given as
+
+    * ``edge_index`` ``[2, E]`` (source, destination) with optional ``edge_weight``;
+    * a ``torch.sparse`` (CSR or COO) matrix of shape ``[N_dst, N_src]`` (PyG's ``adj_t``
+      convention), optionally with ``adj_rev`` = its transpose to speed up the backward pass;
+    * a torch-sparse ``SparseTensor`` ``adj_t`` when that package is installed.
+
+    All give the same output.
+
+    Shapes:
+        - **input:** source features :math:`(N_{src}, F)`, connectivity as above,
+          ``size=(N_src, N_dst)`` for ``edge_index`` input.
+        - **output:** destination features :math:`(N_{dst}, F)`
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault('aggr', 'add')
+        super().__init__(**kwargs)
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
+                size: tuple[int, int] | None = None, adj_rev: Tensor | None = None) -> Tensor:
+        if is_torch_sparse_tensor(edge_index):
+            # Direct dispatch: identical to MessagePassing's fused path, plus the cached
+            # transpose for the backward pass.
+            if edge_index.size(1) != x.size(0):
+                raise ValueError(f'adjacency has {edge_index.size(1)} source columns but x has '
+                                 f'{x.size(0)} rows')
+            return sparse_matmul(edge_index, x, adj_rev)
+        if isinstance(edge_index, Tensor) and size is None:
+            raise ValueError('BipartiteConv needs size=(num_src, num_dst) with edge_index input')
+        return self.propagate(edge_index, x=(x, None), edge_weight=edge_weight, size=size)
+
+    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
+        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, adj_t: Adj, x: tuple[Tensor, Tensor | None]) -> Tensor:
+        src = x[0] if isinstance(x, tuple) else x
+        return spmm(adj_t, src, reduce=self.aggr)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}()'
+
+
+def is_sparse_tensor_available() -> bool:
+    """Whether torch-sparse's ``SparseTensor`` can be built (the optional ``sparse`` extra)."""
+    from torch_geometric import typing as pyg_typing
+    return bool(pyg_typing.WITH_TORCH_SPARSE) and SparseTensor is not None
