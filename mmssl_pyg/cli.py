@@ -1,8 +1,30 @@
-"""The ``mmssl-pyg`` command line: parse arguments, then call the library."""
+"""The ``mmssl-pyg`` command line: parse arguments, then call the library.
+
+Commands::
+
+    mmssl-pyg train [--model M] [--dataset D] [--config FILE] [key=value ...]
+    mmssl-pyg evaluate CHECKPOINT [--split val|test]
+    mmssl-pyg recommend CHECKPOINT (--users 1,2,3 | --output FILE.csv|FILE.parquet) [-k 20]
+    mmssl-pyg datasets [NAME ...]
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'expected comma-separated integers like 10,20,50, got {text!r}') from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(',') if x.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -10,11 +32,132 @@ def build_parser() -> argparse.ArgumentParser:
         prog='mmssl-pyg',
         description='Multi-modal self-supervised recommendation (MMSSL) on PyTorch Geometric.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    sub.add_parser('train', help='train a model (default: MMSSL on the bundled TikTok data)')
-    sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
-    sub.add_parser('recommend', help='top-k unseen items for users, to stdout or CSV/Parquet')
-    sub.add_parser('datasets', help='list datasets and print their statistics')
+
+    train = sub.add_parser(
+        'train', help='train a model (default: MMSSL on the bundled TikTok data)',
+        description='Train a model with its preset (mmssl_pyg/configs/<model>.yaml), select the '
+                    'epoch on validation Recall@20, test that epoch once, print the metrics and '
+                    'write them to <run-dir>/metrics.json.',
+        epilog='Options merge in this order, later wins: preset default <- preset <dataset> <- '
+               '--config FILE <- key=value <- --epochs/--seed/--device. Example: mmssl-pyg '
+               'train --model lightgcn --dataset tiktok-mini lr=1e-3 embedding_dim=32')
+    train.add_argument('overrides', nargs='*', metavar='key=value',
+                       help='model or trainer option (YAML-typed); model.key=/train.key= force '
+                            'the section')
+    train.add_argument('--model', default=None, help='model name (default: mmssl)')
+    train.add_argument('--dataset', default=None,
+                       help='dataset name or folder in the MMSSL format (default: tiktok)')
+    train.add_argument('--root', default=None, help="the dataset's folder (default: "
+                                                    'datasets/<name> of the repository)')
+    train.add_argument('--modalities', type=_str_list, default=None,
+                       help='comma-separated modalities to load, e.g. image,audio (default: all)')
+    train.add_argument('--config', dest='config_file', default=None, metavar='FILE',
+                       help='YAML file with model: and/or train: sections')
+    train.add_argument('--epochs', type=int, default=None, help='maximum number of epochs')
+    train.add_argument('--seed', type=int, default=None, help='random seed')
+    train.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default=None,
+                       help='auto (default) picks cuda when available')
+    train.add_argument('--run-dir', default=None,
+                       help='output folder (default: runs/<model>-<dataset>-<timestamp>)')
+    train.add_argument('--resume', action='store_true',
+                       help='continue the run in --run-dir from its last.pt')
+    train.add_argument('--wandb', choices=['disabled', 'offline', 'online'], default=None,
+                       help='Weights & Biases mode (default: offline, into <run-dir>/wandb; '
+                            'upload later with `wandb sync`; --resume keeps the run\'s mode)')
+    train.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+    ev = sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
+    ev.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
+    ev.add_argument('--split', choices=['val', 'test'], default='test')
+    ev.add_argument('--ks', type=_int_list, default=[10, 20, 50], help='cut-offs (10,20,50)')
+    ev.add_argument('--exclude-val-at-test', action='store_true',
+                    help='also exclude validation items when ranking for test')
+    ev.add_argument('--root', default=None, help="override the dataset's folder")
+    ev.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
+    ev.add_argument('--json', action='store_true', help='print JSON instead of a table')
+
+    rec = sub.add_parser('recommend',
+                         help='top-k unseen items for users, to stdout or CSV/Parquet')
+    rec.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
+    target = rec.add_mutually_exclusive_group(required=True)
+    target.add_argument('--users', type=_int_list, help='comma-separated user ids (to stdout)')
+    target.add_argument('--output', metavar='FILE',
+                        help='write every user to FILE.csv or FILE.parquet (user,rank,item,score)')
+    rec.add_argument('-k', '--k', type=int, default=20, help='items per user (default 20)')
+    rec.add_argument('--exclude', choices=['train', 'all'], default='train',
+                     help="items never recommended: the user's training items (default) or "
+                          'all known interactions (train, val and test)')
+    rec.add_argument('--root', default=None, help="override the dataset's folder")
+    rec.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
+
+    ds = sub.add_parser('datasets', help='list datasets and print their statistics')
+    ds.add_argument('names', nargs='*', help='dataset names or folders (default: list all)')
+    ds.add_argument('--root', default=None, help='folder holding one folder per dataset')
     return parser
+
+
+def _train(args) -> int:
+    from .training.run import format_metrics, train_run
+    result = train_run(
+        model=args.model, dataset=args.dataset, root=args.root, modalities=args.modalities,
+        config_file=args.config_file, overrides=args.overrides, epochs=args.epochs,
+        seed=args.seed, device=args.device, run_dir=args.run_dir, resume=args.resume,
+        wandb=args.wandb, progress=False if args.no_progress else None)
+    fit = result.fit
+    ks = result.train.ks
+    if fit.resumed_from_epoch is not None:
+        print(f'resumed {result.run_dir} after epoch {fit.resumed_from_epoch}')
+    print(f'{result.model} on {result.dataset}: best epoch {fit.best_epoch} of '
+          f'{len(fit.history)} (selected on validation {result.train.metric}'
+          f'{", stopped early" if fit.stopped_early else ""})')
+    print(format_metrics({'val': fit.val, 'test': fit.test}, ks))
+    print(f'run folder: {result.run_dir} (metrics.json, best.pt, last.pt)')
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .training.run import evaluate_checkpoint, format_metrics
+    out = evaluate_checkpoint(args.checkpoint, args.split, args.ks,
+                              exclude_val_at_test=args.exclude_val_at_test, device=args.device,
+                              root=args.root)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f'{args.checkpoint} (epoch {out["epoch"]}), {args.split} split')
+        print(format_metrics({args.split: out['metrics']}, args.ks))
+    return 0
+
+
+def _recommend(args) -> int:
+    from .training.run import (
+        check_output_path,
+        format_recommendations,
+        load_run_checkpoint,
+        recommend,
+        write_recommendations,
+    )
+    if args.k < 1:
+        raise ValueError(f'-k must be >= 1, got {args.k}')
+    if args.output:
+        check_output_path(args.output)
+    model, graph, _ = load_run_checkpoint(args.checkpoint, args.device, args.root)
+    users, items, scores = recommend(model, graph, args.users, args.k, exclude=args.exclude)
+    if args.output:
+        path = write_recommendations(args.output, users, items, scores)
+        print(f'wrote top-{args.k} items for {users.numel()} users to {path}', file=sys.stderr)
+    else:
+        sys.stdout.write(format_recommendations(users, items, scores))
+    return 0
+
+
+def _datasets(args) -> int:
+    from .data import datasets_command
+    print(datasets_command(args.names or None, args.root))
+    return 0
+
+
+COMMANDS = {'train': _train, 'evaluate': _evaluate, 'recommend': _recommend,
+            'datasets': _datasets}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    parser.error(f'command {args.command!r} is not implemented yet')
-    return 2
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError,
+            FloatingPointError) as err:
+        # Bad arguments, config keys, files, missing optional packages, a diverged loss: a
+        # message naming the culprit instead of a traceback (MMSSL_PYG_DEBUG=1 shows it).
+        if os.environ.get('MMSSL_PYG_DEBUG'):
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f'mmssl-pyg {args.command}: error: {msg}', file=sys.stderr)
+        if isinstance(err, RuntimeError):
+            print('(set MMSSL_PYG_DEBUG=1 for the traceback)', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -1,0 +1,28 @@
+"""Shared training and evaluation: :class:`Trainer`, :func:`evaluate`, checkpoints, tracking.
+
+Typical use::
+
+    from mmssl_pyg.training import Trainer, TrainConfig, evaluate
+    result = Trainer(model, graph, TrainConfig(lr=1e-3, epochs=50)).fit()
+    print(result.best_epoch, result.val['recall@20'], result.test['recall@20'])
+"""
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ConfigError, TrainConfig, resolve_options
+from .evaluator import DEFAULT_KS, evaluate, evaluate_embeddings
+from .sampler import BPRSampler
+from .tracking import MemoryTracker, NullTracker, Tracker, WandbTracker, make_tracker
+from .trainer import (
+    FitResult,
+    NonFiniteLossError,
+    Trainer,
+    peak_memory_mb,
+    resolve_device,
+    seed_everything,
+)
+
+__all__ = [
+    'Trainer', 'TrainConfig', 'FitResult', 'NonFiniteLossError', 'evaluate',
+    'evaluate_embeddings', 'DEFAULT_KS', 'BPRSampler', 'ConfigError', 'resolve_options',
+    'save_checkpoint', 'load_checkpoint', 'Tracker', 'NullTracker', 'MemoryTracker',
+    'WandbTracker', 'make_tracker', 'resolve_device', 'seed_everything', 'peak_memory_mb',
+]

@@ -1,0 +1,343 @@
+"""Trainer options and the preset loader (``mmssl_pyg/configs/<model>.yaml``).
+
+Presets have a ``model:`` and a ``train:`` section, each with a ``default:`` block and
+optional per-dataset blocks (see ``docs/CONTRIBUTING.md``). Options are merged in this
+order, later wins::
+
+    class defaults <- preset default <- preset <dataset> <- --config FILE <- key=value overrides
+
+Every key is checked against the model class signature (``model:``) or the fields of
+:class:`TrainConfig` (``train:``); an unknown key fails with a message naming it, where it came
+from, and the valid keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'
+
+METRIC_NAMES = ('recall', 'precision', 'ndcg', 'hit')
+
+
+class ConfigError(ValueError):
+    """A bad option name or value in a preset, a config file or a ``key=value`` override."""
+
+
+@dataclass
+class TrainConfig:
+    """Options of :class:`~mmssl_pyg.training.Trainer`.
+
+    Args:
+        lr: learning rate of the model optimiser (AdamW).
+        weight_decay: AdamW weight decay (default ``0``: the models put their L2 terms in the
+            loss, as the paper does; PyTorch's own AdamW default would be ``0.01``).
+        critic_lr, critic_betas, critic_weight_decay: Adam options of the critic optimiser,
+            used only when the model ``has_critic`` (defaults: the WGAN-GP settings of the
+            paper, ``3e-4`` and ``(0.5, 0.9)``).
+        batch_size: distinct users per mini-batch (one positive, one negative each).
+        batches_per_epoch: mini-batches per epoch; ``None`` gives ``ceil(|train| / batch_size)``.
+        epochs: maximum number of epochs.
+        patience: stop after this many consecutive evaluations without a better validation
+            ``metric`` (``0`` disables early stopping).
+        eval_every: evaluate on validation every this many epochs (and always after the last).
+        ks: cut-offs of the reported metrics.
+        metric: validation metric that selects the epoch (``recall@20``).
+        eval_batch_size: users per block of the full-ranking evaluation.
+        exclude_val_at_test: also exclude each user's validation items when ranking for test.
+        seed: seeds torch, numpy, Python's ``random`` and the sampler's generator.
+        device: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
+        num_threads: torch intra-op threads on CPU (``None`` leaves torch's default).
+        progress: show tqdm progress bars.
+    """
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    critic_lr: float = 3e-4
+    critic_betas: tuple[float, float] = (0.5, 0.9)
+    critic_weight_decay: float = 0.0
+    batch_size: int = 1024
+    batches_per_epoch: int | None = None
+    epochs: int = 1000
+    patience: int = 10
+    eval_every: int = 1
+    ks: tuple[int, ...] = (10, 20, 50)
+    metric: str = 'recall@20'
+    eval_batch_size: int = 1024
+    exclude_val_at_test: bool = False
+    seed: int = 2023
+    device: str = 'auto'
+    num_threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.critic_betas = tuple(float(b) for b in self.critic_betas)
+        self.ks = tuple(int(k) for k in self.ks)
+        for name in ('batch_size', 'epochs', 'eval_every', 'eval_batch_size'):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f'TrainConfig.{name} must be a positive integer, '
+                                 f'got {getattr(self, name)!r}')
+        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
+            raise ConfigError(f'TrainConfig.batches_per_epoch must be None or >= 1, '
+                             f'got {self.batches_per_epoch!r}')
+        if self.patience < 0:
+            raise ConfigError(f'TrainConfig.patience must be >= 0, got {self.patience!r}')
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f'TrainConfig.ks must be positive cut-offs, got {self.ks!r}')
+        for name in ('lr', 'critic_lr'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f'TrainConfig.{name} must be a positive number, got {value!r}')
+        m = re.fullmatch(r'([a-z]+)@(\d+)', self.metric)
+        if m is None or m.group(1) not in METRIC_NAMES or int(m.group(2)) not in self.ks:
+            raise ConfigError(
+                f'TrainConfig.metric must be <name>@<k> with name in {list(METRIC_NAMES)} and '
+                f'k in ks={list(self.ks)}, got {self.metric!r}')
+        if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', str(self.device)):
+            raise ConfigError(f"TrainConfig.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                             f'got {self.device!r}')
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out['critic_betas'] = list(self.critic_betas)
+        out['ks'] = list(self.ks)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = 'train options') -> TrainConfig:
+        check_keys(values, train_option_types(), source, 'train')
+        return cls(**{k: coerce(v, train_option_types()[k], k, source) for k, v in
+                      values.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# key checking and type coercion
+
+
+def train_option_types() -> dict[str, Any]:
+    """``{field: default value}`` of :class:`TrainConfig` (the default gives the type)."""
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def model_option_types(model_cls) -> dict[str, Any] | None:
+    """``{keyword: default}`` of ``model_cls.__init__`` after ``graph``; ``None`` when the
+    constructor takes ``**kwargs`` (any key is then accepted)."""
+    params = list(inspect.signature(model_cls.__init__).parameters.values())[1:]  # drop self
+    out = {}
+    for p in params:
+        if p.kind == p.VAR_KEYWORD:
+            return None
+        if p.kind == p.VAR_POSITIONAL or p.name == 'graph':
+            continue
+        out[p.name] = None if p.default is p.empty else p.default
+    return out
+
+
+def check_keys(values: dict, valid: dict | None, source: str, section: str) -> None:
+    if valid is None:
+        return
+    unknown = [k for k in values if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f'{source}: unknown {section} option{"s" if len(unknown) > 1 else ""} '
+            f'{", ".join(map(repr, unknown))}; valid {section} options: {", ".join(sorted(valid))}')
+
+
+def coerce(value: Any, reference: Any, key: str, source: str) -> Any:
+    """Convert ``value`` to the type of the default ``reference`` where that is unambiguous.
+
+    YAML 1.1 reads ``1e-3`` (no dot) as a string, so numbers are re-parsed here; lists
+    become tuples where the default is a tuple.
+    """
+    if reference is None or value is None:
+        return value
+    if isinstance(reference, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ('true', 'false', 'yes', 'no', '1', '0'):
+            return value.lower() in ('true', 'yes', '1')
+        raise ConfigError(f'{source}: option {key!r} expects true/false, got {value!r}')
+    if isinstance(reference, (int, float)):
+        if isinstance(value, str):
+            try:
+                value = float(value) if isinstance(reference, float) else int(value)
+            except ValueError:
+                raise ConfigError(f'{source}: option {key!r} expects a number, '
+                                f'got {value!r}') from None
+        if isinstance(reference, float) and isinstance(value, int) and \
+                not isinstance(value, bool):
+            return float(value)
+        if isinstance(reference, int) and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+    if isinstance(reference, tuple):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        if isinstance(value, str):  # "10,20,50"
+            return tuple(yaml.safe_load(v) for v in value.split(',') if v.strip())
+        if isinstance(value, (int, float)):
+            return (value,)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# presets
+
+
+def preset_path(model_name: str) -> Path:
+    return CONFIG_DIR / f'{model_name.lower()}.yaml'
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'config file {str(path)!r} does not exist')
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f'config file {str(path)!r} is not valid YAML: {err}') from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f'config file {str(path)!r} must be a mapping with model: and/or train: '
+                         f'sections, got {type(data).__name__}')
+    unknown = [k for k in data if k not in ('model', 'train')]
+    if unknown:
+        raise ConfigError(f'config file {str(path)!r}: unknown top-level key(s) {unknown}; '
+                       f'expected model: and/or train:')
+    for section in ('model', 'train'):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ConfigError(f'config file {str(path)!r}: {section}: must be a mapping')
+    return data
+
+
+def _preset_section(preset: dict, section: str, dataset: str) -> tuple[dict, dict]:
+    """``(default, per-dataset)`` blocks of one preset section. ``<name>-interactions``
+    (the ID-only copy of a dataset) falls back to the ``<name>`` block."""
+    block = preset.get(section) or {}
+    default = dict(block.get('default') or {})
+    if dataset not in block and dataset.endswith('-interactions'):
+        dataset = dataset[:-len('-interactions')]
+    per_dataset = dict(block.get(dataset) or {})
+    return default, per_dataset
+
+
+def _file_section(data: dict, section: str, dataset: str) -> dict:
+    """A ``--config`` file section: flat ``key: value``, or preset-shaped
+    (``default:`` / ``<dataset>:`` blocks) when it has a ``default`` mapping."""
+    block = dict(data.get(section) or {})
+    if isinstance(block.get('default'), dict):
+        merged = dict(block['default'])
+        merged.update(block.get(dataset) or {})
+        return merged
+    return block
+
+
+@dataclass
+class RunOptions:
+    """Resolved model keyword arguments and trainer options, with where each came from."""
+    model_kwargs: dict[str, Any]
+    train: TrainConfig
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
+    """``['lr=1e-3', 'model.embedding_dim=32']`` -> ``[(key, value), ...]`` (YAML-typed)."""
+    out = []
+    for item in items or []:
+        if '=' not in item:
+            raise ConfigError(f'override {item!r} must look like key=value (e.g. lr=1e-3)')
+        key, raw = item.split('=', 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f'override {item!r} has an empty key')
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key, value))
+    return out
+
+
+def resolve_options(model_cls, dataset: str, model_name: str | None = None,
+                    config_file: str | os.PathLike | None = None,
+                    overrides: list[str] | list[tuple[str, Any]] | None = None,
+                    train_updates: dict[str, Any] | None = None,
+                    base: tuple[dict, dict] | None = None) -> RunOptions:
+    """Merge preset default <- preset dataset <- ``config_file`` <- ``overrides``.
+
+    Args:
+        model_cls: the model class (its signature validates ``model:`` keys).
+        dataset: dataset name selecting the per-dataset preset blocks.
+        model_name: preset file name (defaults to the lower-cased class name).
+        config_file: a YAML file with ``model:`` / ``train:`` sections.
+        overrides: ``key=value`` strings (or parsed pairs); a key is routed to the model when
+            the model takes it, else to the trainer; ``model.key`` / ``train.key`` force it.
+        train_updates: trainer options set last (the CLI's ``--epochs``, ``--seed``, ...).
+        base: ``(model_kwargs, train_options)`` that replace the preset (used to resume a run
+            with its saved options).
+    """
+    model_name = (model_name or model_cls.__name__).lower()
+    model_types = model_option_types(model_cls)
+    train_types = train_option_types()
+    model_kw: dict[str, Any] = {}
+    train_kw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def apply(values: dict, section: str, source: str):
+        valid = model_types if section == 'model' else train_types
+        check_keys(values, valid, source, section)
+        target = model_kw if section == 'model' else train_kw
+        for k, v in values.items():
+            ref = (valid or {}).get(k)
+            target[k] = coerce(v, ref, k, source)
+            sources[f'{section}.{k}'] = source
+
+    if base is not None:
+        apply(dict(base[0]), 'model', 'saved run options')
+        apply(dict(base[1]), 'train', 'saved run options')
+    else:
+        path = preset_path(model_name)
+        if path.is_file():
+            preset = yaml.safe_load(path.read_text()) or {}
+            for section in ('model', 'train'):
+                default, per_dataset = _preset_section(preset, section, dataset)
+                apply(default, section, f'preset {path.name} ({section}.default)')
+                apply(per_dataset, section, f'preset {path.name} ({section}.{dataset})')
+    if config_file is not None:
+        data = read_yaml(config_file)
+        for section in ('model', 'train'):
+            apply(_file_section(data, section, dataset), section, f'config file {config_file}')
+    pairs = parse_overrides(overrides) if overrides and isinstance(overrides[0], str) \
+        else list(overrides or [])
+    for key, value in pairs:
+        section, name = _route(key, model_types, train_types)
+        apply({name: value}, section, f'override {key}={value}')
+    if train_updates:
+        apply({k: v for k, v in train_updates.items() if v is not None}, 'train',
+              'command-line option')
+    return RunOptions(model_kw, TrainConfig.from_dict(train_kw, 'train options'), sources)
+
+
+def _route(key: str, model_types: dict | None, train_types: dict) -> tuple[str, str]:
+    if key.startswith('model.'):
+        return 'model', key[len('model.'):]
+    if key.startswith('train.'):
+        return 'train', key[len('train.'):]
+    if model_types is not None and key in model_types:
+        return 'model', key
+    if key in train_types:
+        return 'train', key
+    if model_types is None:  # model takes **kwargs
+        return 'model', key
+    raise ConfigError(
+        f'unknown option {key!r}; model options: {", ".join(sorted(model_types)) or "none"}; '
+        f'train options: {", ".join(sorted(train_types))}')

@@ -1,0 +1,129 @@
+"""Full-ranking evaluation: every item is a candidate, the user's training items excluded.
+
+Users with held-out items in the split are ranked in blocks: a block's scores are
+``user_emb[block] @ item_emb.T`` (``block x n_items``, never ``n_users x n_items``), the
+block's training items are set to ``-inf`` and the top ``max(ks)`` items are kept. Metrics come
+from PyG's :mod:`torch_geometric.metrics.link_pred` (``LinkPredRecall``, ``LinkPredPrecision``,
+``LinkPredNDCG``, ``LinkPredHitRatio``), whose definitions are the standard ones of the
+paper's protocol, checked against a brute-force reference in ``tests/test_evaluator.py``:
+
+* Recall@K = hits in the top K / number of held-out items of the user;
+* Precision@K = hits in the top K / K;
+* NDCG@K = DCG@K / IDCG@K with ``DCG = sum_r rel_r / log2(r + 1)`` (ranks from 1) and the ideal
+  DCG over ``min(|held-out|, K)`` hits;
+* Hit@K = 1 when at least one held-out item is in the top K;
+
+each averaged over the users that have held-out items in the split.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.metrics import (
+    LinkPredHitRatio,
+    LinkPredMetricCollection,
+    LinkPredNDCG,
+    LinkPredPrecision,
+    LinkPredRecall,
+)
+
+from ..data.graph import RecGraph, csr_rows
+from ..nn.topk import _csr_gather, blockwise_topk
+
+DEFAULT_KS = (10, 20, 50)
+SPLITS = ('val', 'test')
+
+
+def _metric_collection(ks: Sequence[int]) -> tuple[LinkPredMetricCollection, dict[str, str]]:
+    metrics, names = {}, {}
+    for k in ks:
+        for name, cls in (('recall', LinkPredRecall), ('precision', LinkPredPrecision),
+                          ('ndcg', LinkPredNDCG), ('hit', LinkPredHitRatio)):
+            metrics[f'{name}_{k}'] = cls(k)
+            names[f'{name}_{k}'] = f'{name}@{k}'
+    return LinkPredMetricCollection(metrics), names
+
+
+def heldout_pairs(graph: RecGraph, split: str) -> Tensor:
+    """Distinct ``[2, n]`` (user, item) pairs of ``split`` (``'val'`` or ``'test'``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    ei = graph.val_edge_index if split == 'val' else graph.test_edge_index
+    ei = ei.long()
+    keys = torch.unique(ei[0] * graph.num_items + ei[1])
+    return torch.stack([keys // graph.num_items, keys % graph.num_items])
+
+
+def exclusion_rows(graph: RecGraph, split: str = 'val', exclude_val_at_test: bool = False,
+                   ) -> tuple[Tensor, Tensor]:
+    """CSR ``(rowptr, item)`` of the items that are never ranked for each user: the training
+    items, plus the validation items when ``split == 'test'`` and ``exclude_val_at_test``."""
+    ei = graph.train_edge_index.long()
+    if split == 'test' and exclude_val_at_test:
+        ei = torch.cat([ei, graph.val_edge_index.long().to(ei.device)], dim=1)
+    return csr_rows(ei, graph.num_users)
+
+
+@torch.no_grad()
+def evaluate_embeddings(user_emb: Tensor, item_emb: Tensor, graph: RecGraph,
+                        split: str = 'val', ks: Sequence[int] = DEFAULT_KS,
+                        exclude_val_at_test: bool = False, batch_size: int = 1024,
+                        progress: bool = False) -> dict[str, float]:
+    """Full-ranking metrics of inner-product scores ``user_emb @ item_emb.T``.
+
+    Returns ``{'recall@10': ..., 'precision@10': ..., 'ndcg@10': ..., 'hit@10': ..., ...}``
+    (Python floats) averaged over the users with held-out items in ``split`` (all ``0.0``
+    when the split is empty).
+    """
+    ks = tuple(sorted({int(k) for k in ks}))
+    device = user_emb.device
+    max_k = max(ks)
+    pairs = heldout_pairs(graph, split).to(device)
+    ex_rowptr, ex_col = exclusion_rows(graph, split, exclude_val_at_test)
+    ex_rowptr, ex_col = ex_rowptr.to(device), ex_col.to(device)
+    ho_rowptr, ho_col = csr_rows(pairs, graph.num_users)
+    users = torch.nonzero(ho_rowptr[1:] > ho_rowptr[:-1]).view(-1)
+    collection, names = _metric_collection(ks)
+    # Sums over users in float64 (PyG's accumulators are float32 by default).
+    collection = collection.to(device, torch.float32 if device.type == 'mps' else torch.float64)
+    starts = range(0, users.numel(), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f'eval {split}', unit='block', leave=False)
+    for start in starts:
+        block = users[start:start + batch_size]
+        values, index = blockwise_topk(user_emb[block], item_emb, max_k, block_size=block.numel(),
+                                       exclude_rowptr=ex_rowptr, exclude_col=ex_col,
+                                       query_ids=block)
+        # A user with fewer than max_k rankable items gets excluded items (score -inf) at the
+        # tail of the top-k: replace them by an id that matches no held-out item.
+        index = index.masked_fill(values == float('-inf'), graph.num_items)
+        row, col = _csr_gather(ho_rowptr, ho_col, block)
+        collection.update(index, torch.stack([row, col]))
+    return {names[key]: float(value) for key, value in collection.compute().items()}
+
+
+@torch.no_grad()
+def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEFAULT_KS,
+             exclude_val_at_test: bool = False, batch_size: int = 1024,
+             progress: bool = False) -> dict[str, float]:
+    """Full-ranking evaluation of ``model`` on ``split`` (``'val'`` or ``'test'``).
+
+    Calls ``model.get_embedding()`` once in eval mode (restoring the previous mode after) and
+    ranks all items for every user with held-out items in ``split``, excluding the user's
+    training items (and validation items at test when ``exclude_val_at_test``). ``model`` and
+    ``graph`` may live on any device; the metrics are computed on the embeddings' device.
+
+    Returns:
+        ``{'recall@K', 'precision@K', 'ndcg@K', 'hit@K'}`` for each ``K`` in ``ks``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        user_emb, item_emb = model.get_embedding()
+    finally:
+        model.train(was_training)
+    return evaluate_embeddings(user_emb, item_emb, graph, split, ks, exclude_val_at_test,
+                               batch_size, progress)

@@ -1,0 +1,109 @@
+"""Experiment tracking: a small interface, a no-op tracker and a Weights & Biases tracker.
+
+The trainer only calls :meth:`Tracker.log` (per epoch), :meth:`Tracker.summary` (final test
+metrics) and :meth:`Tracker.finish`, so the library runs with wandb disabled or absent.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+WANDB_MODES = ('disabled', 'offline', 'online')
+
+
+class Tracker:
+    """Interface of a tracker (every method is a no-op here)."""
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        pass
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class NullTracker(Tracker):
+    """Tracks nothing."""
+
+
+class MemoryTracker(Tracker):
+    """Keeps everything in memory (for tests and notebooks)."""
+
+    def __init__(self):
+        self.config: dict[str, Any] = {}
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self.summary_: dict[str, Any] = {}
+        self.finished = False
+
+    def log_config(self, config):
+        self.config.update(config)
+
+    def log(self, metrics, step):
+        self.history.append((step, dict(metrics)))
+
+    def summary(self, metrics):
+        self.summary_.update(metrics)
+
+    def finish(self):
+        self.finished = True
+
+
+class WandbTracker(Tracker):
+    """Logs to Weights & Biases.
+
+    Args:
+        mode: ``'offline'`` (default; never touches the network, the run is written under
+            ``<dir>/wandb/offline-run-*`` and can be uploaded later with ``wandb sync``),
+            ``'online'`` or ``'disabled'``.
+        dir: folder that receives the ``wandb/`` run folder (the run directory).
+        project, name, config: the usual :func:`wandb.init` arguments.
+        run_id: reuse this run id (a resumed training run continues the same wandb run).
+    """
+
+    def __init__(self, mode: str = 'offline', dir: str | os.PathLike | None = None,
+                 project: str = 'mmssl-pyg', name: str | None = None,
+                 config: dict[str, Any] | None = None, run_id: str | None = None,
+                 **init_kwargs):
+        if mode not in WANDB_MODES:
+            raise ValueError(f'wandb mode must be one of {WANDB_MODES}, got {mode!r}')
+        import wandb
+        if dir is not None:
+            Path(dir).mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(silent=True, console='off')
+        self.run = wandb.init(mode=mode, dir=None if dir is None else str(dir), project=project,
+                              name=name, config=config, id=run_id,
+                              resume='allow' if run_id else None, settings=settings,
+                              reinit='create_new', **init_kwargs)
+        self.mode = mode
+
+    @property
+    def run_id(self) -> str | None:
+        return getattr(self.run, 'id', None)
+
+    def log_config(self, config):
+        self.run.config.update(config, allow_val_change=True)
+
+    def log(self, metrics, step):
+        self.run.log(dict(metrics), step=step)
+
+    def summary(self, metrics):
+        for k, v in metrics.items():
+            self.run.summary[k] = v
+
+    def finish(self):
+        self.run.finish()
+
+
+def make_tracker(mode: str = 'offline', **kwargs) -> Tracker:
+    """``NullTracker`` for ``mode='disabled'``, else a :class:`WandbTracker`."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f'--wandb must be one of {", ".join(WANDB_MODES)}, got {mode!r}')
+    if mode == 'disabled':
+        return NullTracker()  # wandb is not even imported
+    return WandbTracker(mode=mode, **kwargs)

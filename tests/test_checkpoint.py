@@ -1,0 +1,117 @@
+"""Atomic checkpoints, random states, and a real training process killed and resumed."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_training_utils import write_json_dataset
+
+from mmssl_pyg.training import load_checkpoint, save_checkpoint
+from mmssl_pyg.training.checkpoint import rng_state, set_rng_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / 'last.pt'
+    save_checkpoint({'epoch': 1, 'w': torch.ones(3)}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b'half a checkpoint')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', dying_save)
+    with pytest.raises(OSError, match='disk full'):
+        save_checkpoint({'epoch': 2, 'w': torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, 'save', real_save)
+    state = load_checkpoint(path)  # the previous checkpoint, whole
+    assert state['epoch'] == 1 and torch.equal(state['w'], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ['last.pt']
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nothing.pt'):
+        load_checkpoint(tmp_path / 'nothing.pt')
+    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(RuntimeError, match='junk.pt'):
+        load_checkpoint(tmp_path / 'junk.pt')
+
+
+def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    save_checkpoint({'rng': rng_state()}, tmp_path / 'r.pt')
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(2)
+    np.random.seed(2)
+    random.seed(2)
+    set_rng_state(load_checkpoint(tmp_path / 'r.pt')['rng'])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert got[2] == want[2]
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if 'seconds' not in k and 'memory' not in k}
+            for h in history]
+
+
+@pytest.mark.slow
+def test_killed_training_process_resumes_to_the_uninterrupted_metrics(tmp_path):
+    """Two real ``mmssl-pyg train`` processes with the same seed: one runs through, the other
+    is SIGKILLed once its first checkpoint exists and is then resumed with ``--resume``."""
+    data = write_json_dataset(tmp_path / 'tiny', num_users=300, num_items=200, per_user=12)
+    from mmssl_pyg.data import load_dataset
+    load_dataset(str(data))  # process once here, so the two processes do not race on it
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+    cmd = [sys.executable, '-m', 'mmssl_pyg.cli', 'train', '--model', 'lightgcn',
+           '--dataset', str(data), '--epochs', '6', '--seed', '3', '--wandb', 'disabled',
+           '--device', 'cpu',  # bitwise reproducible kernels
+           '--no-progress', 'num_threads=1', 'embedding_dim=16', 'num_layers=2',
+           'batch_size=16']
+    full_dir, cut_dir = tmp_path / 'full', tmp_path / 'cut'
+    t0 = time.time()
+    full = subprocess.Popen([*cmd, '--run-dir', str(full_dir)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = subprocess.Popen([*cmd, '--run-dir', str(cut_dir)], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (cut_dir / 'last.pt').exists():
+            assert victim.poll() is None, 'the training process ended before a checkpoint'
+            assert time.time() - t0 < 50, 'no checkpoint after 50 s'
+            time.sleep(0.01)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (cut_dir / 'metrics.json').exists()  # it really died mid-run
+    killed_at = load_checkpoint(cut_dir / 'last.pt')['epoch']
+    assert 1 <= killed_at < 6
+
+    out, _ = full.communicate(timeout=60)
+    assert full.returncode == 0, out
+    resumed = subprocess.run(
+        [sys.executable, '-m', 'mmssl_pyg.cli', 'train', '--resume', '--run-dir', str(cut_dir),
+         '--no-progress'], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f'resumed {cut_dir} after epoch {killed_at}' in resumed.stdout
+
+    a = json.loads((full_dir / 'metrics.json').read_text())
+    b = json.loads((cut_dir / 'metrics.json').read_text())
+    assert b['resumed_from_epoch'] == killed_at and a['resumed_from_epoch'] is None
+    assert b['best_epoch'] == a['best_epoch']
+    assert b['val'] == a['val'] and b['test'] == a['test']
+    assert _strip(b['history']) == _strip(a['history'])

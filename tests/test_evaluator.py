@@ -1,0 +1,110 @@
+"""The full-ranking evaluator against a brute-force Python reference."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_training_utils import synthetic_graph
+
+from mmssl_pyg.data.graph import RecGraph
+from mmssl_pyg.models import LightGCN
+from mmssl_pyg.training import evaluate, evaluate_embeddings
+
+
+def reference(user_emb, item_emb, graph, split, ks, exclude_val_at_test=False):
+    """Per-user Python loops over full score lists: the textbook definitions."""
+    scores = (user_emb @ item_emb.t()).tolist()
+    seen = {}
+    for u, i in graph.train_edge_index.t().tolist():
+        seen.setdefault(u, set()).add(i)
+    if split == 'test' and exclude_val_at_test:
+        for u, i in graph.val_edge_index.t().tolist():
+            seen.setdefault(u, set()).add(i)
+    held = {}
+    ei = graph.val_edge_index if split == 'val' else graph.test_edge_index
+    for u, i in ei.t().tolist():
+        held.setdefault(u, set()).add(i)
+    sums = {f'{m}@{k}': 0.0 for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
+    for u, items in held.items():
+        candidates = [i for i in range(graph.num_items) if i not in seen.get(u, set())]
+        ranking = sorted(candidates, key=lambda i: -scores[u][i])
+        for k in ks:
+            top = ranking[:k]
+            rel = [1.0 if i in items else 0.0 for i in top]
+            hits = sum(rel)
+            dcg = sum(r / math.log2(pos + 2) for pos, r in enumerate(rel))
+            idcg = sum(1 / math.log2(pos + 2) for pos in range(min(len(items), k)))
+            sums[f'recall@{k}'] += hits / len(items)
+            sums[f'precision@{k}'] += hits / k
+            sums[f'ndcg@{k}'] += dcg / idcg
+            sums[f'hit@{k}'] += float(hits > 0)
+    return {key: value / max(len(held), 1) for key, value in sums.items()}
+
+
+def _several_heldout_graph(seed=0):
+    """Users with 0..12 held-out items, some with more held-out items than small K, one
+    held-out item that is also a training item (never rankable), 40 items (< K=50)."""
+    graph = synthetic_graph(num_users=70, num_items=40, per_user=14, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    extra_users = torch.randint(70, (5,), generator=g)
+    extra = torch.stack([extra_users.repeat_interleave(12),
+                         torch.randint(40, (60,), generator=g)])
+    overlap = graph.train_edge_index[:, :1]
+    test = torch.cat([graph.test_edge_index, extra, overlap], dim=1)
+    val = torch.cat([graph.val_edge_index, extra], dim=1)  # also in test: exclusion case
+    return RecGraph(graph.num_users, graph.num_items, graph.train_edge_index, val, test)
+
+
+@pytest.mark.parametrize('split,exclude_val', [('val', False), ('test', False),
+                                               ('test', True)])
+def test_metrics_match_brute_force_reference(split, exclude_val):
+    graph = _several_heldout_graph()
+    torch.manual_seed(1)
+    user_emb, item_emb = torch.randn(70, 8), torch.randn(40, 8)
+    ks = (1, 3, 10, 20, 50)
+    got = evaluate_embeddings(user_emb, item_emb, graph, split, ks,
+                              exclude_val_at_test=exclude_val, batch_size=16)
+    want = reference(user_emb, item_emb, graph, split, ks, exclude_val)
+    assert list(got) == [f'{m}@{k}' for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')]
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+    held = graph.test_edge_index if split == 'test' else graph.val_edge_index
+    counts = torch.bincount(held[0], minlength=70)
+    assert counts.max() > 10  # users with more held-out items than K=10 are covered
+
+
+def test_block_size_does_not_change_metrics():
+    graph = _several_heldout_graph(seed=3)
+    user_emb, item_emb = torch.randn(70, 8), torch.randn(40, 8)
+    a = evaluate_embeddings(user_emb, item_emb, graph, 'test', batch_size=1)
+    b = evaluate_embeddings(user_emb, item_emb, graph, 'test', batch_size=1000)
+    assert a == pytest.approx(b, abs=1e-6)  # float32 per-block sums
+
+
+def test_perfect_and_empty_cases():
+    # scores = one-hot on the held-out item: every metric is at its maximum
+    train = torch.tensor([[0, 1], [0, 1]])
+    test = torch.tensor([[0, 1], [2, 3]])
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    graph = RecGraph(3, 5, train, empty, test)
+    user_emb, item_emb = torch.zeros(3, 5), torch.eye(5)
+    user_emb[0, 2] = user_emb[1, 3] = 1.0
+    got = evaluate_embeddings(user_emb, item_emb, graph, 'test', ks=(1, 2))
+    assert got['recall@1'] == got['ndcg@1'] == got['hit@1'] == got['precision@1'] == 1.0
+    assert got['precision@2'] == 0.5
+    assert all(v == 0.0 for v in evaluate_embeddings(user_emb, item_emb, graph, 'val').values())
+
+
+def test_evaluate_uses_the_models_embeddings_in_eval_mode():
+    graph = synthetic_graph()
+    model = LightGCN(graph, embedding_dim=8).train()
+    got = evaluate(model, graph, 'val')
+    assert model.training  # mode restored
+    with torch.no_grad():
+        u, i = model.get_embedding()
+    assert got == evaluate_embeddings(u, i, graph, 'val')
+    assert set(got) == {f'{m}@{k}' for k in (10, 20, 50)
+                        for m in ('recall', 'precision', 'ndcg', 'hit')}
+    with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
+        evaluate(model, graph, 'train')

@@ -1,0 +1,209 @@
+"""The shared trainer: determinism, critic steps, early stopping, NaN handling, resume."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_training_utils import synthetic_graph
+
+from mmssl_pyg.models import LightGCN
+from mmssl_pyg.training import (
+    MemoryTracker,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    resolve_device,
+)
+from mmssl_pyg.training import trainer as trainer_module
+
+FAST = dict(batch_size=16, progress=False, seed=7, ks=(10, 20), num_threads=1)
+
+
+def _fit(epochs=2, checkpoint_dir=None, model_seed=0, resume=False, model_cls=LightGCN,
+         tracker=None, **cfg):
+    graph = synthetic_graph()
+    torch.manual_seed(model_seed)
+    model = model_cls(graph, embedding_dim=8)
+    config = TrainConfig(**{**FAST, 'epochs': epochs, **cfg})
+    trainer = Trainer(model, graph, config, tracker=tracker, checkpoint_dir=checkpoint_dir)
+    return trainer.fit(resume=resume), trainer
+
+
+def test_same_seed_gives_same_losses_and_metrics():
+    # CPU: CUDA's scatter/sparse kernels are not bitwise deterministic
+    a, _ = _fit(device='cpu')
+    b, _ = _fit(device='cpu')
+    strip = [{k: v for k, v in h.items() if 'seconds' not in k and 'memory' not in k}
+             for h in a.history]
+    assert strip == [{k: v for k, v in h.items() if 'seconds' not in k and 'memory' not in k}
+                     for h in b.history]
+    assert a.test == b.test and a.val == b.val and a.best_epoch == b.best_epoch
+    c, _ = _fit(seed=8, device='cpu')
+    assert c.history[0]['train/loss'] != a.history[0]['train/loss']
+
+
+def test_history_and_result_contents():
+    tracker = MemoryTracker()
+    result, trainer = _fit(epochs=3, eval_every=2, tracker=tracker)
+    assert [h['epoch'] for h in result.history] == [1, 2, 3]
+    first, second, third = result.history
+    assert 'val/recall@20' not in first and 'eval_seconds' not in first  # eval_every=2
+    assert 'val/recall@20' in second and 'val/recall@20' in third       # and the last epoch
+    for h in result.history:
+        assert {'train/loss', 'train/bpr', 'train/reg', 'epoch_seconds',
+                'peak_memory_mb'} <= set(h)
+        assert h['epoch_seconds'] > 0 and h['peak_memory_mb'] > 0
+    best = max((2, 3), key=lambda e: result.history[e - 1]['val/recall@20'])
+    assert result.best_epoch == best
+    assert result.val == {k[4:]: v for k, v in result.history[best - 1].items()
+                          if k.startswith('val/')}
+    assert set(result.test) == {f'{m}@{k}' for k in (10, 20)
+                                for m in ('recall', 'precision', 'ndcg', 'hit')}
+    assert [s for s, _ in tracker.history] == [1, 2, 3]
+    assert tracker.summary_['best_epoch'] == best and 'test/recall@20' in tracker.summary_
+    assert tracker.config['train']['lr'] == 1e-3
+    # the sampler's epoch length is ceil(|train| / batch_size) batches
+    assert len(trainer.sampler) == math.ceil(trainer.graph.num_train / 16)
+    assert trainer.device == resolve_device('auto') == torch.device(
+        'cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def test_early_stopping_selects_on_validation_and_tests_once(monkeypatch, tmp_path):
+    calls = []
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at epoch 2, patience 2 stops at 4
+
+    def fake_evaluate(model, graph, split, ks, **kwargs):
+        calls.append((split, model.user_emb.weight.detach().clone()))
+        value = next(scripted) if split == 'val' else -1.0
+        return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
+
+    monkeypatch.setattr(trainer_module, 'evaluate', fake_evaluate)
+    result, trainer = _fit(epochs=10, patience=2, checkpoint_dir=tmp_path)
+    assert result.stopped_early and len(result.history) == 4
+    assert result.best_epoch == 2 and result.val['recall@20'] == 0.3
+    assert [s for s, _ in calls] == ['val'] * 4 + ['test']
+    best = load_checkpoint(tmp_path / 'best.pt')
+    assert best['epoch'] == 2 and load_checkpoint(tmp_path / 'last.pt')['epoch'] == 4
+    # the test split saw the best epoch's weights, reloaded from best.pt
+    assert torch.equal(calls[-1][1], best['model']['user_emb.weight'])
+    assert torch.equal(calls[1][1], calls[-1][1])
+
+
+def test_best_weights_kept_in_memory_without_checkpoint_dir(monkeypatch):
+    seen = []
+    scripted = iter([0.5, 0.1])
+
+    def fake_evaluate(model, graph, split, ks, **kwargs):
+        seen.append(model.user_emb.weight.detach().clone())
+        value = next(scripted) if split == 'val' else 0.0
+        return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
+
+    monkeypatch.setattr(trainer_module, 'evaluate', fake_evaluate)
+    result, _ = _fit(epochs=2)
+    assert result.best_epoch == 1 and torch.equal(seen[-1], seen[0])
+
+
+class _NaNLightGCN(LightGCN):
+    """Its BPR term turns NaN at epoch 2, batch index 1."""
+
+    def on_epoch_start(self, epoch):
+        self._epoch, self._batch = epoch, 0
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        if self._epoch == 2 and self._batch == 1:
+            out['bpr'] = out['bpr'] * float('nan')
+            out['loss'] = out['bpr'] + out['reg']
+        self._batch += 1
+        return out
+
+
+def test_non_finite_loss_stops_with_term_epoch_and_batch(tmp_path):
+    with pytest.raises(NonFiniteLossError) as info:
+        _fit(epochs=3, checkpoint_dir=tmp_path, model_cls=_NaNLightGCN)
+    msg = str(info.value)
+    assert "'bpr'" in msg and 'epoch 2' in msg and 'batch index 1' in msg
+    assert 'last.pt' in msg
+    last = load_checkpoint(tmp_path / 'last.pt')  # the last good checkpoint, intact
+    assert last['epoch'] == 1
+    assert all(torch.isfinite(v).all() for v in last['model'].values() if v.is_floating_point())
+    assert not list(tmp_path.glob('*.tmp'))
+
+
+class _CriticLightGCN(LightGCN):
+    """A toy adversarial model: a linear critic on the batch users' embeddings."""
+    has_critic = True
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.critic = torch.nn.Linear(embedding_dim, 1)
+        self.calls = []
+
+    def critic_parameters(self):
+        return list(self.critic.parameters())
+
+    def critic_loss(self, batch):
+        self.calls.append('critic')
+        batch.cache['seen_by_critic'] = True
+        real = self.critic(self.item_emb(batch.pos)).mean()
+        fake = self.critic(self.item_emb(batch.neg)).mean()
+        return {'loss': fake - real, 'real': real, 'fake': fake}
+
+    def loss(self, batch):
+        self.calls.append('model' if batch.cache.get('seen_by_critic') else 'model-no-cache')
+        out = super().loss(batch)
+        gen = -self.critic(self.item_emb(batch.neg)).mean()
+        out['generator'] = gen
+        out['loss'] = out['loss'] + 1e-3 * gen
+        return out
+
+
+def test_critic_step_precedes_model_step_with_separate_optimisers():
+    result, trainer = _fit(epochs=1, model_cls=_CriticLightGCN)
+    model = trainer.model
+    n = len(trainer.sampler)
+    assert model.calls == ['critic', 'model'] * n
+    crit = trainer.critic_optimizer
+    assert isinstance(crit, torch.optim.Adam) and not isinstance(crit, torch.optim.AdamW)
+    assert crit.defaults['lr'] == 3e-4 and crit.defaults['betas'] == (0.5, 0.9)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert trainer.optimizer.defaults['weight_decay'] == 0.0
+    critic_ids = {id(p) for p in model.critic.parameters()}
+    assert {id(p) for g in crit.param_groups for p in g['params']} == critic_ids
+    assert not critic_ids & {id(p) for g in trainer.optimizer.param_groups for p in g['params']}
+    h = result.history[0]
+    assert {'train/critic', 'train/critic_real', 'train/critic_fake', 'train/generator'} <= set(h)
+
+
+def test_resume_in_process_matches_uninterrupted_run(tmp_path):
+    kw = dict(model_cls=_CriticLightGCN, device='cpu')
+    full, _ = _fit(epochs=4, checkpoint_dir=tmp_path / 'full', **kw)
+    _fit(epochs=2, checkpoint_dir=tmp_path / 'cut', **kw)
+    # a fresh process would rebuild the model from another state: the checkpoint restores it
+    resumed, _ = _fit(epochs=4, checkpoint_dir=tmp_path / 'cut', model_seed=123, resume=True,
+                      **kw)
+
+    def strip(history):
+        return [{k: v for k, v in h.items() if 'seconds' not in k and 'memory' not in k}
+                for h in history]
+
+    assert strip(resumed.history) == strip(full.history)
+    assert resumed.test == full.test and resumed.best_epoch == full.best_epoch
+
+
+def test_resume_repairs_best_checkpoint_killed_before_it_was_written(tmp_path):
+    _fit(epochs=1, checkpoint_dir=tmp_path)
+    (tmp_path / 'best.pt').unlink()  # died between writing last.pt and best.pt
+    result, _ = _fit(epochs=1, checkpoint_dir=tmp_path, resume=True)
+    assert result.best_epoch == 1 and load_checkpoint(tmp_path / 'best.pt')['epoch'] == 1
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(ValueError, match='batch_size'):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match='metric'):
+        TrainConfig(metric='recall@25')
+    with pytest.raises(ValueError, match='device'):
+        TrainConfig(device='gpu')

@@ -1,0 +1,137 @@
+"""Shared helpers of the training tests (tiny synthetic graphs, a tiny MMSSL-format dataset),
+and the sampler's tests."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmssl_pyg.data.graph import RecGraph
+from mmssl_pyg.training import BPRSampler
+
+
+def synthetic_graph(num_users: int = 60, num_items: int = 40, per_user: int = 8,
+                    seed: int = 0, name: str = 'synthetic') -> RecGraph:
+    """Random interactions split 80/10/10 at random, so users have 0..several held-out
+    items in each split."""
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.unique(torch.randint(num_users * num_items, (num_users * per_user,),
+                                      generator=g))
+    keys = keys[torch.randperm(keys.numel(), generator=g)]
+    n = keys.numel()
+    a, b = int(n * 0.8), int(n * 0.9)
+    ei = torch.stack([keys // num_items, keys % num_items])
+    return RecGraph(num_users, num_items, ei[:, :a], ei[:, a:b], ei[:, b:], name=name)
+
+
+def write_json_dataset(folder: str | Path, num_users: int = 120, num_items: int = 80,
+                       per_user: int = 10, seed: int = 0) -> Path:
+    """A tiny dataset in the MMSSL / LATTICE raw format (``raw/{train,val,test}.json``:
+    user id string -> item id list); every user has training items and one val and one test
+    item, like the bundled data."""
+    g = torch.Generator().manual_seed(seed)
+    raw = Path(folder) / 'raw'
+    raw.mkdir(parents=True, exist_ok=True)
+    splits = {'train': {}, 'val': {}, 'test': {}}
+    for u in range(num_users):
+        items = torch.randperm(num_items, generator=g)[:per_user].tolist()
+        splits['val'][str(u)] = items[:1]
+        splits['test'][str(u)] = items[1:2]
+        splits['train'][str(u)] = items[2:]
+    for name, data in splits.items():
+        (raw / f'{name}.json').write_text(json.dumps(data))
+    return Path(folder)
+
+
+def read_json_dataset(folder: str | Path, name: str = 'custom') -> RecGraph:
+    """Minimal reader of :func:`write_json_dataset` output (the library's loader is
+    ``mmssl_pyg.data.load_dataset``; this one keeps the trainer tests independent of it)."""
+    raw = Path(folder) / 'raw'
+    eis = {}
+    for split in ('train', 'val', 'test'):
+        data = json.loads((raw / f'{split}.json').read_text())
+        pairs = [(int(u), int(i)) for u, items in data.items() for i in items]
+        eis[split] = torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
+    num_users = 1 + max(int(e[0].max()) for e in eis.values() if e.numel())
+    num_items = 1 + max(int(e[1].max()) for e in eis.values() if e.numel())
+    return RecGraph(num_users, num_items, eis['train'], eis['val'], eis['test'], name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampler
+
+
+def _train_keys(graph):
+    ei = graph.train_edge_index
+    return set((ei[0] * graph.num_items + ei[1]).tolist())
+
+
+def test_batches_follow_the_protocol():
+    graph = synthetic_graph(num_users=50, num_items=30)
+    sampler = BPRSampler(graph, batch_size=16, seed=0)
+    assert len(sampler) == math.ceil(graph.num_train / 16)
+    keys = _train_keys(graph)
+    active = set(graph.train_edge_index[0].tolist())
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    for b in batches:
+        assert len(b) == 16 and b.users.unique().numel() == 16  # distinct users
+        assert set(b.users.tolist()) <= active
+        us, ps, ns = b.users.tolist(), b.pos.tolist(), b.neg.tolist()
+        assert all(u * 30 + p in keys for u, p in zip(us, ps))        # observed positives
+        assert all(u * 30 + n not in keys for u, n in zip(us, ns))    # unobserved negatives
+        assert all(0 <= n < 30 for n in ns)
+
+
+def test_small_graph_batch_is_every_active_user_and_dense_users_are_skipped():
+    # user 0 has every item (no negative exists), user 3 has none
+    ei = torch.tensor([[0, 0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 0, 1, 3]])
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    graph = RecGraph(4, 4, ei, empty, empty)
+    batch = BPRSampler(graph, batch_size=1024, seed=0).sample()
+    assert sorted(batch.users.tolist()) == [1, 2]
+    for u, n in zip(batch.users.tolist(), batch.neg.tolist()):
+        assert (u, n) not in {(1, 0), (2, 1), (2, 3)}
+
+
+def test_negatives_are_uniform_over_unobserved_items():
+    ei = torch.tensor([[0, 0], [0, 1]])  # user 0 saw items 0 and 1 of 6
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    sampler = BPRSampler(RecGraph(1, 6, ei, empty, empty), seed=0)
+    neg = sampler.sample_negatives(torch.zeros(20000, dtype=torch.long))
+    counts = torch.bincount(neg, minlength=6).float() / 20000
+    assert counts[:2].sum() == 0
+    assert torch.allclose(counts[2:], torch.full((4,), 0.25), atol=0.02)
+
+
+def test_seed_and_state_dict_reproduce_batches():
+    graph = synthetic_graph()
+    a, b = BPRSampler(graph, 8, seed=3), BPRSampler(graph, 8, seed=3)
+    for x, y in zip(a, b):
+        assert torch.equal(x.users, y.users) and torch.equal(x.pos, y.pos)
+        assert torch.equal(x.neg, y.neg)
+    state = a.state_dict()
+    expected = a.sample()
+    c = BPRSampler(graph, 8, seed=99)
+    c.load_state_dict(state)
+    got = c.sample()
+    assert torch.equal(got.users, expected.users) and torch.equal(got.neg, expected.neg)
+    assert not torch.equal(BPRSampler(graph, 8, seed=4).sample().users,
+                           BPRSampler(graph, 8, seed=3).sample().users)
+
+
+def test_batches_per_epoch_override_and_empty_graph_error():
+    graph = synthetic_graph()
+    assert len(BPRSampler(graph, 8, batches_per_epoch=3)) == 3
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    with pytest.raises(ValueError, match='no training interactions'):
+        BPRSampler(RecGraph(3, 3, empty, empty, empty, name='void'))
+
+
+def test_json_helpers_round_trip(tmp_path):
+    graph = read_json_dataset(write_json_dataset(tmp_path / 'tiny', 10, 12, 5))
+    assert graph.num_users == 10 and graph.val_edge_index.size(1) == 10
+    assert graph.num_train == 30
