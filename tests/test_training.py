@@ -75,7 +75,7 @@ def test_early_stopping_selects_on_validation_and_tests_once(monkeypatch, tmp_pa
     scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at epoch 2, patience 2 stops at 4
 
     def fake_evaluate(model, graph, split, ks, **kwargs):
-        calls.append((split, model.user_emb.weight.detach().clone()))
+        calls.append((split, model.user_emb.weight.detach().cpu().clone()))
         value = next(scripted) if split == 'val' else -1.0
         return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
 
@@ -96,7 +96,7 @@ def test_best_weights_kept_in_memory_without_checkpoint_dir(monkeypatch):
     scripted = iter([0.5, 0.1])
 
     def fake_evaluate(model, graph, split, ks, **kwargs):
-        seen.append(model.user_emb.weight.detach().clone())
+        seen.append(model.user_emb.weight.detach().cpu().clone())
         value = next(scripted) if split == 'val' else 0.0
         return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
 
@@ -174,7 +174,9 @@ def test_critic_step_precedes_model_step_with_separate_optimisers():
     assert {id(p) for g in crit.param_groups for p in g['params']} == critic_ids
     assert not critic_ids & {id(p) for g in trainer.optimizer.param_groups for p in g['params']}
     h = result.history[0]
-    assert {'train/critic', 'train/critic_real', 'train/critic_fake', 'train/generator'} <= set(h)
+    assert {'train/critic_loss', 'train/critic_real', 'train/critic_fake',
+            'train/generator', 'train/loss', 'train/bpr'} <= set(h)
+    assert h['train/critic_loss'] == pytest.approx(h['train/critic_fake'] - h['train/critic_real'])
 
 
 def test_resume_in_process_matches_uninterrupted_run(tmp_path):

@@ -74,3 +74,16 @@ def test_every_shipped_preset_is_valid():
         for dataset in datasets | {'tiktok'}:
             opts = resolve_options(MODELS[name], dataset, model_name=name)
             assert isinstance(opts.train, TrainConfig)
+
+
+def test_key_taken_by_model_and_trainer_goes_to_both():
+    from mmssl_pyg.models import LightGCN as Base
+
+    class WithBatch(Base):
+        def __init__(self, graph, embedding_dim: int = 64, batch_size: int = 1024):
+            super().__init__(graph, embedding_dim)
+
+    opts = resolve_options(WithBatch, 'tiktok', overrides=['batch_size=256'])
+    assert opts.model_kwargs['batch_size'] == 256 and opts.train.batch_size == 256
+    opts = resolve_options(WithBatch, 'tiktok', overrides=['train.batch_size=128'])
+    assert 'batch_size' not in opts.model_kwargs and opts.train.batch_size == 128

@@ -279,8 +279,9 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
         dataset: dataset name selecting the per-dataset preset blocks.
         model_name: preset file name (defaults to the lower-cased class name).
         config_file: a YAML file with ``model:`` / ``train:`` sections.
-        overrides: ``key=value`` strings (or parsed pairs); a key is routed to the model when
-            the model takes it, else to the trainer; ``model.key`` / ``train.key`` force it.
+        overrides: ``key=value`` strings (or parsed pairs); a key goes to the model options
+            when the model takes it and to the trainer options when :class:`TrainConfig` has
+            it (to both when both do); ``model.key`` / ``train.key`` force one.
         train_updates: trainer options set last (the CLI's ``--epochs``, ``--seed``, ...).
         base: ``(model_kwargs, train_options)`` that replace the preset (used to resume a run
             with its saved options).
@@ -319,25 +320,31 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
     pairs = parse_overrides(overrides) if overrides and isinstance(overrides[0], str) \
         else list(overrides or [])
     for key, value in pairs:
-        section, name = _route(key, model_types, train_types)
-        apply({name: value}, section, f'override {key}={value}')
+        for section, name in _route(key, model_types, train_types):
+            apply({name: value}, section, f'override {key}={value}')
     if train_updates:
         apply({k: v for k, v in train_updates.items() if v is not None}, 'train',
               'command-line option')
     return RunOptions(model_kw, TrainConfig.from_dict(train_kw, 'train options'), sources)
 
 
-def _route(key: str, model_types: dict | None, train_types: dict) -> tuple[str, str]:
+def _route(key: str, model_types: dict | None, train_types: dict) -> list[tuple[str, str]]:
+    """Sections a ``key=value`` override goes to: ``model.``/``train.`` prefixes force one;
+    a key both take (e.g. ``batch_size`` for MMSSL, whose critic memory check needs it) goes
+    to both."""
     if key.startswith('model.'):
-        return 'model', key[len('model.'):]
+        return [('model', key[len('model.'):])]
     if key.startswith('train.'):
-        return 'train', key[len('train.'):]
+        return [('train', key[len('train.'):])]
+    out = []
     if model_types is not None and key in model_types:
-        return 'model', key
+        out.append(('model', key))
     if key in train_types:
-        return 'train', key
+        out.append(('train', key))
+    if out:
+        return out
     if model_types is None:  # model takes **kwargs
-        return 'model', key
+        return [('model', key)]
     raise ConfigError(
         f'unknown option {key!r}; model options: {", ".join(sorted(model_types)) or "none"}; '
         f'train options: {", ".join(sorted(train_types))}')

@@ -141,7 +141,11 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
         run_dir = Path(runs_root) / f'{model.lower()}-{_dataset_key(dataset)}-{stamp}'
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model_kwargs = full_model_kwargs(model_cls, options.model_kwargs)
+    model_kwargs = dict(options.model_kwargs)
+    takes = model_option_types(model_cls)
+    if takes is not None and 'batch_size' in takes and 'batch_size' not in model_kwargs:
+        model_kwargs['batch_size'] = options.train.batch_size  # e.g. MMSSL's critic sizing
+    model_kwargs = full_model_kwargs(model_cls, model_kwargs)
     wandb_id = (saved or {}).get('wandb_id')
     record = {'model': model.lower(), 'dataset': dataset, 'root': root,
               'modalities': modalities, 'dataset_name': graph.name,

@@ -35,8 +35,10 @@ class FitResult:
         best_epoch: the epoch selected on validation ``config.metric``.
         val: validation metrics of that epoch.
         test: test metrics of that epoch (the test split is evaluated once, for it only).
-        history: one dict per epoch: ``epoch``, ``train/<loss term>`` means, ``epoch_seconds``,
-            ``eval_seconds``, ``peak_memory_mb`` and ``val/<metric>`` on evaluated epochs.
+        history: one dict per epoch: ``epoch``, the epoch means of every loss term
+            (``train/<term>`` for ``loss()``'s, ``train/critic_loss`` and ``train/critic_<term>``
+            for ``critic_loss()``'s), ``epoch_seconds``, ``peak_memory_mb``, and on evaluated
+            epochs ``eval_seconds`` and ``val/<metric>``.
         stopped_early: whether patience ran out before ``config.epochs``.
         checkpoint_dir: where ``best.pt`` / ``last.pt`` are (``None`` when not saved).
         resumed_from_epoch: the epoch of the ``last.pt`` a resumed run started from.
@@ -230,7 +232,7 @@ class Trainer:
                 out['loss'].backward()
                 self.critic_optimizer.step()
                 for k, v in values.items():
-                    key = 'train/critic' if k == 'loss' else f'train/critic_{k}'
+                    key = f'train/{_critic_key(k, values)}'
                     sums[key] = sums.get(key, 0.0) + v
             self.optimizer.zero_grad(set_to_none=True)
             if self.critic_optimizer is not None:  # L_G backpropagates into the critic too
@@ -348,6 +350,16 @@ class Trainer:
         return evaluate(self.model, self.graph, 'test', cfg.ks,
                         exclude_val_at_test=cfg.exclude_val_at_test,
                         batch_size=cfg.eval_batch_size, progress=cfg.progress)
+
+
+def _critic_key(term: str, terms: dict) -> str:
+    """Log name of a ``critic_loss`` term: ``loss`` -> ``critic_loss``, ``gp`` ->
+    ``critic_gp``; names that already start with ``critic`` are kept (``critic``)."""
+    if term == 'loss':
+        return 'critic_loss'
+    if term.startswith('critic') and term != 'critic_loss':
+        return term
+    return f'critic_{term}'
 
 
 def _tqdm(iterable, enabled: bool, **kwargs):
