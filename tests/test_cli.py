@@ -153,6 +153,8 @@ def test_argparse_rejects_bad_choices(capsys):
 
 def test_resume_refuses_changed_settings_and_continues_a_finished_run(trained, capsys):
     data, run = trained
+    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 2
+    assert 'already holds a run' in capsys.readouterr().err  # never overwritten silently
     assert cli.main(['train', '--resume', '--run-dir', str(run), 'lr=0.5']) == 2
     assert 'train.lr' in capsys.readouterr().err
     before = json.loads((run / 'metrics.json').read_text())

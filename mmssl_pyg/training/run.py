@@ -140,6 +140,9 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
         stamp = time.strftime('%Y%m%d-%H%M%S')
         run_dir = Path(runs_root) / f'{model.lower()}-{_dataset_key(dataset)}-{stamp}'
     run_dir = Path(run_dir)
+    if not resume and (run_dir / LAST).exists():
+        raise ConfigError(f'{run_dir} already holds a run ({LAST}); continue it with --resume '
+                          f'or choose another --run-dir')
     run_dir.mkdir(parents=True, exist_ok=True)
     model_kwargs = dict(options.model_kwargs)
     takes = model_option_types(model_cls)
