@@ -1,0 +1,134 @@
+"""BM3: bootstrapped multimodal latent representations, trained without negative samples."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.graph import RecGraph
+from ..nn.conv import BipartiteConv
+from ._common import (
+    check_ratio,
+    light_propagate,
+    modality_features,
+    register_features,
+    xavier_normal_linear,
+)
+from .base import Batch, Recommender
+
+
+def _cosine_loss(online: Tensor, target: Tensor) -> Tensor:
+    """``1 - mean cos(online, target)`` with the target treated as a constant."""
+    return 1.0 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
+
+
+class BM3(Recommender):
+    r"""BM3 from Zhou et al., `"Bootstrap Latent Representations for Multi-modal
+    Recommendation" <https://arxiv.org/abs/2207.05969>`_ (WWW 2023).
+
+    A LightGCN encoder gives :math:`\mathbf{e}_u` and :math:`\mathbf{e}_i` (plus the item's ID
+    embedding); every modality is projected to the same size,
+    :math:`\mathbf{e}^m_i = \mathbf{W}_m \mathbf{x}^m_i + \mathbf{b}_m`. There is no negative
+    sampling and no target network: the *target view* of a representation is the
+    representation itself under dropout with no gradient,
+    :math:`\tilde{\mathbf{e}} = \mathrm{sg}(\mathrm{Dropout}_p(\mathbf{e}))`
+    (:meth:`target_view`), and the *online view* goes through a shared linear predictor
+    :math:`f_p`. For an observed pair :math:`(u, i)`, with
+    :math:`\mathcal{C}(a, b) = 1 - \cos(a, b)`:
+
+    .. math::
+        \mathcal{L}_{rec} &= \mathcal{C}(f_p(\mathbf{e}_u), \tilde{\mathbf{e}}_i)
+            + \mathcal{C}(f_p(\mathbf{e}_i), \tilde{\mathbf{e}}_u) \\
+        \mathcal{L}_{align} &= \sum_m \mathcal{C}(f_p(\mathbf{e}^m_i), \tilde{\mathbf{e}}_i),
+        \qquad
+        \mathcal{L}_{mask} = \sum_m \mathcal{C}(f_p(\mathbf{e}^m_i), \tilde{\mathbf{e}}^m_i) \\
+        \mathcal{L} &= \mathcal{L}_{rec} + \lambda_{cl}(\mathcal{L}_{align} + \mathcal{L}_{mask})
+            + \lambda_{reg} \|\cdot\|^2
+
+    where, as in the authors' code, the regulariser is
+    :math:`\lambda_{reg}(\|\mathbf{E}_U\|_F + \|\mathbf{E}_I\|_F) / |\mathcal{I}|` on the encoder
+    outputs of all users and items (Frobenius norms, not squared). Scores are
+    :math:`\langle f_p(\mathbf{e}_u), f_p(\mathbf{e}_i)\rangle`. Only the users and the
+    positive items of a batch are used.
+
+    The raw features are fixed buffers here (the authors' code makes them trainable
+    embeddings).
+
+    Args:
+        graph: the training graph; needs at least one modality (any number).
+        embedding_dim: embedding and projected feature size (default ``64``).
+        num_layers: LightGCN layers (default ``1``).
+        dropout: dropout ratio :math:`p` of the target views (default ``0.5``).
+        reg_weight: :math:`\lambda_{reg}` (default ``0.1``).
+        cl_weight: :math:`\lambda_{cl}` (default ``2.0``).
+        feat_norm: feature scaling before the projections (default ``'l2'``).
+
+    Defaults are the authors' best setting for Amazon Baby (enoche/BM3 README; layers 1,
+    dropout 0.5, reg 0.1) and MMRec's ``BM3.yaml`` (``cl_weight`` 2.0).
+    """
+    min_modalities = 1
+
+    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 1,
+                 dropout: float = 0.5, reg_weight: float = 0.1, cl_weight: float = 2.0,
+                 feat_norm: str = 'l2'):
+        super().__init__(graph)
+        self.embedding_dim = embedding_dim
+        self.num_layers = num_layers
+        self.dropout = check_ratio('dropout', dropout)
+        self.reg_weight = reg_weight
+        self.cl_weight = cl_weight
+        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
+        self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
+        self.predictor = xavier_normal_linear(embedding_dim, embedding_dim)
+        self.projections = torch.nn.ModuleList(
+            [xavier_normal_linear(f.size(1), embedding_dim) for f in modality_features(self)])
+        self.conv = BipartiteConv()
+        adj_ui, adj_iu = graph.adjacency('sym')
+        self.register_buffer('adj_ui', adj_ui, persistent=False)
+        self.register_buffer('adj_iu', adj_iu, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.xavier_uniform_(self.user_emb.weight)
+        torch.nn.init.xavier_uniform_(self.item_emb.weight)
+        for lin in [self.predictor, *self.projections]:
+            torch.nn.init.xavier_normal_(lin.weight)
+            torch.nn.init.zeros_(lin.bias)
+
+    def encode(self) -> tuple[Tensor, Tensor]:
+        """Online encoder output ``(e_u, e_i)`` before the predictor."""
+        u, i = light_propagate(self.conv, self.user_emb.weight, self.item_emb.weight,
+                               self.adj_ui, self.adj_iu, self.num_layers)
+        return u, i + self.item_emb.weight
+
+    def target_view(self, x: Tensor) -> Tensor:
+        """The dropout-perturbed, gradient-free target view of ``x`` (identity in eval mode)."""
+        with torch.no_grad():
+            return F.dropout(x.detach(), self.dropout, self.training)
+
+    def get_embedding(self) -> tuple[Tensor, Tensor]:
+        u, i = self.encode()
+        return self.predictor(u), self.predictor(i)
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        users, items = batch.users, batch.pos
+        u, i = self.encode()
+        ub, ib = u[users], i[items]
+        u_target, i_target = self.target_view(ub), self.target_view(ib)
+        rec = _cosine_loss(self.predictor(ub), i_target) + \
+            _cosine_loss(self.predictor(ib), u_target)
+        align = mask = ub.new_zeros(())
+        for lin, f in zip(self.projections, modality_features(self)):
+            fm = lin(f[items])
+            fm_online = self.predictor(fm)
+            align = align + _cosine_loss(fm_online, i_target)
+            mask = mask + _cosine_loss(fm_online, self.target_view(fm))
+        reg = self.reg_weight * (u.norm() + i.norm()) / self.num_items
+        cl = self.cl_weight * (align + mask)
+        return {'loss': rec + cl + reg, 'rec': rec, 'align': align, 'mask': mask, 'reg': reg}
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.num_users} users, {self.num_items} items, '
+                f'modalities={self.modality_names}, embedding_dim={self.embedding_dim}, '
+                f'num_layers={self.num_layers}, dropout={self.dropout})')
