@@ -1,9 +1,25 @@
 """Model registry: ``--model NAME`` on the command line maps to these classes."""
 from .base import Batch, Recommender
+from .bm3 import BM3
+from .freedom import FREEDOM
+from .grcn import GRCN
+from .lattice import LATTICE
 from .lightgcn import LightGCN
+from .mf import MF
+from .mmgcn import MMGCN
+from .sgl import SGL
+from .vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {
     'lightgcn': LightGCN,
+    'mf': MF,
+    'sgl': SGL,
+    'vbpr': VBPR,
+    'mmgcn': MMGCN,
+    'grcn': GRCN,
+    'lattice': LATTICE,
+    'freedom': FREEDOM,
+    'bm3': BM3,
 }
 
 
@@ -14,4 +30,5 @@ def get_model_class(name: str) -> type[Recommender]:
         raise KeyError(f'unknown model {name!r}; choose one of {sorted(MODELS)}') from None
 
 
-__all__ = ['Batch', 'Recommender', 'LightGCN', 'MODELS', 'get_model_class']
+__all__ = ['Batch', 'Recommender', 'LightGCN', 'MF', 'SGL', 'VBPR', 'MMGCN', 'GRCN', 'LATTICE',
+           'FREEDOM', 'BM3', 'MODELS', 'get_model_class']
