@@ -74,6 +74,10 @@ def test_offline_run_logs_config_epochs_and_test_summary(tmp_path, wandb_env):
             '--run-dir', str(run), '--no-progress', 'num_threads=1', 'embedding_dim=8',
             'batch_size=32']  # --wandb defaults to offline
     assert cli.main(argv) == 0
+    # run.finish() can return before wandb-core has flushed the offline .wandb file; teardown
+    # (what wandb's atexit hook does when the CLI process exits) waits for it.
+    import wandb
+    wandb.teardown()
     files = list((run / 'wandb').glob('offline-run-*/run-*.wandb'))
     assert len(files) == 1
     logged = read_wandb_file(files[0])
