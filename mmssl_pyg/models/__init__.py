@@ -7,11 +7,13 @@ from .lattice import LATTICE
 from .lightgcn import LightGCN
 from .mf import MF
 from .mmgcn import MMGCN
+from .mmssl import MMSSL
 from .sgl import SGL
 from .vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {
     'lightgcn': LightGCN,
+    'mmssl': MMSSL,
     'mf': MF,
     'sgl': SGL,
     'vbpr': VBPR,
@@ -31,4 +33,4 @@ def get_model_class(name: str) -> type[Recommender]:
 
 
 __all__ = ['Batch', 'Recommender', 'LightGCN', 'MF', 'SGL', 'VBPR', 'MMGCN', 'GRCN', 'LATTICE',
-           'FREEDOM', 'BM3', 'MODELS', 'get_model_class']
+           'FREEDOM', 'BM3', 'MMSSL', 'MODELS', 'get_model_class']

@@ -1,0 +1,643 @@
+r"""MMSSL: multi-modal self-supervised learning for recommendation (WWW 2023)."""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.graph import RecGraph, bipartite_adjacency
+from ..nn.attention import CrossModalAttention
+from ..nn.conv import BipartiteConv
+from ..nn.critic import (
+    LowRankRows,
+    RelationCritic,
+    check_critic_memory,
+    gumbel_noise,
+    gumbel_transform,
+)
+from ..nn.generator import ModalityRelationGenerator, row_scale
+from ..nn.losses import (
+    cross_modal_info_nce,
+    projected_gradient_penalty,
+    wasserstein_critic_loss,
+    wasserstein_generator_loss,
+)
+from ..nn.topk import _csr_gather
+from .base import Batch, Recommender, bpr_loss, l2_reg
+
+ABLATIONS = (None, 'wo_asl', 'wo_cl', 'wo_gt', 'rp_gae')
+FEATURE_NORMS = ('standard', 'l2', 'none')
+LAYOUTS = ('csr', 'coo', 'edge_index', 'sparse_tensor')
+_CACHE_KEY = 'mmssl_forward'
+
+
+class MMSSLEmbeddings(NamedTuple):
+    """Everything one full-graph forward pass of :class:`MMSSL` computes."""
+    user: Tensor                 #: :math:`\mathbf{e}^*_u` (Eq. 12), ``[n_u, d]``
+    item: Tensor                 #: :math:`\mathbf{e}^*_i` (Eq. 12), ``[n_i, d]``
+    features: list[Tensor]       #: :math:`\mathbf{F}^m` per modality, ``[n_i, d]``
+    user_modal: list[Tensor]     #: :math:`\mathbf{u}^m` (Eq. 2), ``[n_u, d]``
+    item_modal: list[Tensor]     #: :math:`\mathbf{i}^m` (Eq. 2), ``[n_i, d]``
+    user_views: list[Tensor]     #: :math:`\mathbf{H}^m_u` (Eq. 8), ``[n_u, d]``
+    item_views: list[Tensor]     #: :math:`\mathbf{H}^m_i` (Eq. 8), ``[n_i, d]``
+    user_fused: Tensor           #: :math:`\mathbf{h}_u` (Eq. 9), ``[n_u, d]``
+    item_fused: Tensor           #: :math:`\mathbf{h}_i` (Eq. 9), ``[n_i, d]``
+    user_graph: Tensor           #: :math:`\bar{\mathbf{E}}_u` (Eq. 10), ``[n_u, d]``
+    item_graph: Tensor           #: :math:`\bar{\mathbf{E}}_i` (Eq. 10), ``[n_i, d]``
+
+
+class _Adjacency(torch.nn.Module):
+    """One normalised bipartite graph, both directions, in one of :data:`LAYOUTS`."""
+
+    def __init__(self, edge_index: Tensor, num_users: int, num_items: int, norm: str,
+                 layout: str):
+        super().__init__()
+        self.num_users, self.num_items, self.layout = num_users, num_items, layout
+        self.num_edges = int(edge_index.size(1))
+        sparse_layout = torch.sparse_csr if layout == 'csr' else torch.sparse_coo
+        ui, iu = bipartite_adjacency(edge_index, num_users, num_items, norm=norm,
+                                     layout=sparse_layout)
+        if layout in ('csr', 'coo'):
+            self.register_buffer('ui', ui, persistent=False)
+            self.register_buffer('iu', iu, persistent=False)
+            if norm == 'sym':  # both directions carry the same weights: each is the other's .T
+                self.ui_t, self.iu_t = None, None
+            else:  # the cached transposes give BipartiteConv its fast backward
+                self.register_buffer('ui_t', _transpose(ui, sparse_layout), persistent=False)
+                self.register_buffer('iu_t', _transpose(iu, sparse_layout), persistent=False)
+        else:  # edge lists (also the storage of the SparseTensor layout)
+            ui, iu = ui.coalesce(), iu.coalesce()
+            self.register_buffer('ui_index', ui.indices(), persistent=False)  # (user, item)
+            self.register_buffer('ui_value', ui.values(), persistent=False)
+            self.register_buffer('iu_index', iu.indices(), persistent=False)  # (item, user)
+            self.register_buffer('iu_value', iu.values(), persistent=False)
+
+    def to_users(self, conv: BipartiteConv, x: Tensor) -> Tensor:
+        """Aggregate item rows ``x`` ``[n_i, F]`` into users."""
+        if self.layout in ('csr', 'coo'):
+            return conv(x, self.ui, adj_rev=self.iu if self.ui_t is None else self.ui_t)
+        if self.layout == 'edge_index':
+            return conv(x, self.ui_index.flip(0), edge_weight=self.ui_value,
+                        size=(self.num_items, self.num_users))
+        return conv(x, _sparse_tensor(self.ui_index, self.ui_value,
+                                      (self.num_users, self.num_items)))
+
+    def to_items(self, conv: BipartiteConv, x: Tensor) -> Tensor:
+        """Aggregate user rows ``x`` ``[n_u, F]`` into items."""
+        if self.layout in ('csr', 'coo'):
+            return conv(x, self.iu, adj_rev=self.ui if self.iu_t is None else self.iu_t)
+        if self.layout == 'edge_index':
+            return conv(x, self.iu_index.flip(0), edge_weight=self.iu_value,
+                        size=(self.num_users, self.num_items))
+        return conv(x, _sparse_tensor(self.iu_index, self.iu_value,
+                                      (self.num_items, self.num_users)))
+
+
+def _transpose(adj: Tensor, layout) -> Tensor:
+    t = adj.to_sparse_coo().t().coalesce()
+    return t.to_sparse_csr() if layout == torch.sparse_csr else t
+
+
+def _sparse_tensor(index: Tensor, value: Tensor, size: tuple[int, int]):
+    from torch_geometric.typing import SparseTensor
+    return SparseTensor(row=index[0], col=index[1], value=value, sparse_sizes=size)
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """Run ``module`` without gradients for its parameters (inputs still get theirs)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _scale_features(x: Tensor, how: str) -> Tensor:
+    x = x.float()
+    if how == 'standard':
+        std = x.std(0, unbiased=False)
+        return (x - x.mean(0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
+    if how == 'l2':
+        return F.normalize(x, dim=1)
+    return x
+
+
+class MMSSL(Recommender):
+    r"""MMSSL from Wei et al., `"Multi-Modal Self-Supervised Learning for Recommendation"
+    <https://arxiv.org/abs/2302.10632>`_ (WWW 2023).
+
+    **Relation generator** (Eqs. 1-3, :class:`~mmssl_pyg.nn.ModalityRelationGenerator`):
+    :math:`\mathbf{F}^m = \mathrm{Dropout}(\mathbf{X}^m\mathbf{W}^m + \mathbf{b}^m)`,
+    :math:`\mathbf{u}^m = \hat{\mathbf{A}}\mathbf{F}^m`,
+    :math:`\mathbf{i}^m = \hat{\mathbf{A}}^{\top}\mathbf{u}^m`, and for the users :math:`B` of a
+    mini-batch :math:`\mathbf{S}^m_B = \mathrm{rownorm}(\mathbf{u}^m_B {\mathbf{i}^m}^{\top})`
+    with training entries zeroed. Each batch user's top-:math:`k` non-training items
+    (:math:`k = \max(1, \lfloor \text{rate} \cdot n_i \rfloor)`) are collected over the epoch
+    and become the modality graphs :math:`\hat{\mathcal{G}}^m` at :meth:`on_epoch_end` (users not
+    seen keep their previous neighbours; before the first swap the training graph is used).
+
+    **Adversarial self-augmentation** (Eqs. 4-7): a WGAN-GP critic
+    (:class:`~mmssl_pyg.nn.RelationCritic`) separates the fake rows :math:`\mathbf{S}^m_B` from
+    the Gumbel-transformed real rows
+
+    .. math::
+        \bar{\mathbf{A}}_B = \mathrm{rownorm}\big(\mathrm{softmax}((\mathbf{A}_B + s\,
+        \mathbf{g})/\tau) + \lambda\,\hat{\mathbf{S}}_B\big),
+
+    :math:`\hat{\mathbf{S}}_B` being the relation of the final embeddings (no gradient).
+
+    **Cross-modal contrastive learning** (Eqs. 8-11): :math:`\mathbf{H}^m_u = \sum_{i \in
+    \hat{\mathcal{G}}^m(u)} \hat{c}_{ui}\mathbf{E}_I[i]` (and the item side), multi-head
+    attention across modalities, mean pooling to :math:`\mathbf{h}`,
+    :math:`\mathbf{E}^{(0)} = \mathbf{E} + \mu\,\mathrm{normalize}(\mathbf{h})`, LightGCN layers
+    on the symmetric-normalised training graph, and InfoNCE between
+    :math:`\mathbf{H}^m_u` and :math:`\mathbf{e}^*_u` over the batch users.
+
+    **Fusion and loss** (Eqs. 12-14): :math:`\mathbf{e}^* = \bar{\mathbf{E}} + \omega \sum_m
+    \mathrm{normalize}(\mathbf{u}^m)` (items alike); :math:`\mathcal{L} = \mathcal{L}_{BPR} +
+    \lambda_{adv}\mathcal{L}_G + \lambda_{cl}\sum_m \mathcal{L}^m_{CL}` + L2 terms.
+
+    Nothing of shape ``users x items`` or ``items x items`` is allocated: the relation rows are
+    ``batch x items`` and reach the critic in factored form
+    (:class:`~mmssl_pyg.nn.critic.LowRankRows`). The critic has :math:`n_i^2/4` first-layer
+    weights; the constructor refuses (``ValueError``) a critic that does not fit in memory.
+
+    **Training protocol** (see :mod:`mmssl_pyg.models.base`): per mini-batch call
+    :meth:`critic_loss` (step :meth:`critic_parameters` with Adam, lr 3e-4, betas (0.5, 0.9)),
+    then :meth:`loss` (step :meth:`model_parameters`); the forward pass is computed once and
+    cached on ``batch.cache``. Call :meth:`on_epoch_end` after each epoch.
+
+    **Feature scaling.** ``feature_norm='standard'`` (default) standardises every raw feature
+    dimension over the items (zero mean, unit variance). Raw features such as TikTok's image
+    vectors (values 0-13, mean 2.7) share a large common offset: two random items' raw image
+    vectors have cosine 0.86 on average (0.00 once standardised), so every item's projection
+    looks alike and the offset dominates the inner products of Eq. 3. The modalities' scales
+    also differ (mean row norm 33 for image, 4.5 for audio). Standardising removes the offset,
+    puts the modalities on one scale, keeps the per-dimension contrast (``'l2'``, unit rows,
+    keeps the offset) and uses no interaction data, so it cannot leak held-out information.
+    ``'none'`` reproduces the release.
+
+    Args:
+        graph: the training graph; needs at least one item modality.
+        embedding_dim: :math:`d` (default ``64``).
+        num_layers: LightGCN layers :math:`L` of Eq. 10 (default ``2``).
+        num_heads: attention heads of Eq. 9 (default ``4``).
+        feature_dropout: dropout :math:`p` of the feature projection (default ``0.2``).
+        norm: normalisation of Eq. 2 and Eq. 8, ``'sym'`` (default,
+            :math:`1/\sqrt{|N_u||N_i|}`) or ``'row'`` (one-sided, the release's).
+        feature_norm: ``'standard'`` (default), ``'l2'`` or ``'none'``; see above.
+        topk_rate: generated neighbours per user as a fraction of the items (default ``0.01``).
+        modality_mix: :math:`\mu` of Eq. 10 (default ``0.36``).
+        fusion_weight: :math:`\omega` of Eq. 12 (default ``0.55``).
+        cl_weight: :math:`\lambda_{cl}` (default ``0.03``).
+        cl_temperature: :math:`\tau_c` (default ``0.5``).
+        cl_intra_view_negatives: add the release's intra-view negatives (default ``False``).
+        adv_weight: :math:`\lambda_{adv}` (default ``1e-4``).
+        gumbel_scale: :math:`s` of Eq. 5 (default ``1e-5``).
+        gumbel_temperature: :math:`\tau` of Eq. 5 (default ``0.005``).
+        gumbel_formula: ``'paper'`` (default) or ``'release'``; see
+            :func:`~mmssl_pyg.nn.critic.gumbel_transform`.
+        aux_weight: :math:`\lambda` of Eq. 5 (default ``100``).
+        gp_weight: :math:`\gamma` of Eq. 7 (default ``0.3``).
+        critic_dropout: critic dropout rates (default ``(0.31, 0.5)``).
+        critic_negative_slope: critic LeakyReLU slope (default ``0.2``; release ``1.0``).
+        critic_output_scale: critic output scale (default ``1.0``; release ``100``).
+        max_critic_memory: byte budget of the critic check (default: free device memory on
+            CUDA, physical memory on CPU).
+        critic_batch_size: users per mini-batch, only to size the critic memory check
+            (default ``1024``).
+        reg_weight: L2 weight on the batch's final embeddings (default ``1e-5``).
+        modality_reg_weight: L2 weight on the batch's :math:`\mathbf{u}^m, \mathbf{i}^m`
+            (default ``1e-5``).
+        ablation: ``None`` (default), ``'wo_asl'`` (no critic, no :math:`\mathcal{L}_G`, no
+            Gumbel), ``'wo_cl'`` (:math:`\lambda_{cl}=0`), ``'wo_gt'`` (real rows are the
+            row-normalised :math:`\mathbf{A}_B`) or ``'rp_gae'`` (the critic replaced by a graph
+            auto-encoder: BCE between :math:`\sigma(\mathbf{u}^m_B{\mathbf{i}^m}^{\top})` and
+            :math:`\mathbf{A}_B`, positives weighted by the negative/positive ratio).
+        item_block_size: items scored at once by the top-k search (default ``4096``).
+        adj_layout: connectivity handed to the message-passing layers: ``'csr'`` (default,
+            fastest), ``'coo'``, ``'edge_index'`` or ``'sparse_tensor'`` (needs torch-sparse).
+    """
+
+    min_modalities = 1
+
+    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 2,
+                 num_heads: int = 4, feature_dropout: float = 0.2, norm: str = 'sym',
+                 feature_norm: str = 'standard', topk_rate: float = 0.01,
+                 modality_mix: float = 0.36, fusion_weight: float = 0.55,
+                 cl_weight: float = 0.03, cl_temperature: float = 0.5,
+                 cl_intra_view_negatives: bool = False, adv_weight: float = 1e-4,
+                 gumbel_scale: float = 1e-5, gumbel_temperature: float = 0.005,
+                 gumbel_formula: str = 'paper', aux_weight: float = 100.0,
+                 gp_weight: float = 0.3, critic_dropout: tuple[float, float] = (0.31, 0.5),
+                 critic_negative_slope: float = 0.2, critic_output_scale: float = 1.0,
+                 max_critic_memory: int | None = None, critic_batch_size: int = 1024,
+                 reg_weight: float = 1e-5, modality_reg_weight: float = 1e-5,
+                 ablation: str | None = None, item_block_size: int = 4096,
+                 adj_layout: str = 'csr'):
+        super().__init__(graph)
+        if ablation not in ABLATIONS:
+            raise ValueError(f'ablation must be one of {ABLATIONS}, got {ablation!r}')
+        if norm not in ('sym', 'row'):
+            raise ValueError(f"norm must be 'sym' or 'row', got {norm!r}")
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f'feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}')
+        if adj_layout not in LAYOUTS:
+            raise ValueError(f'adj_layout must be one of {LAYOUTS}, got {adj_layout!r}')
+        if gumbel_formula not in ('paper', 'release'):
+            raise ValueError(f"gumbel_formula must be 'paper' or 'release', got "
+                             f'{gumbel_formula!r}')
+        self.modalities = graph.modalities
+        self.num_modalities = len(self.modalities)
+        self.ablation = ablation
+        self.has_critic = ablation not in ('wo_asl', 'rp_gae')
+        device = graph.train_edge_index.device
+        if self.has_critic:  # before anything large is allocated
+            check_critic_memory(graph.num_items, self.num_modalities * critic_batch_size,
+                                max_critic_memory, device)
+        self.embedding_dim, self.num_layers, self.num_heads = embedding_dim, num_layers, num_heads
+        self.norm, self.feature_norm, self.adj_layout = norm, feature_norm, adj_layout
+        self.topk_rate = topk_rate
+        self.k = min(graph.num_items, max(1, math.floor(topk_rate * graph.num_items)))
+        self.modality_mix, self.fusion_weight = modality_mix, fusion_weight
+        self.cl_weight = 0.0 if ablation == 'wo_cl' else cl_weight
+        self.cl_temperature = cl_temperature
+        self.cl_intra_view_negatives = cl_intra_view_negatives
+        self.adv_weight = 0.0 if ablation == 'wo_asl' else adv_weight
+        self.gumbel_scale, self.gumbel_temperature = gumbel_scale, gumbel_temperature
+        self.gumbel_formula, self.aux_weight, self.gp_weight = gumbel_formula, aux_weight, gp_weight
+        self.reg_weight, self.modality_reg_weight = reg_weight, modality_reg_weight
+        self.item_block_size = item_block_size
+
+        # Features (scaled once; content only, no interactions involved).
+        for idx, name in enumerate(self.modalities):
+            self.register_buffer(f'feat_{idx}', _scale_features(graph.features[name],
+                                                                feature_norm), persistent=False)
+        self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
+        self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
+        self.generator = ModalityRelationGenerator(
+            [graph.features[m].size(1) for m in self.modalities], embedding_dim, feature_dropout)
+        self.attention = CrossModalAttention(embedding_dim, num_heads)
+        self.conv = BipartiteConv()
+        self.critic = RelationCritic(graph.num_items, critic_dropout, critic_negative_slope,
+                                     critic_output_scale) if self.has_critic else None
+
+        # Training graph: deduplicated edges, CSR rows (exclusion, A_B), adjacencies.
+        # (1-D keys: torch.unique(dim=1) is ~20x slower on millions of edges)
+        key = torch.unique(graph.train_edge_index[0].long() * graph.num_items
+                           + graph.train_edge_index[1].long())  # sorted by (user, item)
+        edge_index = torch.stack([key // graph.num_items, key % graph.num_items])
+        self.register_buffer('train_edge_index', edge_index, persistent=False)
+        rowptr = torch.zeros(graph.num_users + 1, dtype=torch.long, device=key.device)
+        rowptr[1:] = torch.cumsum(torch.bincount(edge_index[0], minlength=graph.num_users), 0)
+        col = edge_index[1]
+        self.register_buffer('train_rowptr', rowptr, persistent=False)
+        self.register_buffer('train_col', col, persistent=False)
+        self.encoder_adj = _Adjacency(edge_index, graph.num_users, graph.num_items, 'sym',
+                                      adj_layout)
+        self.generator_adj = self.encoder_adj if norm == 'sym' else _Adjacency(
+            edge_index, graph.num_users, graph.num_items, norm, adj_layout)
+        # Generated modality graphs (Eq. 8): the training graph until the first swap.
+        self.modality_adj = torch.nn.ModuleList([self.generator_adj] * self.num_modalities)
+        self._has_generated: Tensor | None = None          # [n_u] bool
+        self._neighbours: list[Tensor] | None = None       # per modality [n_u, k] int32, -1 pad
+        self._pending: list[tuple[Tensor, list[Tensor]]] = []  # (users, [B, k] per modality)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self):
+        torch.nn.init.xavier_uniform_(self.user_emb.weight)
+        torch.nn.init.xavier_uniform_(self.item_emb.weight)
+        self.generator.reset_parameters()
+        self.attention.reset_parameters()
+        if self.critic is not None:
+            self.critic.reset_parameters()
+
+    def critic_parameters(self) -> list[torch.nn.Parameter]:
+        return [] if self.critic is None else list(self.critic.parameters())
+
+    def _features(self) -> list[Tensor]:
+        return [getattr(self, f'feat_{idx}') for idx in range(self.num_modalities)]
+
+    # ------------------------------------------------------------------ full-graph forward
+    def encode(self) -> MMSSLEmbeddings:
+        """One full-graph forward pass (Eqs. 1-2 and 8-12)."""
+        feats = self.generator.project(self._features())
+        user_modal = [self.generator_adj.to_users(self.conv, f) for f in feats]
+        item_modal = [self.generator_adj.to_items(self.conv, u) for u in user_modal]
+
+        user_w, item_w = self.user_emb.weight, self.item_emb.weight
+        views: dict[int, tuple[Tensor, Tensor]] = {}
+        for adj in self.modality_adj:  # modalities that share a graph share the aggregation
+            if id(adj) not in views:
+                views[id(adj)] = (adj.to_users(self.conv, item_w), adj.to_items(self.conv, user_w))
+        user_views = [views[id(adj)][0] for adj in self.modality_adj]
+        item_views = [views[id(adj)][1] for adj in self.modality_adj]
+
+        tokens = torch.cat([torch.stack(user_views, 1), torch.stack(item_views, 1)], 0)
+        fused = self.attention.pool(self.attention(tokens))
+        x = torch.cat([user_w, item_w], 0) + self.modality_mix * F.normalize(fused, dim=1)
+        user_x, item_x = x[:self.num_users], x[self.num_users:]
+        user_sum, item_sum = user_x, item_x
+        for _ in range(self.num_layers):
+            user_x, item_x = (self.encoder_adj.to_users(self.conv, item_x),
+                              self.encoder_adj.to_items(self.conv, user_x))
+            user_sum, item_sum = user_sum + user_x, item_sum + item_x
+        user_graph = user_sum / (self.num_layers + 1)
+        item_graph = item_sum / (self.num_layers + 1)
+
+        user = user_graph + self.fusion_weight * sum(F.normalize(u, dim=1) for u in user_modal)
+        item = item_graph + self.fusion_weight * sum(F.normalize(i, dim=1) for i in item_modal)
+        return MMSSLEmbeddings(user, item, feats, user_modal, item_modal, user_views, item_views,
+                               fused[:self.num_users], fused[self.num_users:], user_graph,
+                               item_graph)
+
+    def forward(self) -> tuple[Tensor, Tensor]:
+        """Final user and item embeddings (Eq. 12)."""
+        emb = self.encode()
+        return emb.user, emb.item
+
+    def get_embedding(self) -> tuple[Tensor, Tensor]:
+        return self.forward()
+
+    # ------------------------------------------------------------------ batch rows
+    def _train_entries(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """(local row, item) of the training interactions of ``users``."""
+        return _csr_gather(self.train_rowptr, self.train_col, users)
+
+    def interaction_rows(self, users: Tensor) -> Tensor:
+        """Dense observed rows :math:`\\mathbf{A}_B` ``[B, n_i]`` (a batch, not all users)."""
+        row, col = self._train_entries(users)
+        a = self.user_emb.weight.new_zeros(users.numel(), self.num_items)
+        a[row, col] = 1.0
+        return a
+
+    @torch.no_grad()
+    def real_rows(self, users: Tensor, user_star: Tensor, item_star: Tensor,
+                  noise: Tensor | None = None, dense: bool | None = None) -> LowRankRows:
+        r"""Gumbel-transformed observed rows :math:`\bar{\mathbf{A}}_B` of Eq. 5 (``'wo_gt'``:
+        the row-normalised :math:`\mathbf{A}_B`), in factored form.
+
+        With the paper's formula and :math:`(1 - s\,\Delta g)/\tau \geq 120` (every default)
+        the softmax puts exactly zero float32 mass off the training items (:math:`e^{-120}`
+        underflows), so only the training entries' noise is drawn and nothing ``n_items``
+        wide is formed; otherwise (or with ``dense=True``) the ``[B, n_i]`` block is computed.
+        Both give the same rows up to round-off.
+
+        Args:
+            users: ``[B]`` user ids.
+            user_star, item_star: final embeddings ``[B, d]`` of the users, ``[n_i, d]``.
+            noise: Gumbel noise, ``[B, n_i]`` (dense) or ``[nnz]`` at the training entries
+                (sparse path); drawn when ``None``.
+            dense: force (``True``) or forbid (``False``) the dense path; ``None`` picks.
+        """
+        num = users.numel()
+        row, col = self._train_entries(users)
+        if self.ablation == 'wo_gt':
+            deg = torch.bincount(row, minlength=num).to(user_star.dtype)
+            return LowRankRows(num, self.num_items, index=torch.stack([row, col]),
+                               value=deg[row].rsqrt())
+        # auxiliary relation S_hat = rownorm(<e*_B, e*> with training entries zeroed)
+        p_train = (user_star[row] * item_star[col]).sum(-1)
+        p_scale = row_scale(user_star, item_star, row, p_train)  # 1 / ||p_zeroed||
+        aux_scale = self.aux_weight * p_scale
+        if dense is None:
+            has_train = torch.bincount(row, minlength=num) > 0
+            dense = not (self._softmax_is_sparse() and bool(has_train.all()))
+        if not dense:
+            g = noise[row, col] if noise is not None and noise.dim() == 2 else noise
+            if g is None:
+                g = gumbel_noise(row.shape, device=row.device)
+            logit = (1.0 + self.gumbel_scale * g) / self.gumbel_temperature
+            top = logit.new_full((num,), float('-inf')).scatter_reduce(
+                0, row, logit, reduce='amax', include_self=True)
+            soft = (logit - top[row]).exp()
+            soft = soft / soft.new_zeros(num).index_add(0, row, soft)[row]
+            # soft lives on the training entries, where p_zeroed is 0: the norms add up
+            p_norm_sq = (1.0 / p_scale).pow(2) * (p_scale < 1e12)
+            sq = soft.new_zeros(num).index_add(0, row, soft.pow(2)) + \
+                aux_scale.pow(2) * p_norm_sq
+            c = sq.clamp(min=1e-24).rsqrt()
+            lr_scale = c * aux_scale
+            value = c[row] * soft - lr_scale[row] * p_train
+            return LowRankRows(num, self.num_items, left=user_star, right=item_star,
+                               scale=lr_scale, index=torch.stack([row, col]), value=value)
+        a = user_star.new_zeros(num, self.num_items)
+        a[row, col] = 1.0
+        if noise is None:
+            noise = gumbel_noise(a.shape, device=a.device)
+        soft = gumbel_transform(a, noise, self.gumbel_scale, self.gumbel_temperature,
+                                self.gumbel_formula)
+        p = user_star @ item_star.t()
+        p[row, col] = 0.0
+        c = (soft + aux_scale.unsqueeze(1) * p).norm(dim=1).clamp(min=1e-12).reciprocal()
+        # rows = c*soft + (c*aux_scale) * (e*_B e*^T) - (c*aux_scale) * p on training entries
+        lr_scale = c * aux_scale
+        resid = soft * c.unsqueeze(1)
+        resid[row, col] -= lr_scale[row] * p_train
+        nz = resid.nonzero()
+        if nz.size(0) <= 0.05 * resid.numel():
+            index = nz.t()
+            return LowRankRows(num, self.num_items, left=user_star, right=item_star,
+                               scale=lr_scale, index=index, value=resid[index[0], index[1]])
+        return LowRankRows(num, self.num_items, left=user_star, right=item_star,
+                           scale=lr_scale, dense=resid)
+
+    def _softmax_is_sparse(self) -> bool:
+        r"""Whether Eq. 5's softmax is exactly zero (float32) off the training items: the
+        logit gap :math:`(1 - s\,\Delta g)/\tau`, with :math:`\Delta g \leq 21.4` for
+        the noise of :func:`~mmssl_pyg.nn.critic.gumbel_noise`, is at least 120."""
+        if self.gumbel_formula != 'paper':
+            return False
+        return (1.0 - abs(self.gumbel_scale) * 21.4) / self.gumbel_temperature >= 120.0
+
+    def _batch_forward(self, batch: Batch) -> dict:
+        emb = self.encode()
+        users = batch.users
+        out = {'emb': emb}
+        row, col = self._train_entries(users)
+        modal_b = [u[users] for u in emb.user_modal]
+        if self.has_critic:
+            out['fake'] = [self.generator.relation_rows(u, i, row, col)
+                           for u, i in zip(modal_b, emb.item_modal)]
+            out['real'] = self.real_rows(users, emb.user[users].detach(), emb.item.detach())
+        if self.ablation == 'rp_gae':
+            out['gae_target'] = (row, col)
+        if self.training:  # collect this batch's top-k relations for the next modality graphs
+            idx = [self.generator.topk(u.detach(), i.detach(), self.k, row, col,
+                                       self.item_block_size)
+                   for u, i in zip(modal_b, emb.item_modal)]
+            self._pending.append((users.detach().clone(), [t.int() for t in idx]))
+        return out
+
+    def _cached_forward(self, batch: Batch) -> dict:
+        out = batch.cache.pop(_CACHE_KEY, None)
+        return out if out is not None else self._batch_forward(batch)
+
+    # ------------------------------------------------------------------ losses
+    def critic_loss(self, batch: Batch) -> dict[str, Tensor]:
+        """WGAN-GP critic objective (Eq. 7) on detached fake rows; caches the forward pass on
+        ``batch.cache`` for :meth:`loss`."""
+        if not self.has_critic:
+            raise RuntimeError(f'MMSSL with ablation={self.ablation!r} has no critic')
+        out = self._batch_forward(batch)
+        batch.cache[_CACHE_KEY] = out
+        critic = self.critic
+        z_fake = torch.cat([critic.project(r.detach()) for r in out['fake']], 0)
+        z_real = critic.project(out['real']).repeat(self.num_modalities, 1)
+        d_real, d_fake = critic.head(z_real), critic.head(z_fake)
+        penalty = projected_gradient_penalty(critic, z_real, z_fake)
+        loss = wasserstein_critic_loss(d_real, d_fake, penalty, self.gp_weight)
+        return {'loss': loss, 'critic': (d_fake.mean() - d_real.mean()).detach(),
+                'gradient_penalty': penalty.detach()}
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        out = self._cached_forward(batch)
+        emb: MMSSLEmbeddings = out['emb']
+        users, pos, neg = batch.users, batch.pos, batch.neg
+        ub, pb, nb = emb.user[users], emb.item[pos], emb.item[neg]
+        bpr = bpr_loss((ub * pb).sum(-1), (ub * nb).sum(-1))
+        reg = self.reg_weight * l2_reg(ub, pb, nb)
+        for u, i in zip(emb.user_modal, emb.item_modal):
+            reg = reg + self.modality_reg_weight * l2_reg(u[users], i[pos], i[neg])
+        zero = bpr.new_zeros(())
+        contrastive = zero
+        if self.cl_weight > 0:
+            contrastive = sum(cross_modal_info_nce(h[users], ub, self.cl_temperature,
+                                                   self.cl_intra_view_negatives)
+                              for h in emb.user_views)
+        generator = zero
+        if self.has_critic:
+            with _frozen(self.critic):
+                z_fake = torch.cat([self.critic.project(r) for r in out['fake']], 0)
+                generator = wasserstein_generator_loss(self.critic.head(z_fake))
+        elif self.ablation == 'rp_gae':
+            generator = self._gae_loss(emb, users, *out['gae_target'])
+        total = bpr + reg + self.adv_weight * generator + self.cl_weight * contrastive
+        return {'loss': total, 'bpr': bpr, 'reg': reg, 'generator': generator,
+                'contrastive': contrastive}
+
+    def _gae_loss(self, emb: MMSSLEmbeddings, users: Tensor, row: Tensor,
+                  col: Tensor) -> Tensor:
+        """r/p-GAE: reconstruct :math:`\\mathbf{A}_B` from the relation logits (BCE)."""
+        target = emb.user.new_zeros(users.numel(), self.num_items)
+        target[row, col] = 1.0
+        num_pos = max(int(row.numel()), 1)
+        pos_weight = target.new_tensor((target.numel() - num_pos) / num_pos)
+        losses = [F.binary_cross_entropy_with_logits(u[users] @ i.t(), target,
+                                                     pos_weight=pos_weight)
+                  for u, i in zip(emb.user_modal, emb.item_modal)]
+        return torch.stack(losses).mean()
+
+    # ------------------------------------------------------------------ generated graphs
+    def on_epoch_end(self, epoch: int) -> None:
+        self.update_modality_graphs()
+
+    @torch.no_grad()
+    def update_modality_graphs(self) -> int:
+        """Swap in the modality graphs collected since the last swap; returns the number of
+        users whose neighbours changed."""
+        if not self._pending:
+            return 0
+        device = self.train_rowptr.device
+        if self._neighbours is None:
+            self._has_generated = torch.zeros(self.num_users, dtype=torch.bool, device=device)
+            self._neighbours = [torch.full((self.num_users, self.k), -1, dtype=torch.int32,
+                                           device=device) for _ in range(self.num_modalities)]
+        users, idx = self._merged_pending()
+        self._has_generated[users] = True
+        for m in range(self.num_modalities):
+            self._neighbours[m][users] = idx[m].to(device)
+        self._pending = []
+        self._rebuild_modality_adj()
+        return int(users.numel())
+
+    def _merged_pending(self) -> tuple[Tensor, list[Tensor]]:
+        """Pending (users, neighbours) with one row per user, the latest batch winning."""
+        users = torch.cat([u for u, _ in self._pending])
+        idx = [torch.cat([n[m] for _, n in self._pending]) for m in range(self.num_modalities)]
+        pos = torch.arange(users.numel(), device=users.device)
+        last = torch.full((self.num_users,), -1, dtype=torch.long, device=users.device)
+        last.scatter_reduce_(0, users, pos, reduce='amax')
+        keep = last[users] == pos
+        return users[keep], [t[keep] for t in idx]
+
+    def _rebuild_modality_adj(self):
+        if self._has_generated is None:
+            self.modality_adj = torch.nn.ModuleList([self.generator_adj] * self.num_modalities)
+            return
+        train = self.train_edge_index
+        train = train[:, ~self._has_generated[train[0]]]  # users never generated: training
+        users = self._has_generated.nonzero().view(-1)
+        adjs = []
+        for m in range(self.num_modalities):
+            items = self._neighbours[m][users].long()
+            row = users.repeat_interleave(items.size(1))
+            items = items.reshape(-1)
+            keep = items >= 0
+            edge_index = torch.cat([torch.stack([row[keep], items[keep]]), train], 1)
+            adjs.append(_Adjacency(edge_index, self.num_users, self.num_items, self.norm,
+                                   self.adj_layout))
+        self.modality_adj = torch.nn.ModuleList(adjs)
+
+    def modality_edge_index(self, modality: int) -> Tensor:
+        """Current (user, item) edges of the modality graph :math:`\\hat{\\mathcal{G}}^m`."""
+        if self._has_generated is None:
+            return self.train_edge_index
+        train = self.train_edge_index
+        users = self._has_generated.nonzero().view(-1)
+        items = self._neighbours[modality][users].long()
+        row = users.repeat_interleave(items.size(1))
+        items = items.reshape(-1)
+        keep = items >= 0
+        return torch.cat([torch.stack([row[keep], items[keep]]),
+                          train[:, ~self._has_generated[train[0]]]], 1)
+
+    def get_extra_state(self) -> dict:
+        # copies: the live tensors are updated in place at the next swap
+        pending = None
+        if self._pending:
+            users, idx = self._merged_pending()
+            pending = {'users': users, 'neighbours': idx}
+        has = None if self._has_generated is None else self._has_generated.clone()
+        nbs = None if self._neighbours is None else [n.clone() for n in self._neighbours]
+        return {'version': 1, 'k': self.k, 'has_generated': has, 'neighbours': nbs,
+                'pending': pending}
+
+    def set_extra_state(self, state: dict) -> None:
+        if state.get('k') != self.k:
+            raise ValueError(f"checkpoint's modality graphs have k={state.get('k')} neighbours "
+                             f'per user but this model has k={self.k}; use the same topk_rate '
+                             f'and item count as the checkpoint')
+        device = self.train_rowptr.device  # copies: the state may be reused elsewhere
+        has = state.get('has_generated')
+        self._has_generated = None if has is None else has.to(device, copy=True)
+        nbs = state.get('neighbours')
+        self._neighbours = None if nbs is None else [n.to(device, copy=True) for n in nbs]
+        pending = state.get('pending')
+        self._pending = [] if pending is None else [
+            (pending['users'].to(device), [n.to(device) for n in pending['neighbours']])]
+        self._rebuild_modality_adj()
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # keep the (non-buffer) generated-graph state on the module's device
+        if self._has_generated is not None:
+            self._has_generated = fn(self._has_generated)
+            self._neighbours = [fn(n) for n in self._neighbours]
+        self._pending = [(fn(u), [fn(n) for n in idx]) for u, idx in self._pending]
+        return self
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.num_users} users, {self.num_items} items, '
+                f'modalities={self.modalities}, embedding_dim={self.embedding_dim}, '
+                f'num_layers={self.num_layers}, num_heads={self.num_heads}, k={self.k}, '
+                f'ablation={self.ablation})')

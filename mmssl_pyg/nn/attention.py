@@ -1,0 +1,73 @@
+"""Multi-head self-attention across the modalities of each node (MMSSL, Eq. 9)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+class CrossModalAttention(torch.nn.Module):
+    r"""Modality-wise dependency encoder of Wei et al., `"Multi-Modal Self-Supervised Learning
+    for Recommendation" <https://arxiv.org/abs/2302.10632>`_ (WWW 2023), Eq. 9.
+
+    Each node's :math:`M` modality-specific vectors :math:`\mathbf{H}^1, \dots, \mathbf{H}^M`
+    are a sequence of :math:`M` tokens. For every head :math:`h` of :math:`H`:
+
+    .. math::
+        \mathbf{q}^h = \mathbf{H}\mathbf{W}_Q^h,\quad \mathbf{k}^h = \mathbf{H}\mathbf{W}_K^h,
+        \quad \mathbf{v}^h = \mathbf{H}\mathbf{W}_V^h,\quad
+        \mathbf{o}^h = \mathrm{softmax}\Big(\frac{\mathbf{q}^h {\mathbf{k}^h}^{\top}}
+        {\sqrt{d/H}}\Big)\mathbf{v}^h
+
+    over the :math:`M` tokens; the heads are concatenated and projected back to :math:`d` by
+    :math:`\mathbf{W}_O`. (The released code derives the key from the query and does not
+    project the values, which collapses Eq. 9 to one linear map; this layer attends.) Use
+    :meth:`pool` (mean over modalities) for :math:`\mathbf{h}_u`, :math:`\mathbf{h}_i`.
+
+    Args:
+        channels: :math:`d`, divisible by ``heads``.
+        heads: number of heads :math:`H` (default ``4``).
+        bias: add biases to the four projections (default ``False``).
+
+    Shapes:
+        - **input:** :math:`(N, M, d)`
+        - **output:** :math:`(N, M, d)` (equivariant to the order of the :math:`M` tokens)
+    """
+
+    def __init__(self, channels: int, heads: int = 4, bias: bool = False):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f'channels ({channels}) must be divisible by heads ({heads})')
+        self.channels = channels
+        self.heads = heads
+        self.query = torch.nn.Linear(channels, channels, bias=bias)
+        self.key = torch.nn.Linear(channels, channels, bias=bias)
+        self.value = torch.nn.Linear(channels, channels, bias=bias)
+        self.out = torch.nn.Linear(channels, channels, bias=bias)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for lin in (self.query, self.key, self.value, self.out):
+            torch.nn.init.xavier_uniform_(lin.weight)
+            if lin.bias is not None:
+                torch.nn.init.zeros_(lin.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, m, d = x.shape
+        dh = d // self.heads
+        q = self.query(x).view(n, m, self.heads, dh)
+        k = self.key(x).view(n, m, self.heads, dh)
+        v = self.value(x).view(n, m, self.heads, dh)
+        att = torch.einsum('nahc,nbhc->nhab', q, k) / math.sqrt(dh)
+        att = att.softmax(dim=-1)
+        o = torch.einsum('nhab,nbhc->nahc', att, v).reshape(n, m, d)
+        return self.out(o)
+
+    @staticmethod
+    def pool(x: Tensor) -> Tensor:
+        """Mean over the modality tokens: ``(N, M, d) -> (N, d)``."""
+        return x.mean(dim=1)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.channels}, heads={self.heads})'
