@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -491,11 +492,15 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
     tracker = _BudgetTracker(inner, None if not max_minutes else 60.0 * max_minutes)
     t0 = time.perf_counter()
     try:
-        trainer = Trainer(model, graph, options.train, tracker=tracker,
+        # Per-epoch checkpoints make a long unit resumable across sessions: a unit killed
+        # mid-way continues from its last epoch (same options hash) and ends as if uninterrupted.
+        ckpt_dir = Path(out) / unit.benchmark / 'checkpoints' / record['hash']
+        trainer = Trainer(model, graph, options.train, tracker=tracker, checkpoint_dir=ckpt_dir,
                           meta={'model': unit.model, 'dataset': unit.dataset,
                                 'benchmark': unit.benchmark, 'label': unit.label})
         tracker.trainer = trainer
-        fit = trainer.fit()
+        fit = trainer.fit(resume=True)
+        record['resumed_from_epoch'] = fit.resumed_from_epoch
         record['fit_seconds'] = time.perf_counter() - t0
         extra = {}
         if unit.kind == 'train':  # the model holds the selected epoch's weights again
@@ -516,6 +521,7 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
                            g[f'ndcg@{K_GROUPS}'] for g in extra['groups']['user_groups']})
     finally:
         tracker.finish()
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the record below is what is kept
     hist = fit.history
     record.update({
         'best_epoch': fit.best_epoch, 'epochs_run': len(hist),
