@@ -170,6 +170,18 @@ class MMSSL(Recommender):
     (:class:`~mmssl_pyg.nn.critic.LowRankRows`). The critic has :math:`n_i^2/4` first-layer
     weights; the constructor refuses (``ValueError``) a critic that does not fit in memory.
 
+    **Bounded critic** (``critic_columns=C``, not in the paper): for large catalogues the
+    critic reads only ``C`` item columns per mini-batch, drawn at random (sorted, without
+    replacement) for each batch and used for both its real and its fake rows (and for
+    :math:`\mathcal{L}_G` of the same batch); it is then ``Linear(C, C/4) -> ... -> 1``, so
+    its parameters are :math:`\approx C^2/4 + C^2/32` whatever :math:`n_i`, and the memory
+    check uses ``C``. The columns come from torch's default CPU generator (the stream the
+    trainer seeds, per process under torchrun, and saves in checkpoints), so a seed gives the
+    same columns on every device. The relation rows are normalised over all items before the
+    columns are taken. Input position ``j`` is a different item in every batch, so the critic
+    learns statistics of the row values (how peaked, how sparse) rather than per-item
+    weights.
+
     **Training protocol** (see :mod:`mmssl_pyg.models.base`): per mini-batch call
     :meth:`critic_loss` (step :meth:`critic_parameters` with Adam, lr 3e-4, betas (0.5, 0.9)),
     then :meth:`loss` (step :meth:`model_parameters`); the forward pass is computed once and
@@ -214,6 +226,8 @@ class MMSSL(Recommender):
             CUDA, physical memory on CPU).
         critic_batch_size: users per mini-batch, only to size the critic memory check
             (default ``1024``).
+        critic_columns: ``C``: the critic reads ``C`` random item columns per batch (see
+            above); ``None`` (default) or ``C >= n_items``: all items, as in the paper.
         reg_weight: L2 weight on the batch's final embeddings (default ``1e-5``).
         modality_reg_weight: L2 weight on the batch's :math:`\mathbf{u}^m, \mathbf{i}^m`
             (default ``1e-5``).
@@ -240,7 +254,8 @@ class MMSSL(Recommender):
                  gp_weight: float = 0.3, critic_dropout: tuple[float, float] = (0.31, 0.5),
                  critic_negative_slope: float = 0.2, critic_output_scale: float = 1.0,
                  max_critic_memory: int | None = None, critic_batch_size: int = 1024,
-                 reg_weight: float = 1e-5, modality_reg_weight: float = 1e-5,
+                 critic_columns: int | None = None, reg_weight: float = 1e-5,
+                 modality_reg_weight: float = 1e-5,
                  ablation: str | None = None, item_block_size: int = 4096,
                  adj_layout: str = 'csr'):
         super().__init__(graph)
@@ -259,9 +274,18 @@ class MMSSL(Recommender):
         self.num_modalities = len(self.modalities)
         self.ablation = ablation
         self.has_critic = ablation not in ('wo_asl', 'rp_gae')
+        if critic_columns is not None and (isinstance(critic_columns, bool) or
+                                           not isinstance(critic_columns, int) or
+                                           critic_columns < 8):
+            raise ValueError(f'critic_columns must be None or an integer >= 8 (the critic is '
+                             f'Linear(C, C/4) -> Linear(C/4, C/8)), got {critic_columns!r}')
+        self.critic_columns = critic_columns
+        #: the critic's input width: ``min(critic_columns, n_items)`` (``n_items`` if None)
+        self.critic_width = graph.num_items if critic_columns is None else \
+            min(critic_columns, graph.num_items)
         device = graph.train_edge_index.device
         if self.has_critic:  # before anything large is allocated
-            check_critic_memory(graph.num_items, self.num_modalities * critic_batch_size,
+            check_critic_memory(self.critic_width, self.num_modalities * critic_batch_size,
                                 max_critic_memory, device)
         self.embedding_dim, self.num_layers, self.num_heads = embedding_dim, num_layers, num_heads
         self.norm, self.feature_norm, self.adj_layout = norm, feature_norm, adj_layout
@@ -287,7 +311,7 @@ class MMSSL(Recommender):
             [graph.features[m].size(1) for m in self.modalities], embedding_dim, feature_dropout)
         self.attention = CrossModalAttention(embedding_dim, num_heads)
         self.conv = BipartiteConv()
-        self.critic = RelationCritic(graph.num_items, critic_dropout, critic_negative_slope,
+        self.critic = RelationCritic(self.critic_width, critic_dropout, critic_negative_slope,
                                      critic_output_scale) if self.has_critic else None
 
         # Training graph: deduplicated edges, CSR rows (exclusion, A_B), adjacencies.
@@ -469,6 +493,11 @@ class MMSSL(Recommender):
             out['fake'] = [self.generator.relation_rows(u, i, row, col)
                            for u, i in zip(modal_b, emb.item_modal)]
             out['real'] = self.real_rows(users, emb.user[users].detach(), emb.item.detach())
+            if self.critic_width < self.num_items:  # the same columns for real and fake rows
+                cols = self.draw_critic_columns().to(users.device)
+                out['critic_columns'] = cols
+                out['fake'] = [r.select_columns(cols) for r in out['fake']]
+                out['real'] = out['real'].select_columns(cols)
         if self.ablation == 'rp_gae':
             out['gae_target'] = (row, col)
         if self.training:  # collect this batch's top-k relations for the next modality graphs
@@ -477,6 +506,10 @@ class MMSSL(Recommender):
                    for u, i in zip(modal_b, emb.item_modal)]
             self._pending.append((users.detach().clone(), [t.int() for t in idx]))
         return out
+
+    def draw_critic_columns(self) -> Tensor:
+        """``critic_width`` sorted distinct item ids, from torch's default CPU generator."""
+        return torch.randperm(self.num_items)[:self.critic_width].sort().values
 
     def _cached_forward(self, batch: Batch) -> dict:
         out = batch.cache.pop(_CACHE_KEY, None)
@@ -540,6 +573,23 @@ class MMSSL(Recommender):
     # ------------------------------------------------------------------ generated graphs
     def on_epoch_end(self, epoch: int) -> None:
         self.update_modality_graphs()
+
+    def gather_epoch_state(self, all_gather) -> None:
+        """Data-parallel training: replace this process's pending (users, top-k neighbours)
+        by every process's, in rank order, so every replica swaps in the same modality graphs
+        at :meth:`on_epoch_end`. A user drawn by several processes keeps the neighbours of the
+        highest rank (within a process, of its latest batch)."""
+        if self._pending:
+            users, idx = self._merged_pending()
+        else:
+            dev = self.train_rowptr.device
+            users = torch.empty(0, dtype=torch.long, device=dev)
+            idx = [torch.empty(0, self.k, dtype=torch.int32, device=dev)
+                   for _ in range(self.num_modalities)]
+        all_users = all_gather(users)
+        all_idx = [all_gather(t) for t in idx]
+        self._pending = [(u, [all_idx[m][r] for m in range(self.num_modalities)])
+                         for r, u in enumerate(all_users) if u.numel()]
 
     @torch.no_grad()
     def update_modality_graphs(self) -> int:

@@ -4,7 +4,10 @@ The critic of Wei et al., `"Multi-Modal Self-Supervised Learning for Recommendat
 <https://arxiv.org/abs/2302.10632>`_ (WWW 2023) reads one user's row of ``num_items`` relation
 values. Its first layer therefore holds :math:`n_i \cdot n_i/4` weights: the parameter count grows
 as :math:`n_i^2/4` (11.3M for TikTok's 6,710 items, 10^12 for two million items).
-:func:`critic_memory_estimate` checks the budget before anything is allocated.
+:func:`critic_memory_estimate` checks the budget before anything is allocated. MMSSL's
+``critic_columns=C`` option bounds it: the critic then reads ``C`` random item columns per
+mini-batch (:meth:`LowRankRows.select_columns`) and has :math:`\approx C^2/4 + C^2/32`
+parameters whatever the catalogue size.
 
 Both kinds of rows the critic sees are structured: a generated row (Eq. 3) is a rank-:math:`d`
 inner product ``u_B @ i.T`` with the training entries zeroed, then scaled; a real row (Eq. 5) is a
@@ -72,7 +75,10 @@ class LowRankRows:
                 sp = torch.sparse_coo_tensor(self.index, self.value,
                                              (self.num_rows, self.num_cols),
                                              check_invariants=False).coalesce().to_sparse_csr()
-                part = torch.sparse.mm(sp, weight.t())
+                # in the values' dtype, outside autocast: sparse CSR kernels have no
+                # bfloat16 CPU implementation
+                with torch.autocast(weight.device.type, enabled=False):
+                    part = torch.sparse.mm(sp, weight.t().to(self.value.dtype))
             out = part if out is None else out + part
         if self.dense is not None:
             part = self.dense @ weight.t()
@@ -93,6 +99,21 @@ class LowRankRows:
         if self.dense is not None:
             out = out + self.dense
         return out
+
+    def select_columns(self, cols: Tensor) -> LowRankRows:
+        """The rows restricted to the columns ``cols`` (sorted, distinct ids), as a
+        ``num_rows x len(cols)`` :class:`LowRankRows` in the same factored form (the right
+        factor's rows and the residual's entries of those columns). Differentiable."""
+        right = None if self.right is None else self.right[cols]
+        index = value = None
+        if self.index is not None and self.index.numel():
+            pos = torch.searchsorted(cols, self.index[1]).clamp(max=max(cols.numel() - 1, 0))
+            keep = cols[pos] == self.index[1]
+            index = torch.stack([self.index[0][keep], pos[keep]])
+            value = None if self.value is None else self.value[keep]
+        dense = None if self.dense is None else self.dense[:, cols]
+        return LowRankRows(self.num_rows, int(cols.numel()), self.left, right, self.scale,
+                           index, value, dense)
 
     def detach(self) -> LowRankRows:
         def d(t):
@@ -137,7 +158,8 @@ def available_memory(device: torch.device | str | None = None) -> tuple[int, str
 def check_critic_memory(num_items: int, num_rows: int, max_bytes: int | None = None,
                         device: torch.device | str | None = None) -> int:
     """Raise a :class:`ValueError` (before any allocation) if a critic over ``num_items``
-    columns and a step over ``num_rows`` rows does not fit; return the estimated bytes."""
+    columns and a step over ``num_rows`` rows does not fit; return the estimated bytes.
+    (With MMSSL's ``critic_columns=C`` the critic reads ``C`` columns: pass ``C``.)"""
     params, need = critic_memory_estimate(num_items, num_rows)
     if max_bytes is not None:
         limit, what = int(max_bytes), 'max_critic_memory'
@@ -149,8 +171,10 @@ def check_critic_memory(num_items: int, num_rows: int, max_bytes: int | None = N
             f'layer alone has n_items^2/4 weights, {params:,} parameters in all. With gradients, '
             f"Adam's two moments and the activations of {num_rows:,} rows a critic step needs "
             f'about {need / 2**30:,.2f} GiB ({need:,} bytes), more than the {limit / 2**30:,.2f} '
-            f'GiB ({limit:,} bytes) available ({what}). Fix: train on a smaller item catalogue '
-            f"(filter rare items), use the w/o-ASL ablation (ablation='wo_asl', no critic) or "
+            f'GiB ({limit:,} bytes) available ({what}). Fix: let the critic read a random subset '
+            f'of item columns per step (MMSSL critic_columns=4096, for example), train on a '
+            f"smaller item catalogue (filter rare items), use the w/o-ASL ablation "
+            f"(ablation='wo_asl', no critic) or "
             f"the graph auto-encoder variant (ablation='rp_gae'), or raise max_critic_memory if "
             f'more memory really is available.')
     return need
