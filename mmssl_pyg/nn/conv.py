@@ -23,7 +23,16 @@ class _TransposedSpMM(torch.autograd.Function):
 
 def sparse_matmul(adj: Tensor, x: Tensor, adj_rev: Tensor | None = None) -> Tensor:
     """``adj @ x`` for a ``torch.sparse`` matrix; with ``adj_rev = adj.T`` the backward pass
-    reuses it instead of transposing (valid only when ``adj`` needs no gradient)."""
+    reuses it instead of transposing (valid only when ``adj`` needs no gradient).
+
+    Under mixed precision (``torch.autocast``) the product runs in ``adj``'s dtype (float32):
+    sparse CSR kernels have no bfloat16 CPU implementation, and neighbour sums are better
+    accumulated in float32 anyway. Outside autocast, with float32 inputs, nothing changes.
+    """
+    low = (torch.float16, torch.bfloat16)
+    if torch.is_autocast_enabled(x.device.type) or (x.dtype in low and adj.dtype not in low):
+        with torch.autocast(x.device.type, enabled=False):
+            return sparse_matmul(adj, x.to(adj.dtype), adj_rev)
     if adj_rev is not None and not adj.requires_grad and torch.is_grad_enabled() \
             and x.requires_grad:
         return _TransposedSpMM.apply(adj, adj_rev, x)

@@ -53,13 +53,18 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
 
     Shapes:
         - **real, fake:** :math:`(R, n)`; **alpha:** :math:`(R, 1)`; **output:** scalar
+
+    At least float32: autocast is disabled inside and float16 / bfloat16 inputs are cast to
+    float32.
     """
     if alpha is None:
         alpha = torch.rand(real.size(0), 1, device=real.device)
-    x = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
-    out = critic(x)
-    grad, = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return (grad.norm(2, dim=1) - 1).pow(2).mean()
+    with _float32(real):
+        real, fake, alpha = _up(real), _up(fake), _up(alpha)
+        x = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
+        out = critic(x)
+        grad, = torch.autograd.grad(out.sum(), x, create_graph=True)
+        return (grad.norm(2, dim=1) - 1).pow(2).mean()
 
 
 def projected_gradient_penalty(critic, z_real: Tensor, z_fake: Tensor,
@@ -74,13 +79,30 @@ def projected_gradient_penalty(critic, z_real: Tensor, z_fake: Tensor,
     (up to round-off) without forming the ``n_items``-wide interpolated rows.
     ``z_real`` / ``z_fake`` keep their graph to :math:`\mathbf{W}_1` so the penalty's gradient
     reaches every critic weight.
+
+    Under mixed precision (``torch.autocast``) the penalty is computed in float32: autocast is
+    disabled inside and float16 / bfloat16 ``z_real`` / ``z_fake`` are cast to float32 (as in
+    :func:`gradient_penalty`).
     """
     if alpha is None:
         alpha = torch.rand(z_real.size(0), 1, device=z_real.device)
-    z = alpha * z_real + (1 - alpha) * z_fake
-    out = critic.head(z)
-    grad_z, = torch.autograd.grad(out.sum(), z, create_graph=True)
-    return (critic.input_gradient_norm(grad_z, method) - 1).pow(2).mean()
+    with _float32(z_real):
+        z_real, z_fake, alpha = _up(z_real), _up(z_fake), _up(alpha)
+        z = alpha * z_real + (1 - alpha) * z_fake
+        out = critic.head(z)
+        grad_z, = torch.autograd.grad(out.sum(), z, create_graph=True)
+        return (critic.input_gradient_norm(grad_z, method) - 1).pow(2).mean()
+
+
+def _float32(like: Tensor):
+    """Autocast off on ``like``'s device: the gradient penalty (a double backward through a
+    norm) is computed in float32 under mixed precision; its inputs are cast to float32."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
+def _up(t: Tensor) -> Tensor:
+    """float16 / bfloat16 -> float32 (float32 and float64 unchanged)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def wasserstein_critic_loss(d_real: Tensor, d_fake: Tensor, penalty: Tensor,
