@@ -6,6 +6,11 @@ Commands::
     mmssl-pyg evaluate CHECKPOINT [--split val|test]
     mmssl-pyg recommend CHECKPOINT (--users 1,2,3 | --output FILE.csv|FILE.parquet) [-k 20]
     mmssl-pyg datasets [NAME ...]
+
+Data-parallel training runs the same command under torchrun (see
+:mod:`mmssl_pyg.training.distributed`)::
+
+    torchrun --nproc_per_node=4 -m mmssl_pyg.cli train --device cuda ...
 """
 from __future__ import annotations
 
@@ -39,8 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                     'epoch on validation Recall@20, test that epoch once, print the metrics and '
                     'write them to <run-dir>/metrics.json.',
         epilog='Options merge in this order, later wins: preset default <- preset <dataset> <- '
-               '--config FILE <- key=value <- --epochs/--seed/--device. Example: mmssl-pyg '
-               'train --model lightgcn --dataset tiktok-mini lr=1e-3 embedding_dim=32')
+               '--config FILE <- key=value <- --epochs/--seed/--device/--precision. Example: '
+               'mmssl-pyg train --model lightgcn --dataset tiktok-mini lr=1e-3 embedding_dim=32. '
+               'Data parallel: torchrun --nproc_per_node=N -m mmssl_pyg.cli train --device cuda '
+               '... (NCCL, one GPU per process) or --device cpu (gloo); multi-node: add '
+               '--nnodes=M --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT --rdzv_id=RUN to '
+               'torchrun on every node. Each process trains on every N-th mini-batch of the epoch '
+               'and gradients are averaged; only rank 0 writes the run folder.')
     train.add_argument('overrides', nargs='*', metavar='key=value',
                        help='model or trainer option (YAML-typed); model.key=/train.key= force '
                             'the section')
@@ -56,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--epochs', type=int, default=None, help='maximum number of epochs')
     train.add_argument('--seed', type=int, default=None, help='random seed')
     train.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default=None,
-                       help='auto (default) picks cuda when available')
+                       help='auto (default) picks cuda when available (under torchrun: '
+                            'cuda:LOCAL_RANK with NCCL, or cpu with gloo)')
+    train.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'], default=None,
+                       help='mixed precision of the training steps (default fp32): bf16 on GPUs '
+                            'or CPUs, fp16 on GPUs only (with a GradScaler)')
     train.add_argument('--run-dir', default=None,
                        help='output folder (default: runs/<model>-<dataset>-<timestamp>)')
     train.add_argument('--resume', action='store_true',
@@ -102,7 +116,10 @@ def _train(args) -> int:
         model=args.model, dataset=args.dataset, root=args.root, modalities=args.modalities,
         config_file=args.config_file, overrides=args.overrides, epochs=args.epochs,
         seed=args.seed, device=args.device, run_dir=args.run_dir, resume=args.resume,
-        wandb=args.wandb, progress=False if args.no_progress else None)
+        wandb=args.wandb, progress=False if args.no_progress else None,
+        precision=args.precision)
+    if int(os.environ.get('RANK', '0') or 0) != 0:
+        return 0  # torchrun: rank 0 prints
     fit = result.fit
     ks = result.train.ks
     if fit.resumed_from_epoch is not None:
@@ -178,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get('MMSSL_PYG_DEBUG'):
             raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f'mmssl-pyg {args.command}: error: {msg}', file=sys.stderr)
+        rank = os.environ.get('RANK') if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1 \
+            else None
+        where = f' (rank {rank})' if rank is not None else ''
+        print(f'mmssl-pyg {args.command}{where}: error: {msg}', file=sys.stderr)
         if isinstance(err, RuntimeError):
             print('(set MMSSL_PYG_DEBUG=1 for the traceback)', file=sys.stderr)
         return 2

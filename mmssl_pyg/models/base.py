@@ -18,12 +18,21 @@ may cache its forward pass on it (``batch.cache``). Evaluation calls
 ``model.get_embedding()`` once under ``torch.no_grad()`` in eval mode and ranks items by
 ``user_emb @ item_emb.T``, blockwise.
 
+Under data-parallel training (``torchrun``) every process runs this loop on its share of the
+batches, with gradients averaged between processes after each backward pass; before
+``on_epoch_end`` the trainer calls ``model.gather_epoch_state(all_gather)`` on every process,
+so a model that collects state from its batches during the epoch (MMSSL's generated top-k
+neighbours) can merge every process's share and all replicas stay identical. ``all_gather(t)``
+returns the list of every process's ``t`` (rank order; the first dimension may differ). Models
+never import ``torch.distributed``.
+
 State that is not a parameter (a generated graph, a frozen kNN graph) must survive
 ``state_dict`` / ``load_state_dict`` (use ``get_extra_state`` / ``set_extra_state``) so
 that a resumed run reproduces the uninterrupted one.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -99,6 +108,12 @@ class Recommender(torch.nn.Module):
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
+
+    def gather_epoch_state(self, all_gather: Callable[[Tensor], list[Tensor]]) -> None:
+        """Data-parallel training only: merge the state this process collected from its
+        batches during the epoch with every other process's (called on every process, before
+        :meth:`on_epoch_end`; each process must call ``all_gather`` the same number of times).
+        Default: nothing to merge."""
 
     @torch.no_grad()
     def recommend(self, users: Tensor, k: int = 20, exclude_rowptr: Tensor | None = None,

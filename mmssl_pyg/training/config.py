@@ -26,6 +26,7 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'
 
 METRIC_NAMES = ('recall', 'precision', 'ndcg', 'hit')
+PRECISIONS = ('fp32', 'bf16', 'fp16')
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,11 @@ class TrainConfig:
         device: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
         num_threads: torch intra-op threads on CPU (``None`` leaves torch's default).
         progress: show tqdm progress bars.
+        precision: ``'fp32'`` (default), ``'bf16'`` or ``'fp16'``: mixed precision of the
+            training steps (``torch.autocast`` around ``critic_loss`` / ``loss``; evaluation
+            stays float32). ``'bf16'`` works on GPUs and CPUs; ``'fp16'`` needs a CUDA GPU and
+            adds a ``GradScaler`` per optimiser. Parameters, optimiser states, sparse
+            propagation and MMSSL's gradient penalty stay float32.
     """
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -76,6 +82,7 @@ class TrainConfig:
     device: str = 'auto'
     num_threads: int | None = None
     progress: bool = True
+    precision: str = 'fp32'
 
     def __post_init__(self):
         self.critic_betas = tuple(float(b) for b in self.critic_betas)
@@ -100,6 +107,9 @@ class TrainConfig:
             raise ConfigError(
                 f'TrainConfig.metric must be <name>@<k> with name in {list(METRIC_NAMES)} and '
                 f'k in ks={list(self.ks)}, got {self.metric!r}')
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f'TrainConfig.precision must be one of {list(PRECISIONS)}, '
+                             f'got {self.precision!r}')
         if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', str(self.device)):
             raise ConfigError(f"TrainConfig.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
                              f'got {self.device!r}')

@@ -14,6 +14,12 @@ paper's protocol, checked against a brute-force reference in ``tests/test_evalua
 * Hit@K = 1 when at least one held-out item is in the top K;
 
 each averaged over the users that have held-out items in the split.
+
+Under data-parallel training (``distributed``, a
+:class:`~mmssl_pyg.training.distributed.DistContext`) process ``r`` of ``W`` ranks the users
+``r, r + W, ...`` of that list, and the per-metric sums and user counts are all-reduced before
+the division: the result equals the single-process one up to round-off (PyG sums each block's
+per-user values in float32, and the blocks differ).
 """
 from __future__ import annotations
 
@@ -70,12 +76,14 @@ def exclusion_rows(graph: RecGraph, split: str = 'val', exclude_val_at_test: boo
 def evaluate_embeddings(user_emb: Tensor, item_emb: Tensor, graph: RecGraph,
                         split: str = 'val', ks: Sequence[int] = DEFAULT_KS,
                         exclude_val_at_test: bool = False, batch_size: int = 1024,
-                        progress: bool = False) -> dict[str, float]:
+                        progress: bool = False, distributed=None) -> dict[str, float]:
     """Full-ranking metrics of inner-product scores ``user_emb @ item_emb.T``.
 
     Returns ``{'recall@10': ..., 'precision@10': ..., 'ndcg@10': ..., 'hit@10': ..., ...}``
     (Python floats) averaged over the users with held-out items in ``split`` (all ``0.0``
-    when the split is empty).
+    when the split is empty). ``distributed``: a
+    :class:`~mmssl_pyg.training.distributed.DistContext`; each process ranks its share of the
+    users and the sums are all-reduced (every process gets the same result).
     """
     ks = tuple(sorted({int(k) for k in ks}))
     device = user_emb.device
@@ -85,6 +93,9 @@ def evaluate_embeddings(user_emb: Tensor, item_emb: Tensor, graph: RecGraph,
     ex_rowptr, ex_col = ex_rowptr.to(device), ex_col.to(device)
     ho_rowptr, ho_col = csr_rows(pairs, graph.num_users)
     users = torch.nonzero(ho_rowptr[1:] > ho_rowptr[:-1]).view(-1)
+    sharded = distributed is not None and distributed.enabled
+    if sharded:
+        users = users[distributed.rank::distributed.world_size]
     collection, names = _metric_collection(ks)
     # Sums over users in float64 (PyG's accumulators are float32 by default).
     collection = collection.to(device, torch.float32 if device.type == 'mps' else torch.float64)
@@ -102,19 +113,35 @@ def evaluate_embeddings(user_emb: Tensor, item_emb: Tensor, graph: RecGraph,
         index = index.masked_fill(values == float('-inf'), graph.num_items)
         row, col = _csr_gather(ho_rowptr, ho_col, block)
         collection.update(index, torch.stack([row, col]))
+    if sharded:
+        return _reduced_metrics(collection, names, distributed)
     return {names[key]: float(value) for key, value in collection.compute().items()}
+
+
+def _reduced_metrics(collection, names: dict[str, str], distributed) -> dict[str, float]:
+    """``accum / total`` of every metric after summing both over the processes (computed
+    here, not by ``compute()``, which would sync again when torchmetrics is installed)."""
+    keys = list(collection.keys())
+    accum = torch.stack([collection[k].accum.double() for k in keys])
+    total = torch.stack([collection[k].total.double() for k in keys])
+    both = distributed.all_reduce_(torch.cat([accum, total]))
+    accum, total = both[:len(keys)], both[len(keys):]
+    return {names[k]: float(a / t) if t > 0 else 0.0
+            for k, a, t in zip(keys, accum.tolist(), total.tolist())}
 
 
 @torch.no_grad()
 def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEFAULT_KS,
              exclude_val_at_test: bool = False, batch_size: int = 1024,
-             progress: bool = False) -> dict[str, float]:
+             progress: bool = False, distributed=None) -> dict[str, float]:
     """Full-ranking evaluation of ``model`` on ``split`` (``'val'`` or ``'test'``).
 
     Calls ``model.get_embedding()`` once in eval mode (restoring the previous mode after) and
     ranks all items for every user with held-out items in ``split``, excluding the user's
     training items (and validation items at test when ``exclude_val_at_test``). ``model`` and
     ``graph`` may live on any device; the metrics are computed on the embeddings' device.
+    ``distributed``: rank a share of the users per process and all-reduce (see
+    :func:`evaluate_embeddings`).
 
     Returns:
         ``{'recall@K', 'precision@K', 'ndcg@K', 'hit@K'}`` for each ``K`` in ``ks``.
@@ -126,4 +153,4 @@ def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEF
     finally:
         model.train(was_training)
     return evaluate_embeddings(user_emb, item_emb, graph, split, ks, exclude_val_at_test,
-                               batch_size, progress)
+                               batch_size, progress, distributed)

@@ -19,12 +19,14 @@ import yaml
 from ..data.graph import RecGraph
 from .checkpoint import BEST, LAST, load_checkpoint
 from .config import ConfigError, TrainConfig, model_option_types, resolve_options
+from .distributed import DistContext, init_distributed
 from .evaluator import DEFAULT_KS, evaluate, exclusion_rows
 from .tracking import make_tracker
 from .trainer import FitResult, Trainer, resolve_device, seed_everything
 
 RUN_CONFIG = 'config.yaml'
 METRICS = 'metrics.json'
+DISTRIBUTED = 'distributed.json'
 #: Trainer options that may differ when a run is resumed (they do not change its results).
 RESUMABLE = ('epochs', 'patience', 'progress', 'device', 'num_threads', 'eval_batch_size')
 
@@ -93,7 +95,7 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
               seed: int | None = None, device: str | None = None,
               run_dir: str | os.PathLike | None = None, resume: bool = False,
               wandb: str | None = None, progress: bool | None = None,
-              runs_root: str | os.PathLike = 'runs') -> RunResult:
+              runs_root: str | os.PathLike = 'runs', precision: str | None = None) -> RunResult:
     """Train ``model`` on ``dataset`` with its preset, write ``metrics.json`` and return.
 
     Defaults: MMSSL on TikTok with the preset's settings. ``run_dir`` defaults to
@@ -102,17 +104,53 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
     the ``wandb/`` run folder (``wandb``: ``'disabled'``, ``'offline'`` (default) or
     ``'online'``). ``resume=True`` continues the run in ``run_dir`` with its saved options and
     wandb run; only the :data:`RESUMABLE` trainer options may change.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is started here
+    (:func:`~mmssl_pyg.training.distributed.init_distributed`: NCCL and ``cuda:LOCAL_RANK``
+    for a GPU ``device`` (or ``auto`` with CUDA), gloo on CPUs) and ended on return; every
+    process returns the same result, rank 0 alone writes the run folder (plus
+    ``distributed.json``: every rank's state digests per epoch) and logs to wandb.
     """
-    train_updates = {'epochs': epochs, 'seed': seed, 'device': device, 'progress': progress}
+    ctx, _ = init_distributed(device or 'auto')
+    try:
+        return _train_run(ctx, model, dataset, root, modalities, config_file, overrides,
+                          epochs, seed, device, run_dir, resume, wandb, progress, runs_root,
+                          precision)
+    finally:
+        ctx.shutdown()
+
+
+def _on_rank0(ctx: DistContext, fn):
+    """``fn()`` on rank 0, its value (or its exception, re-raised) on every process."""
+    value, error = None, None
+    if ctx.is_main:
+        try:
+            value = fn()
+        except Exception as err:  # noqa: BLE001 - re-raised on every process below
+            error = err
+    value, error = ctx.broadcast_object((value, error)) if ctx.enabled else (value, error)
+    if error is not None:
+        raise error
+    return value
+
+
+def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, epochs, seed,
+               device, run_dir, resume, wandb, progress, runs_root, precision) -> RunResult:
+    train_updates = {'epochs': epochs, 'seed': seed, 'device': device, 'progress': progress,
+                     'precision': precision}
     saved = None
     if resume:
         if run_dir is None:
             raise ConfigError('--resume needs --run-dir: the folder of the run to continue')
-        saved_path = Path(run_dir) / RUN_CONFIG
-        if not saved_path.is_file():
-            raise FileNotFoundError(f'cannot resume: {saved_path} does not exist (is '
-                                    f'{run_dir} a run folder written by mmssl-pyg train?)')
-        saved = yaml.safe_load(saved_path.read_text())
+
+        def read_saved():
+            saved_path = Path(run_dir) / RUN_CONFIG
+            if not saved_path.is_file():
+                raise FileNotFoundError(f'cannot resume: {saved_path} does not exist (is '
+                                        f'{run_dir} a run folder written by mmssl-pyg train?)')
+            return yaml.safe_load(saved_path.read_text())
+
+        saved = _on_rank0(ctx, read_saved)
         for key, given in (('model', model), ('dataset', dataset)):
             if given is not None and _norm(given, key) != _norm(saved[key], key):
                 raise ConfigError(f'cannot resume {run_dir} with --{key} {given}: the run was '
@@ -134,16 +172,26 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
         base=None if saved is None else (saved['model_kwargs'], saved['train']))
     if saved is not None:
         _check_resumable(saved, options, run_dir)
+    # rank 0 first: it may write the dataset's processed/ files the others then read
+    if not ctx.is_main:
+        ctx.barrier()
     graph = load_graph(dataset, root, modalities)
+    if ctx.is_main:
+        ctx.barrier()
 
-    if run_dir is None:
-        stamp = time.strftime('%Y%m%d-%H%M%S')
-        run_dir = Path(runs_root) / f'{model.lower()}-{_dataset_key(dataset)}-{stamp}'
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / LAST).exists():
-        raise ConfigError(f'{run_dir} already holds a run ({LAST}); continue it with --resume '
-                          f'or choose another --run-dir')
-    run_dir.mkdir(parents=True, exist_ok=True)
+    def prepare_run_dir() -> Path:
+        path = run_dir
+        if path is None:
+            stamp = time.strftime('%Y%m%d-%H%M%S')
+            path = Path(runs_root) / f'{model.lower()}-{_dataset_key(dataset)}-{stamp}'
+        path = Path(path)
+        if not resume and (path / LAST).exists():
+            raise ConfigError(f'{path} already holds a run ({LAST}); continue it with --resume '
+                              f'or choose another --run-dir')
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    run_dir = _on_rank0(ctx, prepare_run_dir)
     model_kwargs = dict(options.model_kwargs)
     takes = model_option_types(model_cls)
     if takes is not None and 'batch_size' in takes and 'batch_size' not in model_kwargs:
@@ -156,20 +204,28 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
 
     seed_everything(options.train.seed)
     net = build_model(model, graph, model_kwargs)
-    tracker = make_tracker(wandb, dir=run_dir, name=run_dir.name, run_id=wandb_id)
-    record['wandb_id'] = getattr(tracker, 'run_id', None)
-    record['wandb_mode'] = wandb
-    _write_text(run_dir / RUN_CONFIG, yaml.safe_dump(record, sort_keys=False))
+    tracker = make_tracker(wandb if ctx.is_main else 'disabled', dir=run_dir,
+                           name=run_dir.name, run_id=wandb_id)
+    if ctx.is_main:
+        record['wandb_id'] = getattr(tracker, 'run_id', None)
+        record['wandb_mode'] = wandb
+        _write_text(run_dir / RUN_CONFIG, yaml.safe_dump(record, sort_keys=False))
     meta = {k: record[k] for k in ('model', 'dataset', 'root', 'modalities', 'dataset_name',
                                    'model_kwargs')}
     try:
         trainer = Trainer(net, graph, options.train, tracker=tracker, checkpoint_dir=run_dir,
-                          meta=meta)
+                          meta=meta, distributed=ctx)
         fit = trainer.fit(resume=resume)
     finally:
         tracker.finish()
     result = RunResult(fit, run_dir, model.lower(), dataset, model_kwargs, options.train)
-    _write_text(run_dir / METRICS, json.dumps(result.to_dict(), indent=2, default=_json_default))
+    if ctx.is_main:
+        _write_text(run_dir / METRICS, json.dumps(result.to_dict(), indent=2,
+                                                  default=_json_default))
+        if ctx.enabled:
+            info = {'world_size': ctx.world_size, 'backend': ctx.backend,
+                    'device': str(trainer.device), 'epochs': trainer.dist_log}
+            _write_text(run_dir / DISTRIBUTED, json.dumps(info, indent=2))
     return result
 
 

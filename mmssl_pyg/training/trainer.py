@@ -1,6 +1,7 @@
 """The trainer every model shares: sampling, optimiser steps, early stopping, checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -17,7 +18,8 @@ import torch
 from ..data.graph import RecGraph
 from ..models.base import Batch, Recommender
 from .checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
+from .distributed import DistContext, state_digests
 from .evaluator import evaluate
 from .sampler import BPRSampler
 from .tracking import NullTracker, Tracker
@@ -77,6 +79,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``TrainConfig.precision`` on ``device`` (``None``: float32)."""
+    if precision == 'fp32':
+        return None
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ConfigError(f'precision fp16 needs a CUDA GPU (float16 autocast and its '
+                          f'GradScaler); the device is {str(device)!r}. On a CPU use '
+                          f'precision=bf16 (bfloat16 autocast) or fp32.')
+    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f'precision bf16: {torch.cuda.get_device_name(device)} does not '
+                          f'support bfloat16; use precision=fp16 or fp32')
+    return torch.bfloat16 if precision == 'bf16' else torch.float16
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory in MiB: ``torch.cuda.max_memory_allocated`` on a GPU (reset per epoch by
     the trainer), the process's peak resident set size (``ru_maxrss``, never reset) on CPU."""
@@ -102,6 +118,16 @@ class Trainer:
     the history and the config; ``fit(resume=True)`` continues from ``last.pt`` and ends with
     the metrics of the uninterrupted run (on CPU, where the kernels are deterministic).
 
+    **Data parallel.** Under ``torchrun`` (an initialised ``torch.distributed`` default group,
+    or ``distributed`` given) every process trains a replica on its share of each epoch's
+    batches (batch ``j`` goes to rank ``j % world_size``) and the gradients are averaged
+    after each backward pass; see :mod:`mmssl_pyg.training.distributed`. Only rank 0 logs,
+    shows progress and writes checkpoints. With one process nothing changes.
+
+    **Mixed precision** (``config.precision``): ``critic_loss`` / ``loss`` run under
+    ``torch.autocast`` (``bf16``: GPU or CPU; ``fp16``: GPU only, with one ``GradScaler`` per
+    optimiser); evaluation and the optimiser states stay float32.
+
     Args:
         model: the model (moved to ``config.device``).
         graph: its training graph (moved to ``config.device``).
@@ -110,18 +136,29 @@ class Trainer:
         checkpoint_dir: run folder for ``best.pt`` / ``last.pt`` (``None``: keep the best
             weights in memory and write nothing).
         meta: extra entries stored in every checkpoint (model name and options, dataset).
+        distributed: the data-parallel context (default:
+            :meth:`~mmssl_pyg.training.distributed.DistContext.current`, i.e. the initialised
+            default process group, else a single process).
     """
 
     def __init__(self, model: Recommender, graph: RecGraph, config: TrainConfig | None = None,
                  tracker: Tracker | None = None, checkpoint_dir: str | Path | None = None,
-                 meta: dict[str, Any] | None = None):
+                 meta: dict[str, Any] | None = None, distributed: DistContext | None = None):
         self.config = config = config or TrainConfig()
+        self.dist = dist = distributed if distributed is not None else DistContext.current()
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device)
+        if dist.enabled and dist.backend == 'nccl':
+            if self.device.type != 'cuda':
+                raise ConfigError(f'the process group uses NCCL (GPUs) but device is '
+                                  f'{str(self.device)!r}; use device cuda (or a gloo group on CPU)')
+            if self.device.index is None:
+                self.device = torch.device('cuda', dist.local_rank)
+        self.amp_dtype = _amp_dtype(config.precision, self.device)
         self.model = model.to(self.device)
         self.graph = graph.to(self.device)
-        self.tracker = tracker or NullTracker()
+        self.tracker = (tracker or NullTracker()) if dist.is_main else NullTracker()
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.meta = dict(meta or {})
         self.sampler = BPRSampler(graph, config.batch_size, seed=config.seed,
@@ -139,6 +176,22 @@ class Trainer:
             self.critic_optimizer = torch.optim.Adam(
                 critic, lr=config.critic_lr, betas=tuple(config.critic_betas),
                 weight_decay=config.critic_weight_decay)
+        self._model_params = params
+        self._critic_params = [] if self.critic_optimizer is None else critic
+        # fp16: one loss scaler per optimiser (each step has its own backward pass)
+        fp16 = config.precision == 'fp16'
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
+        self.critic_scaler = torch.amp.GradScaler(self.device.type) \
+            if fp16 and self.critic_optimizer is not None else None
+        if dist.enabled:
+            n = len(self.sampler)
+            if n < dist.world_size:
+                raise ConfigError(f'an epoch has {n} mini-batches but {dist.world_size} '
+                                  f'processes: every process needs at least one batch per epoch '
+                                  f'(raise batches_per_epoch or use fewer processes)')
+            dist.broadcast_module(self.model)  # identical replicas whatever each process built
+        self.dist_log: list[dict[str, Any]] = []  # per epoch: every rank's state digests
+        self._term_names: dict[str, list[str]] = {}
         self.epoch = 0
         self.best_metric = -math.inf
         self.best_epoch = 0
@@ -161,16 +214,20 @@ class Trainer:
         cfg = self.config
         last = self.checkpoint_dir / LAST if self.checkpoint_dir else None
         resumed_from = None
-        if resume and last is not None and last.is_file():
-            self._restore(load_checkpoint(last))
+        has_last = self.dist.broadcast_object(
+            bool(resume and last is not None and last.is_file()))
+        if has_last:
+            self._restore(self._load_on_rank0(last))
             resumed_from = self.epoch
         else:
-            seed_everything(cfg.seed)
+            # each process its own noise stream (dropout, Gumbel, ...); rank 0 is the
+            # single-process stream; every process draws the same batches
+            seed_everything(cfg.seed + self.dist.rank)
             self.sampler.generator.manual_seed(cfg.seed)
         self.tracker.log_config({'train': cfg.to_dict(), **self.meta})
 
         epochs = range(self.epoch + 1, cfg.epochs + 1)
-        bar = _tqdm(epochs, cfg.progress, desc='epochs', unit='epoch', initial=self.epoch,
+        bar = _tqdm(epochs, self._progress, desc='epochs', unit='epoch', initial=self.epoch,
                     total=cfg.epochs)
         for epoch in bar:
             if self.stopped_early:
@@ -180,7 +237,8 @@ class Trainer:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 t0 = time.perf_counter()
                 val = evaluate(self.model, self.graph, 'val', cfg.ks,
-                               batch_size=cfg.eval_batch_size, progress=cfg.progress)
+                               batch_size=cfg.eval_batch_size, progress=self._progress,
+                               **self._eval_kwargs())
                 record['eval_seconds'] = self._elapsed(t0)
                 record.update({f'val/{k}': v for k, v in val.items()})
                 if val[cfg.metric] > self.best_metric:
@@ -191,7 +249,7 @@ class Trainer:
                     self.bad_evals += 1
                 if cfg.patience and self.bad_evals >= cfg.patience:
                     self.stopped_early = True
-            record['peak_memory_mb'] = peak_memory_mb(self.device)
+            record['peak_memory_mb'] = self._peak_memory_mb()
             self.epoch = epoch
             self.history.append(record)
             self.tracker.log({k: v for k, v in record.items() if k != 'epoch'}, step=epoch)
@@ -213,8 +271,52 @@ class Trainer:
     # -----------------------------------------------------------------------------------------
     # one epoch
 
+    @property
+    def _progress(self) -> bool:
+        return bool(self.config.progress) and self.dist.is_main
+
+    def _eval_kwargs(self) -> dict[str, Any]:
+        return {'distributed': self.dist} if self.dist.enabled else {}
+
+    def _peak_memory_mb(self) -> float:
+        """This process's peak (the largest of all processes' under torchrun)."""
+        peak = peak_memory_mb(self.device)
+        if self.dist.enabled:
+            t = torch.tensor([peak], dtype=torch.float64, device=self.device)
+            peak = float(self.dist.all_reduce_(t, 'max'))
+        return peak
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _next_batch(self, step: int, n: int) -> Batch | None:
+        """Draw step ``step``'s batches (one per process) and keep this process's: batch
+        ``step * W + rank``; ``None`` when the epoch's ``n`` batches are used up."""
+        world, rank = self.dist.world_size, self.dist.rank
+        mine = None
+        for j in range(world):
+            if step * world + j >= n:
+                break
+            batch = self.sampler.sample()
+            if j == rank:
+                mine = batch
+        return None if mine is None else mine.to(self.device)
+
+    def _backward_step(self, loss, optimizer, scaler, params, contributors: int) -> None:
+        """Backward (scaled in fp16), average gradients over the processes, step."""
+        if loss is not None:
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        self.dist.average_gradients(params, contributors)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        cfg, model = self.config, self.model
+        model = self.model
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
@@ -222,55 +324,97 @@ class Trainer:
         model.on_epoch_start(epoch)
         sums: dict[str, float] = {}
         n = len(self.sampler)
-        bar = _tqdm(range(n), cfg.progress, desc=f'epoch {epoch}', unit='batch', leave=False)
-        for batch_idx in bar:
-            batch: Batch = self.sampler.sample().to(self.device)
+        world = self.dist.world_size
+        steps = math.ceil(n / world)
+        bar = _tqdm(range(steps), self._progress, desc=f'epoch {epoch}', unit='batch',
+                    leave=False)
+        for step in bar:
+            batch = self._next_batch(step, n)
+            contributors = min(world, n - step * world)  # processes with a batch this step
+            batch_idx = step * world + self.dist.rank
             if self.critic_optimizer is not None:
                 self.critic_optimizer.zero_grad(set_to_none=True)
-                out = model.critic_loss(batch)
+                out = None
+                if batch is not None:
+                    with self._autocast():
+                        out = model.critic_loss(batch)
                 values = self._check_finite(out, 'critic_loss', epoch, batch_idx, n)
-                out['loss'].backward()
-                self.critic_optimizer.step()
+                self._backward_step(None if out is None else out['loss'],
+                                    self.critic_optimizer, self.critic_scaler,
+                                    self._critic_params, contributors)
                 for k, v in values.items():
                     key = f'train/{_critic_key(k, values)}'
                     sums[key] = sums.get(key, 0.0) + v
             self.optimizer.zero_grad(set_to_none=True)
             if self.critic_optimizer is not None:  # L_G backpropagates into the critic too
                 self.critic_optimizer.zero_grad(set_to_none=True)
-            out = model.loss(batch)
+            out = None
+            if batch is not None:
+                with self._autocast():
+                    out = model.loss(batch)
             values = self._check_finite(out, 'loss', epoch, batch_idx, n)
-            out['loss'].backward()
-            self.optimizer.step()
+            self._backward_step(None if out is None else out['loss'], self.optimizer,
+                                self.scaler, self._model_params, contributors)
             for k, v in values.items():
                 sums[f'train/{k}'] = sums.get(f'train/{k}', 0.0) + v
-            if hasattr(bar, 'set_postfix') and batch_idx % 10 == 0:
-                bar.set_postfix(loss=f'{values["loss"]:.4g}')
+            if hasattr(bar, 'set_postfix') and step % 10 == 0:
+                bar.set_postfix(loss=f'{values["loss"] / contributors:.4g}')
         if hasattr(bar, 'close'):
             bar.close()
+        if self.dist.enabled:  # merge what each replica collected, so all swap in the same
+            model.gather_epoch_state(self.dist.all_gather)
+            self.dist.average_buffers(model)
         model.on_epoch_end(epoch)
         record = {'epoch': epoch, **{k: v / n for k, v in sums.items()}}
+        if self.dist.enabled:
+            self._check_replicas(epoch)
+            record['dist/world_size'] = world
         record['epoch_seconds'] = self._elapsed(t0)
         return record
 
-    def _check_finite(self, out: dict, fn: str, epoch: int, batch_idx: int,
+    def _check_replicas(self, epoch: int) -> None:
+        """Stop if the replicas' states (weights, buffers, generated graphs) differ."""
+        digests = self.dist.all_gather_object(state_digests(self.model))
+        self.dist_log.append({'epoch': epoch, 'digests': digests})
+        if any(d != digests[0] for d in digests):
+            bad = [r for r, d in enumerate(digests) if d != digests[0]]
+            raise RuntimeError(f'data-parallel replicas diverged after epoch {epoch}: the model '
+                               f'state of rank(s) {bad} differs from rank 0 ({digests})')
+
+    def _check_finite(self, out: dict | None, fn: str, epoch: int, batch_idx: int,
                       num_batches: int) -> dict[str, float]:
-        if not isinstance(out, dict) or 'loss' not in out:
+        """The loss terms as floats (under torchrun: summed over the processes that had a
+        batch; ``out`` is ``None`` on a process without one); raises, on every process, if one
+        is not finite."""
+        if out is not None and (not isinstance(out, dict) or 'loss' not in out):
             raise TypeError(f'{type(self.model).__name__}.{fn}(batch) must return a dict with '
                             f"key 'loss', got {type(out).__name__}")
-        names = list(out)
-        values = torch.stack([torch.as_tensor(out[k]).detach().float().mean().cpu()
-                              for k in names])
+        if out is not None:
+            names = list(out)
+            values = torch.stack([torch.as_tensor(out[k]).detach().float().mean().cpu()
+                                  for k in names])
+            self._term_names[fn] = names
+        else:  # no batch left for this process in the epoch's last step
+            names = self._term_names[fn]
+            values = torch.zeros(len(names))
+        local_finite = bool(torch.isfinite(values).all())
+        if self.dist.enabled:
+            values = self.dist.all_reduce_(values.to(self.device)).cpu()
         finite = torch.isfinite(values)
         if not bool(finite.all()):
             bad = [names[i] for i in range(len(names)) if not finite[i]]
             term = next((k for k in bad if k != 'loss'), bad[0])
             where = (f'; the last good checkpoint is {self.checkpoint_dir / LAST} '
                      f'(epoch {self.epoch})' if self.checkpoint_dir and self.epoch else '')
+            what = (f'batch index {batch_idx} (0-based, of {num_batches})'
+                    if local_finite is False or not self.dist.enabled else
+                    f'the batch of another process in step {batch_idx // self.dist.world_size}'
+                    f' (0-based, of {num_batches} batches)')
             raise NonFiniteLossError(
                 f'non-finite loss term {term!r} (= {float(values[names.index(term)])}) from '
-                f'{type(self.model).__name__}.{fn} at epoch {epoch}, batch index {batch_idx} '
-                f'(0-based, of {num_batches}); non-finite terms: {bad}. Training stopped before '
-                f'the optimiser step{where}. Try a lower lr or check the input features.')
+                f'{type(self.model).__name__}.{fn} at epoch {epoch}, {what}; non-finite terms: '
+                f'{bad}. Training stopped before the optimiser step{where}. Try a lower lr or '
+                f'check the input features.')
         return dict(zip(names, values.tolist()))
 
     def _elapsed(self, t0: float) -> float:
@@ -282,8 +426,9 @@ class Trainer:
     # checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs (what ``last.pt`` / ``best.pt`` hold)."""
-        return {
+        """Everything a resumed run needs (what ``last.pt`` / ``best.pt`` hold). Under torchrun
+        every process must call it (it gathers each process's random state)."""
+        state = {
             'model': self.model.state_dict(),
             'optimizer': self.optimizer.state_dict(),
             'critic_optimizer': None if self.critic_optimizer is None
@@ -300,6 +445,20 @@ class Trainer:
             'config': self.config.to_dict(),
             'meta': self.meta,
         }
+        for name, scaler in (('scaler', self.scaler), ('critic_scaler', self.critic_scaler)):
+            if scaler is not None:
+                state[name] = scaler.state_dict()
+        if self.dist.enabled:  # each process's noise stream, for an identical resume
+            state['rng_ranks'] = self.dist.all_gather_object(state['rng'])
+            state['world_size'] = self.dist.world_size
+        return state
+
+    def _load_on_rank0(self, path: Path) -> dict[str, Any]:
+        """``load_checkpoint(path)`` on rank 0, broadcast to the other processes (so the run
+        folder need only be readable where rank 0 runs)."""
+        if not self.dist.enabled:
+            return load_checkpoint(path)
+        return self.dist.broadcast_object(load_checkpoint(path) if self.dist.is_main else None)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state['model'])
@@ -314,9 +473,19 @@ class Trainer:
         self.bad_evals = int(state['bad_evals'])
         self.stopped_early = bool(state['stopped_early'])
         self.history = list(state['history'])
-        set_rng_state(state['rng'])
+        for name, scaler in (('scaler', self.scaler), ('critic_scaler', self.critic_scaler)):
+            if scaler is not None and state.get(name) is not None:
+                scaler.load_state_dict(state[name])
+        ranks = state.get('rng_ranks')
+        if self.dist.rank == 0:
+            set_rng_state(state['rng'])
+        elif ranks is not None and len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        else:  # saved with another number of processes: a fresh stream for this one
+            seed_everything(self.config.seed + 1_000_003 * self.dist.rank + self.epoch)
         # Killed between writing last.pt and best.pt: last.pt is the best state.
-        if self.checkpoint_dir is not None and self.best_epoch == self.epoch:
+        if self.dist.is_main and self.checkpoint_dir is not None and \
+                self.best_epoch == self.epoch:
             best = self.checkpoint_dir / BEST
             if not best.is_file() or load_checkpoint(best)['epoch'] != self.epoch:
                 save_checkpoint(state, best)
@@ -329,6 +498,8 @@ class Trainer:
                      for k, v in self.model.state_dict().items()})
             return
         state = self.state_dict()
+        if not self.dist.is_main:
+            return
         # last.pt first: if the process dies before best.pt is written, _restore repairs it.
         save_checkpoint(state, self.checkpoint_dir / LAST)
         if improved:
@@ -340,7 +511,8 @@ class Trainer:
             raise RuntimeError('no validation evaluation took place, so there is no best epoch '
                                'to test (epochs must be >= 1)')
         if self.checkpoint_dir is not None:
-            state = load_checkpoint(self.checkpoint_dir / BEST)
+            self.dist.barrier()  # rank 0 has written best.pt
+            state = self._load_on_rank0(self.checkpoint_dir / BEST)
             if int(state['epoch']) != self.best_epoch:
                 raise RuntimeError(f'{self.checkpoint_dir / BEST} holds epoch {state["epoch"]}, '
                                    f'but the best epoch is {self.best_epoch}')
@@ -349,7 +521,8 @@ class Trainer:
             self.model.load_state_dict(self._best_state)
         return evaluate(self.model, self.graph, 'test', cfg.ks,
                         exclude_val_at_test=cfg.exclude_val_at_test,
-                        batch_size=cfg.eval_batch_size, progress=cfg.progress)
+                        batch_size=cfg.eval_batch_size, progress=self._progress,
+                        **self._eval_kwargs())
 
 
 def _critic_key(term: str, terms: dict) -> str:
