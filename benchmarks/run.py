@@ -70,9 +70,14 @@ SWEEPS = {
     'gp_weight': ('γ (gradient penalty)', [0, 0.3, 1, 10, 50, 150]),
     'cl_temperature': ('τ_c (contrastive temperature)', [0.1, 0.3, 0.5, 0.7, 1.0]),
     'embedding_dim': ('embedding size d', [16, 32, 64, 128, 256]),
+    # Not in the paper's Figure 4: the two weights that mix the modality views into the
+    # embeddings (Eqs. 10 and 12), swept to find out where MMSSL loses to LightGCN here.
+    'fusion_weight': ('ω (fusion weight, Eq. 12)', [0, 0.1, 0.3, 0.55, 1.0]),
+    'modality_mix': ('μ (modality mix, Eq. 10)', [0, 0.1, 0.36, 1.0]),
 }
 QUICK_SWEEPS = {'num_layers': [1], 'aux_weight': [0], 'gp_weight': [1],
-                'cl_temperature': [0.2], 'embedding_dim': [32]}
+                'cl_temperature': [0.2], 'embedding_dim': [32], 'fusion_weight': [0.1],
+                'modality_mix': [0.1]}
 
 # Synthetic scaling points (timing only): one axis grows, the others stay at TikTok's size;
 # 'joint' grows everything up to Amazon-Sports (35,598 users, 18,357 items, 4,096 + 1,024-d).
