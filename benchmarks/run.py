@@ -74,10 +74,11 @@ SWEEPS = {
     # embeddings (Eqs. 10 and 12), swept to find out where MMSSL loses to LightGCN here.
     'fusion_weight': ('ω (fusion weight, Eq. 12)', [0, 0.1, 0.3, 0.55, 1.0]),
     'modality_mix': ('μ (modality mix, Eq. 10)', [0, 0.1, 0.36, 1.0]),
+    'feature_norm': ('raw feature scaling', ['standard', 'l2', 'none']),
 }
 QUICK_SWEEPS = {'num_layers': [1], 'aux_weight': [0], 'gp_weight': [1],
                 'cl_temperature': [0.2], 'embedding_dim': [32], 'fusion_weight': [0.1],
-                'modality_mix': [0.1]}
+                'modality_mix': [0.1], 'feature_norm': ['l2']}
 
 # Synthetic scaling points (timing only): one axis grows, the others stay at TikTok's size;
 # 'joint' grows everything up to Amazon-Sports (35,598 users, 18,357 items, 4,096 + 1,024-d).
@@ -262,6 +263,10 @@ def plan_sensitivity(args):
         units += [unit(args, 'sensitivity', 'mmssl', dataset, s, f'{p}={v}', {p: v},
                        meta={'param': p, 'value': v}) for v in values for s in seeds]
     return units
+
+
+def _value(x) -> str:
+    return x if isinstance(x, str) else f'{x:g}'
 
 
 def plan_efficiency(args):
@@ -579,12 +584,14 @@ def report_sensitivity(rep: C.Report):
                     if base.get(k) != u['model_kwargs'].get(k)}
             if diff <= {p} and same_train(u, defaults[0]):
                 points[u['model_kwargs'].get(p)].append(u)
-        xs = sorted(points, key=float)
+        order = SWEEPS[p][1]  # numbers sort by value, names (feature_norm) by the sweep's order
+        xs = sorted(points, key=lambda x: (order.index(x), 0) if isinstance(x, str)
+                    and x in order else (float(x), 1))
         val = [_metric(points[x], 'val', 'recall@20') for x in xs]
         test = [_metric(points[x], 'test', 'recall@20') for x in xs]
         for x, v, t in zip(xs, val, test):
             us = points[x]
-            rows.append([p, f'{x:g}', 'yes' if x == base.get(p) else '', v[2], v,
+            rows.append([p, _value(x), 'yes' if x == base.get(p) else '', v[2], v,
                          t, (_metric(us, 'test', 'ndcg@20'))])
         pos = list(range(len(xs)))
         ax.errorbar(pos, [v[0] for v in val], yerr=[v[1] if math.isfinite(v[1]) else 0
@@ -592,7 +599,7 @@ def report_sensitivity(rep: C.Report):
                     marker='o', label='validation R@20 (selection metric)')
         ax.plot(pos, [t[0] for t in test], marker='s', linestyle='--',
                 label='test R@20 at val-selected epoch')
-        ax.set_xticks(pos, [f'{x:g}' for x in xs])
+        ax.set_xticks(pos, [_value(x) for x in xs])
         if base.get(p) in xs:
             ax.axvline(xs.index(base.get(p)), color='0.7', linestyle=':')
         ax.set_title(SWEEPS[p][0], fontsize=9)
