@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_training_utils import read_json_dataset, write_json_dataset
@@ -188,3 +189,25 @@ def test_recommend_excluding_all_known_items(trained):
     pairs = set(map(tuple, known.t().tolist()))
     assert all((u, i) not in pairs for u, row in zip(users.tolist(), items.tolist())
                for i in row)
+
+
+def test_train_sizes_the_mmssl_critic_check_with_the_trainer_batch(tmp_path, monkeypatch):
+    """The critic memory check must see the batch size the trainer will use."""
+    import mmssl_pyg.models.mmssl as mmssl_module
+    seen = []
+    real_check = mmssl_module.check_critic_memory
+
+    def spy(num_items, rows, *args, **kwargs):
+        seen.append(rows)
+        return real_check(num_items, rows, *args, **kwargs)
+
+    monkeypatch.setattr(mmssl_module, 'check_critic_memory', spy)
+    data = write_json_dataset(tmp_path / 'tiny')
+    rng = np.random.default_rng(0)
+    for name, dim in (('image', 4), ('audio', 3)):  # 80 items, as write_json_dataset makes
+        np.save(data / 'raw' / f'{name}_feat.npy', rng.normal(size=(80, dim)).astype('float32'))
+    argv = ['train', '--model', 'mmssl', '--dataset', str(data), '--run-dir',
+            str(tmp_path / 'run'), '--epochs', '1', '--wandb', 'disabled', '--no-progress',
+            '--device', 'cpu', 'num_threads=1', 'embedding_dim=8', 'batch_size=48']
+    assert cli.main(argv) == 0
+    assert seen and seen[0] == 2 * 48  # two modalities x the trainer's batch of users

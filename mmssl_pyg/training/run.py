@@ -194,8 +194,9 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
     run_dir = _on_rank0(ctx, prepare_run_dir)
     model_kwargs = dict(options.model_kwargs)
     takes = model_option_types(model_cls)
-    if takes is not None and 'batch_size' in takes and 'batch_size' not in model_kwargs:
-        model_kwargs['batch_size'] = options.train.batch_size  # e.g. MMSSL's critic sizing
+    for name in ('batch_size', 'critic_batch_size'):  # e.g. MMSSL's critic memory check
+        if takes is not None and name in takes and name not in model_kwargs:
+            model_kwargs[name] = options.train.batch_size
     model_kwargs = full_model_kwargs(model_cls, model_kwargs)
     wandb_id = (saved or {}).get('wandb_id')
     record = {'model': model.lower(), 'dataset': dataset, 'root': root,
