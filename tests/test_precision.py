@@ -75,3 +75,13 @@ def test_fp16_on_cpu_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match='precision'):
         TrainConfig(precision='fp8')
     assert TrainConfig().precision == 'fp32'
+
+
+def test_cli_refuses_fp16_on_cpu_before_loading_data(tmp_path, capsys):
+    from mmssl_pyg import cli
+    argv = ['train', '--model', 'lightgcn', '--dataset', str(tmp_path / 'absent'), '--device',
+            'cpu', '--precision', 'fp16', '--wandb', 'disabled', '--run-dir',
+            str(tmp_path / 'run')]
+    assert cli.main(argv) == 2
+    assert 'fp16 needs a CUDA GPU' in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()

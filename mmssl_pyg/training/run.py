@@ -22,7 +22,7 @@ from .config import ConfigError, TrainConfig, model_option_types, resolve_option
 from .distributed import DistContext, init_distributed
 from .evaluator import DEFAULT_KS, evaluate, exclusion_rows
 from .tracking import make_tracker
-from .trainer import FitResult, Trainer, resolve_device, seed_everything
+from .trainer import FitResult, Trainer, _amp_dtype, resolve_device, seed_everything
 
 RUN_CONFIG = 'config.yaml'
 METRICS = 'metrics.json'
@@ -172,6 +172,7 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
         base=None if saved is None else (saved['model_kwargs'], saved['train']))
     if saved is not None:
         _check_resumable(saved, options, run_dir)
+    _amp_dtype(options.train.precision, resolve_device(options.train.device))  # fp16 on CPU
     # rank 0 first: it may write the dataset's processed/ files the others then read
     if not ctx.is_main:
         ctx.barrier()
