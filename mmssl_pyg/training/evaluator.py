@@ -146,11 +146,17 @@ def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEF
     Returns:
         ``{'recall@K', 'precision@K', 'ndcg@K', 'hit@K'}`` for each ``K`` in ``ks``.
     """
+    user_emb, item_emb = inference_embeddings(model)
+    return evaluate_embeddings(user_emb, item_emb, graph, split, ks, exclude_val_at_test,
+                               batch_size, progress, distributed)
+
+
+@torch.no_grad()
+def inference_embeddings(model) -> tuple[Tensor, Tensor]:
+    """``model.get_embedding()`` in eval mode (dropout off), restoring the model's mode."""
     was_training = model.training
     model.eval()
     try:
-        user_emb, item_emb = model.get_embedding()
+        return model.get_embedding()
     finally:
         model.train(was_training)
-    return evaluate_embeddings(user_emb, item_emb, graph, split, ks, exclude_val_at_test,
-                               batch_size, progress, distributed)

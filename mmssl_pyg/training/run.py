@@ -20,7 +20,7 @@ from ..data.graph import RecGraph
 from .checkpoint import BEST, LAST, load_checkpoint
 from .config import ConfigError, TrainConfig, model_option_types, resolve_options
 from .distributed import DistContext, init_distributed
-from .evaluator import DEFAULT_KS, evaluate, exclusion_rows
+from .evaluator import DEFAULT_KS, evaluate, exclusion_rows, inference_embeddings
 from .tracking import make_tracker
 from .trainer import FitResult, Trainer, _amp_dtype, resolve_device, seed_everything
 
@@ -338,12 +338,7 @@ def recommend(model, graph: RecGraph, users: torch.Tensor | None = None, k: int 
         ei = torch.cat([graph.train_edge_index, graph.val_edge_index.to(graph.train_edge_index),
                         graph.test_edge_index.to(graph.train_edge_index)], dim=1)
         rowptr, col = csr_rows(ei.long(), graph.num_users)
-    was_training = model.training
-    model.eval()
-    try:
-        user_emb, item_emb = model.get_embedding()
-    finally:
-        model.train(was_training)
+    user_emb, item_emb = inference_embeddings(model)
     dev = user_emb.device
     ids = users.to(dev)
     scores, items = blockwise_topk(user_emb[ids], item_emb, k, block_size=batch_size,
