@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..data.graph import bipartite_adjacency
 from ..nn.conv import BipartiteConv
+from ..nn.losses import cross_modal_info_nce
 from ..nn.topk import blockwise_topk
 from . import _graph_cache
 
@@ -161,10 +162,9 @@ def light_propagate(conv: BipartiteConv, user_x: Tensor, item_x: Tensor, adj_ui:
 # --------------------------------------------------------------------------- losses
 
 def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
-    """InfoNCE between two views of the same rows; the other rows of ``b`` are negatives."""
-    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
-    logits = a @ b.t() / temperature
-    return F.cross_entropy(logits, torch.arange(a.size(0), device=a.device))
+    """InfoNCE between two views of the same rows; the other rows of ``b`` are negatives
+    (the same loss as MMSSL's Eq. 11, :func:`~mmssl_pyg.nn.losses.cross_modal_info_nce`)."""
+    return cross_modal_info_nce(a, b, temperature)
 
 
 def xavier_normal_linear(in_dim: int, out_dim: int, bias: bool = True) -> torch.nn.Linear:
