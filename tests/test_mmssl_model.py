@@ -495,3 +495,21 @@ def test_preset_keys_and_spec_values():
     model = MMSSL(graph, **{**merged, 'embedding_dim': 8,
                             'critic_dropout': tuple(merged['critic_dropout'])})
     assert model.k == 1 and model.adv_weight == 1.8e-3
+
+
+@pytest.mark.parametrize('num_modalities', [1, 3])
+def test_attention_weights_accessor_matches_eq9(num_modalities):
+    model = _model(_graph(num_modalities)).eval()
+    users_w, items_w = model.attention_weights()
+    assert users_w.shape == (NU, 2, num_modalities, num_modalities)
+    assert items_w.shape == (NI, 2, num_modalities, num_modalities)
+    assert torch.allclose(users_w.sum(-1), torch.ones(NU, 2, num_modalities), atol=1e-6)
+    # the weights are the ones the forward pass used: recompute them from the views by hand
+    emb = model.encode()
+    h = torch.stack(emb.user_views, 1)  # [NU, M, d]
+    att = model.attention
+    dh = att.channels // att.heads
+    q = att.query(h).view(NU, num_modalities, att.heads, dh)
+    k = att.key(h).view(NU, num_modalities, att.heads, dh)
+    ref = (torch.einsum('nahc,nbhc->nhab', q, k) / dh ** 0.5).softmax(-1)
+    assert torch.allclose(users_w, ref, atol=1e-6)

@@ -392,6 +392,16 @@ class MMSSL(Recommender):
     def get_embedding(self) -> tuple[Tensor, Tensor]:
         return self.forward()
 
+    @torch.no_grad()
+    def attention_weights(self) -> tuple[Tensor, Tensor]:
+        """Eq. 9's attention across modalities on the current modality graphs:
+        ``(users [n_u, heads, M, M], items [n_i, heads, M, M])``, each row a softmax over the
+        :math:`M` modality tokens (call :meth:`eval` first to switch feature dropout off)."""
+        emb = self.encode()
+        tokens = torch.cat([torch.stack(emb.user_views, 1), torch.stack(emb.item_views, 1)], 0)
+        _, att = self.attention(tokens, return_attention_weights=True)
+        return att[:self.num_users], att[self.num_users:]
+
     # ------------------------------------------------------------------ batch rows
     def _train_entries(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """(local row, item) of the training interactions of ``users``."""

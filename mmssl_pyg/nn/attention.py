@@ -53,7 +53,13 @@ class CrossModalAttention(torch.nn.Module):
             if lin.bias is not None:
                 torch.nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_attention_weights: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attend across the modality tokens of every node.
+
+        With ``return_attention_weights=True`` also returns the softmax weights, shape
+        :math:`(N, H, M, M)` (row ``a`` of head ``h``: how token ``a`` attends to each token).
+        """
         n, m, d = x.shape
         dh = d // self.heads
         q = self.query(x).view(n, m, self.heads, dh)
@@ -62,7 +68,8 @@ class CrossModalAttention(torch.nn.Module):
         att = torch.einsum('nahc,nbhc->nhab', q, k) / math.sqrt(dh)
         att = att.softmax(dim=-1)
         o = torch.einsum('nhab,nbhc->nahc', att, v).reshape(n, m, d)
-        return self.out(o)
+        out = self.out(o)
+        return (out, att) if return_attention_weights else out
 
     @staticmethod
     def pool(x: Tensor) -> Tensor:
