@@ -85,6 +85,13 @@ class Recommender(torch.nn.Module):
         self.num_users = graph.num_users
         self.num_items = graph.num_items
 
+    def register_adjacency(self, graph: RecGraph, norm: str = 'sym') -> None:
+        """Register the normalised training graph as buffers ``adj_ui`` (users x items) and
+        ``adj_iu`` (items x users), moved with the model and left out of checkpoints."""
+        adj_ui, adj_iu = graph.adjacency(norm)
+        self.register_buffer('adj_ui', adj_ui, persistent=False)
+        self.register_buffer('adj_iu', adj_iu, persistent=False)
+
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 

@@ -84,9 +84,7 @@ class BM3(Recommender):
         self.projections = torch.nn.ModuleList(
             [xavier_normal_linear(f.size(1), embedding_dim) for f in modality_features(self)])
         self.conv = BipartiteConv()
-        adj_ui, adj_iu = graph.adjacency('sym')
-        self.register_buffer('adj_ui', adj_ui, persistent=False)
-        self.register_buffer('adj_iu', adj_iu, persistent=False)
+        self.register_adjacency(graph)
         self.reset_parameters()
 
     def reset_parameters(self):

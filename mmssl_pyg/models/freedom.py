@@ -89,9 +89,7 @@ class FREEDOM(Recommender):
         self.projections = torch.nn.ModuleList(
             [xavier_normal_linear(f.size(1), embedding_dim) for f in feats])
         self.conv = BipartiteConv()
-        adj_ui, adj_iu = graph.adjacency('sym')
-        self.register_buffer('adj_ui', adj_ui, persistent=False)
-        self.register_buffer('adj_iu', adj_iu, persistent=False)
+        self.register_adjacency(graph)
         self.register_buffer('train_edge_index', graph.train_edge_index, persistent=False)
         index, weight = self.frozen_graph(feats, cache_dir)
         self.register_buffer('item_index', index, persistent=False)

@@ -92,9 +92,7 @@ class LATTICE(Recommender):
             [torch.nn.Linear(f.size(1), feat_embed_dim) for f in feats])
         self.modal_weight = torch.nn.Parameter(torch.empty(len(feats)))
         self.conv = BipartiteConv()
-        adj_ui, adj_iu = graph.adjacency('sym')
-        self.register_buffer('adj_ui', adj_ui, persistent=False)
-        self.register_buffer('adj_iu', adj_iu, persistent=False)
+        self.register_adjacency(graph)
         # Frozen graphs, one per modality: (item, neighbour) pairs [M, 2, n_i*k] and their
         # normalised weights [M, n_i*k].
         frozen = []

@@ -35,9 +35,7 @@ class LightGCN(Recommender):
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.conv = BipartiteConv()
-        adj_ui, adj_iu = graph.adjacency('sym')
-        self.register_buffer('adj_ui', adj_ui, persistent=False)
-        self.register_buffer('adj_iu', adj_iu, persistent=False)
+        self.register_adjacency(graph)
         self.reset_parameters()
 
     def reset_parameters(self):

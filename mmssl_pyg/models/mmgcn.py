@@ -106,9 +106,7 @@ class MMGCN(Recommender):
         self.gcns = torch.nn.ModuleList([
             ModalityGCN(graph.num_users, f.size(1), embedding_dim, latent_dim, num_layers)
             for f in modality_features(self)])
-        adj_ui, adj_iu = graph.adjacency('mean')
-        self.register_buffer('adj_ui', adj_ui, persistent=False)
-        self.register_buffer('adj_iu', adj_iu, persistent=False)
+        self.register_adjacency(graph, 'mean')
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -58,9 +58,7 @@ class SGL(Recommender):
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.conv = BipartiteConv()
-        adj_ui, adj_iu = graph.adjacency('sym')
-        self.register_buffer('adj_ui', adj_ui, persistent=False)
-        self.register_buffer('adj_iu', adj_iu, persistent=False)
+        self.register_adjacency(graph)
         self.register_buffer('train_edge_index', graph.train_edge_index, persistent=False)
         #: The two augmented graphs of the current epoch: ``[(adj_ui, adj_iu), ...]``.
         self.views: list[tuple[Tensor, Tensor]] | None = None
