@@ -43,14 +43,23 @@ from ..data.graph import RecGraph
 
 @dataclass
 class Batch:
-    """A mini-batch of (user, positive item, negative item) triples; users are distinct."""
+    """A mini-batch of (user, positive item, negative item) triples; users are distinct.
+
+    ``final`` (optional, ``[B]`` bool) marks the users that no later mini-batch of the epoch
+    draws again (set by the trainer, which draws an epoch's batches up front): a model that
+    keeps per-user state from its last batch of an epoch (MMSSL's top-k neighbours) needs to
+    compute it for those users only. ``None``: unknown, compute it for every user.
+    """
     users: Tensor
     pos: Tensor
     neg: Tensor
     cache: dict = field(default_factory=dict)
+    final: Tensor | None = None
 
     def to(self, device) -> Batch:
-        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+        final = None if self.final is None else self.final.to(device)
+        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device),
+                     final=final)
 
     def __len__(self) -> int:
         return int(self.users.numel())

@@ -228,6 +228,15 @@ class MMSSL(Recommender):
             (default ``1024``).
         critic_columns: ``C``: the critic reads ``C`` random item columns per batch (see
             above); ``None`` (default) or ``C >= n_items``: all items, as in the paper.
+        gp_samples: ``S``: the gradient penalty of Eq. 7 is averaged over ``S`` of the
+            batch's interpolates, drawn uniformly (an unbiased estimate of the full mean; see
+            :func:`~mmssl_pyg.nn.losses.projected_gradient_penalty`); ``None`` (default):
+            every interpolate, as in the paper.
+        adv_samples: ``S``: the generator loss :math:`\mathcal{L}_G` (Eq. 6) averages the
+            critic's output over the generated rows of ``S`` batch users, drawn uniformly
+            per batch (the same users in every modality); an unbiased estimate of the mean
+            over the batch up to the critic's batch-norm statistics. ``None`` (default):
+            every batch user, as in the paper.
         reg_weight: L2 weight on the batch's final embeddings (default ``1e-5``).
         modality_reg_weight: L2 weight on the batch's :math:`\mathbf{u}^m, \mathbf{i}^m`
             (default ``1e-5``).
@@ -254,7 +263,9 @@ class MMSSL(Recommender):
                  gp_weight: float = 0.3, critic_dropout: tuple[float, float] = (0.31, 0.5),
                  critic_negative_slope: float = 0.2, critic_output_scale: float = 1.0,
                  max_critic_memory: int | None = None, critic_batch_size: int = 1024,
-                 critic_columns: int | None = None, reg_weight: float = 1e-5,
+                 critic_columns: int | None = None, gp_samples: int | None = None,
+                 adv_samples: int | None = None,
+                 reg_weight: float = 1e-5,
                  modality_reg_weight: float = 1e-5,
                  ablation: str | None = None, item_block_size: int = 4096,
                  adj_layout: str = 'csr'):
@@ -280,6 +291,16 @@ class MMSSL(Recommender):
             raise ValueError(f'critic_columns must be None or an integer >= 8 (the critic is '
                              f'Linear(C, C/4) -> Linear(C/4, C/8)), got {critic_columns!r}')
         self.critic_columns = critic_columns
+        if gp_samples is not None and (isinstance(gp_samples, bool) or
+                                       not isinstance(gp_samples, int) or gp_samples < 2):
+            raise ValueError(f'gp_samples must be None (every interpolate) or an integer >= 2, '
+                             f'got {gp_samples!r}')
+        self.gp_samples = gp_samples
+        if adv_samples is not None and (isinstance(adv_samples, bool) or
+                                        not isinstance(adv_samples, int) or adv_samples < 2):
+            raise ValueError(f'adv_samples must be None (every batch user) or an integer >= 2, '
+                             f'got {adv_samples!r}')
+        self.adv_samples = adv_samples
         #: the critic's input width: ``min(critic_columns, n_items)`` (``n_items`` if None)
         self.critic_width = graph.num_items if critic_columns is None else \
             min(critic_columns, graph.num_items)
@@ -502,20 +523,35 @@ class MMSSL(Recommender):
         if self.has_critic:
             out['fake'] = [self.generator.relation_rows(u, i, row, col)
                            for u, i in zip(modal_b, emb.item_modal)]
-            out['real'] = self.real_rows(users, emb.user[users].detach(), emb.item.detach())
             if self.critic_width < self.num_items:  # the same columns for real and fake rows
                 cols = self.draw_critic_columns().to(users.device)
                 out['critic_columns'] = cols
                 out['fake'] = [r.select_columns(cols) for r in out['fake']]
-                out['real'] = out['real'].select_columns(cols)
         if self.ablation == 'rp_gae':
             out['gae_target'] = (row, col)
         if self.training:  # collect this batch's top-k relations for the next modality graphs
-            idx = [self.generator.topk(u.detach(), i.detach(), self.k, row, col,
-                                       self.item_block_size)
-                   for u, i in zip(modal_b, emb.item_modal)]
-            self._pending.append((users.detach().clone(), [t.int() for t in idx]))
+            self._collect_topk(users, modal_b, emb.item_modal, row, col, batch.final)
         return out
+
+    @torch.no_grad()
+    def _collect_topk(self, users: Tensor, modal_b: list[Tensor], item_modal: list[Tensor],
+                      row: Tensor, col: Tensor, final: Tensor | None) -> None:
+        """Queue the top-k neighbours (Eq. 3, step 4) of the batch users for the next swap.
+        With ``final`` (see :class:`~mmssl_pyg.models.base.Batch`) only the users no later
+        batch of the epoch redraws are searched: the others' rows would be replaced at the
+        swap, so the swapped-in graphs are the same."""
+        if final is not None and not bool(final.all()):
+            local = final.nonzero().view(-1)
+            keep = torch.isin(row, local)
+            remap = torch.full((users.numel(),), -1, dtype=torch.long, device=users.device)
+            remap[local] = torch.arange(local.numel(), device=users.device)
+            users, row, col = users[local], remap[row[keep]], col[keep]
+            modal_b = [u[local] for u in modal_b]
+        if users.numel() == 0:
+            return
+        idx = [self.generator.topk(u.detach(), i.detach(), self.k, row, col,
+                                   self.item_block_size) for u, i in zip(modal_b, item_modal)]
+        self._pending.append((users.detach().clone(), [t.int() for t in idx]))
 
     def draw_critic_columns(self) -> Tensor:
         """``critic_width`` sorted distinct item ids, from torch's default CPU generator."""
@@ -533,11 +569,17 @@ class MMSSL(Recommender):
             raise RuntimeError(f'MMSSL with ablation={self.ablation!r} has no critic')
         out = self._batch_forward(batch)
         batch.cache[_CACHE_KEY] = out
+        emb, users = out['emb'], batch.users
+        real = self.real_rows(users, emb.user[users].detach(), emb.item.detach())
+        if 'critic_columns' in out:
+            real = real.select_columns(out['critic_columns'])
+        out['real'] = real  # only the critic step reads the real rows
         critic = self.critic
         z_fake = torch.cat([critic.project(r.detach()) for r in out['fake']], 0)
-        z_real = critic.project(out['real']).repeat(self.num_modalities, 1)
+        z_real = critic.project(real).repeat(self.num_modalities, 1)
         d_real, d_fake = critic.head(z_real), critic.head(z_fake)
-        penalty = projected_gradient_penalty(critic, z_real, z_fake)
+        penalty = projected_gradient_penalty(critic, z_real, z_fake,
+                                             num_samples=self.gp_samples)
         loss = wasserstein_critic_loss(d_real, d_fake, penalty, self.gp_weight)
         return {'loss': loss, 'critic': (d_fake.mean() - d_real.mean()).detach(),
                 'gradient_penalty': penalty.detach()}
@@ -559,8 +601,13 @@ class MMSSL(Recommender):
                               for h in emb.user_views)
         generator = zero
         if self.has_critic:
+            fake = out['fake']
+            if self.adv_samples is not None and self.adv_samples < users.numel():
+                # the same uniformly drawn users in every modality's block
+                pick = torch.randperm(users.numel())[:self.adv_samples].to(users.device)
+                fake = [r.select_rows(pick) for r in fake]
             with _frozen(self.critic):
-                z_fake = torch.cat([self.critic.project(r) for r in out['fake']], 0)
+                z_fake = torch.cat([self.critic.project(r) for r in fake], 0)
                 generator = wasserstein_generator_loss(self.critic.head(z_fake))
         elif self.ablation == 'rp_gae':
             generator = self._gae_loss(emb, users, *out['gae_target'])

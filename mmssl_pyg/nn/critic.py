@@ -115,6 +115,23 @@ class LowRankRows:
         return LowRankRows(self.num_rows, int(cols.numel()), self.left, right, self.scale,
                            index, value, dense)
 
+    def select_rows(self, rows: Tensor) -> LowRankRows:
+        """The rows ``rows`` (distinct local row ids, in that order) as a ``len(rows) x
+        num_cols`` :class:`LowRankRows` in the same factored form. Differentiable."""
+        left = None if self.left is None else self.left[rows]
+        scale = None if self.scale is None else self.scale[rows]
+        index = value = None
+        if self.index is not None and self.index.numel():
+            pos = torch.full((self.num_rows,), -1, dtype=torch.long, device=rows.device)
+            pos[rows] = torch.arange(rows.numel(), device=rows.device)
+            new_row = pos[self.index[0]]
+            keep = new_row >= 0
+            index = torch.stack([new_row[keep], self.index[1][keep]])
+            value = None if self.value is None else self.value[keep]
+        dense = None if self.dense is None else self.dense[rows]
+        return LowRankRows(int(rows.numel()), self.num_cols, left, self.right, scale, index,
+                           value, dense)
+
     def detach(self) -> LowRankRows:
         def d(t):
             return None if t is None else t.detach()

@@ -68,7 +68,8 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
 
 
 def projected_gradient_penalty(critic, z_real: Tensor, z_fake: Tensor,
-                               alpha: Tensor | None = None, method: str = 'auto') -> Tensor:
+                               alpha: Tensor | None = None, method: str = 'auto',
+                               num_samples: int | None = None) -> Tensor:
     r"""The penalty of :func:`gradient_penalty` for a :class:`~mmssl_pyg.nn.critic.
     RelationCritic`, computed from the first layer's outputs
     :math:`\mathbf{z} = \mathbf{W}_1\mathbf{x} + \mathbf{b}_1` of the real and fake rows.
@@ -83,7 +84,18 @@ def projected_gradient_penalty(critic, z_real: Tensor, z_fake: Tensor,
     Under mixed precision (``torch.autocast``) the penalty is computed in float32: autocast is
     disabled inside and float16 / bfloat16 ``z_real`` / ``z_fake`` are cast to float32 (as in
     :func:`gradient_penalty`).
+
+    **Subsampled estimator** (``num_samples=S < R``): the penalty is averaged over ``S``
+    interpolates drawn uniformly without replacement from the ``R`` row pairs (from torch's
+    default CPU generator, so a seed gives the same rows on every device). The mean over a
+    uniform subset is an unbiased estimate of the mean over all rows, at :math:`S/R` of the
+    cost (the double backward through :math:`\mathbf{W}_1` dominates a critic step). With a
+    batch-normalised critic the subset's batch statistics replace the full batch's, a small
+    second-order difference. ``alpha``, when given, is ``[S, 1]`` for the chosen rows.
     """
+    if num_samples is not None and num_samples < z_real.size(0):
+        pick = torch.randperm(z_real.size(0))[:num_samples].to(z_real.device)
+        z_real, z_fake = z_real[pick], z_fake[pick]
     if alpha is None:
         alpha = torch.rand(z_real.size(0), 1, device=z_real.device)
     with _float32(z_real):

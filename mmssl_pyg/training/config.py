@@ -44,6 +44,11 @@ class TrainConfig:
         critic_lr, critic_betas, critic_weight_decay: Adam options of the critic optimiser,
             used only when the model ``has_critic`` (defaults: the WGAN-GP settings of the
             paper, ``3e-4`` and ``(0.5, 0.9)``).
+        critic_every: run the critic step (``critic_loss`` and its optimiser step) on every
+            ``critic_every``-th mini-batch only, counted over the whole run (default ``1``:
+            every mini-batch, as in the paper); the model step runs on every mini-batch, with
+            the critic as last updated. A critic schedule, like WGAN's ``n_critic`` turned
+            around: see the README's speed section for what it changes.
         batch_size: distinct users per mini-batch (one positive, one negative each).
         batches_per_epoch: mini-batches per epoch; ``None`` gives ``ceil(|train| / batch_size)``.
         epochs: maximum number of epochs.
@@ -69,6 +74,7 @@ class TrainConfig:
     critic_lr: float = 3e-4
     critic_betas: tuple[float, float] = (0.5, 0.9)
     critic_weight_decay: float = 0.0
+    critic_every: int = 1
     batch_size: int = 1024
     batches_per_epoch: int | None = None
     epochs: int = 1000
@@ -87,7 +93,7 @@ class TrainConfig:
     def __post_init__(self):
         self.critic_betas = tuple(float(b) for b in self.critic_betas)
         self.ks = tuple(int(k) for k in self.ks)
-        for name in ('batch_size', 'epochs', 'eval_every', 'eval_batch_size'):
+        for name in ('batch_size', 'epochs', 'eval_every', 'eval_batch_size', 'critic_every'):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f'TrainConfig.{name} must be a positive integer, '
                                  f'got {getattr(self, name)!r}')

@@ -192,6 +192,7 @@ class Trainer:
             dist.broadcast_module(self.model)  # identical replicas whatever each process built
         self.dist_log: list[dict[str, Any]] = []  # per epoch: every rank's state digests
         self._term_names: dict[str, list[str]] = {}
+        self._critic_keys: set[str] = set()
         self.epoch = 0
         self.best_metric = -math.inf
         self.best_epoch = 0
@@ -291,18 +292,31 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _next_batch(self, step: int, n: int) -> Batch | None:
-        """Draw step ``step``'s batches (one per process) and keep this process's: batch
-        ``step * W + rank``; ``None`` when the epoch's ``n`` batches are used up."""
-        world, rank = self.dist.world_size, self.dist.rank
-        mine = None
-        for j in range(world):
-            if step * world + j >= n:
-                break
-            batch = self.sampler.sample()
-            if j == rank:
-                mine = batch
-        return None if mine is None else mine.to(self.device)
+    def _draw_epoch(self, n: int) -> list[Batch]:
+        """The epoch's ``n`` batches, drawn up front (the sampler's stream is the same as
+        drawing them one at a time), each with :attr:`Batch.final` set.
+
+        Batch ``b`` goes to process ``b % W`` at step ``b // W``. Per-user state collected
+        during an epoch is merged so that the highest rank wins, then the latest step
+        (:meth:`~mmssl_pyg.models.MMSSL.gather_epoch_state`; with one process: the latest
+        batch), so a user is final in the batch with the largest ``(rank, step)``."""
+        batches = [self.sampler.sample() for _ in range(n)]
+        world = self.dist.world_size
+        steps = math.ceil(n / world)
+        users = torch.cat([b.users for b in batches])
+        order = torch.cat([torch.full((len(b),), (i % world) * steps + i // world,
+                                      dtype=torch.long) for i, b in enumerate(batches)])
+        last = torch.full((self.sampler.num_users,), -1, dtype=torch.long)
+        last.scatter_reduce_(0, users, order, reduce='amax')
+        for i, b in enumerate(batches):
+            b.final = last[b.users] == (i % world) * steps + i // world
+        return batches
+
+    def _next_batch(self, batches: list[Batch], step: int) -> Batch | None:
+        """This process's batch of step ``step``: batch ``step * W + rank``; ``None`` when the
+        epoch's batches are used up."""
+        index = step * self.dist.world_size + self.dist.rank
+        return batches[index].to(self.device) if index < len(batches) else None
 
     def _backward_step(self, loss, optimizer, scaler, params, contributors: int) -> None:
         """Backward (scaled in fp16), average gradients over the processes, step."""
@@ -326,13 +340,18 @@ class Trainer:
         n = len(self.sampler)
         world = self.dist.world_size
         steps = math.ceil(n / world)
+        critic_batches = 0  # batches (over all processes) that ran a critic step
+        batches = self._draw_epoch(n)
         bar = _tqdm(range(steps), self._progress, desc=f'epoch {epoch}', unit='batch',
                     leave=False)
         for step in bar:
-            batch = self._next_batch(step, n)
+            batch = self._next_batch(batches, step)
             contributors = min(world, n - step * world)  # processes with a batch this step
             batch_idx = step * world + self.dist.rank
-            if self.critic_optimizer is not None:
+            # the critic schedule counts steps over the run, so a resumed run keeps its phase
+            critic_due = ((epoch - 1) * steps + step) % self.config.critic_every == 0
+            if self.critic_optimizer is not None and critic_due:
+                critic_batches += contributors
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 out = None
                 if batch is not None:
@@ -345,6 +364,7 @@ class Trainer:
                 for k, v in values.items():
                     key = f'train/{_critic_key(k, values)}'
                     sums[key] = sums.get(key, 0.0) + v
+                    self._critic_keys.add(key)
             self.optimizer.zero_grad(set_to_none=True)
             if self.critic_optimizer is not None:  # L_G backpropagates into the critic too
                 self.critic_optimizer.zero_grad(set_to_none=True)
@@ -365,7 +385,9 @@ class Trainer:
             model.gather_epoch_state(self.dist.all_gather)
             self.dist.average_buffers(model)
         model.on_epoch_end(epoch)
-        record = {'epoch': epoch, **{k: v / n for k, v in sums.items()}}
+        # critic terms average over the batches that ran a critic step
+        record = {'epoch': epoch, **{k: v / (critic_batches if k in self._critic_keys else n)
+                                     for k, v in sums.items()}}
         if self.dist.enabled:
             self._check_replicas(epoch)
             record['dist/world_size'] = world
