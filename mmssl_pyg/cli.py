@@ -177,12 +177,12 @@ def _recommend(args) -> int:
         write_recommendations,
     )
     check_option('cli', 'k', args.k, source='', label='-k')  # before the (long) computation
-    if args.output:
+    if args.output is not None:
         check_output_path(args.output, args.force)
     model, graph, _ = load_run_checkpoint(args.checkpoint, args.device, args.root,
                                           args.force_reload)
     users, items, scores = recommend(model, graph, args.users, args.k, exclude=args.exclude)
-    if args.output:
+    if args.output is not None:
         path = write_recommendations(args.output, users, items, scores, force=args.force)
         print(f'wrote top-{args.k} items for {users.numel()} users to {path}', file=sys.stderr)
     else:

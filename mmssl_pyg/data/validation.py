@@ -147,8 +147,7 @@ def check_id_span(folder, kind: str, count: int, used: np.ndarray, count_from: s
                                       '(num_users, num_items) of the ids actually used'))
     warnings.warn(
         f'{folder}: {unused:,} of the {count:,} {kind}s (counted from {count_from}) appear in '
-        f'no split; '
-        f'they are kept as {kind}s without interactions' + (
+        f'no split; they are kept as {kind}s without interactions' + (
             ' (their feature rows are loaded and they are ranked at evaluation)'
             if features else '; remap the ids if that is not intended'),
         UserWarning, stacklevel=3)

@@ -249,7 +249,8 @@ def _convert(value: Any, rule: Rule, source: str, key: str, element: bool = Fals
     and the option (``label`` replaces ``option '<key>'``)."""
     def bad(extra: str = '') -> ConfigError:
         what = f'option {key!r}' if label is None else label
-        what = f'each value of {what}' if element else what
+        if element:
+            what = f'each value of {what}' if what else 'each value'
         got = 'nothing' if value is None else repr(value)
         prefix = f'{source}: ' if source else ''
         return ConfigError(f'{prefix}{what} expects {rule.describe()}, got {got}{extra}'

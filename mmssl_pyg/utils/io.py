@@ -71,9 +71,10 @@ def describe_load_error(err: Exception) -> str:
              if ln.strip()]
     if 'WeightsUnpickler error:' in text and lines:
         return f'not a file of tensors and plain containers ({lines[0][:200]})'
-    if 'zip archive' in text or 'central directory' in text:
-        return f'not a complete PyTorch file, truncated or damaged ({lines[0][:200]})'
-    return lines[0][:200] if lines else type(err).__name__
+    if 'magic number' in text:
+        return f'not a PyTorch file ({lines[0][:200]})'
+    detail = lines[0][:200] if lines else type(err).__name__
+    return f'not a complete PyTorch file: truncated, damaged or another format ({detail})'
 
 
 def _tmp_path(path: Path) -> Path:
