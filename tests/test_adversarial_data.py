@@ -256,6 +256,10 @@ def test_changed_pre_transform_rebuilds(mini):
     plain = load_dataset(str(mini), modalities=['image'])[0]['item'].image_feat
     doubled = load_dataset(str(mini), modalities=['image'], pre_transform=_double)
     assert torch.equal(doubled[0]['item'].image_feat, plain * 2)
+    path = Path(doubled.processed_paths[0])
+    stamp = path.stat().st_mtime_ns
+    load_dataset(str(mini), modalities=['image'], pre_transform=_double)
+    assert path.stat().st_mtime_ns == stamp  # the same transform reuses the cache
     again = load_dataset(str(mini), modalities=['image'])
     assert torch.equal(again[0]['item'].image_feat, plain)
 

@@ -201,7 +201,9 @@ def test_pre_transform_is_applied_once(tmp_path):
     # recorded inside the processed file (PyG's separate, unsafely loaded pre_transform.pt
     # is not used)
     stored = torch.load(dataset.processed_paths[0], weights_only=True)
-    assert stored['key']['pre_transform'] == repr(mark_processed)
+    assert stored['key']['pre_transform'] == '<function mark_processed>'
+    again = TikTokMini(root=root, modalities=[], pre_transform=mark_processed)
+    assert torch.equal(again[0].marked, torch.tensor([1]))
     assert not (root / 'processed' / 'pre_transform.pt').exists()
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -519,8 +520,10 @@ class MMSSLDataset(InMemoryDataset):
         self._data, self.slices = HeteroData.from_dict(cache['data']), None
 
     def _cache_key(self) -> dict:
+        # the repr without memory addresses: '<function f>', the same in every process
+        transform = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(self.pre_transform))
         return {'raw_format': self.raw_format, 'modalities': self.modalities,
-                'pre_transform': repr(self.pre_transform)}
+                'pre_transform': transform}
 
     def _outdated(self, cache: dict | None, fingerprint: dict) -> str | None:
         """Why a cache cannot be used (``None`` when it can)."""

@@ -196,11 +196,13 @@ def check_output_file(path: str | os.PathLike, force: bool = False,
     if p.exists() and not force:
         raise OutputError(f'{where} already exists. Fix: pass --force to replace it, or choose '
                           f'another file')
-    check_folder(p.parent, f'{where}: the folder')
+    check_folder(p.parent, f'{where}: the folder',
+                 'choose a file whose parent folders are folders (missing ones are created)')
     return p
 
 
-def check_folder(path: str | os.PathLike, option: str = '--run-dir') -> Path:
+def check_folder(path: str | os.PathLike, option: str = '--run-dir',
+                 fix: str = 'give a folder path: a new folder or an existing run folder') -> Path:
     """Raise :class:`OutputError` when ``path`` (or a parent) exists but is not a folder, or
     when the folder (or its nearest existing parent) is not writable."""
     p = Path(path)
@@ -209,8 +211,7 @@ def check_folder(path: str | os.PathLike, option: str = '--run-dir') -> Path:
         probe = probe.parent
     if not probe.is_dir():
         what = 'is a file' if probe == p else f'is inside {str(probe)!r}, which is a file'
-        raise OutputError(f'{option} {str(path)!r} {what}, not a folder. Fix: choose a path '
-                          f'whose folders are folders (a new or an existing one)')
+        raise OutputError(f'{option} {str(path)!r} {what}, not a folder. Fix: {fix}')
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f'{option} {str(path)!r}: folder {str(probe)!r} is not writable. '
                           f'Fix: choose a writable location')
