@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     show = warnings.showwarning
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, UserWarning) and not issubclass(category, DeprecationWarning):
+        if issubclass(category, UserWarning):  # the library's data and run warnings
             print(f'{prefix}: warning: {message}', file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get('MMSSL_PYG_DEBUG'):
             raise
         print(f'{prefix}: error: {_report(err)}', file=sys.stderr)
-        if isinstance(err, RuntimeError) and not isinstance(err, ValueError) and \
-                type(err).__name__ not in ('TrackerError',):
+        from .training.tracking import TrackerError
+        if isinstance(err, RuntimeError) and not isinstance(err, (ValueError, TrackerError)):
             print('(set MMSSL_PYG_DEBUG=1 for the traceback)', file=sys.stderr)
         return 2
     finally:

@@ -260,8 +260,10 @@ def test_stale_lock_is_replaced_with_a_warning(fields, run_copy, capsys):
     assert not (run_copy / '.lock').exists()
 
 
-def test_empty_lock_file_is_stale_only_when_old(tmp_path):
-    (tmp_path / '.lock').write_text('')
+@pytest.mark.parametrize('content', ['', '{"pid": "abc"}', '[1, 2]'],
+                         ids=['empty', 'bad-pid', 'not-a-record'])
+def test_unreadable_lock_file_is_stale_only_when_old(tmp_path, content):
+    (tmp_path / '.lock').write_text(content)
     with pytest.raises(FolderLockedError):
         FolderLock(tmp_path).acquire()
     old = time.time() - 60
@@ -331,6 +333,17 @@ def test_atomic_write_failure_keeps_old_content_and_leaves_no_tmp(tmp_path):
     with pytest.raises(OutputError, match='no space left on device'):
         atomic_write(path, half, binary=False)
     assert path.read_text() == 'old' and [p.name for p in tmp_path.iterdir()] == ['out.txt']
+
+
+def test_killed_output_write_leaves_a_tmp_file_the_next_write_removes(trained, tmp_path,
+                                                                       capsys):
+    _, run = trained
+    out = tmp_path / 'recs.csv'
+    left = tmp_path / '.recs.csv.999999999.0a1b2c3d.tmp'  # a writer killed mid-write
+    left.write_text('user,rank,item,sc')
+    code, _, err = run_cli(['recommend', run, '--output', out, '-k', '1'], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['recs.csv']
 
 
 def test_atomic_write_replaces_a_link_not_its_target(tmp_path):

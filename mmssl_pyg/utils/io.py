@@ -23,6 +23,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO
 
@@ -108,6 +109,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None] | bytes | 
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(describe_os_error(err, path.parent, 'cannot create folder')) from err
+    _remove_dead_tmp(path)
     tmp = _tmp_path(path)
     try:
         with open(tmp, 'wb' if binary else 'w', newline=None if binary else '') as f:
@@ -122,6 +124,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None] | bytes | 
         _unlink_quietly(tmp)
         raise
     return path
+
+
+def _remove_dead_tmp(path: Path) -> None:
+    """Remove temporary files of ``path`` left by writers that were killed."""
+    for p in path.parent.glob(f'.{glob_escape(path.name)}.*.tmp'):
+        m = _TMP.match(p.name)
+        if m is not None and m.group('name') == path.name and p.is_file() and \
+                not pid_alive(int(m.group('pid'))):
+            _unlink_quietly(p)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -251,14 +262,16 @@ class FolderLock:
                 'start': _process_start(os.getpid()), 'time': time.time()}
 
     def _owner(self) -> dict | None:
+        """The lock's record; ``{}`` when it is empty or unreadable, ``None`` when gone."""
         try:
-            text = self.path.read_text()
-            owner = json.loads(text)
-            return owner if isinstance(owner, dict) else {}
+            owner = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}
+        if not isinstance(owner, dict) or type(owner.get('pid')) is not int:
+            return {}
+        return owner
 
     def _stale(self, owner: dict) -> bool:
         if not owner:  # empty or unreadable: a writer killed between create and write
@@ -268,7 +281,7 @@ class FolderLock:
                 return True
         if owner.get('host') != socket.gethostname():
             return False
-        pid = int(owner.get('pid', -1))
+        pid = owner['pid']
         if not pid_alive(pid):
             return True
         start = owner.get('start')
