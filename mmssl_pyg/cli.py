@@ -7,6 +7,9 @@ Commands::
     mmssl-pyg recommend CHECKPOINT (--users 1,2,3 | --output FILE.csv|FILE.parquet) [-k 20]
     mmssl-pyg datasets [NAME ...]
 
+Every user error (a bad option, file, dataset or output) ends in one line,
+``mmssl-pyg <command>: error: <what, where, fix>``, and exit status 2.
+
 Data-parallel training runs the same command under torchrun (see
 :mod:`mmssl_pyg.training.distributed`)::
 
@@ -18,14 +21,20 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(',') if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'expected comma-separated integers like 10,20,50, got {text!r}') from None
+def _checked(section: str, key: str, label: str = ''):
+    """An argparse ``type`` that validates with the one option table
+    (:func:`mmssl_pyg.training.config.check_option`)."""
+    def parse(text: str):
+        from .training.config import ConfigError, check_option
+        try:
+            value = check_option(section, key, text, source='', label=label)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return list(value) if isinstance(value, tuple) else value
+    return parse
 
 
 def _str_list(text: str) -> list[str]:
@@ -78,12 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--wandb', choices=['disabled', 'offline', 'online'], default=None,
                        help='Weights & Biases mode (default: offline, into <run-dir>/wandb; '
                             'upload later with `wandb sync`; --resume keeps the run\'s mode)')
+    train.add_argument('--force', action='store_true',
+                       help='replace the run in --run-dir (its best.pt, last.pt, metrics.json, '
+                            'config.yaml) instead of refusing')
     train.add_argument('--no-progress', action='store_true', help='no progress bars')
 
     ev = sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
     ev.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
     ev.add_argument('--split', choices=['val', 'test'], default='test')
-    ev.add_argument('--ks', type=_int_list, default=[10, 20, 50], help='cut-offs (10,20,50)')
+    ev.add_argument('--ks', type=_checked('train', 'ks'), default=[10, 20, 50],
+                    help='cut-offs, positive and at most the number of items (10,20,50)')
     ev.add_argument('--exclude-val-at-test', action='store_true',
                     help='also exclude validation items when ranking for test')
     ev.add_argument('--root', default=None, help="override the dataset's folder")
@@ -94,10 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help='top-k unseen items for users, to stdout or CSV/Parquet')
     rec.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
     target = rec.add_mutually_exclusive_group(required=True)
-    target.add_argument('--users', type=_int_list, help='comma-separated user ids (to stdout)')
+    target.add_argument('--users', type=_checked('cli', 'users'),
+                        help='comma-separated user ids (to stdout)')
     target.add_argument('--output', metavar='FILE',
                         help='write every user to FILE.csv or FILE.parquet (user,rank,item,score)')
-    rec.add_argument('-k', '--k', type=int, default=20, help='items per user (default 20)')
+    rec.add_argument('-k', '--k', type=int, default=20,
+                     help='items per user, at most the number of items (default 20)')
+    rec.add_argument('--force', action='store_true',
+                     help='replace an existing --output file (never a folder or a link)')
     rec.add_argument('--exclude', choices=['train', 'all'], default='train',
                      help="items never recommended: the user's training items (default) or "
                           'all known interactions (train, val and test)')
@@ -107,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser('datasets', help='list datasets and print their statistics')
     ds.add_argument('names', nargs='*', help='dataset names or folders (default: list all)')
     ds.add_argument('--root', default=None, help='folder holding one folder per dataset')
+    parser.commands = sub.choices  # subcommand parsers, for their own error messages
+    for command in (train, ev, rec, ds):
+        command.add_argument('--force-reload', action='store_true',
+                             help="rebuild the dataset's processed/ cache from the raw files "
+                                  '(it is rebuilt anyway when a raw file changed)')
     return parser
 
 
@@ -117,7 +139,7 @@ def _train(args) -> int:
         config_file=args.config_file, overrides=args.overrides, epochs=args.epochs,
         seed=args.seed, device=args.device, run_dir=args.run_dir, resume=args.resume,
         wandb=args.wandb, progress=False if args.no_progress else None,
-        precision=args.precision)
+        precision=args.precision, force=args.force, force_reload=args.force_reload)
     if int(os.environ.get('RANK', '0') or 0) != 0:
         return 0  # torchrun: rank 0 prints
     fit = result.fit
@@ -136,7 +158,7 @@ def _evaluate(args) -> int:
     from .training.run import evaluate_checkpoint, format_metrics
     out = evaluate_checkpoint(args.checkpoint, args.split, args.ks,
                               exclude_val_at_test=args.exclude_val_at_test, device=args.device,
-                              root=args.root)
+                              root=args.root, force_reload=args.force_reload)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -146,6 +168,7 @@ def _evaluate(args) -> int:
 
 
 def _recommend(args) -> int:
+    from .training.config import check_option
     from .training.run import (
         check_output_path,
         format_recommendations,
@@ -153,14 +176,14 @@ def _recommend(args) -> int:
         recommend,
         write_recommendations,
     )
-    if args.k < 1:
-        raise ValueError(f'-k must be >= 1, got {args.k}')
-    if args.output:
-        check_output_path(args.output)
-    model, graph, _ = load_run_checkpoint(args.checkpoint, args.device, args.root)
+    check_option('cli', 'k', args.k, source='', label='-k')  # before the (long) computation
+    if args.output is not None:
+        check_output_path(args.output, args.force)
+    model, graph, _ = load_run_checkpoint(args.checkpoint, args.device, args.root,
+                                          args.force_reload)
     users, items, scores = recommend(model, graph, args.users, args.k, exclude=args.exclude)
-    if args.output:
-        path = write_recommendations(args.output, users, items, scores)
+    if args.output is not None:
+        path = write_recommendations(args.output, users, items, scores, force=args.force)
         print(f'wrote top-{args.k} items for {users.numel()} users to {path}', file=sys.stderr)
     else:
         sys.stdout.write(format_recommendations(users, items, scores))
@@ -169,7 +192,7 @@ def _recommend(args) -> int:
 
 def _datasets(args) -> int:
     from .data import datasets_command
-    print(datasets_command(args.names or None, args.root))
+    print(datasets_command(args.names or None, args.root, force_reload=args.force_reload))
     return 0
 
 
@@ -177,31 +200,69 @@ COMMANDS = {'train': _train, 'evaluate': _evaluate, 'recommend': _recommend,
             'datasets': _datasets}
 
 
+def _split_overrides(parser: argparse.ArgumentParser, args, extra: list[str]) -> None:
+    """``key=value`` overrides may follow options (``train --epochs 2 lr=1e-3``); anything
+    else left over is an error of the subcommand."""
+    stray = [a for a in extra if a.startswith('-') or '=' not in a or args.command != 'train']
+    if stray:
+        sub = parser.commands.get(args.command, parser) if args.command else parser
+        sub.error(f'unrecognized arguments: {" ".join(stray)}')
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+
+
+def _report(err: BaseException) -> str:
+    """The one-line message of a user error."""
+    from .utils.io import describe_os_error
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    if isinstance(err, OSError) and not isinstance(err, (ValueError, FileNotFoundError)) \
+            and err.errno is not None:
+        return describe_os_error(err, err.filename or '?', 'cannot access')
+    if isinstance(err, MemoryError):
+        return (f'out of memory ({err or "allocation failed"}). Fix: lower batch_size / '
+                f'eval_batch_size, or use a machine with more memory')
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    _split_overrides(parser, args, extra)
     if args.command is None:
         parser.print_help()
         return 0
+    rank = os.environ.get('RANK') if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1 else None
+    where = f' (rank {rank})' if rank is not None else ''
+    prefix = f'mmssl-pyg {args.command}{where}'
+    show = warnings.showwarning
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning):  # the library's data and run warnings
+            print(f'{prefix}: warning: {message}', file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_warning
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError,
-            FloatingPointError) as err:
-        # Bad arguments, config keys, files, missing optional packages, a diverged loss: a
-        # message naming the culprit instead of a traceback (MMSSL_PYG_DEBUG=1 shows it).
+    except (ValueError, KeyError, OSError, ImportError, RuntimeError, FloatingPointError,
+            MemoryError) as err:
+        # Bad arguments, config keys, files, data, outputs, missing optional packages, a
+        # diverged loss: a message naming the culprit and the fix instead of a traceback
+        # (MMSSL_PYG_DEBUG=1 shows it).
         if os.environ.get('MMSSL_PYG_DEBUG'):
             raise
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        rank = os.environ.get('RANK') if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1 \
-            else None
-        where = f' (rank {rank})' if rank is not None else ''
-        print(f'mmssl-pyg {args.command}{where}: error: {msg}', file=sys.stderr)
-        if isinstance(err, RuntimeError):
+        print(f'{prefix}: error: {_report(err)}', file=sys.stderr)
+        from .training.tracking import TrackerError
+        if isinstance(err, RuntimeError) and not isinstance(err, (ValueError, TrackerError)):
             print('(set MMSSL_PYG_DEBUG=1 for the traceback)', file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == '__main__':

@@ -44,7 +44,8 @@ def test_train_prints_table_and_writes_run_folder(trained, capsys):
 
 
 def test_train_output_and_default_run_dir(tmp_path, monkeypatch, capsys):
-    data = write_json_dataset(tmp_path / 'tiny', num_users=40, num_items=30, per_user=6)
+    # 60 items: the default cut-offs (up to 50) may not exceed the item count
+    data = write_json_dataset(tmp_path / 'tiny', num_users=40, num_items=60, per_user=6)
     monkeypatch.chdir(tmp_path)
     assert cli.main(['train', '--dataset', str(data), *FAST, '--epochs', '1']) == 0
     out = capsys.readouterr().out
@@ -120,7 +121,7 @@ def test_parquet_output(trained, tmp_path):
     (['train', '--model', 'nope'], "unknown model 'nope'"),
     (['train', '--config', 'missing.yaml'], 'missing.yaml'),
     (['train', '--resume'], '--run-dir'),
-    (['recommend', 'run', '--users', '1', '-k', '0'], '-k must be >= 1'),
+    (['recommend', 'run', '--users', '1', '-k', '0'], '-k expects an integer >= 1, got 0'),
     (['recommend', 'run', '--output', 'x.txt'], 'use .csv or .parquet'),
     (['evaluate', 'no/such/best.pt'], 'no/such/best.pt'),
 ])
@@ -169,7 +170,8 @@ def test_datasets_command_is_wired_to_the_data_package(monkeypatch, capsys):
     import mmssl_pyg.data as data
     calls = []
     monkeypatch.setattr(data, 'datasets_command',
-                        lambda names, root: calls.append((names, root)) or 'TABLE')
+                        lambda names, root, force_reload=False:
+                        calls.append((names, root)) or 'TABLE')
     assert cli.main(['datasets', 'tiktok', '--root', 'somewhere']) == 0
     assert calls == [(['tiktok'], 'somewhere')] and capsys.readouterr().out == 'TABLE\n'
     assert cli.main(['datasets']) == 0 and calls[-1] == (None, None)

@@ -68,7 +68,7 @@ def wandb_env(tmp_path, monkeypatch):
 
 
 def test_offline_run_logs_config_epochs_and_test_summary(tmp_path, wandb_env):
-    data = write_json_dataset(tmp_path / 'tiny', num_users=60, num_items=40, per_user=8)
+    data = write_json_dataset(tmp_path / 'tiny', num_users=60, num_items=60, per_user=8)
     run = tmp_path / 'run'
     argv = ['train', '--model', 'lightgcn', '--dataset', str(data), '--epochs', '2',
             '--run-dir', str(run), '--no-progress', 'num_threads=1', 'embedding_dim=8',

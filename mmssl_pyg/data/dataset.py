@@ -23,7 +23,10 @@ and the trainer take.
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
+import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -34,6 +37,15 @@ import torch
 from torch_geometric.data import HeteroData, InMemoryDataset
 from torch_geometric.io import fs
 
+from ..utils.io import clean_stale_tmp
+from .cache import (
+    ProcessedCacheError,
+    changed_files,
+    fingerprint_digest,
+    load_processed,
+    raw_fingerprint,
+    save_processed,
+)
 from .graph import EDGE, FEAT_SUFFIX, ITEM, REV_EDGE, USER, modality_features
 from .readers import (
     FEATURE_FILE,
@@ -50,6 +62,7 @@ from .validation import (
     DatasetNotFoundError,
     check_feature_rows,
     check_id_range,
+    check_id_span,
     check_nonempty,
     report_duplicates_and_overlaps,
 )
@@ -207,6 +220,10 @@ def read_mmssl_folder(raw_dir: str | PathLike, modalities: Sequence[str] | None 
     for pairs in splits.values():
         check_id_range(pairs.path, pairs.users, pairs.items, num_users, num_items,
                        items_from, users_from)
+    check_id_span(raw, 'user', num_users, np.concatenate([p.users for p in splits.values()]),
+                  users_from or 'the largest user id', users_from and 'matrix')
+    check_id_span(raw, 'item', num_items, np.concatenate([p.items for p in splits.values()]),
+                  items_from, 'features' if feats else shape is not None and 'matrix' or None)
 
     report_duplicates_and_overlaps(
         {s: (p.users, p.items) for s, p in splits.items()}, num_items,
@@ -405,8 +422,11 @@ class MMSSLDataset(InMemoryDataset):
         self._raw_format = raw_format
         root = osp.expanduser(fs.normpath(str(root)))
         self.name = name or (self.info.name if self.info else Path(root).name)
+        self._cache: dict | None = None
         super().__init__(root, transform, pre_transform, force_reload=force_reload, log=log)
-        self.load(self.processed_paths[0], data_cls=HeteroData)
+        if self._cache is None:  # PyG skipped _process (never, while process() is defined)
+            self._cache = self._read_cache(self.processed_paths[0])
+        self._set_cache(self._cache)
         if getattr(self._data, 'name', None) != self.name:  # same files, another name
             self._data.name = self.name
 
@@ -455,11 +475,77 @@ class MMSSLDataset(InMemoryDataset):
                    if not osp.isfile(osp.join(self.raw_dir, f))]
         raise DatasetNotFoundError(self.raw_dir, self._missing_message(missing), missing)
 
+    def _process(self) -> None:
+        # Replaces PyG's: that one unpickles processed/pre_transform.pt and pre_filter.pt
+        # without weights_only and reuses a processed file whatever the raw files now hold.
+        path = self.processed_paths[0]
+        clean_stale_tmp(self.processed_dir)
+        fingerprint = raw_fingerprint(self.raw_dir, self.raw_file_names)
+        if not self.force_reload and osp.exists(path):
+            cache = self._read_cache(path)
+            reason = self._outdated(cache, fingerprint)
+            if reason is None:
+                self._cache = cache
+                return
+            if self.log and 'PYTEST_CURRENT_TEST' not in os.environ:
+                print(f'Re-processing {path}: {reason}', file=sys.stderr)
+        self._fingerprint = fingerprint
+        if self.log and 'PYTEST_CURRENT_TEST' not in os.environ:
+            print('Processing...', file=sys.stderr)
+        self.process()
+
     def process(self) -> None:
+        fingerprint = getattr(self, '_fingerprint', None) or raw_fingerprint(
+            self.raw_dir, self.raw_file_names)
         data = read_mmssl_folder(self.raw_dir, self.modalities, self.name, self.raw_format)
         if self.pre_transform is not None:
             data = self.pre_transform(data)
-        self.save([data], self.processed_paths[0])
+        path = save_processed(self.processed_paths[0], data.to_dict(), fingerprint,
+                              self._cache_key())
+        self._cache = load_processed(path)
+
+    def load(self, path: str, data_cls: type = HeteroData) -> None:
+        """Load a processed file of this class (``weights_only``; see
+        :func:`mmssl_pyg.data.cache.load_processed`)."""
+        self._set_cache(self._read_cache(path))
+
+    def _read_cache(self, path: str) -> dict | None:
+        return load_processed(path)
+
+    def _set_cache(self, cache: dict | None) -> None:
+        if cache is None:
+            raise ProcessedCacheError(self.processed_paths[0], 'not a processed cache of this '
+                                      'version of mmssl-pyg')
+        self._cache = cache
+        self._data, self.slices = HeteroData.from_dict(cache['data']), None
+
+    def _cache_key(self) -> dict:
+        # the repr without memory addresses: '<function f>', the same in every process
+        transform = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(self.pre_transform))
+        return {'raw_format': self.raw_format, 'modalities': self.modalities,
+                'pre_transform': transform}
+
+    def _outdated(self, cache: dict | None, fingerprint: dict) -> str | None:
+        """Why a cache cannot be used (``None`` when it can)."""
+        if cache is None:
+            return 'written by another version'
+        changed = changed_files(cache['fingerprint'], fingerprint)
+        if changed:
+            return f'raw file(s) changed since it was built: {", ".join(changed)}'
+        if cache.get('key') != self._cache_key():
+            return 'built with other options (raw_format, modalities or pre_transform)'
+        return None
+
+    @property
+    def fingerprint(self) -> dict[str, dict]:
+        """``{raw file name: {'size', 'mtime_ns', 'sha256'}}`` of the files this data was
+        built from (see :mod:`mmssl_pyg.data.cache`)."""
+        return dict(self._cache['fingerprint'])
+
+    @property
+    def data_digest(self) -> str:
+        """One hash of the raw files' names and contents (independent of their folder)."""
+        return fingerprint_digest(self._cache['fingerprint'])
 
     # ---- convenience --------------------------------------------------------------------
 
@@ -749,7 +835,7 @@ def print_stats(*items) -> None:
 
 
 def datasets_command(names: list[str] | None = None,
-                     root: str | PathLike | None = None) -> str:
+                     root: str | PathLike | None = None, force_reload: bool = False) -> str:
     r"""The text of the ``mmssl-pyg datasets`` command.
 
     Args:
@@ -760,6 +846,8 @@ def datasets_command(names: list[str] | None = None,
         root (str, optional): the folder holding one sub-folder per dataset (like the
             repository's ``datasets/``); :obj:`None` uses :func:`default_root`.
             (default: :obj:`None`)
+        force_reload (bool, optional): re-process the named datasets from their raw
+            files. (default: :obj:`False`)
 
     Raises:
         DatasetNotFoundError: when a named dataset's raw files are missing (the message says
@@ -774,7 +862,8 @@ def datasets_command(names: list[str] | None = None,
         for n in names:
             key = _registry_key(n)
             known = key in DATASETS and not _is_path(n)
-            loaded.append(load_dataset(n, root=folder(key) if known else None))
+            loaded.append(load_dataset(n, root=folder(key) if known else None,
+                                       force_reload=force_reload))
         return format_stats(loaded)
 
     rows = []

@@ -211,7 +211,19 @@ def read_sparse_matrix(path: str | PathLike) -> SplitPairs:
         raise DatasetFormatError(path, 'pickle',
                                  f'expected a 2-D scipy.sparse matrix, got {type(obj).__name__}',
                                  fix)
-    coo = obj.tocoo()
+    try:  # a damaged matrix (indptr / indices out of step) must not become wrong pairs
+        if hasattr(obj, 'check_format'):
+            obj.check_format(full_check=True)
+        coo = obj.tocoo()
+        rows, cols = np.asarray(coo.row), np.asarray(coo.col)
+        if not (rows.shape == cols.shape == np.asarray(coo.data).shape):
+            raise ValueError('row, col and data arrays differ in length')
+        if rows.size and (rows.min() < 0 or cols.min() < 0 or rows.max() >= coo.shape[0]
+                          or cols.max() >= coo.shape[1]):
+            raise ValueError(f'an index lies outside the declared shape {coo.shape}')
+    except (ValueError, IndexError, TypeError) as err:
+        raise DatasetFormatError(path, 'matrix', f'the sparse matrix is inconsistent ({err})',
+                                 'rebuild the file from the interactions; ' + fix) from err
     data = np.asarray(coo.data)
     keep = data != 0
     if not keep.all():

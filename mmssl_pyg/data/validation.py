@@ -101,6 +101,59 @@ def check_id_range(path, users: np.ndarray, items: np.ndarray, num_users: int,
             'user ids must be 0-based and below the user count of the interaction matrix')
 
 
+#: An id range may hold this many unused ids (or as many as used ones, if more) before it is
+#: an error; fewer unused ids are reported with a warning.
+MAX_UNUSED_IDS = 1000
+
+
+def check_id_span(folder, kind: str, count: int, used: np.ndarray, count_from: str,
+                  declared_by: str | None = None) -> int:
+    """Check that ``count`` users / items are mostly used by the interactions.
+
+    Ids are row numbers: ``count`` nodes are created whether they interact or not. More unused
+    ids than :data:`MAX_UNUSED_IDS` and than used ones (a stray id of 10**7, a matrix that
+    declares 10**12 rows) raises :class:`DatasetFormatError` suggesting a remapping; fewer are
+    kept and reported with a warning. Feature rows without interactions only warn: the rows
+    exist.
+
+    Args:
+        folder: the raw folder (named in messages).
+        kind: ``'user'`` or ``'item'``.
+        count: the node count.
+        used: every id of that kind in all splits.
+        count_from: where ``count`` comes from, e.g. ``'the largest item id'``.
+        declared_by: ``'matrix'`` or ``'features'`` when ``count`` is declared by a file (a
+            matrix shape, the feature rows); :obj:`None` when it is the largest id plus one.
+
+    Returns:
+        The number of unused ids.
+    """
+    distinct = int(np.unique(used).size)
+    unused = count - distinct
+    if unused <= 0:
+        return 0
+    declared, features = declared_by is not None, declared_by == 'features'
+    if unused > max(distinct, MAX_UNUSED_IDS) and not features:
+        largest = int(used.max()) if used.size else -1
+        source = (f'{count_from} declares {count:,} {kind}s' if declared else
+                  f'the largest {kind} id is {largest:,}, which makes {count:,} {kind}s')
+        raise DatasetFormatError(
+            folder, f'{kind} ids', f'{source} but only {distinct:,} distinct {kind} ids appear '
+            f'in the splits ({unused:,} {kind}s would have no interaction and would still get '
+            f'an embedding)',
+            f'remap the {kind} ids to 0..{distinct - 1} (e.g. ids = np.unique(ids, '
+            f'return_inverse=True)[1], the same mapping in every split and feature file) or '
+            f'remove the stray id' + ('' if not declared else '; save the matrices with shape '
+                                      '(num_users, num_items) of the ids actually used'))
+    warnings.warn(
+        f'{folder}: {unused:,} of the {count:,} {kind}s (counted from {count_from}) appear in '
+        f'no split; they are kept as {kind}s without interactions' + (
+            ' (their feature rows are loaded and they are ranked at evaluation)'
+            if features else '; remap the ids if that is not intended'),
+        UserWarning, stacklevel=3)
+    return unused
+
+
 def check_features(path, feat: np.ndarray) -> None:
     """Raise when a feature matrix is not 2-D, not numeric, or holds NaN / inf."""
     if feat.ndim != 2:

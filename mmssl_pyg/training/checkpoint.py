@@ -3,46 +3,58 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..utils.io import atomic_write, describe_load_error
+
 BEST, LAST = 'best.pt', 'last.pt'
+
+
+class CheckpointError(ValueError, RuntimeError):
+    """A checkpoint file is missing, empty, damaged, unsafe or not one of this library."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` with :func:`torch.save` atomically: to a temporary file in the same
     folder, flushed to disk, then moved over ``path`` with :func:`os.replace`, so ``path`` is
-    always either the previous complete checkpoint or the new one, even if the process dies."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    always either the previous complete checkpoint or the new one, even if the process dies or
+    the disk fills up (:class:`~mmssl_pyg.utils.io.OutputError` then names the file)."""
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location='cpu') -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only``: tensors and plain
-    Python containers only, so loading never runs code from the file)."""
+    Python containers only, so loading never runs code from the file).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        CheckpointError: when it is a folder, empty, damaged, holds other objects, or is not a
+            dictionary; the message names the file and the fix.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
+    fix = ('use the run\'s other checkpoint (best.pt / last.pt) or train again; only files '
+           'written by mmssl-pyg train are read')
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {str(path)!r} is not a file. Fix: give best.pt, '
+                              f'last.pt or the run folder')
+    if path.stat().st_size == 0:
+        raise CheckpointError(f'checkpoint {str(path)!r} is empty (0 bytes; an interrupted copy '
+                              f'or a full disk?). Fix: {fix}')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise RuntimeError(f'cannot read checkpoint {str(path)!r}: {err}') from err
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - never retried without weights_only
+        raise CheckpointError(f'cannot read checkpoint {str(path)!r}: '
+                              f'{describe_load_error(err)}. Fix: {fix}') from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f'checkpoint {str(path)!r} holds a {type(state).__name__}, not '
+                              f'the dictionary mmssl-pyg writes. Fix: {fix}')
+    return state
 
 
 def rng_state() -> dict[str, Any]:

@@ -76,10 +76,16 @@ class WandbTracker(Tracker):
         if dir is not None:
             Path(dir).mkdir(parents=True, exist_ok=True)
         settings = wandb.Settings(silent=True, console='off')
-        self.run = wandb.init(mode=mode, dir=None if dir is None else str(dir), project=project,
-                              name=name, config=config, id=run_id,
-                              resume='allow' if run_id else None, settings=settings,
-                              reinit='create_new', **init_kwargs)
+        try:
+            self.run = wandb.init(mode=mode, dir=None if dir is None else str(dir),
+                                  project=project, name=name, config=config, id=run_id,
+                                  resume='allow' if run_id else None, settings=settings,
+                                  reinit='create_new', **init_kwargs)
+        except Exception as err:  # noqa: BLE001 - wandb raises its own types (auth, network)
+            raise TrackerError(f'Weights & Biases could not start a {mode} run '
+                               f'({type(err).__name__}: {err}). Fix: check `wandb login` and '
+                               f'the network, or use --wandb offline (upload later with '
+                               f'`wandb sync`) or --wandb disabled') from None
         self.mode = mode
 
     @property
@@ -98,6 +104,36 @@ class WandbTracker(Tracker):
 
     def finish(self):
         self.run.finish()
+
+
+class TrackerError(RuntimeError):
+    """The experiment tracker cannot start (no login, no network, ...)."""
+
+
+def wandb_login_found() -> bool:
+    """Whether a W&B API key is configured (``WANDB_API_KEY``, an identity token file, or a
+    ``.netrc`` entry for the W&B host), checked without any network access."""
+    if os.environ.get('WANDB_API_KEY') or os.environ.get('WANDB_IDENTITY_TOKEN_FILE'):
+        return True
+    import netrc
+    from urllib.parse import urlparse
+    host = urlparse(os.environ.get('WANDB_BASE_URL') or 'https://api.wandb.ai').hostname
+    try:
+        entry = netrc.netrc(os.environ.get('NETRC') or None).authenticators(host or '')
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def check_wandb_mode(mode: str) -> None:
+    """Raise before any work when ``mode`` is unknown, or ``'online'`` without a login."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f'--wandb must be one of {", ".join(WANDB_MODES)}, got {mode!r}')
+    if mode == 'online' and not wandb_login_found():
+        raise TrackerError('--wandb online needs a Weights & Biases login, and none was found '
+                           '(no WANDB_API_KEY, no .netrc entry for the W&B host). Fix: run '
+                           '`wandb login` (or set WANDB_API_KEY), or use --wandb offline and '
+                           'upload later with `wandb sync`')
 
 
 def make_tracker(mode: str = 'offline', **kwargs) -> Tracker:

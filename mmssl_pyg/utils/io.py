@@ -1,0 +1,347 @@
+r"""Safe file output: atomic writes, output-path checks, stale temporary files, folder locks.
+
+Every file the library writes goes through :func:`atomic_write`: the content goes to a
+temporary file in the same folder (``.<name>.<pid>.<token>.tmp``), is flushed to disk, and
+replaces the target with :func:`os.replace`. A reader therefore sees the previous complete file
+or the new one, never a half-written one, even when the process is killed or the disk fills
+up. Temporary files of killed processes are removed by :func:`clean_stale_tmp` at the next
+start.
+
+A run folder is used by one process at a time: :class:`FolderLock` creates ``.lock`` (with the
+owner's pid, host and start time) and refuses a folder that another live process holds; a lock
+left by a process that no longer runs is replaced.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import secrets
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from glob import escape as glob_escape
+from pathlib import Path
+from typing import IO
+
+LOCK_NAME = '.lock'
+_TMP = re.compile(r'^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$')
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class OutputError(ValueError, OSError):
+    """An output cannot be written where asked (exists, is a folder or a link, disk full...).
+
+    The message names the path, the problem and the fix. It is a :class:`ValueError` (a user
+    error, reported by the command line without a traceback) and an :class:`OSError`."""
+
+
+class FolderLockedError(OutputError):
+    """Another live process holds the folder's lock."""
+
+
+def describe_os_error(err: OSError, path: str | os.PathLike, action: str) -> str:
+    """``'<action> <path>: <reason>. Fix: ...'`` for an :class:`OSError` (disk full, no
+    permission, read-only file system, a folder where a file is expected, ...)."""
+    path = str(getattr(err, 'filename', None) or path)
+    if err.errno in _NO_SPACE:
+        return (f'{action} {path}: no space left on device. Fix: free disk space (or write '
+                f'elsewhere) and run the command again; existing files were left unchanged')
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f'{action} {path}: permission denied ({err.strerror}). Fix: choose a writable '
+                f'location or fix the permissions')
+    if err.errno == errno.EISDIR:
+        return f'{action} {path}: is a folder, not a file. Fix: give a file path'
+    if err.errno == errno.ENOTDIR:
+        return (f'{action} {path}: a part of the path is a file, not a folder. Fix: choose a '
+                f'path whose parent folders are folders')
+    return f'{action} {path}: {err.strerror or err}'
+
+
+def describe_load_error(err: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a file."""
+    text = str(err)
+    m = re.search(r'GLOBAL (\S+)', text)
+    if m is not None:
+        return (f'it asks for {m.group(1)}; only tensors and plain containers are ever '
+                f'unpickled, because anything else could run code')
+    lines = [ln.strip() for ln in text.split('WeightsUnpickler error:')[-1].splitlines()
+             if ln.strip()]
+    if 'WeightsUnpickler error:' in text and lines:
+        return f'not a file of tensors and plain containers ({lines[0][:200]})'
+    if 'magic number' in text:
+        return f'not a PyTorch file ({lines[0][:200]})'
+    detail = lines[0][:200] if lines else type(err).__name__
+    return f'not a complete PyTorch file: truncated, damaged or another format ({detail})'
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None] | bytes | str,
+                 binary: bool = True) -> Path:
+    r"""Write ``path`` atomically (temporary file in the same folder, fsync, :func:`os.replace`).
+
+    The parent folder is created when missing. A symbolic link at ``path`` is replaced by the
+    file (its target is never written through).
+
+    Args:
+        path: the file to write.
+        write: the content (``bytes`` / ``str``) or a function that writes to the open file.
+        binary: open the temporary file in binary mode (for a ``write`` function).
+
+    Raises:
+        OutputError: when the file cannot be written (disk full, permissions, ...); ``path``
+            then still holds its previous content and no temporary file is left.
+    """
+    path = Path(path)
+    if isinstance(write, str):
+        data, binary = write, False
+        write = lambda f: f.write(data)  # noqa: E731
+    elif isinstance(write, bytes):
+        data_b, binary = write, True
+        write = lambda f: f.write(data_b)  # noqa: E731
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(describe_os_error(err, path.parent, 'cannot create folder')) from err
+    _remove_dead_tmp(path)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, 'wb' if binary else 'w', newline=None if binary else '') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _unlink_quietly(tmp)
+        raise OutputError(describe_os_error(err, path, 'cannot write')) from err
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return path
+
+
+def _remove_dead_tmp(path: Path) -> None:
+    """Remove temporary files of ``path`` left by writers that were killed."""
+    for p in path.parent.glob(f'.{glob_escape(path.name)}.*.tmp'):
+        m = _TMP.match(p.name)
+        if m is not None and m.group('name') == path.name and p.is_file() and \
+                not pid_alive(int(m.group('pid'))):
+            _unlink_quietly(p)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_tmp(folder: str | os.PathLike, all_tmp: bool = False) -> list[Path]:
+    """Remove temporary files that killed writers left in ``folder`` (not recursive).
+
+    Args:
+        folder: the folder to clean.
+        all_tmp: remove every ``.*.tmp`` file (for a folder this process holds locked);
+            otherwise only those of :func:`atomic_write` whose writer process is gone.
+
+    Returns:
+        The removed paths.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        name = p.name
+        if not (name.startswith('.') and name.endswith('.tmp')) or not p.is_file() \
+                or p.is_symlink():
+            continue
+        m = _TMP.match(name)
+        if all_tmp or (m is not None and int(m.group('pid')) != os.getpid()
+                       and not pid_alive(int(m.group('pid')))):
+            _unlink_quietly(p)
+            removed.append(p)
+    return removed
+
+
+def check_output_file(path: str | os.PathLike, force: bool = False,
+                      suffixes: tuple[str, ...] | None = None, option: str = '--output') -> Path:
+    r"""Check, before any work, that a file can be written at ``path``.
+
+    Refused with :class:`OutputError`: a folder, a symbolic link (never followed), an existing
+    file unless ``force``, a parent path that is a file, an unwritable folder, a suffix not in
+    ``suffixes``.
+    """
+    p = Path(path)
+    where = f'{option} {str(path)!r}'
+    if str(path) == '' or p.name in ('', '.', '..'):
+        raise OutputError(f'{where}: not a file name. Fix: give a file path such as recs.csv')
+    if p.is_symlink():
+        raise OutputError(f'{where} is a symbolic link (to {os.readlink(p)!r}); links are '
+                          f'never written through. Fix: give the real file path')
+    if p.is_dir():
+        raise OutputError(f'{where} is a folder. Fix: give a file path inside it, e.g. '
+                          f'{str(p / "recommendations.csv")!r}')
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise OutputError(f'{where}: unsupported type {p.suffix.lower() or "(none)"!r}; use '
+                          f'{" or ".join(suffixes)}')
+    if p.exists() and not force:
+        raise OutputError(f'{where} already exists. Fix: pass --force to replace it, or choose '
+                          f'another file')
+    check_folder(p.parent, f'{where}: the folder',
+                 'choose a file whose parent folders are folders (missing ones are created)')
+    return p
+
+
+def check_folder(path: str | os.PathLike, option: str = '--run-dir',
+                 fix: str = 'give a folder path: a new folder or an existing run folder') -> Path:
+    """Raise :class:`OutputError` when ``path`` (or a parent) exists but is not a folder, or
+    when the folder (or its nearest existing parent) is not writable."""
+    p = Path(path)
+    probe = p
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        what = 'is a file' if probe == p else f'is inside {str(probe)!r}, which is a file'
+        raise OutputError(f'{option} {str(path)!r} {what}, not a folder. Fix: {fix}')
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f'{option} {str(path)!r}: folder {str(probe)!r} is not writable. '
+                          f'Fix: choose a writable location')
+    return p
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of a process (Linux ``/proc``), to tell a reused pid from the owner."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class FolderLock:
+    r"""Exclusive use of a folder by one process: ``<folder>/.lock`` holds the owner's pid,
+    host and start time while the lock is held.
+
+    A lock whose process no longer runs on this host (or whose pid was reused by another
+    process) is stale: it is replaced, with a warning. A lock held by a live process, or by a
+    process on another host, raises :class:`FolderLockedError` naming it.
+
+    Example:
+        >>> with FolderLock('runs/my-run'):
+        ...     ...  # write the run's files
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = 'run folder'):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.what = what
+        self.held = False
+
+    def _record(self) -> dict:
+        return {'pid': os.getpid(), 'host': socket.gethostname(),
+                'start': _process_start(os.getpid()), 'time': time.time()}
+
+    def _owner(self) -> dict | None:
+        """The lock's record; ``{}`` when it is empty or unreadable, ``None`` when gone."""
+        try:
+            owner = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(owner, dict) or type(owner.get('pid')) is not int:
+            return {}
+        return owner
+
+    def _stale(self, owner: dict) -> bool:
+        if not owner:  # empty or unreadable: a writer killed between create and write
+            try:
+                return time.time() - self.path.stat().st_mtime > 10
+            except OSError:
+                return True
+        if owner.get('host') != socket.gethostname():
+            return False
+        pid = owner['pid']
+        if not pid_alive(pid):
+            return True
+        start = owner.get('start')
+        now = _process_start(pid)
+        return start is not None and now is not None and start != now
+
+    def acquire(self) -> FolderLock:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(describe_os_error(err, self.folder, 'cannot create folder')) \
+                from err
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is None:
+                    continue  # released meanwhile
+                if self._stale(owner):
+                    warnings.warn(f'{self.path}: removed a stale lock left by pid '
+                                  f'{owner.get("pid", "?")} (that process no longer runs)',
+                                  UserWarning, stacklevel=2)
+                    _unlink_quietly(self.path)
+                    continue
+                since = time.strftime('%Y-%m-%d %H:%M:%S',
+                                      time.localtime(float(owner.get('time', 0))))
+                raise FolderLockedError(
+                    f'{self.what} {str(self.folder)!r} is in use by another mmssl-pyg process '
+                    f'(pid {owner.get("pid")} on {owner.get("host")}, since {since}). Fix: wait '
+                    f'for it to finish or choose another folder; if no such process runs, '
+                    f'delete {str(self.path)!r}') from None
+            except OSError as err:
+                raise OutputError(describe_os_error(err, self.path, 'cannot lock')) from err
+            with os.fdopen(fd, 'w') as f:
+                f.write(json.dumps(self._record()))
+            self.held = True
+            return self
+        raise FolderLockedError(f'cannot lock {str(self.folder)!r}: {str(self.path)!r} keeps '
+                                f'reappearing. Fix: make sure no other process uses the folder')
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        owner = self._owner()
+        if owner and owner.get('pid') == os.getpid():
+            _unlink_quietly(self.path)
+        self.held = False
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike, what: str = 'run folder') -> Iterator[FolderLock]:
+    """``with locked(folder):`` holds a :class:`FolderLock` and cleans stale ``.tmp`` files
+    of the folder on entry (it is ours while we hold the lock)."""
+    with FolderLock(folder, what) as lock:
+        clean_stale_tmp(folder, all_tmp=True)
+        yield lock
