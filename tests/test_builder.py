@@ -335,12 +335,15 @@ def test_encoders_that_cannot_run_offline(tmp_path, monkeypatch):
 
 def test_image_file_missing(tables, tmp_path):
     inter, _ = tables
-    items = _write_csv(tmp_path / 'items.csv', ['item', 'image'],
-                       [(i, f'{i}.png') for i, _, _ in ITEMS])
+    items = _write_csv(tmp_path / 'items.csv', ['item', 'title', 'image'],
+                       [(i, t, f'{i}.png') for i, t, _ in ITEMS])
+    enc = CountingEncoder()
     with pytest.raises(DatasetFormatError, match=r'\[column "image"\]: 3 item\(s\) have no '
                        r"image file \(first: item 'i1' at line 2: 'i1\.png' -> .* does not"):
         _build((inter, items), tmp_path / 'ds', items=items, item_id_col='item',
-               image_col='image', image_encoder=lambda paths: np.ones((len(paths), 1)))
+               text_cols=['title'], text_encoder=enc, image_col='image',
+               image_encoder=lambda paths: np.ones((len(paths), 1)))
+    assert enc.calls == 0 and not (tmp_path / 'ds').exists()  # checked before any encoding
 
 
 # --------------------------------------------------------------------------------------------

@@ -738,26 +738,32 @@ def build_dataset(
         row_of = dict(zip(catalog.tolist(), range(catalog.size)))
         item_rows = [row_of[i] for i in item_orig.tolist()]
         counts['catalog_items_unused'] = int(catalog.size - num_items)
-        if text_cols:
-            texts = item_texts(item_table, text_cols, text_template, item_rows, id_col)
-            encoder = text_encoder
-            if encoder is None or isinstance(encoder, (str, PathLike)):
-                encoder = SentenceEncoder(encoder, batch_size=batch_size, device=device,
-                                          progress=progress)
-            features['text'], hit = encode_cached(encoder, texts, 'text', cache)
-            encoded['text'] = f'read from cache {hit}' if hit else f'encoded with {encoder!r}'
-            modality_info['text'] = {'encoder': repr(encoder), 'columns': text_cols,
-                                     'template': text_template}
-        if image_col:
-            paths = _image_paths(item_table, image_col, image_root, item_rows, id_col)
-            encoder = image_encoder
-            if encoder is None:
-                encoder = torchvision_image_encoder(image_model, image_weights,
-                                                    batch_size=batch_size, device=device,
-                                                    progress=progress)
-            features['image'], hit = encode_cached(encoder, paths, 'image', cache)
-            encoded['image'] = f'read from cache {hit}' if hit else f'encoded with {encoder!r}'
-            modality_info['image'] = {'encoder': repr(encoder), 'column': image_col}
+        # inputs and encoders first: a bad row or model stops the build before any encoding
+        texts = item_texts(item_table, text_cols, text_template, item_rows, id_col) \
+            if text_cols else None
+        paths = _image_paths(item_table, image_col, image_root, item_rows, id_col) \
+            if image_col else None
+        encoders = {}
+        if texts is not None:
+            encoders['text'] = text_encoder
+            if text_encoder is None or isinstance(text_encoder, (str, PathLike)):
+                encoders['text'] = SentenceEncoder(text_encoder, batch_size=batch_size,
+                                                   device=device, progress=progress)
+            modality_info['text'] = {'columns': text_cols, 'template': text_template}
+        if paths is not None:
+            encoders['image'] = image_encoder
+            if image_encoder is None:
+                encoders['image'] = torchvision_image_encoder(
+                    image_model, image_weights, batch_size=batch_size, device=device,
+                    progress=progress)
+            modality_info['image'] = {'column': image_col}
+        for m, inputs in (('text', texts), ('image', paths)):
+            if inputs is None:
+                continue
+            enc = encoders[m]
+            features[m], hit = encode_cached(enc, inputs, m, cache)
+            encoded[m] = f'read from cache {hit}' if hit else f'encoded with {enc!r}'
+            modality_info[m]['encoder'] = repr(enc)
     features = {m: features[m] for m in ('image', 'text') if m in features}
 
     # --- write and read back -------------------------------------------------------------
