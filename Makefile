@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TRAIN_ARGS ?= --epochs 5
 TEST_ARGS  ?=
 
-.PHONY: venv train test lint clean
+.PHONY: venv train test lint clean movielens-100k
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(TEST_ARGS)
+
+# Build MovieLens-100K with text features on this machine (never committed: its terms forbid
+# redistribution). recbole is installed without its dependencies: only its data files are read.
+ML100K := datasets/movielens-100k/raw/train.json
+movielens-100k: $(ML100K)
+
+$(ML100K): | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[features]' torch==2.13.0
+	$(BIN)/python -m pip install --quiet --no-deps recbole==1.2.1
+	$(BIN)/mmssl-pyg build-dataset --recipe movielens-100k
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@ Commands::
     mmssl-pyg evaluate CHECKPOINT [--split val|test]
     mmssl-pyg recommend CHECKPOINT (--users 1,2,3 | --output FILE.csv|FILE.parquet) [-k 20]
     mmssl-pyg datasets [NAME ...]
+    mmssl-pyg build-dataset (--recipe movielens-100k | --interactions FILE --output DIR ...)
 
 Every user error (a bad option, file, dataset or output) ends in one line,
 ``mmssl-pyg <command>: error: <what, where, fix>``, and exit status 2.
@@ -124,12 +125,70 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser('datasets', help='list datasets and print their statistics')
     ds.add_argument('names', nargs='*', help='dataset names or folders (default: list all)')
     ds.add_argument('--root', default=None, help='folder holding one folder per dataset')
+    _add_build_dataset_parser(sub)
     parser.commands = sub.choices  # subcommand parsers, for their own error messages
     for command in (train, ev, rec, ds):
         command.add_argument('--force-reload', action='store_true',
                              help="rebuild the dataset's processed/ cache from the raw files "
                                   '(it is rebuilt anyway when a raw file changed)')
     return parser
+
+
+def _add_build_dataset_parser(sub) -> None:
+    # Every option defaults to None so that build_dataset's signature holds the defaults.
+    bd = sub.add_parser(
+        'build-dataset', help='build a dataset folder from an interaction table and item texts',
+        description='Turn an interaction table (CSV/TSV/Parquet: user, item, optional rating and '
+                    'timestamp) and an item table (id, text columns, optional image paths) into '
+                    'a dataset folder that --dataset DIR and load_dataset(DIR) read; or build '
+                    'a public dataset with --recipe. See mmssl_pyg/data/builder.py.',
+        epilog='Example: mmssl-pyg build-dataset --interactions ratings.csv --items movies.csv '
+               '--output datasets/my-data --rating-col rating --min-rating 4 --kcore 5 '
+               '--text-cols title,genres. Text features need pip install -e \'.[features]\'.')
+    bd.add_argument('--recipe', default=None, metavar='NAME',
+                    help='build a public dataset on this machine: movielens-100k')
+    bd.add_argument('--source', default=None, metavar='DIR',
+                    help="--recipe only: folder of the recipe's raw files (default: the "
+                         'installed package copy)')
+    bd.add_argument('--interactions', default=None, metavar='FILE', help='interaction table')
+    bd.add_argument('--items', default=None, metavar='FILE', help='item table')
+    bd.add_argument('-o', '--output', default=None, metavar='DIR',
+                    help='dataset folder to write (a recipe defaults to datasets/<name>)')
+    bd.add_argument('--sep', default=None, help='field separator of text tables (default: '
+                                                'tab for .tsv, else comma)')
+    for flag, text in (('--user-col', 'user id column (default user_id)'),
+                       ('--item-col', 'item id column of the interactions (default item_id)'),
+                       ('--rating-col', 'rating column'),
+                       ('--time-col', 'timestamp column (numbers or ISO-8601)'),
+                       ('--item-id-col', 'item id column of the item table (default: '
+                                         '--item-col)'),
+                       ('--text-template', "e.g. '{title} ({year}). {genres}' (default: the "
+                                           "text columns joined with '. ')"),
+                       ('--image-col', 'image path column of the item table'),
+                       ('--image-root', 'folder of relative image paths (default: the item '
+                                        "table's folder)"),
+                       ('--image-model', 'torchvision backbone (default resnet50)'),
+                       ('--image-weights', 'state-dict file of the backbone (never downloaded)'),
+                       ('--text-model', 'sentence-transformers model folder (default: '
+                                        'all-MiniLM-L6-v2 of the features extra)'),
+                       ('--cache-dir', 'encoder cache (default <output>/cache)')):
+        bd.add_argument(flag, default=None, help=text)
+    bd.add_argument('--text-cols', type=_str_list, default=None,
+                    help='comma-separated text columns of the item table')
+    bd.add_argument('--min-rating', type=float, default=None,
+                    help='keep rows with rating >= this as positives')
+    bd.add_argument('--kcore', type=int, default=None,
+                    help='minimum interactions per user and item, applied repeatedly')
+    bd.add_argument('--split', choices=['random', 'temporal'], default=None,
+                    help='per-user split: random (default, seeded) or temporal (latest held out)')
+    bd.add_argument('--ratios', type=_str_list, default=None,
+                    help='train,val,test fractions per user (default 0.8,0.1,0.1)')
+    bd.add_argument('--seed', type=int, default=None, help='seed of the random split (0)')
+    bd.add_argument('--batch-size', type=int, default=None, help='encoder batch size (64)')
+    bd.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default=None,
+                    help='encoder device (default cpu)')
+    bd.add_argument('--force', action='store_true', help='replace a dataset already there')
+    bd.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
 def _train(args) -> int:
@@ -196,8 +255,14 @@ def _datasets(args) -> int:
     return 0
 
 
+def _build_dataset(args) -> int:
+    from .data.recipes import build_command
+    print(build_command(vars(args)))
+    return 0
+
+
 COMMANDS = {'train': _train, 'evaluate': _evaluate, 'recommend': _recommend,
-            'datasets': _datasets}
+            'datasets': _datasets, 'build-dataset': _build_dataset}
 
 
 def _split_overrides(parser: argparse.ArgumentParser, args, extra: list[str]) -> None:

@@ -480,7 +480,8 @@ def test_preset_keys_and_spec_values():
     preset = yaml.safe_load((Path(mmssl_pyg.__file__).parent / 'configs' / 'mmssl.yaml')
                             .read_text())
     params = inspect.signature(MMSSL.__init__).parameters
-    datasets = ('tiktok', 'tiktok-mini', 'amazon-baby', 'amazon-sports', 'allrecipes')
+    datasets = ('tiktok', 'tiktok-mini', 'amazon-baby', 'amazon-sports', 'allrecipes',
+                'movielens-100k')
     for section in ('model', 'train'):
         assert set(preset[section]) == {'default', *datasets}
     for block in preset['model'].values():

