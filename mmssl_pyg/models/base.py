@@ -74,6 +74,9 @@ class Recommender(torch.nn.Module):
     has_critic: bool = False
     #: Modalities the model needs (``0`` for ID-only models).
     min_modalities: int = 0
+    #: ``False`` for models without parameters (popularity): the trainer then runs one epoch
+    #: without mini-batches or optimiser, evaluates it and tests it.
+    trainable: bool = True
 
     def __init__(self, graph: RecGraph):
         super().__init__()
