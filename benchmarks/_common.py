@@ -395,33 +395,6 @@ def group_metrics(pu: dict[str, torch.Tensor], graph, n_groups: int = 5) -> dict
 # the runner
 
 
-class _BudgetTracker:
-    """Forwards to the real tracker; stops the trainer (as early stopping does: the best
-    validation epoch is then tested) once ``seconds`` of wall clock have passed."""
-
-    def __init__(self, inner, seconds: float | None):
-        self.inner, self.seconds = inner, seconds
-        self.trainer = None
-        self.t0 = time.perf_counter()
-        self.cut_at: int | None = None
-
-    def log_config(self, config):
-        self.inner.log_config(config)
-
-    def log(self, metrics, step):
-        self.inner.log(metrics, step)
-        if self.seconds and self.trainer is not None and self.cut_at is None \
-                and time.perf_counter() - self.t0 > self.seconds:
-            self.cut_at = step
-            self.trainer.stopped_early = True  # the loop ends before the next epoch
-
-    def summary(self, metrics):
-        self.inner.summary(metrics)
-
-    def finish(self):
-        self.inner.finish()
-
-
 def _rss_mb(field: str = 'VmRSS') -> float:
     """Current (``VmRSS``) or peak (``VmHWM``) resident set of this process in MiB (Linux).
 
@@ -443,6 +416,7 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
     """Train one unit and return its record (see the module docstring)."""
     from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training import Trainer, make_tracker, resolve_device, seed_everything
+    from mmssl_pyg.training.tracking import BudgetTracker
     options = resolve(unit, device, progress)
     key = unit_key(unit, options, device)
     dev = resolve_device(device)
@@ -489,7 +463,7 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
         if wandb != 'disabled' else make_tracker('disabled')
     record['wandb'] = {'mode': wandb, 'run_id': getattr(inner, 'run_id', None),
                        'group': unit.benchmark}
-    tracker = _BudgetTracker(inner, None if not max_minutes else 60.0 * max_minutes)
+    tracker = BudgetTracker(inner, None if not max_minutes else 60.0 * max_minutes)
     t0 = time.perf_counter()
     try:
         # Per-epoch checkpoints make a long unit resumable across sessions: a unit killed
