@@ -417,10 +417,11 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
             far is its score) when the budget runs out during it.
         storage: database URL (default ``sqlite:///<run_dir>/study.db``).
         study_name: default ``<model>-<dataset>``.
-        seed: seeds TPE (``seed`` plus the number of trials already in the study, so a resumed
-            process does not replay the draws of the first). Give each process sharing a study
-            its own ``seed``. Every trial trains with the same seed, the preset's training
-            ``seed`` (fix another with ``overrides=['seed=N']``).
+        seed: seeds TPE, mixed with the number of trials already in the study
+            (``seed * 1_000_003 + trials``), so a resumed process does not replay the draws of
+            the first. Give each process sharing a study its own ``seed``. Every trial trains
+            with the same seed, the preset's training ``seed`` (fix another with
+            ``overrides=['seed=N']``).
         overrides, config_file: options fixed for every trial (``key=value`` strings / a YAML
             file); a searched option cannot also be fixed.
         root, modalities: as for :func:`~mmssl_pyg.training.run.train_run`.
@@ -501,7 +502,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
                 'train_seed': first.train.seed}
     _check_identity(study, identity, study_name, storage)
     existing = len(study.get_trials(deepcopy=False))
-    sampler_seed = seed + existing
+    sampler_seed = (seed * 1_000_003 + existing) % 2**32
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     safe_url = _hide_password(storage)
     log(f'[tune {study_name}] {model} on {key}: {existing} trial(s) in {safe_url}; target '
@@ -607,8 +608,8 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
             'trials': {'complete': counts['complete'], 'pruned': counts['pruned'],
                        'failed': counts['failed'], 'target': trials},
             'budget_seconds': timeout, 'spent_seconds': round(spent, 1),
-            'sampler': f'TPESampler(seed={sampler_seed}) (--seed {seed} + {existing} trials '
-                       f'already in the study)',
+            'sampler': f'TPESampler(seed={sampler_seed}) (--seed {seed}, {existing} trials '
+                       f'already in the study when this process started)',
             'pruner': (f'MedianPruner(n_startup_trials={PRUNER_STARTUP_TRIALS}, '
                        f'n_warmup_steps={PRUNER_WARMUP_EPOCHS})') if prune else 'none',
             'train_seed': first.train.seed, 'fixed': identity['fixed'],
