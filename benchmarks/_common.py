@@ -149,6 +149,10 @@ class Unit:
     synthetic: dict[str, Any] | None = None
     isolate: bool = False            # run in a fresh process (clean peak-memory figures)
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Paired seeds: redraw the ID embeddings from the seed alone after building the model
+    #: (``mmssl_pyg.training.seeding.pair_id_embeddings``), so that every model with tables of
+    #: the same shape and initialisation rule starts from the same ones.
+    paired_init: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,12 +190,14 @@ def unit_key(unit: Unit, options, device: str) -> dict[str, Any]:
     from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training.run import full_model_kwargs
     train = {k: v for k, v in options.train.to_dict().items() if k not in NON_RESULT_TRAIN_KEYS}
-    return _plain({'model': unit.model, 'dataset': unit.dataset, 'seed': unit.seed,
-                   'kind': unit.kind, 'synthetic': unit.synthetic,
-                   'device_type': _device_type(device),
-                   'model_kwargs': full_model_kwargs(get_model_class(unit.model),
-                                                     options.model_kwargs),
-                   'train': train})
+    key = {'model': unit.model, 'dataset': unit.dataset, 'seed': unit.seed,
+           'kind': unit.kind, 'synthetic': unit.synthetic,
+           'device_type': _device_type(device),
+           'model_kwargs': full_model_kwargs(get_model_class(unit.model), options.model_kwargs),
+           'train': train}
+    if unit.paired_init:  # only when set, so that units without it keep their hashes
+        key['paired_init'] = True
+    return _plain(key)
 
 
 def key_hash(key: dict[str, Any]) -> str:
@@ -395,33 +401,6 @@ def group_metrics(pu: dict[str, torch.Tensor], graph, n_groups: int = 5) -> dict
 # the runner
 
 
-class _BudgetTracker:
-    """Forwards to the real tracker; stops the trainer (as early stopping does: the best
-    validation epoch is then tested) once ``seconds`` of wall clock have passed."""
-
-    def __init__(self, inner, seconds: float | None):
-        self.inner, self.seconds = inner, seconds
-        self.trainer = None
-        self.t0 = time.perf_counter()
-        self.cut_at: int | None = None
-
-    def log_config(self, config):
-        self.inner.log_config(config)
-
-    def log(self, metrics, step):
-        self.inner.log(metrics, step)
-        if self.seconds and self.trainer is not None and self.cut_at is None \
-                and time.perf_counter() - self.t0 > self.seconds:
-            self.cut_at = step
-            self.trainer.stopped_early = True  # the loop ends before the next epoch
-
-    def summary(self, metrics):
-        self.inner.summary(metrics)
-
-    def finish(self):
-        self.inner.finish()
-
-
 def _rss_mb(field: str = 'VmRSS') -> float:
     """Current (``VmRSS``) or peak (``VmHWM``) resident set of this process in MiB (Linux).
 
@@ -443,6 +422,7 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
     """Train one unit and return its record (see the module docstring)."""
     from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training import Trainer, make_tracker, resolve_device, seed_everything
+    from mmssl_pyg.training.tracking import BudgetTracker
     options = resolve(unit, device, progress)
     key = unit_key(unit, options, device)
     dev = resolve_device(device)
@@ -481,6 +461,9 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
             raise
         record.update(status='skipped', reason=str(err))
         return record
+    if unit.paired_init:
+        from mmssl_pyg.training.seeding import pair_id_embeddings
+        record['paired_init'] = pair_id_embeddings(model, unit.seed)  # roles redrawn
     record['parameters'] = sum(p.numel() for p in model.parameters())
     run_name = f'{unit.benchmark}-{unit.model}-{unit.dataset}-{unit.label}-s{unit.seed}'
     inner = make_tracker(wandb, dir=Path(out) / unit.benchmark, name=run_name,
@@ -489,7 +472,7 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
         if wandb != 'disabled' else make_tracker('disabled')
     record['wandb'] = {'mode': wandb, 'run_id': getattr(inner, 'run_id', None),
                        'group': unit.benchmark}
-    tracker = _BudgetTracker(inner, None if not max_minutes else 60.0 * max_minutes)
+    tracker = BudgetTracker(inner, None if not max_minutes else 60.0 * max_minutes)
     t0 = time.perf_counter()
     try:
         # Per-epoch checkpoints make a long unit resumable across sessions: a unit killed
@@ -691,6 +674,45 @@ def mean_std(xs: Sequence[float | None]) -> MeanStd:
                    len(v))
 
 
+class PairedDiff(NamedTuple):
+    """Paired difference of two rows over their common seeds: mean of the per-seed
+    differences, its t-interval ``[lo, hi]``, the number of pairs ``n`` and the differences'
+    sample standard deviation ``sd``. Markdown shows ``+0.0123 [+0.0040, +0.0206]``; the CSV gets
+    ``mean``, ``lo95`` and ``hi95`` columns."""
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    sd: float
+
+    def __str__(self) -> str:
+        if self.n == 0 or not math.isfinite(self.mean):
+            return 'n/a (no common seeds)'
+        if not math.isfinite(self.lo):
+            return f'{self.mean:+.4f} (1 seed: no interval)'
+        return f'{self.mean:+.4f} [{self.lo:+.4f}, {self.hi:+.4f}]'
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float],
+                      level: float = 0.95) -> PairedDiff:
+    """``a - b`` paired by seed: over the seeds both have, the mean difference
+    ``d̄ = mean(a_s - b_s)`` and its two-sided Student-t interval
+    ``d̄ ± t_{(1+level)/2, n-1} · sd(d) / sqrt(n)`` (``sd`` with ddof 1). With one common seed
+    the interval is NaN; with none everything is NaN."""
+    from scipy.stats import t as student_t
+    seeds = sorted(set(a) & set(b))
+    d = np.array([float(a[s]) - float(b[s]) for s in seeds], dtype=np.float64)
+    n = len(seeds)
+    if n == 0:
+        return PairedDiff(float('nan'), float('nan'), float('nan'), 0, float('nan'))
+    mean = float(d.mean())
+    if n == 1:
+        return PairedDiff(mean, float('nan'), float('nan'), 1, float('nan'))
+    sd = float(d.std(ddof=1))
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return PairedDiff(mean, mean - half, mean + half, n, sd)
+
+
 def fmt_ms(m: float, s: float, n: int, digits: int = 4) -> str:
     if n == 0 or not math.isfinite(m):
         return 'n/a'
@@ -762,10 +784,11 @@ class Report:
         import csv
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f'{name}.csv'
-        split = {j for row in rows for j, c in enumerate(row) if isinstance(c, MeanStd)}
+        split = {j: _CSV_PARTS[type(c)] for row in rows for j, c in enumerate(row)
+                 if type(c) in _CSV_PARTS}
         header = []
         for j, col in enumerate(columns):
-            header += [f'{col} mean', f'{col} std'] if j in split else [col]
+            header += [f'{col} {part}' for part in split[j]] if j in split else [col]
         with open(path, 'w', newline='') as f:
             for line in stamp_lines(self.stamp) + unit_provenance(self.units):
                 f.write(f'# {line}\n')
@@ -776,8 +799,9 @@ class Report:
                 cells = []
                 for j, c in enumerate(row):
                     if j in split:
-                        cells += [_csv_cell(c.mean), _csv_cell(c.std)] \
-                            if isinstance(c, MeanStd) else [_csv_cell(c), '']
+                        parts = split[j]
+                        cells += [_csv_cell(getattr(c, _CSV_FIELD.get(p, p))) for p in parts] \
+                            if type(c) in _CSV_PARTS else [_csv_cell(c)] + [''] * (len(parts) - 1)
                     else:
                         cells.append(_csv_cell(c))
                 w.writerow(cells)
@@ -827,12 +851,17 @@ class Report:
         return path
 
 
+#: Cells written as several CSV columns (``<column> <part>``), and the field of each part.
+_CSV_PARTS = {MeanStd: ('mean', 'std'), PairedDiff: ('mean', 'lo95', 'hi95')}
+_CSV_FIELD = {'lo95': 'lo', 'hi95': 'hi'}
+
+
 def _short(p: dict) -> str:
     return f'{p["model"]}/{p["dataset"]}/{p["label"]}/s{p["seed"]}'
 
 
 def _md_cell(c: Any) -> str:
-    if isinstance(c, (str, MeanStd, Num)):
+    if isinstance(c, (str, MeanStd, Num, PairedDiff)):
         return str(c)
     return fmt(c)
 

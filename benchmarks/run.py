@@ -43,6 +43,10 @@ QUICK_MODELS = {'accuracy': ['mf', 'lightgcn', 'mmssl'], 'tune': ['mf', 'mmssl']
                 'sparsity': ['mf', 'mmssl'], 'convergence': ['mf', 'lightgcn', 'mmssl'],
                 'efficiency': ['mf', 'mmssl']}
 QUICK_SEEDS = {'accuracy': [0, 1], 'sparsity': [0, 1]}
+#: Seeds of accuracy and ablation by default (the paired protocol: at least 5).
+PAIRED_SEEDS = 5
+#: Rows of these models are "ours"; every other model is a baseline.
+OURS = ('mmssl',)
 
 # Paper Table 2 (TikTok has a text modality there that is not available here) and Table 3.
 PAPER_TABLE2 = {
@@ -100,8 +104,9 @@ SCALING_X = {'users': ('users', lambda p: p[0]), 'items': ('items', lambda p: p[
 # helpers shared by the plans
 
 
-#: Row order of the tables: the paper's (ID-only, then multi-modal, then MMSSL), others after.
-PAPER_ORDER = ('mf', 'lightgcn', 'sgl', 'vbpr', 'mmgcn', 'grcn', 'lattice', 'freedom', 'bm3',
+#: Row order of the tables: the popularity floor, then the paper's (ID-only, then multi-modal,
+#: then MMSSL), others after.
+PAPER_ORDER = ('pop', 'mf', 'lightgcn', 'sgl', 'vbpr', 'mmgcn', 'grcn', 'lattice', 'freedom', 'bm3',
                'mmssl')
 
 
@@ -167,13 +172,19 @@ def train_options(args, **extra) -> dict:
 
 def unit(args, bench, model, dataset, seed, label='default', model_options=None, **kw):
     mopts = {**set_options(args)[0], **(model_options or {})}
+    kw.setdefault('paired_init', bool(getattr(args, 'paired', True)))
     return C.Unit(bench, model, dataset, seed, label, mopts,
                   train_options(args, **kw.pop('train_extra', {})), **kw)
 
 
 def load_tuned(path: str | None) -> dict:
+    """``{dataset: {model: {'model': {...}, 'train': {...}}}}`` from a ``run.py tune``
+    tuned.json; ``'presets'`` returns ``{'presets': True}`` (the tuned presets of
+    ``mmssl-pyg tune``, looked up per model and dataset by :func:`tuned_preset`)."""
     if not path:
         return {}
+    if path == 'presets':
+        return {'presets': True}
     data = json.loads(Path(path).read_text())
     if 'settings' not in data:
         raise SystemExit(f'--tuned {path}: not a file written by `run.py tune` (no "settings" '
@@ -185,9 +196,23 @@ def load_tuned(path: str | None) -> dict:
 # plans: each benchmark is a list of units
 
 
+def tuned_preset(model: str, dataset: str) -> dict | None:
+    """The tuned preset ``mmssl-pyg tune`` wrote for ``model`` on ``dataset``
+    (``mmssl_pyg/configs/tuned/``), as ``{'model', 'train', 'meta'}``, or ``None``."""
+    from mmssl_pyg.training.config import find_tuned_preset, read_yaml
+    path = find_tuned_preset(model, dataset)
+    if path is None:
+        return None
+    data = read_yaml(path)
+    prov = data.get('provenance') or {}
+    return {'model': data.get('model') or {}, 'train': data.get('train') or {},
+            'meta': {'tuned_preset': path.name, 'study': prov.get('study'),
+                     'tuned_val': prov.get('best_value'), 'tuned_commit': prov.get('commit')}}
+
+
 def plan_accuracy(args):
     tuned = load_tuned(args.tuned)
-    seeds = seeds_for(args, 'accuracy', [0, 1, 2])
+    seeds = seeds_for(args, 'accuracy', list(range(PAIRED_SEEDS)))
     models = models_for(args, 'accuracy')
     datasets = [(dataset_for(args), models)]
     id_sets = args.id_datasets if args.id_datasets is not None else \
@@ -196,11 +221,13 @@ def plan_accuracy(args):
     units = []
     for dataset, ms in datasets:
         for model in ms:
-            t = tuned.get(dataset, {}).get(model)
+            t = tuned_preset(model, dataset) if tuned.get('presets') else \
+                tuned.get(dataset, {}).get(model)
             for seed in seeds:
                 units.append(unit(args, 'accuracy', model, dataset, seed,
                                   'tuned' if t else 'preset', (t or {}).get('model'),
-                                  train_extra=(t or {}).get('train', {})))
+                                  train_extra=(t or {}).get('train', {}),
+                                  meta=dict((t or {}).get('meta') or {})))
     return units
 
 
@@ -210,7 +237,10 @@ def plan_tune(args):
     lr_f = args.lr_factors or ([1, 2] if args.quick else [0.5, 1, 2])
     reg_f = args.reg_factors or ([1] if args.quick else [0.1, 1, 10])
     units = []
+    from mmssl_pyg.models import get_model_class
     for model in models_for(args, 'tune'):
+        if not getattr(get_model_class(model), 'trainable', True):
+            continue  # popularity: nothing to tune
         base = C.resolve(unit(args, 'tune', model, dataset, 0), args.device)
         lr0 = base.train.lr
         reg0 = base.model_kwargs.get('reg_weight')
@@ -231,7 +261,7 @@ def plan_tune(args):
 
 
 def plan_ablation(args):
-    seeds = seeds_for(args, 'ablation', [0, 1, 2])
+    seeds = seeds_for(args, 'ablation', list(range(PAIRED_SEEDS)))
     dataset = dataset_for(args)
     return [unit(args, 'ablation', 'mmssl', dataset, seed, name,
                  {} if abl is None else {'ablation': abl}, meta={'ablation': abl})
@@ -325,46 +355,110 @@ def _metric(units, split, name):
     return C.mean_std([u[split].get(name) for u in units])
 
 
+def _config_id(u) -> str:
+    """Digest of everything that determines a unit's result except its seed: units with the
+    same model, label and digest are one row of the accuracy table, one unit per seed."""
+    return C.key_hash({k: v for k, v in u['key'].items() if k != 'seed'})
+
+
+def accuracy_rows(group: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``[(row name, units)]`` in table order: one row per model x settings label x
+    configuration (``model`` alone when the model has one row)."""
+    order = {m: i for i, m in enumerate(all_models())}
+    rows = _by(group, lambda u: u['spec']['model'], lambda u: u['spec']['label'], _config_id)
+    per_model = defaultdict(list)
+    for key in rows:
+        per_model[key[0]].append(key)
+    out = []
+    for model in sorted(per_model, key=lambda m: (order.get(m, 99), m)):
+        keys = sorted(per_model[model])
+        labels = defaultdict(int)
+        for _, label, _ in keys:
+            labels[label] += 1
+        for key in keys:
+            _, label, cfg = key
+            name = model if len(keys) == 1 else \
+                f'{model} ({label})' if labels[label] == 1 else f'{model} ({label}, {cfg[:6]})'
+            out.append((name, rows[key]))
+    return out
+
+
+def _per_seed(units, split='test', name='recall@20') -> dict[int, float]:
+    """``{seed: value}`` (a seed run twice with identical settings counts once)."""
+    return {u['spec']['seed']: u[split][name] for u in units if u[split].get(name) is not None}
+
+
 def report_accuracy(rep: C.Report):
     units = _ok(rep.units)
-    order = {m: i for i, m in enumerate(all_models())}
     groups = _by(units, lambda u: u['spec']['dataset'])
     for (dataset,) in sorted(groups, key=lambda k: (k[0] in ID_DATASETS, k[0])):
         group = groups[(dataset,)]
-        per_model = _by(group, lambda u: u['spec']['model'])
-        models = sorted(per_model, key=lambda k: order.get(k[0], 99))
+        rows_units = accuracy_rows(group)
         paper = PAPER_TABLE2.get(dataset, {})
+        baselines = [(name, us) for name, us in rows_units
+                     if us[0]['spec']['model'] not in OURS]
+        best_name, best_units = max(
+            baselines, key=lambda r: _metric(r[1], 'test', 'recall@20').mean
+            if math.isfinite(_metric(r[1], 'test', 'recall@20').mean) else -math.inf,
+            default=(None, None))
+        best_seeds = _per_seed(best_units) if best_units else {}
+        best_mean = _metric(best_units, 'test', 'recall@20').mean if best_units else math.nan
         rows = []
-        for (model,) in models:
-            us = per_model[(model,)]
-            cells = [model, ','.join(sorted({u['spec']['label'] for u in us})), len(us),
-                     C.Num(float(np.mean([u["best_epoch"] for u in us])), 1),
-                     (_metric(us, 'val', 'recall@20'))]
-            cells += [(_metric(us, 'test', f'{m}@20'))
-                      for m in ('recall', 'precision', 'ndcg')]
+        for name, us in rows_units:
+            model = us[0]['spec']['model']
+            test_r = _metric(us, 'test', 'recall@20')
+            cells = [name, ','.join(sorted({u['spec']['label'] for u in us})),
+                     len(_per_seed(us)), C.Num(float(np.mean([u["best_epoch"] for u in us])), 1),
+                     (_metric(us, 'val', 'recall@20')), test_r]
+            cells += [(_metric(us, 'test', f'{m}@20')) for m in ('precision', 'ndcg')]
+            if best_name is None:
+                cells += ['n/a', 'n/a (no baseline row)']
+            elif name == best_name:
+                cells += ['1.00', 'reference (best baseline)']
+            else:
+                ratio = test_r.mean / best_mean if best_mean else math.nan
+                cells += [f'{ratio:.2f}' if math.isfinite(ratio) else 'n/a',
+                          C.paired_difference(_per_seed(us), best_seeds)]
             if paper:
                 p = paper.get(model)
                 cells.append('n/a' if p is None else f'{p[0]:.4f} / {p[1]:.4f} / {p[2]:.4f}')
             rows.append(cells)
+        ref = best_name or 'the best baseline'
         cols = ['model', 'settings', 'seeds', 'selected epoch (mean)', 'val Recall@20',
-                'test Recall@20', 'test Precision@20', 'test NDCG@20']
+                'test Recall@20', 'test Precision@20', 'test NDCG@20',
+                'test Recall@20 / best baseline', 'paired diff test Recall@20 vs best baseline']
+        md_cols = cols[:8] + [f'test Recall@20 / {ref}',
+                              f'paired Δ test Recall@20 vs {ref} [95% CI]']
+        paired = sum(1 for u in group if u.get('paired_init') is not None)
         notes = ['Test metrics at the epoch selected on validation Recall@20 (the test split '
-                 'is evaluated once per unit); mean ± sample std over seeds.']
+                 'is evaluated once per unit); mean ± sample std over seeds; "seeds" counts the '
+                 'distinct seeds of the row.',
+                 f'Paired protocol: the reference row is the baseline (every model but '
+                 f'{", ".join(OURS)}) with the highest mean test Recall@20, i.e. the strongest '
+                 f'comparator. Δ is the mean over the seeds both rows have of (row − reference), '
+                 f'with the two-sided 95% Student-t interval mean ± t(0.975, n−1)·sd/√n; an '
+                 f'interval above 0 means the row beats the reference by more than seed noise. '
+                 f'The same seed gives every model the same mini-batch stream (for the same '
+                 f'batch size) and, with paired initialisation, the same initial ID embeddings '
+                 f'(for the same table shape and initialisation rule); {paired} of '
+                 f'{len(group)} units here were initialised that way.']
         if paper:
             cols.append('paper R/P/N@20')
+            md_cols.append(cols[-1])
             notes.append('Paper column: Table 2 of the MMSSL paper'
                          + (' (TikTok there has a 768-d text modality that is not available '
                             'here: these runs use image + audio)' if dataset == 'tiktok' else
                             ' (the paper\'s Amazon runs had image and text features; ID-only '
                             'models are comparable, splits may differ)'))
         slug = dataset.replace('/', '_')
-        rep.add_table(f'accuracy_{slug}_at20', f'Accuracy on {dataset} @20', cols, rows, notes)
+        rep.add_table(f'accuracy_{slug}_at20', f'Accuracy on {dataset} @20', cols, rows, notes,
+                      md=(md_cols, rows))
         for k in (10, 50):
             rows = []
-            for (model,) in models:
-                us = per_model[(model,)]
-                rows.append([model, len(us)] + [(_metric(us, 'test', f'{m}@{k}'))
-                                                for m in ('recall', 'precision', 'ndcg', 'hit')])
+            for name, us in rows_units:
+                rows.append([name, len(_per_seed(us))] + [
+                    (_metric(us, 'test', f'{m}@{k}')) for m in ('recall', 'precision', 'ndcg',
+                                                                  'hit')])
             rep.add_table(f'accuracy_{slug}_at{k}', f'Accuracy on {dataset} @{k} (test)',
                           ['model', 'seeds', f'Recall@{k}', f'Precision@{k}', f'NDCG@{k}',
                            f'Hit@{k}'], rows)
@@ -758,8 +852,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument('--id-datasets', nargs='*', default=None,
                    help=f'ID-only datasets for accuracy/efficiency (default {list(ID_DATASETS)}'
                         f'; with --quick: accuracy {ID_DATASETS[0]}, efficiency none)')
-    p.add_argument('--tuned', default=None, metavar='FILE',
-                   help='accuracy: settings chosen by `tune` (its tuned.json)')
+    p.add_argument('--tuned', default=None, metavar='FILE|presets',
+                   help='accuracy: settings chosen by `run.py tune` (its tuned.json), or '
+                        '"presets": the tuned presets of `mmssl-pyg tune` '
+                        '(mmssl_pyg/configs/tuned/<model>-<dataset>.yaml, where present)')
+    p.add_argument('--paired', action=argparse.BooleanOptionalAction, default=True,
+                   help='paired seeds (default on): the same seed gives every model the same '
+                        'initial ID embeddings (see benchmarks/README.md)')
     p.add_argument('--lr-factors', nargs='+', type=float, default=None,
                    help='tune: multiples of the preset lr (default 0.5 1 2)')
     p.add_argument('--reg-factors', nargs='+', type=float, default=None,

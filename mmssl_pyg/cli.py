@@ -2,7 +2,8 @@
 
 Commands::
 
-    mmssl-pyg train [--model M] [--dataset D] [--config FILE] [key=value ...]
+    mmssl-pyg train [--model M] [--dataset D] [--config FILE] [--tuned] [key=value ...]
+    mmssl-pyg tune --model M --dataset D --trials N [--timeout SECONDS] [--storage URL]
     mmssl-pyg evaluate CHECKPOINT [--split val|test]
     mmssl-pyg recommend CHECKPOINT (--users 1,2,3 | --output FILE.csv|FILE.parquet) [-k 20]
     mmssl-pyg datasets [NAME ...]
@@ -92,6 +93,50 @@ def build_parser() -> argparse.ArgumentParser:
                        help='replace the run in --run-dir (its best.pt, last.pt, metrics.json, '
                             'config.yaml) instead of refusing')
     train.add_argument('--no-progress', action='store_true', help='no progress bars')
+    train.add_argument('--tuned', action='store_true',
+                       help='apply the tuned preset written by `mmssl-pyg tune` '
+                            '(mmssl_pyg/configs/tuned/<model>-<dataset>.yaml) on top of the '
+                            'preset')
+
+    tune = sub.add_parser(
+        'tune', help='search hyper-parameters with Optuna (validation only)',
+        description='Run or continue an Optuna study (TPE sampler, median pruning on the '
+                    'validation metric after each epoch) over the search space in the model\'s '
+                    'preset (search: section), scoring each trial on validation only, and write '
+                    'the best trial as a tuned preset with its provenance.',
+        epilog='The study lives in a database, so a killed search resumes where it stopped and '
+               'several processes or machines can share one study (--storage '
+               'postgresql://... or the same SQLite file on a shared disk; give each process '
+               'its own --seed). --trials and --timeout count the whole study. key=value '
+               'options are fixed for every trial, e.g. epochs=100.')
+    tune.add_argument('overrides', nargs='*', metavar='key=value',
+                      help='options fixed for every trial (not searched)')
+    tune.add_argument('--model', required=True, help='model name')
+    tune.add_argument('--dataset', required=True, help='dataset name or folder')
+    tune.add_argument('--trials', type=int, required=True,
+                      help='finished (complete or pruned) trials the study should reach')
+    tune.add_argument('--timeout', type=float, default=None, metavar='SECONDS',
+                      help="the study's budget in summed trial seconds (default: none)")
+    tune.add_argument('--storage', default=None, metavar='URL',
+                      help='study database (default sqlite:///<run-dir>/study.db)')
+    tune.add_argument('--study-name', default=None, help='default <model>-<dataset>')
+    tune.add_argument('--run-dir', default=None,
+                      help='study folder: database and wandb runs (default '
+                           'runs/tune/<study-name>)')
+    tune.add_argument('--seed', type=int, default=0, help='seed of the TPE sampler (default 0)')
+    tune.add_argument('--root', default=None, help="the dataset's folder")
+    tune.add_argument('--modalities', type=_str_list, default=None,
+                      help='comma-separated modalities to load (default: all)')
+    tune.add_argument('--config', dest='config_file', default=None, metavar='FILE',
+                      help='YAML file with options fixed for every trial')
+    tune.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default=None)
+    tune.add_argument('--wandb', choices=['disabled', 'offline', 'online'], default='offline',
+                      help='one wandb run per trial (default offline, into <run-dir>/wandb)')
+    tune.add_argument('--no-prune', action='store_true', help='never prune a trial')
+    tune.add_argument('--no-write', action='store_true',
+                      help='do not write the tuned preset')
+    tune.add_argument('--preset-dir', default=None,
+                      help='where the tuned preset goes (default mmssl_pyg/configs/tuned)')
 
     ev = sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
     ev.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
@@ -198,7 +243,8 @@ def _train(args) -> int:
         config_file=args.config_file, overrides=args.overrides, epochs=args.epochs,
         seed=args.seed, device=args.device, run_dir=args.run_dir, resume=args.resume,
         wandb=args.wandb, progress=False if args.no_progress else None,
-        precision=args.precision, force=args.force, force_reload=args.force_reload)
+        precision=args.precision, force=args.force, force_reload=args.force_reload,
+        tuned=args.tuned)
     if int(os.environ.get('RANK', '0') or 0) != 0:
         return 0  # torchrun: rank 0 prints
     fit = result.fit
@@ -210,6 +256,16 @@ def _train(args) -> int:
           f'{", stopped early" if fit.stopped_early else ""})')
     print(format_metrics({'val': fit.val, 'test': fit.test}, ks))
     print(f'run folder: {result.run_dir} (metrics.json, best.pt, last.pt)')
+    return 0
+
+
+def _tune(args) -> int:
+    from .training.tune import tune
+    tune(args.model, args.dataset, args.trials, args.timeout, storage=args.storage,
+         study_name=args.study_name, seed=args.seed, overrides=args.overrides,
+         config_file=args.config_file, root=args.root, modalities=args.modalities,
+         device=args.device, wandb=args.wandb, prune=not args.no_prune, run_dir=args.run_dir,
+         write_preset=not args.no_write, preset_dir=args.preset_dir)
     return 0
 
 
@@ -261,14 +317,15 @@ def _build_dataset(args) -> int:
     return 0
 
 
-COMMANDS = {'train': _train, 'evaluate': _evaluate, 'recommend': _recommend,
+COMMANDS = {'train': _train, 'tune': _tune, 'evaluate': _evaluate, 'recommend': _recommend,
             'datasets': _datasets, 'build-dataset': _build_dataset}
 
 
 def _split_overrides(parser: argparse.ArgumentParser, args, extra: list[str]) -> None:
     """``key=value`` overrides may follow options (``train --epochs 2 lr=1e-3``); anything
     else left over is an error of the subcommand."""
-    stray = [a for a in extra if a.startswith('-') or '=' not in a or args.command != 'train']
+    stray = [a for a in extra if a.startswith('-') or '=' not in a or
+             args.command not in ('train', 'tune')]
     if stray:
         sub = parser.commands.get(args.command, parser) if args.command else parser
         sub.error(f'unrecognized arguments: {" ".join(stray)}')

@@ -69,7 +69,7 @@ def test_every_shipped_preset_is_valid():
         if name not in MODELS:
             continue
         data = yaml.safe_load(path.read_text())
-        assert set(data) <= {'model', 'train'}, path
+        assert set(data) <= {'model', 'train', 'search'}, path
         datasets = {k for s in data.values() for k in (s or {})}
         for dataset in datasets | {'tiktok'}:
             opts = resolve_options(MODELS[name], dataset, model_name=name)

@@ -8,6 +8,7 @@ from .lightgcn import LightGCN
 from .mf import MF
 from .mmgcn import MMGCN
 from .mmssl import MMSSL
+from .pop import Pop
 from .sgl import SGL
 from .vbpr import VBPR
 
@@ -22,6 +23,7 @@ MODELS: dict[str, type[Recommender]] = {
     'lattice': LATTICE,
     'freedom': FREEDOM,
     'bm3': BM3,
+    'pop': Pop,
 }
 
 
@@ -33,4 +35,4 @@ def get_model_class(name: str) -> type[Recommender]:
 
 
 __all__ = ['Batch', 'Recommender', 'LightGCN', 'MF', 'SGL', 'VBPR', 'MMGCN', 'GRCN', 'LATTICE',
-           'FREEDOM', 'BM3', 'MMSSL', 'MODELS', 'get_model_class']
+           'FREEDOM', 'BM3', 'MMSSL', 'Pop', 'MODELS', 'get_model_class']

@@ -83,6 +83,13 @@ class Recommender(torch.nn.Module):
     has_critic: bool = False
     #: Modalities the model needs (``0`` for ID-only models).
     min_modalities: int = 0
+    #: ``False`` for models without parameters (popularity): the trainer then runs one epoch
+    #: without mini-batches or optimiser, evaluates it and tests it.
+    trainable: bool = True
+    #: Initialisation of the ID embedding tables (``user_emb`` / ``item_emb``, or ``user_id`` /
+    #: ``item_id``): ``'xavier_uniform'`` or ``'xavier_normal'``. Paired seeds
+    #: (:func:`~mmssl_pyg.training.seeding.pair_id_embeddings`) redraw the tables with it.
+    id_init: str = 'xavier_uniform'
 
     def __init__(self, graph: RecGraph):
         super().__init__()

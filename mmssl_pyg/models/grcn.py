@@ -53,6 +53,7 @@ class GRCN(Recommender):
         feat_norm: feature scaling (default ``'l2'``).
     """
     min_modalities = 1
+    id_init = 'xavier_normal'
 
     def __init__(self, graph: RecGraph, embedding_dim: int = 64, latent_dim: int = 64,
                  num_routing: int = 3, num_layers: int = 2, reg_weight: float = 1e-4,

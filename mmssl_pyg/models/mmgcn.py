@@ -93,6 +93,7 @@ class MMGCN(Recommender):
         feat_norm: feature scaling (default ``'l2'``; the layer also L2-normalises its input).
     """
     min_modalities = 1
+    id_init = 'xavier_normal'
 
     def __init__(self, graph: RecGraph, embedding_dim: int = 64, latent_dim: int | None = 256,
                  num_layers: int = 2, reg_weight: float = 1e-4, feat_norm: str = 'l2'):

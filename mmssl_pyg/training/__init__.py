@@ -10,7 +10,15 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, resolve_options
 from .evaluator import DEFAULT_KS, evaluate, evaluate_embeddings
 from .sampler import BPRSampler
-from .tracking import MemoryTracker, NullTracker, Tracker, WandbTracker, make_tracker
+from .seeding import pair_id_embeddings
+from .tracking import (
+    BudgetTracker,
+    MemoryTracker,
+    NullTracker,
+    Tracker,
+    WandbTracker,
+    make_tracker,
+)
 from .trainer import (
     FitResult,
     NonFiniteLossError,
@@ -24,5 +32,6 @@ __all__ = [
     'Trainer', 'TrainConfig', 'FitResult', 'NonFiniteLossError', 'evaluate',
     'evaluate_embeddings', 'DEFAULT_KS', 'BPRSampler', 'ConfigError', 'resolve_options',
     'save_checkpoint', 'load_checkpoint', 'Tracker', 'NullTracker', 'MemoryTracker',
-    'WandbTracker', 'make_tracker', 'resolve_device', 'seed_everything', 'peak_memory_mb',
+    'WandbTracker', 'BudgetTracker', 'make_tracker', 'pair_id_embeddings', 'resolve_device',
+    'seed_everything', 'peak_memory_mb',
 ]

@@ -1,10 +1,16 @@
 """Trainer options and the preset loader (``mmssl_pyg/configs/<model>.yaml``).
 
 Presets have a ``model:`` and a ``train:`` section, each with a ``default:`` block and
-optional per-dataset blocks (see ``docs/CONTRIBUTING.md``). Options are merged in this
-order, later wins::
+optional per-dataset blocks (see ``docs/CONTRIBUTING.md``), and may have a ``search:`` section
+(the hyper-parameter search space of ``mmssl-pyg tune``, :mod:`mmssl_pyg.training.tune`).
+Options are merged in this order, later wins::
 
-    class defaults <- preset default <- preset <dataset> <- --config FILE <- key=value overrides
+    class defaults <- preset default <- preset <dataset> <- tuned preset (--tuned)
+        <- --config FILE <- key=value overrides
+
+A tuned preset, ``configs/tuned/<model>-<dataset>.yaml``, is the best configuration a
+``mmssl-pyg tune`` study found on validation, with its provenance; it is applied only when asked
+for (``tuned=True``, ``mmssl-pyg train --tuned``) and is also a valid ``--config`` file.
 
 Every key is checked against the model class signature (``model:``) or the fields of
 :class:`TrainConfig` (``train:``); an unknown key fails with a message naming it, where it came
@@ -24,6 +30,9 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'
+TUNED_DIR = CONFIG_DIR / 'tuned'
+#: Top-level keys of a ``--config`` file (``provenance`` is metadata of a tuned preset).
+CONFIG_FILE_KEYS = ('model', 'train', 'provenance')
 
 METRIC_NAMES = ('recall', 'precision', 'ndcg', 'hit')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -391,11 +400,11 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f'config file {str(path)!r} must be a mapping with model: and/or train: '
                          f'sections, got {type(data).__name__}')
-    unknown = [k for k in data if k not in ('model', 'train')]
+    unknown = [k for k in data if k not in CONFIG_FILE_KEYS]
     if unknown:
         raise ConfigError(f'config file {str(path)!r}: unknown top-level key(s) {unknown}; '
-                       f'expected model: and/or train:')
-    for section in ('model', 'train'):
+                       f'expected model: and/or train: (and provenance: in a tuned preset)')
+    for section in CONFIG_FILE_KEYS:
         if data.get(section) is not None and not isinstance(data[section], dict):
             raise ConfigError(f'config file {str(path)!r}: {section}: must be a mapping')
     return data
@@ -421,6 +430,26 @@ def _file_section(data: dict, section: str, dataset: str) -> dict:
         merged.update(block.get(dataset) or {})
         return merged
     return block
+
+
+def tuned_preset_path(model_name: str, dataset: str, folder: str | os.PathLike | None = None
+                      ) -> Path:
+    """Where ``mmssl-pyg tune`` writes the tuned preset of ``model_name`` on ``dataset``."""
+    return Path(folder or TUNED_DIR) / f'{model_name.lower()}-{dataset}.yaml'
+
+
+def find_tuned_preset(model_name: str, dataset: str, folder: str | os.PathLike | None = None
+                      ) -> Path | None:
+    """The tuned preset of ``model_name`` on ``dataset`` (``<name>-interactions`` falls back to
+    ``<name>``'s, as preset blocks do), or ``None``."""
+    names = [dataset]
+    if dataset.endswith('-interactions'):
+        names.append(dataset[:-len('-interactions')])
+    for name in names:
+        path = tuned_preset_path(model_name, name, folder)
+        if path.is_file():
+            return path
+    return None
 
 
 @dataclass
@@ -453,8 +482,10 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
                     config_file: str | os.PathLike | None = None,
                     overrides: list[str] | list[tuple[str, Any]] | None = None,
                     train_updates: dict[str, Any] | None = None,
-                    base: tuple[dict, dict] | None = None) -> RunOptions:
-    """Merge preset default <- preset dataset <- ``config_file`` <- ``overrides``.
+                    base: tuple[dict, dict] | None = None,
+                    tuned: bool | str | os.PathLike = False) -> RunOptions:
+    """Merge preset default <- preset dataset <- tuned preset <- ``config_file`` <-
+    ``overrides``.
 
     Args:
         model_cls: the model class (its signature validates ``model:`` keys).
@@ -466,7 +497,10 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
             it (to both when both do); ``model.key`` / ``train.key`` force one.
         train_updates: trainer options set last (the CLI's ``--epochs``, ``--seed``, ...).
         base: ``(model_kwargs, train_options)`` that replace the preset (used to resume a run
-            with its saved options).
+            with its saved options; ``tuned`` is then ignored: the saved options hold it).
+        tuned: apply the tuned preset written by ``mmssl-pyg tune`` (``True``: the one of this
+            model and dataset in ``configs/tuned/``, an error when there is none; a path: that
+            file).
     """
     model_name = (model_name or model_cls.__name__).lower()
     model_types = model_option_types(model_cls)
@@ -495,6 +529,11 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
                 default, per_dataset = _preset_section(preset, section, dataset)
                 apply(default, section, f'preset {path.name} ({section}.default)')
                 apply(per_dataset, section, f'preset {path.name} ({section}.{dataset})')
+        if tuned:
+            tuned_path = _tuned_file(model_name, dataset, tuned)
+            data = read_yaml(tuned_path)
+            for section in ('model', 'train'):
+                apply(dict(data.get(section) or {}), section, f'tuned preset {tuned_path}')
     if config_file is not None:
         data = read_yaml(config_file)
         for section in ('model', 'train'):
@@ -508,6 +547,18 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
         apply({k: v for k, v in train_updates.items() if v is not None}, 'train',
               'command-line option')
     return RunOptions(model_kw, TrainConfig.from_dict(train_kw, 'train options'), sources)
+
+
+def _tuned_file(model_name: str, dataset: str, tuned: bool | str | os.PathLike) -> Path:
+    if tuned is True:
+        path = find_tuned_preset(model_name, dataset)
+        if path is None:
+            raise ConfigError(
+                f'no tuned preset for {model_name} on {dataset}: '
+                f'{tuned_preset_path(model_name, dataset)} does not exist. Run `mmssl-pyg tune '
+                f'--model {model_name} --dataset {dataset}` first, or drop --tuned.')
+        return path
+    return Path(tuned)
 
 
 def _route(key: str, model_types: dict | None, train_types: dict) -> list[tuple[str, str]]:

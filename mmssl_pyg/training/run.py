@@ -131,6 +131,19 @@ def full_model_kwargs(model_cls, model_kwargs: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def run_model_kwargs(model_cls, options) -> dict[str, Any]:
+    """The keyword arguments a run builds the model with: the resolved options, a model
+    option sized by the mini-batch (``batch_size`` / ``critic_batch_size``, e.g. MMSSL's
+    critic memory check) set to the trainer's batch size unless given, then the class
+    defaults for the rest (see :func:`full_model_kwargs`)."""
+    model_kwargs = dict(options.model_kwargs)
+    takes = model_option_types(model_cls)
+    for name in ('batch_size', 'critic_batch_size'):
+        if takes is not None and name in takes and name not in model_kwargs:
+            model_kwargs[name] = options.train.batch_size
+    return full_model_kwargs(model_cls, model_kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 
@@ -160,7 +173,8 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
               run_dir: str | os.PathLike | None = None, resume: bool = False,
               wandb: str | None = None, progress: bool | None = None,
               runs_root: str | os.PathLike = 'runs', precision: str | None = None,
-              force: bool = False, force_reload: bool = False) -> RunResult:
+              force: bool = False, force_reload: bool = False,
+              tuned: bool = False) -> RunResult:
     """Train ``model`` on ``dataset`` with its preset, write ``metrics.json`` and return.
 
     Defaults: MMSSL on TikTok with the preset's settings. ``run_dir`` defaults to
@@ -176,6 +190,9 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
     :data:`RUN_FILES`) is refused unless ``resume`` or ``force`` (which replaces those files);
     the folder is locked (``.lock``) while the run uses it and stale ``.tmp`` files are
     removed; ``force_reload`` re-processes the dataset.
+    ``tuned=True`` applies the model's tuned preset for the dataset
+    (``configs/tuned/<model>-<dataset>.yaml``, written by ``mmssl-pyg tune``) on top of the
+    preset.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is started here
     (:func:`~mmssl_pyg.training.distributed.init_distributed`: NCCL and ``cuda:LOCAL_RANK``
@@ -187,7 +204,7 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
     try:
         return _train_run(ctx, model, dataset, root, modalities, config_file, overrides,
                           epochs, seed, device, run_dir, resume, wandb, progress, runs_root,
-                          precision, force, force_reload)
+                          precision, force, force_reload, tuned)
     finally:
         ctx.shutdown()
 
@@ -229,7 +246,7 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, epochs, seed,
                device, run_dir, resume, wandb, progress, runs_root, precision, force,
-               force_reload) -> RunResult:
+               force_reload, tuned=False) -> RunResult:
     train_updates = {'epochs': epochs, 'seed': seed, 'device': device, 'progress': progress,
                      'precision': precision}
     saved = None
@@ -267,7 +284,7 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
     options = resolve_options(
         model_cls, _dataset_key(dataset), model_name=model, config_file=config_file,
         overrides=overrides, train_updates=train_updates,
-        base=None if saved is None else (saved['model_kwargs'], saved['train']))
+        base=None if saved is None else (saved['model_kwargs'], saved['train']), tuned=tuned)
     if saved is not None:
         _check_resumable(saved, options, run_dir)
     _amp_dtype(options.train.precision, resolve_device(options.train.device))  # fp16 on CPU
@@ -349,12 +366,7 @@ def _check_resume_checkpoint(path: Path, saved: dict) -> None:
 
 def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, graph,
             identity, saved, wandb, resume) -> RunResult:
-    model_kwargs = dict(options.model_kwargs)
-    takes = model_option_types(model_cls)
-    for name in ('batch_size', 'critic_batch_size'):  # e.g. MMSSL's critic memory check
-        if takes is not None and name in takes and name not in model_kwargs:
-            model_kwargs[name] = options.train.batch_size
-    model_kwargs = full_model_kwargs(model_cls, model_kwargs)
+    model_kwargs = run_model_kwargs(model_cls, options)
     wandb_id = (saved or {}).get('wandb_id')
     # the data by absolute folder and content digest: evaluate from any folder finds it
     stored_dataset = identity['root'] if _is_path(dataset) else dataset

@@ -6,6 +6,7 @@ metrics) and :meth:`Tracker.finish`, so the library runs with wandb disabled or 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,36 @@ def check_wandb_mode(mode: str) -> None:
                            '(no WANDB_API_KEY, no .netrc entry for the W&B host). Fix: run '
                            '`wandb login` (or set WANDB_API_KEY), or use --wandb offline and '
                            'upload later with `wandb sync`')
+class BudgetTracker(Tracker):
+    """Forwards everything to ``inner`` and stops the trainer, as early stopping does (the best
+    validation epoch so far is then tested), once ``seconds`` of wall clock have passed since
+    it was created (``None``: never). Set :attr:`trainer` once the trainer is built; the epoch
+    the budget stopped is in :attr:`cut_at`."""
+
+    def __init__(self, inner: Tracker, seconds: float | None):
+        self.inner, self.seconds = inner, seconds
+        self.trainer = None
+        self.t0 = time.perf_counter()
+        self.cut_at: int | None = None
+
+    def log_config(self, config):
+        self.inner.log_config(config)
+
+    def log(self, metrics, step):
+        self.inner.log(metrics, step)
+        self.check_budget(step)
+
+    def check_budget(self, step: int) -> None:
+        if self.seconds is not None and self.trainer is not None and self.cut_at is None \
+                and time.perf_counter() - self.t0 > self.seconds:
+            self.cut_at = step
+            self.trainer.stopped_early = True  # the loop ends before the next epoch
+
+    def summary(self, metrics):
+        self.inner.summary(metrics)
+
+    def finish(self):
+        self.inner.finish()
 
 
 def make_tracker(mode: str = 'offline', **kwargs) -> Tracker:

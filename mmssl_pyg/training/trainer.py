@@ -36,7 +36,8 @@ class FitResult:
     Attributes:
         best_epoch: the epoch selected on validation ``config.metric``.
         val: validation metrics of that epoch.
-        test: test metrics of that epoch (the test split is evaluated once, for it only).
+        test: test metrics of that epoch (the test split is evaluated once, for it only;
+            empty after ``fit(test=False)``).
         history: one dict per epoch: ``epoch``, the epoch means of every loss term
             (``train/<term>`` for ``loss()``'s, ``train/critic_loss`` and ``train/critic_<term>``
             for ``critic_loss()``'s), ``epoch_seconds``, ``peak_memory_mb``, and on evaluated
@@ -163,10 +164,14 @@ class Trainer:
         self.meta = dict(meta or {})
         self.sampler = BPRSampler(graph, config.batch_size, seed=config.seed,
                                   batches_per_epoch=config.batches_per_epoch)
+        #: ``False`` for a model without parameters (``Recommender.trainable``): one epoch,
+        #: no mini-batches, no optimiser.
+        self.trains = bool(getattr(model, 'trainable', True))
         params = [p for p in model.model_parameters() if p.requires_grad]
-        if not params:
+        if not params and self.trains:
             raise ValueError(f'{type(model).__name__} has no trainable parameters')
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = None if not self.trains else torch.optim.AdamW(
+            params, lr=config.lr, weight_decay=config.weight_decay)
         self.critic_optimizer = None
         if getattr(model, 'has_critic', False):
             critic = [p for p in model.critic_parameters() if p.requires_grad]
@@ -205,12 +210,14 @@ class Trainer:
     # -----------------------------------------------------------------------------------------
     # public API
 
-    def fit(self, resume: bool = False) -> FitResult:
+    def fit(self, resume: bool = False, test: bool = True) -> FitResult:
         """Train until ``config.epochs`` or early stopping, then test the best epoch once.
 
         Args:
             resume: continue from ``checkpoint_dir/last.pt`` when it exists (a fresh start
                 otherwise).
+            test: evaluate the best epoch on the test split (``False``: the test split is never
+                read and ``FitResult.test`` is empty; hyper-parameter search uses this).
         """
         cfg = self.config
         last = self.checkpoint_dir / LAST if self.checkpoint_dir else None
@@ -227,15 +234,16 @@ class Trainer:
             self.sampler.generator.manual_seed(cfg.seed)
         self.tracker.log_config({'train': cfg.to_dict(), **self.meta})
 
-        epochs = range(self.epoch + 1, cfg.epochs + 1)
+        last_epoch = cfg.epochs if self.trains else 1  # nothing changes after one epoch
+        epochs = range(self.epoch + 1, last_epoch + 1)
         bar = _tqdm(epochs, self._progress, desc='epochs', unit='epoch', initial=self.epoch,
-                    total=cfg.epochs)
+                    total=last_epoch)
         for epoch in bar:
             if self.stopped_early:
                 break
             record = self._train_epoch(epoch)
             improved = False
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            if epoch % cfg.eval_every == 0 or epoch == last_epoch:
                 t0 = time.perf_counter()
                 val = evaluate(self.model, self.graph, 'val', cfg.ks,
                                batch_size=cfg.eval_batch_size, progress=self._progress,
@@ -261,7 +269,7 @@ class Trainer:
         if hasattr(bar, 'close'):
             bar.close()
 
-        test = self._test_best()
+        test = self._test_best() if test else {}
         summary = {'best_epoch': self.best_epoch, **{f'val/{k}': v for k, v in
                                                       self.best_val.items()},
                    **{f'test/{k}': v for k, v in test.items()}}
@@ -339,9 +347,9 @@ class Trainer:
         sums: dict[str, float] = {}
         n = len(self.sampler)
         world = self.dist.world_size
-        steps = math.ceil(n / world)
+        steps = math.ceil(n / world) if self.trains else 0
         critic_batches = 0  # batches (over all processes) that ran a critic step
-        batches = self._draw_epoch(n)
+        batches = self._draw_epoch(n) if self.trains else []
         bar = _tqdm(range(steps), self._progress, desc=f'epoch {epoch}', unit='batch',
                     leave=False)
         for step in bar:
@@ -452,7 +460,7 @@ class Trainer:
         every process must call it (it gathers each process's random state)."""
         state = {
             'model': self.model.state_dict(),
-            'optimizer': self.optimizer.state_dict(),
+            'optimizer': None if self.optimizer is None else self.optimizer.state_dict(),
             'critic_optimizer': None if self.critic_optimizer is None
             else self.critic_optimizer.state_dict(),
             'sampler': self.sampler.state_dict(),
@@ -484,7 +492,8 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state['model'])
-        self.optimizer.load_state_dict(state['optimizer'])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state['optimizer'])
         if self.critic_optimizer is not None and state.get('critic_optimizer') is not None:
             self.critic_optimizer.load_state_dict(state['critic_optimizer'])
         self.sampler.load_state_dict(state['sampler'])

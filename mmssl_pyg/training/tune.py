@@ -1,0 +1,656 @@
+"""Hyper-parameter search with Optuna: ``mmssl-pyg tune --model M --dataset D``.
+
+**Search spaces** live in the model's preset, ``configs/<model>.yaml``, in a ``search:``
+section shaped like the others (a ``default:`` block, optional per-dataset blocks that add,
+replace or, with ``null``, drop parameters)::
+
+    search:
+      default:
+        lr:                {low: 1.0e-4, high: 1.0e-2, log: true, source: "..."}
+        model.num_layers:  {choices: [1, 2, 3, 4], source: "LightGCN paper, Sec. 4.1.2"}
+
+A parameter is a range (``low``/``high``, optional ``log`` or ``step``; integers when both
+ends are integers, unless ``type: float``) or a list of ``choices``; ``source`` (required)
+says where the range comes from. Names route like ``key=value`` overrides (``model.`` /
+``train.`` force a section).
+
+**A study** (:func:`tune`) is stored in a database (default a SQLite file in the study folder;
+any SQLAlchemy URL works, so several processes or machines can share one study) and resumes
+where it stopped: a new process continues the same study, and a trial whose process died is
+marked failed once its heartbeat is older than ``grace_period`` and rerun with the same
+parameters. Trials are sampled by TPE (seeded) and pruned by the median rule on the validation
+metric reported after every epoch. Each trial trains with the shared
+:class:`~mmssl_pyg.training.Trainer` and is scored on validation only: ``fit(test=False)``
+never reads the test split. ``trials`` counts the study's finished (complete or pruned) trials
+over every process and restart, ``timeout`` its summed trial seconds, so every model gets the
+same trial count and the same budget however often the search was interrupted.
+
+**The result** is written back as a tuned preset, ``configs/tuned/<model>-<dataset>.yaml``:
+the best trial's parameters as ``model:`` / ``train:`` sections plus a ``provenance:`` block
+(study, storage, trial counts, best validation value, date, commit, search space with its
+sources). ``mmssl-pyg train --tuned`` (``resolve_options(tuned=True)``) applies it on top of the
+preset; the file is also a valid ``--config`` file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import (
+    ConfigError,
+    _route,
+    check_keys,
+    model_option_types,
+    parse_overrides,
+    preset_path,
+    resolve_options,
+    train_option_types,
+    tuned_preset_path,
+)
+from .tracking import BudgetTracker
+
+SEARCH_SECTION = 'search'
+PARAM_FIELDS = ('low', 'high', 'log', 'step', 'choices', 'type', 'source')
+#: wandb project of the trials (one run per trial, grouped by study).
+TUNE_PROJECT = 'mmssl-pyg-tune'
+#: Median pruner: no pruning before this many trials have finished, nor before this epoch.
+PRUNER_STARTUP_TRIALS = 5
+PRUNER_WARMUP_EPOCHS = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# search spaces
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched option.
+
+    Attributes:
+        name: the key as written in the preset (``lr``, ``model.reg_weight``); also the Optuna
+            parameter name.
+        kind: ``'float'``, ``'int'`` or ``'categorical'``.
+        source: where the range comes from.
+        low, high, log, step: the range (``kind`` float or int).
+        choices: the values (``kind`` categorical).
+    """
+    name: str
+    kind: str
+    source: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple = ()
+
+    def suggest(self, trial) -> Any:
+        """Draw the value from an Optuna trial."""
+        if self.kind == 'categorical':
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == 'int':
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1,
+                                     log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == 'categorical':
+            out = {'choices': list(self.choices)}
+        else:
+            out = {'type': self.kind, 'low': self.low, 'high': self.high}
+            if self.log:
+                out['log'] = True
+            if self.step is not None:
+                out['step'] = self.step
+        out['source'] = self.source
+        return out
+
+
+@dataclass
+class SearchSpace:
+    """The searched options of one model on one dataset (see the module docstring)."""
+    model: str
+    dataset: str
+    params: list[SearchParam]
+    path: Path | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def suggest(self, trial) -> list[tuple[str, Any]]:
+        """``[(name, value), ...]`` for ``resolve_options(overrides=...)``."""
+        return [(p.name, p.suggest(trial)) for p in self.params]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {p.name: p.to_dict() for p in self.params}
+
+
+def _number(value: Any, where: str) -> float | int:
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f'{where} must be a number, got {value!r}')
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+    except (TypeError, ValueError):
+        raise ConfigError(f'{where} must be a number, got {value!r}') from None
+
+
+def parse_param(name: str, spec: Any, where: str) -> SearchParam:
+    """One ``search:`` entry -> :class:`SearchParam` (``where`` names the file and field in
+    errors)."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f'{where}: expected a mapping like {{low: 1.0e-4, high: 1.0e-2, '
+                          f'log: true, source: "..."}} or {{choices: [...], source: "..."}}, '
+                          f'got {spec!r}')
+    unknown = sorted(set(spec) - set(PARAM_FIELDS))
+    if unknown:
+        raise ConfigError(f'{where}: unknown field(s) {unknown}; valid fields: '
+                          f'{", ".join(PARAM_FIELDS)}')
+    source = spec.get('source')
+    if not isinstance(source, str) or not source.strip():
+        raise ConfigError(f'{where}: source is missing; say where the range comes from (the '
+                          f'paper\'s searched range, a toolkit\'s grid, or "this library\'s '
+                          f'choice: <why>")')
+    kind = spec.get('type')
+    if kind is not None and kind not in ('float', 'int'):
+        raise ConfigError(f'{where}.type must be float or int, got {kind!r}')
+    if 'choices' in spec:
+        extra = sorted(set(spec) & {'low', 'high', 'log', 'step', 'type'})
+        if extra:
+            raise ConfigError(f'{where}: choices cannot be combined with {extra}')
+        choices = spec['choices']
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f'{where}.choices must be a non-empty list, got {choices!r}')
+        bad = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
+        if bad:
+            raise ConfigError(f'{where}.choices: {bad} are not numbers, strings, booleans or '
+                              f'null (Optuna stores only those)')
+        if len(set(map(repr, choices))) != len(choices):
+            raise ConfigError(f'{where}.choices has duplicates: {choices}')
+        return SearchParam(name, 'categorical', source.strip(), choices=tuple(choices))
+    if 'low' not in spec or 'high' not in spec:
+        raise ConfigError(f'{where}: give low and high (a range) or choices (a list)')
+    low, high = _number(spec['low'], f'{where}.low'), _number(spec['high'], f'{where}.high')
+    log = spec.get('log', False)
+    if not isinstance(log, bool):
+        raise ConfigError(f'{where}.log must be true or false, got {log!r}')
+    step = spec.get('step')
+    if step is not None:
+        step = _number(step, f'{where}.step')
+        if step <= 0:
+            raise ConfigError(f'{where}.step must be > 0, got {step!r}')
+        if log:
+            raise ConfigError(f'{where}: step and log cannot be combined (Optuna samples a '
+                              f'log range continuously)')
+    if kind is None:
+        kind = 'int' if isinstance(low, int) and isinstance(high, int) and \
+            (step is None or isinstance(step, int)) else 'float'
+    if kind == 'int':
+        if not all(float(v).is_integer() for v in (low, high, step or 1)):
+            raise ConfigError(f'{where}: an int range needs integer low/high/step, got '
+                              f'{low!r}, {high!r}, {step!r}')
+        low, high, step = int(low), int(high), None if step is None else int(step)
+    else:
+        low, high = float(low), float(high)
+        step = None if step is None else float(step)
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        raise ConfigError(f'{where}: low must be below high, got low={low!r}, high={high!r}')
+    if log and low <= 0:
+        raise ConfigError(f'{where}: a log range needs low > 0, got {low!r} (use choices to '
+                          f'include 0)')
+    return SearchParam(name, kind, source.strip(), low, high, log, step)
+
+
+def parse_search_space(section: Any, dataset: str, where: str, model_cls=None,
+                       model_name: str | None = None) -> SearchSpace:
+    """A preset's ``search:`` section -> the :class:`SearchSpace` of ``dataset`` (the
+    ``default`` block updated by the dataset's; ``<name>-interactions`` falls back to
+    ``<name>``'s block). With ``model_cls`` every name is checked against the model's and the
+    trainer's options."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f'{where}: search: must be a mapping with a default: block')
+    for block_name, block in section.items():
+        if block is not None and not isinstance(block, dict):
+            raise ConfigError(f'{where}: search.{block_name} must be a mapping of option names '
+                              f'to ranges, got {type(block).__name__}')
+    block_key = dataset
+    if block_key not in section and dataset.endswith('-interactions'):
+        block_key = dataset[:-len('-interactions')]
+    merged: dict[str, tuple[Any, str]] = {}
+    for name, spec in (section.get('default') or {}).items():
+        merged[name] = (spec, f'{where}: search.default.{name}')
+    for name, spec in (section.get(block_key) or {}).items() if block_key != 'default' else ():
+        if spec is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = (spec, f'{where}: search.{block_key}.{name}')
+    params = [parse_param(name, spec, w) for name, (spec, w) in merged.items()]
+    if model_cls is not None:
+        model_types, train_types = model_option_types(model_cls), train_option_types()
+        for p in params:
+            try:
+                for section, key in _route(p.name, model_types, train_types):
+                    valid = model_types if section == 'model' else train_types
+                    check_keys({key: None}, valid, f'{section}.{key}', section)
+            except ConfigError as err:
+                raise ConfigError(f'{where}: search parameter {p.name!r}: {err}') from None
+    return SearchSpace(model_name or '', dataset, params)
+
+
+def load_search_space(model_name: str, dataset: str, path: str | os.PathLike | None = None
+                      ) -> SearchSpace:
+    """The search space of ``model_name`` on ``dataset`` from its preset (or ``path``)."""
+    from ..models import get_model_class
+    model_cls = get_model_class(model_name)
+    path = Path(path) if path is not None else preset_path(model_name)
+    if not path.is_file():
+        raise ConfigError(f'{model_name} has no preset file {path}, so no search space; add a '
+                          f'search: section there')
+    data = yaml.safe_load(path.read_text()) or {}
+    space = parse_search_space(data.get(SEARCH_SECTION), dataset, str(path), model_cls,
+                               model_name.lower())
+    space.path = path
+    if not space.params:
+        raise ConfigError(f'{path}: no search space for {model_name} on {dataset}; add a '
+                          f'search: section with a default: block (see mmssl_pyg/training/'
+                          f'tune.py)')
+    return space
+
+
+# ---------------------------------------------------------------------------------------------
+# tuned presets
+
+
+def split_sections(params: dict[str, Any], model_cls) -> dict[str, dict[str, Any]]:
+    """``{'model': {...}, 'train': {...}}`` of searched values, routed like overrides."""
+    out: dict[str, dict[str, Any]] = {'model': {}, 'train': {}}
+    model_types, train_types = model_option_types(model_cls), train_option_types()
+    for name, value in params.items():
+        for section, key in _route(name, model_types, train_types):
+            out[section][key] = value
+    return out
+
+
+def write_tuned_preset(path: str | os.PathLike, model_name: str, dataset: str,
+                       sections: dict[str, dict[str, Any]], provenance: dict[str, Any]) -> Path:
+    """Write a tuned preset (atomically): a comment header, ``provenance:``, ``model:`` and
+    ``train:``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = (f'# Tuned settings of {model_name} on {dataset}, written by `mmssl-pyg tune`: the best '
+            f'trial of study\n# {provenance.get("study")!r}, selected on '
+            f'{provenance.get("metric")} only (the test split was never evaluated).\n'
+            f'# Use: mmssl-pyg train --model {model_name} --dataset {dataset} --tuned\n'
+            f'# Regenerate by rerunning the study rather than editing by hand.\n')
+    body = yaml.safe_dump({'provenance': provenance,
+                           'model': sections.get('model') or {},
+                           'train': sections.get('train') or {}}, sort_keys=False,
+                          allow_unicode=True, width=100)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(head + body)
+    os.replace(tmp, path)
+    return path
+
+
+def _git_commit() -> str:
+    """``<sha>`` (``+dirty`` when the checkout has changes) of the package's checkout."""
+    where = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=where, capture_output=True,
+                             text=True, timeout=20)
+        if sha.returncode != 0:
+            return 'unknown (not a git checkout)'
+        status = subprocess.run(['git', 'status', '--porcelain'], cwd=where,
+                                capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown (git failed)'
+    return sha.stdout.strip() + ('+dirty' if status.stdout.strip() else '')
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r'(://[^:/@]+:)[^@]*@', r'\1***@', url)
+
+
+# ---------------------------------------------------------------------------------------------
+# the study
+
+
+class _TrialTracker(BudgetTracker):
+    """Also reports the validation metric to Optuna after each evaluated epoch and prunes the
+    trial when the pruner says so; the budget is the study's remaining seconds."""
+
+    def __init__(self, inner, trial, key: str, budget: float | None):
+        super().__init__(inner, budget)
+        self.trial, self.key = trial, key
+
+    def log(self, metrics, step):
+        import optuna
+        self.inner.log(metrics, step)
+        value = metrics.get(self.key)
+        if value is not None:
+            self.trial.report(float(value), step)
+            if self.trial.should_prune():
+                self.trial.set_user_attr('pruned_at_epoch', step)
+                raise optuna.TrialPruned(f'pruned after epoch {step} ({self.key} {value:.4g})')
+        self.check_budget(step)
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` returns.
+
+    Attributes:
+        study_name, storage: the study and its database URL (password hidden).
+        counts: trials per state (``complete``, ``pruned``, ``failed``, ``running``, ``waiting``).
+        spent_seconds: summed seconds of the finished trials (the ``timeout`` budget's use).
+        best_trial, best_value, best_params: the best complete trial (``None`` when none).
+        preset: the tuned preset written (``None`` when not written).
+        stopped_by: ``'trials'``, ``'timeout'`` (or ``None`` when neither was reached).
+    """
+    study_name: str
+    storage: str
+    counts: dict[str, int]
+    spent_seconds: float
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    preset: Path | None = None
+    stopped_by: str | None = None
+
+
+def _counts(study) -> dict[str, int]:
+    from optuna.trial import TrialState
+    names = {TrialState.COMPLETE: 'complete', TrialState.PRUNED: 'pruned',
+             TrialState.FAIL: 'failed', TrialState.RUNNING: 'running',
+             TrialState.WAITING: 'waiting'}
+    out = dict.fromkeys(names.values(), 0)
+    for t in study.get_trials(deepcopy=False):
+        out[names[t.state]] += 1
+    return out
+
+
+def spent_seconds(study) -> float:
+    """Summed seconds of the study's finished (complete or pruned) trials, as recorded by the
+    trials themselves (a killed trial's partial time is not counted)."""
+    from optuna.trial import TrialState
+    return float(sum(t.user_attrs.get('seconds', 0.0) for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))))
+
+
+def _fmt(value: Any) -> str:
+    return f'{value:.4g}' if isinstance(value, float) else str(value)
+
+
+def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
+         storage: str | None = None, study_name: str | None = None, seed: int = 0,
+         overrides: list[str] | None = None, config_file: str | os.PathLike | None = None,
+         root: str | None = None, modalities: list[str] | None = None,
+         device: str | None = None, wandb: str = 'offline', prune: bool = True,
+         run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = 'runs',
+         write_preset: bool = True, preset_dir: str | os.PathLike | None = None,
+         heartbeat_interval: int = 60, grace_period: int = 180,
+         log: Callable[[str], None] | None = None) -> TuneResult:
+    """Run (or continue) the Optuna study of ``model`` on ``dataset``; write the tuned preset.
+
+    Args:
+        model, dataset: what to tune (the dataset as ``mmssl-pyg train --dataset`` takes it).
+        trials: finished (complete or pruned) trials the study should have; a resumed or shared
+            study counts the trials it already has.
+        timeout: the study's budget in summed trial seconds (``None``: no budget). No trial
+            starts once it is used up, and a running trial stops (its best validation epoch so
+            far is its score) when the budget runs out during it.
+        storage: database URL (default ``sqlite:///<run_dir>/study.db``).
+        study_name: default ``<model>-<dataset>``.
+        seed: seeds TPE, mixed with the number of trials already in the study
+            (``seed * 1_000_003 + trials``), so a resumed process does not replay the draws of
+            the first. Give each process sharing a study its own ``seed``. Every trial trains
+            with the same seed, the preset's training ``seed`` (fix another with
+            ``overrides=['seed=N']``).
+        overrides, config_file: options fixed for every trial (``key=value`` strings / a YAML
+            file); a searched option cannot also be fixed.
+        root, modalities: as for :func:`~mmssl_pyg.training.run.train_run`.
+        device: trainer device (default: the preset's, ``auto``).
+        wandb: ``'offline'`` (default; one run per trial under ``<run_dir>/wandb``),
+            ``'online'`` or ``'disabled'``.
+        prune: median pruning on the validation metric after every epoch (no pruning in the
+            first :data:`PRUNER_STARTUP_TRIALS` trials and before epoch
+            :data:`PRUNER_WARMUP_EPOCHS`).
+        run_dir: the study folder (default ``<runs_root>/tune/<study_name>``).
+        write_preset: write the best trial to ``<preset_dir>/<model>-<dataset>.yaml``
+            (default folder: ``mmssl_pyg/configs/tuned``).
+        heartbeat_interval, grace_period: seconds; a running trial whose process has not
+            beaten for ``grace_period`` is marked failed and retried once with its parameters.
+        log: receives the progress lines (default ``print``; one line per trial).
+    """
+    try:
+        import optuna
+        from optuna.storages import RDBStorage, RetryFailedTrialCallback
+        from optuna.trial import TrialState
+    except ImportError:
+        raise ImportError('mmssl-pyg tune needs Optuna, which is not installed. Run `pip install '
+                          '"mmssl-pyg[tune]"` (or `pip install optuna`).') from None
+    from ..models import get_model_class
+    from .run import _dataset_key, build_model, load_graph, run_model_kwargs
+    from .tracking import make_tracker
+    from .trainer import NonFiniteLossError, Trainer, seed_everything
+
+    log = log or (lambda line: print(line, flush=True))
+    if not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f'--trials must be a positive integer, got {trials!r}')
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f'--timeout must be a positive number of seconds, got {timeout!r}')
+    model_cls = get_model_class(model)
+    model = model.lower()
+    if not getattr(model_cls, 'trainable', True):
+        raise ConfigError(f'{model} has no hyper-parameters to tune (it is not trained)')
+    key = _dataset_key(dataset)
+    space = load_search_space(model, key)
+    fixed = parse_overrides(overrides)
+    both = sorted({k for k, _ in fixed} & set(space.names))
+    if both:
+        raise ConfigError(f'{both} are searched ({space.path}: search:) and fixed on the command '
+                          f'line; drop the key=value or remove it from the search space')
+    updates = {'device': device, 'progress': False}
+    # Fail on bad option names or values before any data loading (one point of the space).
+    probe = [(p.name, p.choices[0] if p.kind == 'categorical' else p.low) for p in space.params]
+    first = resolve_options(model_cls, key, model_name=model, config_file=config_file,
+                            overrides=fixed + probe, train_updates=updates)
+    metric = first.train.metric
+    study_name = study_name or f'{model}-{key}'
+    run_dir = Path(run_dir) if run_dir is not None else Path(runs_root) / 'tune' / study_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if storage is None:
+        storage = f'sqlite:///{(run_dir / "study.db").resolve()}'
+    with warnings.catch_warnings():  # heartbeats are marked experimental
+        warnings.simplefilter('ignore')
+        engine = {'connect_args': {'timeout': 60}} if storage.startswith('sqlite') else None
+        try:
+            rdb = RDBStorage(storage, engine_kwargs=engine,
+                             heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                             failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+        except Exception as err:  # noqa: BLE001 - SQLAlchemy/driver errors vary
+            raise ConfigError(f'--storage {_hide_password(storage)}: cannot open the study '
+                              f'database ({type(err).__name__}: {err}). Use a SQLAlchemy URL '
+                              f'such as sqlite:///path/study.db or '
+                              f'postgresql://user:pass@host/db') from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                         n_warmup_steps=PRUNER_WARMUP_EPOCHS) if prune \
+        else optuna.pruners.NopPruner()
+    study = optuna.create_study(storage=rdb, study_name=study_name, direction='maximize',
+                                pruner=pruner, load_if_exists=True)
+    identity = {'model': model, 'dataset': key, 'metric': f'val/{metric}',
+                'search_space': space.to_dict(),
+                'fixed': [f'{k}={v}' for k, v in fixed] +
+                ([f'--config {config_file}'] if config_file else []),
+                'train_seed': first.train.seed}
+    _check_identity(study, identity, study_name, storage)
+    existing = len(study.get_trials(deepcopy=False))
+    sampler_seed = (seed * 1_000_003 + existing) % 2**32
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    safe_url = _hide_password(storage)
+    log(f'[tune {study_name}] {model} on {key}: {existing} trial(s) in {safe_url}; target '
+        f'{trials} finished trials' + (f', budget {timeout:.0f}s' if timeout else '') +
+        f'; searching {", ".join(space.names)}')
+
+    graph_cache: dict[str, Any] = {}
+
+    def objective(trial) -> float:
+        t0 = time.perf_counter()
+        params = space.suggest(trial)
+        options = resolve_options(model_cls, key, model_name=model, config_file=config_file,
+                                  overrides=fixed + params, train_updates=updates)
+        if 'graph' not in graph_cache:
+            graph_cache['graph'] = load_graph(dataset, root, modalities)
+        graph = graph_cache['graph']
+        seed_everything(options.train.seed)
+        net = build_model(model, graph, run_model_kwargs(model_cls, options))
+        remaining = None if timeout is None else max(timeout - spent_seconds(study), 0.0)
+        inner = make_tracker(wandb, dir=run_dir, name=f'{study_name}-trial{trial.number}',
+                             project=TUNE_PROJECT, group=study_name, job_type='trial',
+                             config={'study': study_name, 'trial': trial.number,
+                                     'params': dict(params), 'fixed': identity['fixed']})
+        tracker = _TrialTracker(inner, trial, f'val/{metric}', remaining)
+        try:
+            trainer = Trainer(net, graph, options.train, tracker=tracker)
+            tracker.trainer = trainer
+            fit = trainer.fit(test=False)  # selection on validation: test is never read
+        except NonFiniteLossError as err:
+            trial.set_user_attr('diverged', str(err)[:500])
+            raise optuna.TrialPruned(f'diverged: {str(err)[:200]}') from None
+        finally:
+            trial.set_user_attr('seconds', time.perf_counter() - t0)
+            tracker.finish()
+        trial.set_user_attr('best_epoch', fit.best_epoch)
+        trial.set_user_attr('epochs_run', len(fit.history))
+        trial.set_user_attr('val', fit.val)
+        if tracker.cut_at is not None:
+            trial.set_user_attr('budget_cut_at_epoch', tracker.cut_at)
+        return float(fit.val[metric])
+
+    def finished() -> int:
+        c = _counts(study)
+        return c['complete'] + c['pruned']
+
+    state = {'stopped_by': None}
+
+    def after_trial(study, frozen) -> None:
+        done, spent = finished(), spent_seconds(study)
+        what = frozen.state.name
+        if frozen.state == TrialState.COMPLETE:
+            what += (f' val {metric} {frozen.value:.4f} at epoch '
+                     f'{frozen.user_attrs.get("best_epoch")}/{frozen.user_attrs.get("epochs_run")}')
+            if frozen.user_attrs.get('budget_cut_at_epoch'):
+                what += ' (budget cut)'
+        elif frozen.state == TrialState.PRUNED:
+            what += (' (diverged)' if 'diverged' in frozen.user_attrs else
+                     f' after epoch {frozen.user_attrs.get("pruned_at_epoch")}')
+        params = ' '.join(f'{k}={_fmt(v)}' for k, v in frozen.params.items())
+        try:
+            best = f'best {study.best_value:.4f} (trial {study.best_trial.number})'
+        except ValueError:
+            best = 'no complete trial yet'
+        log(f'[tune {study_name}] trial {frozen.number}: {what}; {params}; '
+            f'{frozen.user_attrs.get("seconds", float("nan")):.1f}s | {done}/{trials} finished, '
+            f'{spent:.0f}s' + (f' of {timeout:.0f}s' if timeout else '') + f'; {best}')
+        if done >= trials:
+            state['stopped_by'] = 'trials'
+            study.stop()
+        elif timeout is not None and spent >= timeout:
+            state['stopped_by'] = 'timeout'
+            study.stop()
+
+    if finished() >= trials:
+        state['stopped_by'] = 'trials'
+    elif timeout is not None and spent_seconds(study) >= timeout:
+        state['stopped_by'] = 'timeout'
+    if state['stopped_by'] is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', category=optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, callbacks=[after_trial])
+    else:
+        log(f'[tune {study_name}] nothing to run: the study already reached its '
+            f'{"trial count" if state["stopped_by"] == "trials" else "budget"}')
+
+    counts, spent = _counts(study), spent_seconds(study)
+    result = TuneResult(study_name, safe_url, counts, spent, stopped_by=state['stopped_by'])
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        log(f'[tune {study_name}] no complete trial, so no tuned preset was written')
+        return result
+    best = study.best_trial
+    result.best_trial, result.best_value = best.number, float(best.value)
+    result.best_params = dict(best.params)
+    log(f'[tune {study_name}] best trial {best.number}: val {metric} {best.value:.4f} '
+        f'({" ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())}); trials {counts}')
+    if write_preset:
+        path = tuned_preset_path(model, key, preset_dir)
+        provenance = {
+            'study': study_name, 'storage': safe_url, 'metric': f'validation {metric}',
+            'best_trial': best.number, 'best_value': float(best.value),
+            'best_epoch': best.user_attrs.get('best_epoch'),
+            'trials': {'complete': counts['complete'], 'pruned': counts['pruned'],
+                       'failed': counts['failed'], 'target': trials},
+            'budget_seconds': timeout, 'spent_seconds': round(spent, 1),
+            'sampler': f'TPESampler(seed={sampler_seed}) (--seed {seed}, {existing} trials '
+                       f'already in the study when this process started)',
+            'pruner': (f'MedianPruner(n_startup_trials={PRUNER_STARTUP_TRIALS}, '
+                       f'n_warmup_steps={PRUNER_WARMUP_EPOCHS})') if prune else 'none',
+            'train_seed': first.train.seed, 'fixed': identity['fixed'],
+            'search_space': space.to_dict(),
+            'date': _dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
+            'commit': _git_commit(),
+            'command': 'mmssl-pyg ' + shlex.join(sys.argv[1:]) if sys.argv[0].endswith(
+                'mmssl-pyg') else shlex.join(sys.argv),
+        }
+        if path.is_file():
+            old = (yaml.safe_load(path.read_text()) or {}).get('provenance') or {}
+            log(f'[tune {study_name}] replacing {path} (study {old.get("study")!r}, best '
+                f'{old.get("best_value")}, {old.get("date")})')
+        sections = split_sections(best.params, model_cls)
+        result.preset = write_tuned_preset(path, model, key, sections, provenance)
+        log(f'[tune {study_name}] wrote {path}; use it with: mmssl-pyg train --model {model} '
+            f'--dataset {dataset} --tuned')
+    return result
+
+
+def _check_identity(study, identity: dict[str, Any], study_name: str, storage: str) -> None:
+    """Store what the study searches on its first use; refuse to mix another search into it."""
+    attrs = study.user_attrs
+    if not attrs.get('identity'):
+        study.set_user_attr('identity', identity)
+        return
+    old = attrs['identity']
+    diffs = [k for k in identity if _plain(old.get(k)) != _plain(identity[k])]
+    if diffs:
+        detail = '; '.join(f'{k}: study has {old.get(k)!r}, asked {identity[k]!r}'
+                           for k in diffs)[:1500]
+        raise ConfigError(
+            f'study {study_name!r} in {_hide_password(storage)} was created for another search '
+            f'({detail}). Continue it with the same settings, or start a new study with '
+            f'--study-name or --storage.')
+
+
+def _plain(x):
+    """JSON-comparable form (tuples -> lists) of what the storage returns."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x

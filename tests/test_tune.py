@@ -1,0 +1,319 @@
+"""``mmssl-pyg tune``: search spaces, the Optuna study (resume after a kill), tuned presets."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmssl_pyg import cli
+from mmssl_pyg.models import MODELS, LightGCN
+from mmssl_pyg.training import Trainer, resolve_options
+from mmssl_pyg.training import config as config_mod
+from mmssl_pyg.training.config import ConfigError, find_tuned_preset, read_yaml
+from mmssl_pyg.training.tune import (
+    SearchParam,
+    load_search_space,
+    parse_search_space,
+    split_sections,
+    tune,
+    write_tuned_preset,
+)
+
+optuna = pytest.importorskip('optuna')
+from optuna.trial import TrialState  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Fixed options of the study tests: tiny epochs of MF on tiktok-mini (about 2 s a trial).
+TINY = ['epochs=40', 'batch_size=128', 'batches_per_epoch=2', 'patience=0', 'num_threads=1']
+
+
+# ---------------------------------------------------------------------------------------------
+# search spaces
+
+
+def test_parse_search_space_kinds_dataset_blocks_and_routing():
+    section = {
+        'default': {
+            'lr': {'low': '1e-4', 'high': 1.0e-2, 'log': True, 'source': 'paper'},
+            'model.num_layers': {'low': 1, 'high': 4, 'source': 'paper'},
+            'model.reg_weight': {'choices': [0.0, 1.0e-4], 'source': 'grid'},
+            'embedding_dim': {'low': 16, 'high': 64, 'step': 16, 'source': 'mine'},
+        },
+        'tiktok': {'model.reg_weight': None,  # dropped on tiktok
+                   'lr': {'low': 1.0e-3, 'high': 2.0e-3, 'type': 'float', 'source': 'x'}},
+    }
+    base = parse_search_space(section, 'amazon-baby', 'f.yaml', LightGCN, 'lightgcn')
+    kinds = {p.name: (p.kind, p.low, p.high, p.log, p.step, p.choices) for p in base.params}
+    assert kinds == {
+        'lr': ('float', 1e-4, 1e-2, True, None, ()),
+        'model.num_layers': ('int', 1, 4, False, None, ()),
+        'model.reg_weight': ('categorical', None, None, False, None, (0.0, 1e-4)),
+        'embedding_dim': ('int', 16, 64, False, 16, ()),
+    }
+    tik = parse_search_space(section, 'tiktok', 'f.yaml', LightGCN)
+    assert tik.names == ['lr', 'model.num_layers', 'embedding_dim']
+    assert (tik.params[0].low, tik.params[0].high) == (1e-3, 2e-3)
+    # the ID-only copy of a dataset uses its block
+    assert parse_search_space(section, 'tiktok-interactions', 'f', LightGCN).names == tik.names
+    # suggestions route like overrides
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    pairs = tik.suggest(study.ask())
+    opts = resolve_options(LightGCN, 'tiktok', overrides=pairs)
+    values = dict(pairs)
+    assert opts.train.lr == values['lr'] and 1e-3 <= values['lr'] <= 2e-3
+    assert opts.model_kwargs['num_layers'] == values['model.num_layers']
+    assert opts.model_kwargs['embedding_dim'] in (16, 32, 48, 64)
+    assert split_sections(values, LightGCN) == {
+        'model': {'num_layers': values['model.num_layers'],
+                  'embedding_dim': values['embedding_dim']},
+        'train': {'lr': values['lr']}}
+
+
+@pytest.mark.parametrize('spec, message', [
+    ({'low': 1, 'high': 2}, 'source is missing'),
+    ({'low': 2.0, 'high': 1.0, 'source': 's'}, 'low must be below high'),
+    ({'low': 0.0, 'high': 1.0, 'log': True, 'source': 's'}, 'log range needs low > 0'),
+    ({'low': 1, 'high': 2, 'source': 's', 'typo': 1}, r"unknown field\(s\) \['typo'\]"),
+    ({'choices': [1, 2], 'low': 1, 'source': 's'}, 'choices cannot be combined'),
+    ({'choices': [[0.1, 0.2]], 'source': 's'}, 'are not numbers'),
+    ({'choices': [], 'source': 's'}, 'non-empty list'),
+    ({'low': 'abc', 'high': 1.0, 'source': 's'}, 'must be a number'),
+    ({'low': 1.0e-4, 'high': 1.0, 'log': True, 'step': 0.1, 'source': 's'}, 'cannot be combined'),
+    ({'low': 1, 'high': 4, 'type': 'int', 'step': 0.5, 'source': 's'}, 'integer'),
+    ([1, 2], 'expected a mapping'),
+])
+def test_bad_search_entries_name_the_file_and_field(spec, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_search_space({'default': {'lr': spec}}, 'tiktok', 'my.yaml', LightGCN)
+    assert 'my.yaml: search.default.lr' in str(err.value)
+
+
+def test_unknown_option_in_search_space():
+    with pytest.raises(ConfigError, match=r"my.yaml: search parameter 'model.depth'.*unknown"):
+        parse_search_space({'default': {'model.depth': {'low': 1, 'high': 3, 'source': 's'}}},
+                           'tiktok', 'my.yaml', LightGCN)
+
+
+def test_every_trainable_model_ships_a_valid_search_space():
+    for name, cls in MODELS.items():
+        if not cls.trainable:
+            with pytest.raises(ConfigError, match='no hyper-parameters to tune'):
+                tune(name, 'tiktok-mini', trials=1)
+            continue
+        for dataset in ('tiktok', 'tiktok-mini', 'amazon-baby-interactions'):
+            space = load_search_space(name, dataset)
+            assert space.params and all(len(p.source) > 10 for p in space.params), name
+            assert 'lr' in space.names  # every model searches the same lr range
+            # both ends of every range are valid options of the model and trainer
+            for pick in (0, -1):
+                point = [(p.name, p.choices[pick] if p.kind == 'categorical' else
+                          (p.low, p.high)[pick]) for p in space.params]
+                resolve_options(cls, dataset, model_name=name, overrides=point)
+    lr = {load_search_space(n, 'tiktok').params[0] for n in MODELS if MODELS[n].trainable}
+    assert len({(p.low, p.high, p.log) for p in lr}) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# tuned presets
+
+
+def test_tuned_preset_round_trip_and_lookup(tmp_path, monkeypatch, capsys):
+    prov = {'study': 's', 'metric': 'validation recall@20', 'best_value': 0.1}
+    path = write_tuned_preset(tmp_path / 'lightgcn-tiktok.yaml', 'lightgcn', 'tiktok',
+                              split_sections({'lr': 0.002, 'model.num_layers': 2}, LightGCN),
+                              prov)
+    text = path.read_text()
+    assert text.startswith('# Tuned settings of lightgcn on tiktok')
+    data = yaml.safe_load(text)
+    assert data == {'provenance': prov, 'model': {'num_layers': 2}, 'train': {'lr': 0.002}}
+    assert read_yaml(path) == data  # a valid --config file (provenance is allowed)
+    monkeypatch.setattr(config_mod, 'TUNED_DIR', tmp_path)
+    opts = resolve_options(LightGCN, 'tiktok', model_name='lightgcn', tuned=True)
+    assert opts.train.lr == 0.002 and opts.model_kwargs['num_layers'] == 2
+    assert opts.sources['train.lr'] == f'tuned preset {path}'
+    assert opts.model_kwargs['reg_weight'] == 1e-4  # the preset supplies the rest
+    # the preset's dataset block still applies under the tuned values; overrides win over both
+    opts = resolve_options(LightGCN, 'tiktok', model_name='lightgcn', tuned=True,
+                           overrides=['lr=0.005'])
+    assert opts.train.lr == 0.005
+    assert find_tuned_preset('lightgcn', 'tiktok-interactions') == path
+    with pytest.raises(ConfigError, match=r'no tuned preset for lightgcn on amazon-baby.*'
+                                          r'mmssl-pyg tune --model lightgcn'):
+        resolve_options(LightGCN, 'amazon-baby', model_name='lightgcn', tuned=True)
+    # the CLI applies it with --tuned (and says what to do when there is none)
+    write_tuned_preset(tmp_path / 'lightgcn-tiktok-mini.yaml', 'lightgcn', 'tiktok-mini',
+                       {'model': {'num_layers': 1}, 'train': {'lr': 0.003}}, prov)
+    out = tmp_path / 'run'
+    assert cli.main(['train', '--model', 'lightgcn', '--dataset', 'tiktok-mini', '--tuned',
+                     '--run-dir', str(out), '--epochs', '1', '--wandb', 'disabled',
+                     '--no-progress', 'batch_size=128', 'batches_per_epoch=1']) == 0
+    saved = yaml.safe_load((out / 'config.yaml').read_text())
+    assert saved['train']['lr'] == 0.003 and saved['model_kwargs']['num_layers'] == 1
+    assert cli.main(['train', '--model', 'mf', '--dataset', 'tiktok-mini', '--tuned']) == 2
+    assert 'no tuned preset for mf on tiktok-mini' in capsys.readouterr().err
+
+
+def test_search_param_to_dict_round_trips():
+    p = SearchParam('lr', 'float', 'paper', 1e-4, 1e-2, True)
+    assert p.to_dict() == {'type': 'float', 'low': 1e-4, 'high': 1e-2, 'log': True,
+                           'source': 'paper'}
+    space = parse_search_space({'default': {'lr': p.to_dict()}}, 'x', 'f', LightGCN)
+    assert space.params == [p]
+
+
+# ---------------------------------------------------------------------------------------------
+# the study
+
+
+def test_trial_tracker_reports_every_epoch_and_prunes(mini_graph):
+    """The trainer's per-epoch validation metric reaches Optuna; a pruner stops the trial."""
+    from mmssl_pyg.training.tracking import MemoryTracker
+    from mmssl_pyg.training.tune import _TrialTracker
+    study = optuna.create_study(direction='maximize',
+                                pruner=optuna.pruners.ThresholdPruner(lower=0.5))
+    seen = {}
+
+    def objective(trial):
+        opts = resolve_options(MODELS['mf'], 'tiktok-mini', model_name='mf',
+                               overrides=TINY + ['epochs=5'])
+        inner = MemoryTracker()
+        tracker = _TrialTracker(inner, trial, 'val/recall@20', None)
+        seen['inner'] = inner
+        Trainer(MODELS['mf'](mini_graph), mini_graph, opts.train, tracker=tracker).fit(
+            test=False)
+        return 1.0
+
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.PRUNED  # recall < 0.5 after epoch 1
+    assert trial.user_attrs['pruned_at_epoch'] == 1
+    assert trial.intermediate_values == {1: seen['inner'].history[0][1]['val/recall@20']}
+
+
+def test_budget_stops_the_running_trial(mini_graph):
+    from mmssl_pyg.training.tracking import NullTracker
+    from mmssl_pyg.training.tune import _TrialTracker
+    study = optuna.create_study(direction='maximize')
+    trial = study.ask()
+    opts = resolve_options(MODELS['mf'], 'tiktok-mini', model_name='mf', overrides=TINY)
+    tracker = _TrialTracker(NullTracker(), trial, 'val/recall@20', budget=0.0)
+    trainer = Trainer(MODELS['mf'](mini_graph), mini_graph, opts.train, tracker=tracker)
+    tracker.trainer = trainer
+    fit = trainer.fit(test=False)
+    assert len(fit.history) == 1 and tracker.cut_at == 1 and fit.test == {}
+
+
+@pytest.fixture(scope='module')
+def mini_graph():
+    from mmssl_pyg.training.run import load_graph
+    return load_graph('tiktok-mini')
+
+
+def _study(storage: str, name: str):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
+    """A real ``mmssl-pyg tune`` process is killed in its second trial; a new process (here:
+    in-process) continues the same SQLite study: the first trial is kept, the killed one is
+    marked failed and rerun with its parameters, and the study stops at --trials finished."""
+    run_dir, presets = tmp_path / 'study', tmp_path / 'presets'
+    storage = f'sqlite:///{run_dir / "study.db"}'
+    name = 'mf-tiktok-mini'
+    cmd = [sys.executable, '-m', 'mmssl_pyg.cli', 'tune', '--model', 'mf', '--dataset',
+           'tiktok-mini', '--trials', '2', '--run-dir', str(run_dir), '--preset-dir',
+           str(presets), '--wandb', 'disabled', '--device', 'cpu', *TINY]
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    lines = []
+    try:
+        for line in proc.stdout:  # wait for the first finished trial
+            lines.append(line)
+            if 'trial 0:' in line:
+                break
+        assert 'COMPLETE' in lines[-1], ''.join(lines)
+        deadline = time.time() + 60  # then kill it once trial 1 has reported an epoch
+        while time.time() < deadline:
+            running = [t for t in _study(storage, name).trials if t.state == TrialState.RUNNING]
+            if running and running[0].intermediate_values:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    before = _study(storage, name).trials
+    assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
+    assert not presets.exists()  # killed before writing anything
+    first, killed = before
+    time.sleep(1.5)  # the killed trial's heartbeat is now older than the grace period
+
+    def no_test(self):  # selection never reads the test split
+        raise AssertionError('the test split was evaluated during tuning')
+
+    monkeypatch.setattr(Trainer, '_test_best', no_test)
+    logged = []
+    result = tune('mf', 'tiktok-mini', trials=2, storage=storage, run_dir=run_dir,
+                  overrides=TINY, device='cpu', wandb='offline', preset_dir=presets,
+                  heartbeat_interval=1, grace_period=1, log=logged.append)
+    after = _study(storage, name).trials
+    assert after[0].number == first.number and after[0].value == first.value
+    assert after[0].params == first.params  # the first trial is kept as it was
+    assert after[1].state == TrialState.FAIL  # the killed one
+    assert [t.state for t in after[2:]] == [TrialState.COMPLETE]  # its rerun, same parameters
+    assert after[2].params == killed.params
+    assert result.counts == {'complete': 2, 'pruned': 0, 'failed': 1, 'running': 0,
+                             'waiting': 0}
+    assert result.stopped_by == 'trials'
+    best = max((t for t in after if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert (result.best_trial, result.best_value) == (best.number, best.value)
+    # progress: one line per trial of this process, plus start and end lines
+    trial_lines = [x for x in logged if '] trial ' in x]
+    assert len(trial_lines) == 1 and 'trial 2: COMPLETE' in trial_lines[0]
+    assert '2/2 finished' in trial_lines[0]
+    # wandb: one offline run for the trial this process ran, with its per-epoch validation
+    from test_wandb import read_wandb_file
+    runs = list((run_dir / 'wandb').glob('offline-run-*/run-*.wandb'))
+    assert len(runs) == 1
+    rec = read_wandb_file(runs[0])
+    assert rec['config']['trial'] == 2 and rec['config']['study'] == name
+    assert len([h for h in rec['history'] if 'val/recall@20' in h]) == 40
+    # the tuned preset: best parameters and provenance
+    data = yaml.safe_load((presets / 'mf-tiktok-mini.yaml').read_text())
+    assert data['train'] == {'lr': best.params['lr']}
+    assert data['model'] == {'reg_weight': best.params['model.reg_weight']}
+    prov = data['provenance']
+    assert prov['study'] == name and prov['best_trial'] == best.number
+    assert prov['best_value'] == best.value and prov['metric'] == 'validation recall@20'
+    assert prov['trials'] == {'complete': 2, 'pruned': 0, 'failed': 1, 'target': 2}
+    assert prov['fixed'] == TINY and set(prov['search_space']) == {'lr', 'model.reg_weight'}
+    assert len(prov['commit']) >= 7 and prov['date'].endswith('UTC')
+    # reached: a third process runs nothing; another search in the same study is refused
+    again = tune('mf', 'tiktok-mini', trials=2, storage=storage, run_dir=run_dir,
+                 overrides=TINY, wandb='disabled', write_preset=False, log=logged.append)
+    assert again.counts == result.counts and 'nothing to run' in logged[-2]
+    with pytest.raises(ConfigError, match='created for another search.*epochs=40'):
+        tune('mf', 'tiktok-mini', trials=3, storage=storage, run_dir=run_dir,
+             overrides=['epochs=3'], wandb='disabled', log=logged.append)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(['tune', '--model', 'pop', '--dataset', 'tiktok-mini', '--trials', '1']) == 2
+    assert 'no hyper-parameters to tune' in capsys.readouterr().err
+    assert cli.main(['tune', '--model', 'mf', '--dataset', 'tiktok-mini', '--trials', '0']) == 2
+    assert '--trials must be a positive integer' in capsys.readouterr().err
+    assert cli.main(['tune', '--model', 'mf', '--dataset', 'tiktok-mini', '--trials', '1',
+                     '--run-dir', str(tmp_path), '--storage', 'nosuchdb://x/y']) == 2
+    assert 'cannot open the study database' in capsys.readouterr().err
+    assert cli.main(['tune', '--model', 'mf', '--dataset', 'tiktok-mini', '--trials', '1',
+                     '--run-dir', str(tmp_path), 'lr=0.1']) == 2
+    assert "['lr'] are searched" in capsys.readouterr().err
