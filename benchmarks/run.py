@@ -33,7 +33,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # mmssl_pyg wit
 import _common as C  # noqa: E402
 
 BENCHMARKS = ('accuracy', 'tune', 'ablation', 'sparsity', 'convergence', 'sensitivity',
-              'efficiency', 'scaling')
+              'efficiency', 'scaling', 'estimator')
 ID_DATASETS = ('amazon-baby-interactions', 'amazon-sports-interactions')
 
 # Quick mode: every benchmark end to end on tiktok-mini in a few minutes (smoke test only).
@@ -330,9 +330,25 @@ def plan_scaling(args):
     return units
 
 
+#: MMSSL's training estimators: the paper's exact one (every interpolate in the gradient
+#: penalty, every batch user in L_G, a critic step every mini-batch) and the library default.
+ESTIMATORS = (
+    ('paper estimator', {'gp_samples': None, 'adv_samples': None}, {'critic_every': 1}),
+    ('default', {}, {}))
+
+
+def plan_estimator(args):
+    seeds = seeds_for(args, 'estimator', list(range(PAIRED_SEEDS)))
+    dataset = dataset_for(args)
+    return [unit(args, 'estimator', 'mmssl', dataset, s, name, mopts, train_extra=topts,
+                 meta={'estimator': name})
+            for s in seeds for name, mopts, topts in ESTIMATORS]
+
+
 PLANS = {'accuracy': plan_accuracy, 'tune': plan_tune, 'ablation': plan_ablation,
          'sparsity': plan_sparsity, 'convergence': plan_convergence,
          'sensitivity': plan_sensitivity, 'efficiency': plan_efficiency,
+         'estimator': plan_estimator,
          'scaling': plan_scaling}
 
 
@@ -788,7 +804,46 @@ def report_scaling(rep: C.Report):
                    'on synthetic graphs (timing only, random features)')
 
 
+def report_estimator(rep: C.Report):
+    """Validation Recall@20 per epoch of MMSSL's default estimator against the paper's, paired
+    by seed (the test split is not used), and the seconds per epoch."""
+    units = _ok(rep.units)
+    for (dataset,), group in _by(units, lambda u: u['spec']['dataset']).items():
+        per = {name: [u for u in group if u['spec']['label'] == name]
+               for name, _, _ in ESTIMATORS}
+        if not all(per.values()):
+            continue
+        epochs = min(len(u['history']) for us in per.values() for u in us)
+        rows = []
+        for e in range(1, epochs + 1):
+            vals = {name: {u['spec']['seed']: u['history'][e - 1].get('val/recall@20')
+                           for u in us} for name, us in per.items()}
+            cells = [e]
+            for name, _, _ in ESTIMATORS:
+                v = [x for x in vals[name].values() if x is not None]
+                cells.append(C.mean_std(v))
+            cells.append(C.paired_difference(vals['default'], vals['paper estimator']))
+            rows.append(cells)
+        secs = [C.mean_std([sum(h['epoch_seconds'] for h in u['history'][:epochs]) / epochs
+                            for u in per[name]]) for name, _, _ in ESTIMATORS]
+        rows.append(['s / epoch', *secs, ''])
+        seeds = sorted(set.intersection(*[{u['spec']['seed'] for u in us}
+                                          for us in per.values()]))
+        cols = ['epoch', *[f'val Recall@20, {n}' for n, _, _ in ESTIMATORS],
+                'paired Δ default − paper [95% CI]']
+        notes = [f'MMSSL on {dataset}, {epochs} epochs, no early stopping; paired seeds '
+                 f'{seeds}; mean ± std over seeds; validation split only.',
+                 'paper estimator: gp_samples=None, adv_samples=None, critic_every=1; '
+                 'default: the preset (see README, "Speed").',
+                 'Seconds per epoch are wall-clock on a shared machine unless the stamp says '
+                 'quiet; the speed benchmark (benchmarks/speed.py) is the timing reference.']
+        rep.add_table(f'estimator_{dataset}', f'MMSSL estimators on {dataset}', cols, rows,
+                      notes)
+    _long_csv(rep, units)
+
+
 REPORTS = {'accuracy': (report_accuracy, 'Accuracy (paper Table 2)'),
+           'estimator': (report_estimator, 'MMSSL speed estimators vs the paper\'s (validation)'),
            'tune': (report_tune, 'Validation-only tuning grid'),
            'ablation': (report_ablation, 'Ablation (paper Table 3)'),
            'sparsity': (report_sparsity, 'Sparsity (paper Table 4)'),

@@ -230,13 +230,13 @@ class MMSSL(Recommender):
             above); ``None`` (default) or ``C >= n_items``: all items, as in the paper.
         gp_samples: ``S``: the gradient penalty of Eq. 7 is averaged over ``S`` of the
             batch's interpolates, drawn uniformly (an unbiased estimate of the full mean; see
-            :func:`~mmssl_pyg.nn.losses.projected_gradient_penalty`); ``None`` (default):
-            every interpolate, as in the paper.
+            :func:`~mmssl_pyg.nn.losses.projected_gradient_penalty`; default ``64``);
+            ``None``: every interpolate, as in the paper.
         adv_samples: ``S``: the generator loss :math:`\mathcal{L}_G` (Eq. 6) averages the
             critic's output over the generated rows of ``S`` batch users, drawn uniformly
             per batch (the same users in every modality); an unbiased estimate of the mean
-            over the batch up to the critic's batch-norm statistics. ``None`` (default):
-            every batch user, as in the paper.
+            over the batch up to the critic's batch-norm statistics (default ``256``).
+            ``None``: every batch user, as in the paper.
         reg_weight: L2 weight on the batch's final embeddings (default ``1e-5``).
         modality_reg_weight: L2 weight on the batch's :math:`\mathbf{u}^m, \mathbf{i}^m`
             (default ``1e-5``).
@@ -263,8 +263,8 @@ class MMSSL(Recommender):
                  gp_weight: float = 0.3, critic_dropout: tuple[float, float] = (0.31, 0.5),
                  critic_negative_slope: float = 0.2, critic_output_scale: float = 1.0,
                  max_critic_memory: int | None = None, critic_batch_size: int = 1024,
-                 critic_columns: int | None = None, gp_samples: int | None = None,
-                 adv_samples: int | None = None,
+                 critic_columns: int | None = None, gp_samples: int | None = 64,
+                 adv_samples: int | None = 256,
                  reg_weight: float = 1e-5,
                  modality_reg_weight: float = 1e-5,
                  ablation: str | None = None, item_block_size: int = 4096,
