@@ -67,6 +67,49 @@ def _strip(history):
             for h in history]
 
 
+def _kill_and_resume(cmd: list[str], tmp_path: Path, env: dict, epochs: int,
+                     timeout: float = 60) -> tuple[dict, dict, int]:
+    """Run ``cmd`` twice with the same seed: once through (``full/``), once SIGKILLed as soon
+    as its first checkpoint exists (``cut/``) and then resumed with ``--resume``. Returns
+    both ``metrics.json`` and the epoch the killed run had checkpointed."""
+    full_dir, cut_dir = tmp_path / 'full', tmp_path / 'cut'
+    t0 = time.time()
+    full = subprocess.Popen([*cmd, '--run-dir', str(full_dir)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = subprocess.Popen([*cmd, '--run-dir', str(cut_dir)], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (cut_dir / 'last.pt').exists():
+            assert victim.poll() is None, 'the training process ended before a checkpoint'
+            assert time.time() - t0 < timeout, f'no checkpoint after {timeout} s'
+            time.sleep(0.01)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (cut_dir / 'metrics.json').exists()  # it really died mid-run
+    killed_at = load_checkpoint(cut_dir / 'last.pt')['epoch']
+    assert 1 <= killed_at < epochs
+
+    out, _ = full.communicate(timeout=timeout)
+    assert full.returncode == 0, out
+    resumed = subprocess.run(
+        [sys.executable, '-m', 'mmssl_pyg.cli', 'train', '--resume', '--run-dir', str(cut_dir),
+         '--no-progress'], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=timeout)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f'resumed {cut_dir} after epoch {killed_at}' in resumed.stdout
+    a = json.loads((full_dir / 'metrics.json').read_text())
+    b = json.loads((cut_dir / 'metrics.json').read_text())
+    assert b['resumed_from_epoch'] == killed_at and a['resumed_from_epoch'] is None
+    assert b['best_epoch'] == a['best_epoch']
+    assert b['val'] == a['val'] and b['test'] == a['test']
+    assert _strip(b['history']) == _strip(a['history'])
+    return a, b, killed_at
+
+
 @pytest.mark.slow
 def test_killed_training_process_resumes_to_the_uninterrupted_metrics(tmp_path):
     """Two real ``mmssl-pyg train`` processes with the same seed: one runs through, the other
@@ -80,38 +123,33 @@ def test_killed_training_process_resumes_to_the_uninterrupted_metrics(tmp_path):
            '--device', 'cpu',  # bitwise reproducible kernels
            '--no-progress', 'num_threads=1', 'embedding_dim=16', 'num_layers=2',
            'batch_size=16']
-    full_dir, cut_dir = tmp_path / 'full', tmp_path / 'cut'
-    t0 = time.time()
-    full = subprocess.Popen([*cmd, '--run-dir', str(full_dir)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = subprocess.Popen([*cmd, '--run-dir', str(cut_dir)], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while not (cut_dir / 'last.pt').exists():
-            assert victim.poll() is None, 'the training process ended before a checkpoint'
-            assert time.time() - t0 < 50, 'no checkpoint after 50 s'
-            time.sleep(0.01)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=10)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    assert victim.returncode == -signal.SIGKILL
-    assert not (cut_dir / 'metrics.json').exists()  # it really died mid-run
-    killed_at = load_checkpoint(cut_dir / 'last.pt')['epoch']
-    assert 1 <= killed_at < 6
+    _kill_and_resume(cmd, tmp_path, env, epochs=6)
 
-    out, _ = full.communicate(timeout=60)
-    assert full.returncode == 0, out
-    resumed = subprocess.run(
-        [sys.executable, '-m', 'mmssl_pyg.cli', 'train', '--resume', '--run-dir', str(cut_dir),
-         '--no-progress'], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f'resumed {cut_dir} after epoch {killed_at}' in resumed.stdout
 
-    a = json.loads((full_dir / 'metrics.json').read_text())
-    b = json.loads((cut_dir / 'metrics.json').read_text())
-    assert b['resumed_from_epoch'] == killed_at and a['resumed_from_epoch'] is None
-    assert b['best_epoch'] == a['best_epoch']
-    assert b['val'] == a['val'] and b['test'] == a['test']
-    assert _strip(b['history']) == _strip(a['history'])
+@pytest.mark.slow
+def test_killed_mmssl_run_resumes_to_the_uninterrupted_run(tmp_path):
+    """The same for MMSSL on the bundled sample: its resumed state includes the generated
+    modality graphs, the critic and its Adam moments, and every noise stream (dropout, Gumbel
+    noise, the gradient penalty's alpha). Metrics, history and final weights match exactly."""
+    from mmssl_pyg.data import load_dataset
+    load_dataset('tiktok-mini')  # processed once here, not by two processes at once
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+    cmd = [sys.executable, '-m', 'mmssl_pyg.cli', 'train', '--model', 'mmssl',
+           '--dataset', 'tiktok-mini', '--epochs', '4', '--seed', '5', '--wandb', 'disabled',
+           '--device', 'cpu', '--no-progress', 'num_threads=1', 'batch_size=128',
+           'batches_per_epoch=2']
+    a, _, _ = _kill_and_resume(cmd, tmp_path, env, epochs=4, timeout=120)
+    assert len(a['history']) == 4 and a['history'][0]['train/critic_gradient_penalty'] > 0
+    full, cut = (load_checkpoint(tmp_path / d / 'last.pt') for d in ('full', 'cut'))
+    assert full['epoch'] == cut['epoch'] == 4
+    extra = full['model']['_extra_state']
+    assert extra['has_generated'].any()  # graphs were generated and carried over
+    for key, value in full['model'].items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, cut['model'][key]), key
+    for m, n in zip(extra['neighbours'], cut['model']['_extra_state']['neighbours']):
+        assert torch.equal(m, n)
+    critic_a, critic_b = full['critic_optimizer']['state'], cut['critic_optimizer']['state']
+    assert critic_a.keys() == critic_b.keys() and critic_a
+    for k in critic_a:
+        assert torch.equal(critic_a[k]['exp_avg_sq'], critic_b[k]['exp_avg_sq'])

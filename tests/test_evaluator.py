@@ -108,3 +108,39 @@ def test_evaluate_uses_the_models_embeddings_in_eval_mode():
                         for m in ('recall', 'precision', 'ndcg', 'hit')}
     with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
         evaluate(model, graph, 'train')
+
+
+class _ModeDependent(torch.nn.Module):
+    """Scores that depend on the mode: in eval mode every user's held-out item scores 1 and
+    every other item 0 (a perfect ranking); in train mode the scores are negated (the
+    held-out item ranks last), as a model with dropout or noise differs between modes."""
+
+    def __init__(self, user_emb, item_emb):
+        super().__init__()
+        self.register_buffer('user_emb', user_emb)
+        self.register_buffer('item_emb', item_emb)
+        self.modes_seen = []
+
+    def get_embedding(self):
+        self.modes_seen.append(self.training)
+        sign = -1.0 if self.training else 1.0
+        return sign * self.user_emb, self.item_emb
+
+
+@pytest.mark.parametrize('start_in_training', [True, False])
+def test_evaluate_switches_a_mode_dependent_model_to_eval(start_in_training):
+    train = torch.tensor([[0, 1, 2], [0, 1, 4]])
+    test = torch.tensor([[0, 1, 2], [2, 3, 5]])
+    graph = RecGraph(3, 6, train, test, test)
+    user_emb = torch.zeros(3, 6)
+    user_emb[test[0], test[1]] = 1.0
+    model = _ModeDependent(user_emb, torch.eye(6)).train(start_in_training)
+    # by hand: eval-mode scores put each user's one held-out item first among 5 candidates
+    got = evaluate(model, graph, 'val', ks=(1, 4))
+    assert model.modes_seen == [False]
+    assert model.training == start_in_training  # mode restored
+    assert got['recall@1'] == got['ndcg@1'] == got['hit@1'] == 1.0
+    assert got['precision@4'] == pytest.approx(0.25)
+    # the train-mode scores rank it last of the 5 candidates: not in the top 4
+    wrong = evaluate_embeddings(-user_emb, torch.eye(6), graph, 'val', ks=(1, 4))
+    assert wrong['recall@4'] == 0.0

@@ -1,5 +1,6 @@
 """The exploration notebooks in ``notebooks/``: committed without outputs, and each one runs
-top to bottom headless (nbclient) on the bundled data.
+top to bottom headless (nbclient) on the bundled data, asserts its key outputs in its own
+"Checks" cell, and draws a figure in every cell that shows one.
 
 The execution tests start one kernel per notebook with *this* interpreter: a throw-away
 ``python3`` kernel spec in a temporary folder is put first on ``JUPYTER_PATH``, so nothing is
@@ -52,8 +53,8 @@ def kernel_for_this_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> s
             'display_name': 'Python 3 (tests)', 'language': 'python'}
     (spec_dir / 'kernel.json').write_text(json.dumps(spec), encoding='utf-8')
     monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jupyter'))
-    # plots render off-screen, the kernel inherits this environment
-    monkeypatch.setenv('MPLBACKEND', 'Agg')
+    # plots render to PNG outputs (as in Jupyter), the kernel inherits this environment
+    monkeypatch.setenv('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
     monkeypatch.setenv('WANDB_MODE', 'disabled')
     return 'python3'
 
@@ -85,4 +86,10 @@ def test_notebook_runs(path: Path, kernel_for_this_python: str):
     errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
               if o.get('output_type') == 'error']
     assert not errors, f'{path.name}: {errors[0].get("ename")}: {errors[0].get("evalue")}'
+    assert any(c.cell_type == 'code' and 'assert ' in c.source for c in nb.cells), (
+        f'{path.name}: no cell asserts the notebook\'s outputs')
+    blank = [i for i, c in enumerate(nb.cells) if c.cell_type == 'code'
+             and 'plt.show()' in c.source
+             and not any('image/png' in o.get('data', {}) for o in c.get('outputs', []))]
+    assert not blank, f'{path.name}: cells {blank} call plt.show() but produced no figure'
     print(f'{path.name}: executed in {elapsed:.1f} s')

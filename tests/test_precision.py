@@ -59,7 +59,26 @@ def test_mmssl_trains_with_bf16_autocast_on_cpu():
                       device='cpu', progress=False, ks=(10, 20))
     trainer = Trainer(model, graph, cfg)
     assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
-    result = trainer.fit()
+    # output dtypes of linear layers, by whether the model was training (autocast) or not
+    seen = {}
+    layers = {'feature projection': model.generator.lins[0], 'attention': model.attention.query,
+              'critic': model.critic.lin2}
+    hooks = [layer.register_forward_hook(
+        lambda mod, inp, out, name=name: seen.setdefault((name, model.training), set()).add(
+            out.dtype)) for name, layer in layers.items()]
+    try:
+        result = trainer.fit()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # the training steps ran under bf16 autocast: the linear layers produced bfloat16 ...
+    assert seen[('feature projection', True)] == {torch.bfloat16}
+    assert seen[('attention', True)] == {torch.bfloat16}
+    # ... except inside the gradient penalty, which runs the critic head in float32
+    assert seen[('critic', True)] == {torch.bfloat16, torch.float32}
+    # evaluation (eval mode) stays float32
+    assert seen[('feature projection', False)] == {torch.float32}
+    assert seen[('attention', False)] == {torch.float32}
     h = result.history[0]
     assert all(torch.isfinite(torch.tensor(v)) for k, v in h.items() if k.startswith('train/'))
     assert h['train/critic_gradient_penalty'] > 0

@@ -633,20 +633,23 @@ class MMSSL(Recommender):
 
     def gather_epoch_state(self, all_gather) -> None:
         """Data-parallel training: replace this process's pending (users, top-k neighbours)
-        by every process's, in rank order, so every replica swaps in the same modality graphs
-        at :meth:`on_epoch_end`. A user drawn by several processes keeps the neighbours of the
-        highest rank (within a process, of its latest batch)."""
+        by every process's, so every replica swaps in the same modality graphs at
+        :meth:`on_epoch_end`. A user drawn several times keeps the neighbours of its latest
+        step, and within one step those of the highest rank: the batches of a step are, in
+        rank order, consecutive draws of the shared sampler, so the graph is the one a single
+        process training on them in that order would build."""
+        dev = self.train_rowptr.device
         if self._pending:
-            users, idx = self._merged_pending()
+            users, idx, step = self._merged_pending()
         else:
-            dev = self.train_rowptr.device
-            users = torch.empty(0, dtype=torch.long, device=dev)
+            users = step = torch.empty(0, dtype=torch.long, device=dev)
             idx = [torch.empty(0, self.k, dtype=torch.int32, device=dev)
                    for _ in range(self.num_modalities)]
-        all_users = all_gather(users)
-        all_idx = [all_gather(t) for t in idx]
-        self._pending = [(u, [all_idx[m][r] for m in range(self.num_modalities)])
-                         for r, u in enumerate(all_users) if u.numel()]
+        users, step = torch.cat(all_gather(users)), torch.cat(all_gather(step))
+        idx = [torch.cat(all_gather(t)) for t in idx]
+        # rank order within a step (stable sort), so the latest entry of a user wins
+        order = torch.sort(step, stable=True).indices
+        self._pending = [(users[order], [t[order] for t in idx])] if users.numel() else []
 
     @torch.no_grad()
     def update_modality_graphs(self) -> int:
@@ -659,7 +662,7 @@ class MMSSL(Recommender):
             self._has_generated = torch.zeros(self.num_users, dtype=torch.bool, device=device)
             self._neighbours = [torch.full((self.num_users, self.k), -1, dtype=torch.int32,
                                            device=device) for _ in range(self.num_modalities)]
-        users, idx = self._merged_pending()
+        users, idx, _ = self._merged_pending()
         self._has_generated[users] = True
         for m in range(self.num_modalities):
             self._neighbours[m][users] = idx[m].to(device)
@@ -667,15 +670,17 @@ class MMSSL(Recommender):
         self._rebuild_modality_adj()
         return int(users.numel())
 
-    def _merged_pending(self) -> tuple[Tensor, list[Tensor]]:
-        """Pending (users, neighbours) with one row per user, the latest batch winning."""
+    def _merged_pending(self) -> tuple[Tensor, list[Tensor], Tensor]:
+        """Pending (users, neighbours, step) with one row per user, the latest batch winning
+        (``step``: the position of that batch among the pending ones)."""
         users = torch.cat([u for u, _ in self._pending])
         idx = [torch.cat([n[m] for _, n in self._pending]) for m in range(self.num_modalities)]
+        step = torch.cat([torch.full_like(u, j) for j, (u, _) in enumerate(self._pending)])
         pos = torch.arange(users.numel(), device=users.device)
         last = torch.full((self.num_users,), -1, dtype=torch.long, device=users.device)
         last.scatter_reduce_(0, users, pos, reduce='amax')
         keep = last[users] == pos
-        return users[keep], [t[keep] for t in idx]
+        return users[keep], [t[keep] for t in idx], step[keep]
 
     def _rebuild_modality_adj(self):
         if self._has_generated is None:
@@ -712,7 +717,7 @@ class MMSSL(Recommender):
         # copies: the live tensors are updated in place at the next swap
         pending = None
         if self._pending:
-            users, idx = self._merged_pending()
+            users, idx, _ = self._merged_pending()
             pending = {'users': users, 'neighbours': idx}
         has = None if self._has_generated is None else self._has_generated.clone()
         nbs = None if self._neighbours is None else [n.clone() for n in self._neighbours]
