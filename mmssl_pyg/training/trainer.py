@@ -305,19 +305,17 @@ class Trainer:
         drawing them one at a time), each with :attr:`Batch.final` set.
 
         Batch ``b`` goes to process ``b % W`` at step ``b // W``. Per-user state collected
-        during an epoch is merged so that the highest rank wins, then the latest step
-        (:meth:`~mmssl_pyg.models.MMSSL.gather_epoch_state`; with one process: the latest
-        batch), so a user is final in the batch with the largest ``(rank, step)``."""
+        during an epoch keeps a user's latest step, and within a step the highest rank
+        (:meth:`~mmssl_pyg.models.MMSSL.gather_epoch_state`), i.e. the user's last batch in
+        draw order: that batch is where the user is final."""
         batches = [self.sampler.sample() for _ in range(n)]
-        world = self.dist.world_size
-        steps = math.ceil(n / world)
         users = torch.cat([b.users for b in batches])
-        order = torch.cat([torch.full((len(b),), (i % world) * steps + i // world,
-                                      dtype=torch.long) for i, b in enumerate(batches)])
+        order = torch.cat([torch.full((len(b),), i, dtype=torch.long)
+                           for i, b in enumerate(batches)])
         last = torch.full((self.sampler.num_users,), -1, dtype=torch.long)
         last.scatter_reduce_(0, users, order, reduce='amax')
         for i, b in enumerate(batches):
-            b.final = last[b.users] == (i % world) * steps + i // world
+            b.final = last[b.users] == i
         return batches
 
     def _next_batch(self, batches: list[Batch], step: int) -> Batch | None:
