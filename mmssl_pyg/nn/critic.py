@@ -66,11 +66,12 @@ class LowRankRows:
         if self.value is not None and self.value.numel() > 0:
             if self.value.requires_grad:
                 # gather / scatter: nnz * out work both ways (torch.sparse.mm's backward for
-                # the sparse values forms a dense [R, n] gradient); a contiguous W^T makes the
-                # gather read whole rows
-                rows = weight.t().contiguous()[self.index[1]] * self.value.unsqueeze(1)
-                part = rows.new_zeros(self.num_rows, weight.size(0)).index_add_(
-                    0, self.index[0], rows)
+                # the sparse values forms a dense [R, n] gradient). Columns are gathered from
+                # each row of W (contiguous reads) into [out, nnz] and scattered along dim 1:
+                # no transposed copy of W (out * n values) per call
+                cols = weight.index_select(1, self.index[1]) * self.value
+                part = cols.new_zeros(weight.size(0), self.num_rows).index_add_(
+                    1, self.index[0], cols).t()
             else:  # sparse x dense (and a sparse backward for the weight): faster here
                 sp = torch.sparse_coo_tensor(self.index, self.value,
                                              (self.num_rows, self.num_cols),
