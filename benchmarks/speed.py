@@ -177,9 +177,9 @@ def run(args):
             if batches is not None else epoch
         rec = {
             'overrides': CONFIGS[name],
-            'model_options': {k: v for k, v in opts.model_kwargs.items()
-                              if k in ('gp_samples', 'critic_columns')},
-            'critic_every': opts.train.critic_every,
+            'model_options': {k: getattr(model, k, None)
+                              for k in ('gp_samples', 'adv_samples', 'critic_columns')},
+            'critic_every': getattr(opts.train, 'critic_every', 1),
             'batches_per_epoch_timed': n,
             'epoch_seconds_measured': seconds,
             'seconds_per_batch': per_batch,
@@ -216,8 +216,9 @@ def report(result) -> str:
         gpu = '-' if rec['peak_gpu_mb'] is None else f'{rec["peak_gpu_mb"]:.0f}'
         timed = '' if rec['batches_per_epoch_timed'] == result['lightgcn_batches_per_epoch'] \
             else f' (from {rec["batches_per_epoch_timed"]} batches)'
+        mo = rec['model_options']
         lines.append(f'| {name} (critic_every={rec["critic_every"]}, '
-                     f'gp_samples={rec["model_options"].get("gp_samples")}) | '
+                     f'gp_samples={mo.get("gp_samples")}, adv_samples={mo.get("adv_samples")}) | '
                      f'{rec["seconds_per_batch"]:.3f} | {rec["epoch_seconds"]:.1f}{timed} | '
                      f'{rec["epoch_ratio_to_lightgcn"]:.1f} | {rec["validation_seconds"]:.2f} | '
                      f'{rec["peak_rss_mb"]:.0f} | {gpu} |')

@@ -235,7 +235,7 @@ class MMSSL(Recommender):
         adv_samples: ``S``: the generator loss :math:`\mathcal{L}_G` (Eq. 6) averages the
             critic's output over the generated rows of ``S`` batch users, drawn uniformly
             per batch (the same users in every modality); an unbiased estimate of the mean
-            over the batch up to the critic's batch-norm statistics (default ``256``).
+            over the batch up to the critic's batch-norm statistics (default ``128``).
             ``None``: every batch user, as in the paper.
         reg_weight: L2 weight on the batch's final embeddings (default ``1e-5``).
         modality_reg_weight: L2 weight on the batch's :math:`\mathbf{u}^m, \mathbf{i}^m`
@@ -264,7 +264,7 @@ class MMSSL(Recommender):
                  critic_negative_slope: float = 0.2, critic_output_scale: float = 1.0,
                  max_critic_memory: int | None = None, critic_batch_size: int = 1024,
                  critic_columns: int | None = None, gp_samples: int | None = 64,
-                 adv_samples: int | None = 256,
+                 adv_samples: int | None = 128,
                  reg_weight: float = 1e-5,
                  modality_reg_weight: float = 1e-5,
                  ablation: str | None = None, item_block_size: int = 4096,
