@@ -452,7 +452,8 @@ def report_accuracy(rep: C.Report):
                  'distinct seeds of the row.',
                  f'Paired protocol: the reference row is the baseline (every model but '
                  f'{", ".join(OURS)}) with the highest mean validation Recall@20 (chosen on '
-                 f'validation, never on test). Δ is the mean over the seeds both rows have of (row − reference), '
+                 f'validation, never on test). Δ is the mean over the seeds both rows have of '
+                 f'(row − reference), '
                  f'with the two-sided 95% Student-t interval mean ± t(0.975, n−1)·sd/√n; an '
                  f'interval above 0 means the row beats the reference by more than seed noise. '
                  f'The same seed gives every model the same mini-batch stream (for the same '
@@ -806,38 +807,41 @@ def report_scaling(rep: C.Report):
 
 
 def report_estimator(rep: C.Report):
-    """Validation Recall@20 per epoch of MMSSL's default estimator against the paper's, paired
-    by seed (the test split is not used), and the seconds per epoch."""
+    """Validation Recall@20 per epoch of MMSSL's estimators (the default, and any other
+    configuration run under another label) against the paper's, paired by seed (the test
+    split is not used), and the seconds per epoch."""
     units = _ok(rep.units)
+    ref = ESTIMATORS[0][0]
     for (dataset,), group in _by(units, lambda u: u['spec']['dataset']).items():
-        per = {name: [u for u in group if u['spec']['label'] == name]
-               for name, _, _ in ESTIMATORS}
-        if not all(per.values()):
+        labels = [ref] + sorted({u['spec']['label'] for u in group} - {ref})
+        per = {name: [u for u in group if u['spec']['label'] == name] for name in labels}
+        if len(labels) < 2 or not per[ref]:
             continue
         epochs = min(len(u['history']) for us in per.values() for u in us)
+        vals = {name: [{u['spec']['seed']: u['history'][e].get('val/recall@20') for u in us}
+                       for e in range(epochs)] for name, us in per.items()}
         rows = []
-        for e in range(1, epochs + 1):
-            vals = {name: {u['spec']['seed']: u['history'][e - 1].get('val/recall@20')
-                           for u in us} for name, us in per.items()}
-            cells = [e]
-            for name, _, _ in ESTIMATORS:
-                v = [x for x in vals[name].values() if x is not None]
-                cells.append(C.mean_std(v))
-            cells.append(C.paired_difference(vals['default'], vals['paper estimator']))
+        for e in range(epochs):
+            cells = [e + 1] + [C.mean_std([x for x in vals[n][e].values() if x is not None])
+                               for n in labels]
+            cells += [C.paired_difference(vals[n][e], vals[ref][e]) for n in labels[1:]]
             rows.append(cells)
         secs = [C.mean_std([sum(h['epoch_seconds'] for h in u['history'][:epochs]) / epochs
-                            for u in per[name]]) for name, _, _ in ESTIMATORS]
-        rows.append(['s / epoch', *secs, ''])
-        seeds = sorted(set.intersection(*[{u['spec']['seed'] for u in us}
-                                          for us in per.values()]))
-        cols = ['epoch', *[f'val Recall@20, {n}' for n, _, _ in ESTIMATORS],
-                'paired Δ default − paper [95% CI]']
-        notes = [f'MMSSL on {dataset}, {epochs} epochs, no early stopping; paired seeds '
-                 f'{seeds}; mean ± std over seeds; validation split only.',
-                 'paper estimator: gp_samples=None, adv_samples=None, critic_every=1; '
-                 'default: the preset (see README, "Speed").',
-                 'Seconds per epoch are wall-clock on a shared machine unless the stamp says '
-                 'quiet; the speed benchmark (benchmarks/speed.py) is the timing reference.']
+                            for u in per[n]]) for n in labels]
+        rows.append(['s / epoch', *secs, *([''] * (len(labels) - 1))])
+        desc = []
+        for n in labels:
+            u = per[n][0]
+            desc.append(f"{n}: critic_every={u['train'].get('critic_every', 1)}, "
+                        f"gp_samples={u['model_kwargs'].get('gp_samples')}, "
+                        f"adv_samples={u['model_kwargs'].get('adv_samples')}, seeds "
+                        f"{sorted(u2['spec']['seed'] for u2 in per[n])}")
+        cols = ['epoch', *[f'val Recall@20, {n}' for n in labels],
+                *[f'paired Δ {n} − {ref} [95% CI]' for n in labels[1:]]]
+        notes = [f'MMSSL on {dataset}, {epochs} epochs, no early stopping; paired seeds; '
+                 f'mean ± std over seeds; validation split only.', *desc,
+                 'Seconds per epoch are wall-clock as the units ran (the machine was shared '
+                 'during some of them); benchmarks/speed.py is the timing reference.']
         rep.add_table(f'estimator_{dataset}', f'MMSSL estimators on {dataset}', cols, rows,
                       notes)
     _long_csv(rep, units)
