@@ -40,7 +40,7 @@ OUT = HERE / 'results' / 'speed'
 #: MMSSL configurations: name -> overrides on top of the preset
 CONFIGS = {
     'default': [],
-    'paper estimator': ['gp_samples=null', 'critic_every=1'],
+    'paper estimator': ['gp_samples=null', 'adv_samples=null', 'critic_every=1'],
 }
 #: (label, owner attribute path, method) wrapped with a timer; inclusive times
 PARTS = [
