@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The main job's default is a short run (see README): the full run to early stopping takes
-# over an hour on a 2-core CPU. `make train TRAIN_ARGS=` runs the preset to early stopping.
-TRAIN_ARGS ?= --epochs 5
+# The main job is the real job: MMSSL's preset on TikTok to early stopping (see README for the
+# time it takes). Extra `mmssl-pyg train` arguments go in TRAIN_ARGS, e.g. TRAIN_ARGS='--epochs 5'.
+TRAIN_ARGS ?=
 TEST_ARGS  ?=
 
 .PHONY: venv train test lint clean movielens-100k
