@@ -182,6 +182,16 @@ def check_positive_int(name: str, value: int) -> int:
     return int(value)
 
 
+def check_optional_int(name: str, value: int | None, minimum: int, none_means: str) -> int | None:
+    """``value`` if it is ``None`` or an integer (not a bool) ``>= minimum``, else a
+    :class:`ValueError` that says what ``None`` means (``none_means``)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < minimum):
+        raise ValueError(f'{name} must be None {none_means} or an integer >= {minimum}, '
+                         f'got {value!r}')
+    return value
+
+
 def check_ratio(name: str, value: float) -> float:
     if not (0.0 <= value < 1.0) or math.isnan(value):
         raise ValueError(f'{name} must be in [0, 1), got {value!r}')

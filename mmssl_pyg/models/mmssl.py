@@ -9,29 +9,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.graph import RecGraph, bipartite_adjacency
+from ..data.graph import RecGraph, csr_rowptr
+from ..nn.adjacency import LAYOUTS, BipartiteAdjacency
 from ..nn.attention import CrossModalAttention
 from ..nn.conv import BipartiteConv
-from ..nn.critic import (
-    LowRankRows,
-    RelationCritic,
-    check_critic_memory,
-    gumbel_noise,
-    gumbel_transform,
+from ..nn.critic import RelationCritic, check_critic_memory
+from ..nn.encoder import (
+    collaborative_modality_embeddings,
+    fuse_modalities,
+    high_order_connectivity,
+    modality_aware_views,
+    modality_dependency,
+    modality_tokens,
 )
-from ..nn.generator import ModalityRelationGenerator, row_scale
+from ..nn.features import scale_features
+from ..nn.generator import ModalityRelationGenerator
+from ..nn.gumbel import gumbel_real_rows, softmax_is_sparse
 from ..nn.losses import (
     cross_modal_info_nce,
     projected_gradient_penalty,
     wasserstein_critic_loss,
     wasserstein_generator_loss,
 )
+from ..nn.lowrank import LowRankRows
 from ..nn.topk import _csr_gather
+from ._common import check_optional_int
 from .base import Batch, Recommender, bpr_loss, l2_reg
+from .modality_graphs import ModalityGraphs
 
 ABLATIONS = (None, 'wo_asl', 'wo_cl', 'wo_gt', 'rp_gae')
-FEATURE_NORMS = ('standard', 'l2', 'none')
-LAYOUTS = ('csr', 'coo', 'edge_index', 'sparse_tensor')
 _CACHE_KEY = 'mmssl_forward'
 
 
@@ -50,63 +56,6 @@ class MMSSLEmbeddings(NamedTuple):
     item_graph: Tensor           #: :math:`\bar{\mathbf{E}}_i` (Eq. 10), ``[n_i, d]``
 
 
-class _Adjacency(torch.nn.Module):
-    """One normalised bipartite graph, both directions, in one of :data:`LAYOUTS`."""
-
-    def __init__(self, edge_index: Tensor, num_users: int, num_items: int, norm: str,
-                 layout: str):
-        super().__init__()
-        self.num_users, self.num_items, self.layout = num_users, num_items, layout
-        self.num_edges = int(edge_index.size(1))
-        sparse_layout = torch.sparse_csr if layout == 'csr' else torch.sparse_coo
-        ui, iu = bipartite_adjacency(edge_index, num_users, num_items, norm=norm,
-                                     layout=sparse_layout)
-        if layout in ('csr', 'coo'):
-            self.register_buffer('ui', ui, persistent=False)
-            self.register_buffer('iu', iu, persistent=False)
-            if norm == 'sym':  # both directions carry the same weights: each is the other's .T
-                self.ui_t, self.iu_t = None, None
-            else:  # the cached transposes give BipartiteConv its fast backward
-                self.register_buffer('ui_t', _transpose(ui, sparse_layout), persistent=False)
-                self.register_buffer('iu_t', _transpose(iu, sparse_layout), persistent=False)
-        else:  # edge lists (also the storage of the SparseTensor layout)
-            ui, iu = ui.coalesce(), iu.coalesce()
-            self.register_buffer('ui_index', ui.indices(), persistent=False)  # (user, item)
-            self.register_buffer('ui_value', ui.values(), persistent=False)
-            self.register_buffer('iu_index', iu.indices(), persistent=False)  # (item, user)
-            self.register_buffer('iu_value', iu.values(), persistent=False)
-
-    def to_users(self, conv: BipartiteConv, x: Tensor) -> Tensor:
-        """Aggregate item rows ``x`` ``[n_i, F]`` into users."""
-        if self.layout in ('csr', 'coo'):
-            return conv(x, self.ui, adj_rev=self.iu if self.ui_t is None else self.ui_t)
-        if self.layout == 'edge_index':
-            return conv(x, self.ui_index.flip(0), edge_weight=self.ui_value,
-                        size=(self.num_items, self.num_users))
-        return conv(x, _sparse_tensor(self.ui_index, self.ui_value,
-                                      (self.num_users, self.num_items)))
-
-    def to_items(self, conv: BipartiteConv, x: Tensor) -> Tensor:
-        """Aggregate user rows ``x`` ``[n_u, F]`` into items."""
-        if self.layout in ('csr', 'coo'):
-            return conv(x, self.iu, adj_rev=self.ui if self.iu_t is None else self.iu_t)
-        if self.layout == 'edge_index':
-            return conv(x, self.iu_index.flip(0), edge_weight=self.iu_value,
-                        size=(self.num_users, self.num_items))
-        return conv(x, _sparse_tensor(self.iu_index, self.iu_value,
-                                      (self.num_items, self.num_users)))
-
-
-def _transpose(adj: Tensor, layout) -> Tensor:
-    t = adj.to_sparse_coo().t().coalesce()
-    return t.to_sparse_csr() if layout == torch.sparse_csr else t
-
-
-def _sparse_tensor(index: Tensor, value: Tensor, size: tuple[int, int]):
-    from torch_geometric.typing import SparseTensor
-    return SparseTensor(row=index[0], col=index[1], value=value, sparse_sizes=size)
-
-
 @contextlib.contextmanager
 def _frozen(module: torch.nn.Module):
     """Run ``module`` without gradients for its parameters (inputs still get theirs)."""
@@ -118,16 +67,6 @@ def _frozen(module: torch.nn.Module):
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def _scale_features(x: Tensor, how: str) -> Tensor:
-    x = x.float()
-    if how == 'standard':
-        std = x.std(0, unbiased=False)
-        return (x - x.mean(0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
-    if how == 'l2':
-        return F.normalize(x, dim=1)
-    return x
 
 
 class MMSSL(Recommender):
@@ -274,8 +213,6 @@ class MMSSL(Recommender):
             raise ValueError(f'ablation must be one of {ABLATIONS}, got {ablation!r}')
         if norm not in ('sym', 'row'):
             raise ValueError(f"norm must be 'sym' or 'row', got {norm!r}")
-        if feature_norm not in FEATURE_NORMS:
-            raise ValueError(f'feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}')
         if adj_layout not in LAYOUTS:
             raise ValueError(f'adj_layout must be one of {LAYOUTS}, got {adj_layout!r}')
         if gumbel_formula not in ('paper', 'release'):
@@ -285,22 +222,10 @@ class MMSSL(Recommender):
         self.num_modalities = len(self.modalities)
         self.ablation = ablation
         self.has_critic = ablation not in ('wo_asl', 'rp_gae')
-        if critic_columns is not None and (isinstance(critic_columns, bool) or
-                                           not isinstance(critic_columns, int) or
-                                           critic_columns < 8):
-            raise ValueError(f'critic_columns must be None or an integer >= 8 (the critic is '
-                             f'Linear(C, C/4) -> Linear(C/4, C/8)), got {critic_columns!r}')
-        self.critic_columns = critic_columns
-        if gp_samples is not None and (isinstance(gp_samples, bool) or
-                                       not isinstance(gp_samples, int) or gp_samples < 2):
-            raise ValueError(f'gp_samples must be None (every interpolate) or an integer >= 2, '
-                             f'got {gp_samples!r}')
-        self.gp_samples = gp_samples
-        if adv_samples is not None and (isinstance(adv_samples, bool) or
-                                        not isinstance(adv_samples, int) or adv_samples < 2):
-            raise ValueError(f'adv_samples must be None (every batch user) or an integer >= 2, '
-                             f'got {adv_samples!r}')
-        self.adv_samples = adv_samples
+        self.critic_columns = check_optional_int('critic_columns', critic_columns, 8,
+                                                 '(every item column)')
+        self.gp_samples = check_optional_int('gp_samples', gp_samples, 2, '(every interpolate)')
+        self.adv_samples = check_optional_int('adv_samples', adv_samples, 2, '(every batch user)')
         #: the critic's input width: ``min(critic_columns, n_items)`` (``n_items`` if None)
         self.critic_width = graph.num_items if critic_columns is None else \
             min(critic_columns, graph.num_items)
@@ -324,8 +249,8 @@ class MMSSL(Recommender):
 
         # Features (scaled once; content only, no interactions involved).
         for idx, name in enumerate(self.modalities):
-            self.register_buffer(f'feat_{idx}', _scale_features(graph.features[name],
-                                                                feature_norm), persistent=False)
+            self.register_buffer(f'feat_{idx}', scale_features(graph.features[name],
+                                                               feature_norm), persistent=False)
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.generator = ModalityRelationGenerator(
@@ -340,21 +265,17 @@ class MMSSL(Recommender):
         key = torch.unique(graph.train_edge_index[0].long() * graph.num_items
                            + graph.train_edge_index[1].long())  # sorted by (user, item)
         edge_index = torch.stack([key // graph.num_items, key % graph.num_items])
-        self.register_buffer('train_edge_index', edge_index, persistent=False)
-        rowptr = torch.zeros(graph.num_users + 1, dtype=torch.long, device=key.device)
-        rowptr[1:] = torch.cumsum(torch.bincount(edge_index[0], minlength=graph.num_users), 0)
-        col = edge_index[1]
-        self.register_buffer('train_rowptr', rowptr, persistent=False)
-        self.register_buffer('train_col', col, persistent=False)
-        self.encoder_adj = _Adjacency(edge_index, graph.num_users, graph.num_items, 'sym',
-                                      adj_layout)
-        self.generator_adj = self.encoder_adj if norm == 'sym' else _Adjacency(
+        self.register_buffer('train_rowptr', csr_rowptr(edge_index[0], graph.num_users),
+                             persistent=False)
+        self.register_buffer('train_col', edge_index[1], persistent=False)
+        self.encoder_adj = BipartiteAdjacency(edge_index, graph.num_users, graph.num_items,
+                                              'sym', adj_layout)
+        self.generator_adj = self.encoder_adj if norm == 'sym' else BipartiteAdjacency(
             edge_index, graph.num_users, graph.num_items, norm, adj_layout)
         # Generated modality graphs (Eq. 8): the training graph until the first swap.
-        self.modality_adj = torch.nn.ModuleList([self.generator_adj] * self.num_modalities)
-        self._has_generated: Tensor | None = None          # [n_u] bool
-        self._neighbours: list[Tensor] | None = None       # per modality [n_u, k] int32, -1 pad
-        self._pending: list[tuple[Tensor, list[Tensor]]] = []  # (users, [B, k] per modality)
+        self.graphs = ModalityGraphs(edge_index, graph.num_users, graph.num_items,
+                                     self.num_modalities, self.k, norm, adj_layout,
+                                     self.generator_adj)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
@@ -375,35 +296,21 @@ class MMSSL(Recommender):
     # ------------------------------------------------------------------ full-graph forward
     def encode(self) -> MMSSLEmbeddings:
         """One full-graph forward pass (Eqs. 1-2 and 8-12)."""
-        feats = self.generator.project(self._features())
-        user_modal = [self.generator_adj.to_users(self.conv, f) for f in feats]
-        item_modal = [self.generator_adj.to_items(self.conv, u) for u in user_modal]
-
+        conv = self.conv
+        feats = self.generator.project(self._features())                            # Eq. 1
+        user_modal, item_modal = collaborative_modality_embeddings(                  # Eq. 2
+            self.generator_adj, conv, feats)
         user_w, item_w = self.user_emb.weight, self.item_emb.weight
-        views: dict[int, tuple[Tensor, Tensor]] = {}
-        for adj in self.modality_adj:  # modalities that share a graph share the aggregation
-            if id(adj) not in views:
-                views[id(adj)] = (adj.to_users(self.conv, item_w), adj.to_items(self.conv, user_w))
-        user_views = [views[id(adj)][0] for adj in self.modality_adj]
-        item_views = [views[id(adj)][1] for adj in self.modality_adj]
-
-        tokens = torch.cat([torch.stack(user_views, 1), torch.stack(item_views, 1)], 0)
-        fused = self.attention.pool(self.attention(tokens))
-        x = torch.cat([user_w, item_w], 0) + self.modality_mix * F.normalize(fused, dim=1)
-        user_x, item_x = x[:self.num_users], x[self.num_users:]
-        user_sum, item_sum = user_x, item_x
-        for _ in range(self.num_layers):
-            user_x, item_x = (self.encoder_adj.to_users(self.conv, item_x),
-                              self.encoder_adj.to_items(self.conv, user_x))
-            user_sum, item_sum = user_sum + user_x, item_sum + item_x
-        user_graph = user_sum / (self.num_layers + 1)
-        item_graph = item_sum / (self.num_layers + 1)
-
-        user = user_graph + self.fusion_weight * sum(F.normalize(u, dim=1) for u in user_modal)
-        item = item_graph + self.fusion_weight * sum(F.normalize(i, dim=1) for i in item_modal)
+        user_views, item_views = modality_aware_views(self.graphs.adjs, conv,        # Eq. 8
+                                                      user_w, item_w)
+        user_h, item_h = modality_dependency(self.attention, user_views, item_views)  # Eq. 9
+        user_graph, item_graph = high_order_connectivity(                            # Eq. 10
+            self.encoder_adj, conv, user_w, item_w, user_h, item_h, self.modality_mix,
+            self.num_layers)
+        user = fuse_modalities(user_graph, user_modal, self.fusion_weight)           # Eq. 12
+        item = fuse_modalities(item_graph, item_modal, self.fusion_weight)
         return MMSSLEmbeddings(user, item, feats, user_modal, item_modal, user_views, item_views,
-                               fused[:self.num_users], fused[self.num_users:], user_graph,
-                               item_graph)
+                               user_h, item_h, user_graph, item_graph)
 
     def forward(self) -> tuple[Tensor, Tensor]:
         """Final user and item embeddings (Eq. 12)."""
@@ -419,8 +326,8 @@ class MMSSL(Recommender):
         ``(users [n_u, heads, M, M], items [n_i, heads, M, M])``, each row a softmax over the
         :math:`M` modality tokens (call :meth:`eval` first to switch feature dropout off)."""
         emb = self.encode()
-        tokens = torch.cat([torch.stack(emb.user_views, 1), torch.stack(emb.item_views, 1)], 0)
-        _, att = self.attention(tokens, return_attention_weights=True)
+        _, att = self.attention(modality_tokens(emb.user_views, emb.item_views),
+                                return_attention_weights=True)
         return att[:self.num_users], att[self.num_users:]
 
     # ------------------------------------------------------------------ batch rows
@@ -460,59 +367,14 @@ class MMSSL(Recommender):
             deg = torch.bincount(row, minlength=num).to(user_star.dtype)
             return LowRankRows(num, self.num_items, index=torch.stack([row, col]),
                                value=deg[row].rsqrt())
-        # auxiliary relation S_hat = rownorm(<e*_B, e*> with training entries zeroed)
-        p_train = (user_star[row] * item_star[col]).sum(-1)
-        p_scale = row_scale(user_star, item_star, row, p_train)  # 1 / ||p_zeroed||
-        aux_scale = self.aux_weight * p_scale
-        if dense is None:
-            has_train = torch.bincount(row, minlength=num) > 0
-            dense = not (self._softmax_is_sparse() and bool(has_train.all()))
-        if not dense:
-            g = noise[row, col] if noise is not None and noise.dim() == 2 else noise
-            if g is None:
-                g = gumbel_noise(row.shape, device=row.device)
-            logit = (1.0 + self.gumbel_scale * g) / self.gumbel_temperature
-            top = logit.new_full((num,), float('-inf')).scatter_reduce(
-                0, row, logit, reduce='amax', include_self=True)
-            soft = (logit - top[row]).exp()
-            soft = soft / soft.new_zeros(num).index_add(0, row, soft)[row]
-            # soft lives on the training entries, where p_zeroed is 0: the norms add up
-            p_norm_sq = (1.0 / p_scale).pow(2) * (p_scale < 1e12)
-            sq = soft.new_zeros(num).index_add(0, row, soft.pow(2)) + \
-                aux_scale.pow(2) * p_norm_sq
-            c = sq.clamp(min=1e-24).rsqrt()
-            lr_scale = c * aux_scale
-            value = c[row] * soft - lr_scale[row] * p_train
-            return LowRankRows(num, self.num_items, left=user_star, right=item_star,
-                               scale=lr_scale, index=torch.stack([row, col]), value=value)
-        a = user_star.new_zeros(num, self.num_items)
-        a[row, col] = 1.0
-        if noise is None:
-            noise = gumbel_noise(a.shape, device=a.device)
-        soft = gumbel_transform(a, noise, self.gumbel_scale, self.gumbel_temperature,
-                                self.gumbel_formula)
-        p = user_star @ item_star.t()
-        p[row, col] = 0.0
-        c = (soft + aux_scale.unsqueeze(1) * p).norm(dim=1).clamp(min=1e-12).reciprocal()
-        # rows = c*soft + (c*aux_scale) * (e*_B e*^T) - (c*aux_scale) * p on training entries
-        lr_scale = c * aux_scale
-        resid = soft * c.unsqueeze(1)
-        resid[row, col] -= lr_scale[row] * p_train
-        nz = resid.nonzero()
-        if nz.size(0) <= 0.05 * resid.numel():
-            index = nz.t()
-            return LowRankRows(num, self.num_items, left=user_star, right=item_star,
-                               scale=lr_scale, index=index, value=resid[index[0], index[1]])
-        return LowRankRows(num, self.num_items, left=user_star, right=item_star,
-                           scale=lr_scale, dense=resid)
+        return gumbel_real_rows(row, col, user_star, item_star, self.gumbel_scale,
+                                self.gumbel_temperature, self.aux_weight, self.gumbel_formula,
+                                noise, dense)
 
     def _softmax_is_sparse(self) -> bool:
-        r"""Whether Eq. 5's softmax is exactly zero (float32) off the training items: the
-        logit gap :math:`(1 - s\,\Delta g)/\tau`, with :math:`\Delta g \leq 21.4` for
-        the noise of :func:`~mmssl_pyg.nn.critic.gumbel_noise`, is at least 120."""
-        if self.gumbel_formula != 'paper':
-            return False
-        return (1.0 - abs(self.gumbel_scale) * 21.4) / self.gumbel_temperature >= 120.0
+        """See :func:`~mmssl_pyg.nn.gumbel.softmax_is_sparse`."""
+        return softmax_is_sparse(self.gumbel_scale, self.gumbel_temperature,
+                                 self.gumbel_formula)
 
     def _batch_forward(self, batch: Batch) -> dict:
         emb = self.encode()
@@ -549,9 +411,9 @@ class MMSSL(Recommender):
             modal_b = [u[local] for u in modal_b]
         if users.numel() == 0:
             return
-        idx = [self.generator.topk(u.detach(), i.detach(), self.k, row, col,
-                                   self.item_block_size) for u, i in zip(modal_b, item_modal)]
-        self._pending.append((users.detach().clone(), [t.int() for t in idx]))
+        self.graphs.collect(users, [self.generator.topk(u.detach(), i.detach(), self.k, row, col,
+                                                        self.item_block_size)
+                                    for u, i in zip(modal_b, item_modal)])
 
     def draw_critic_columns(self) -> Tensor:
         """``critic_width`` sorted distinct item ids, from torch's default CPU generator."""
@@ -638,115 +500,33 @@ class MMSSL(Recommender):
         step, and within one step those of the highest rank: the batches of a step are, in
         rank order, consecutive draws of the shared sampler, so the graph is the one a single
         process training on them in that order would build."""
-        dev = self.train_rowptr.device
-        if self._pending:
-            users, idx, step = self._merged_pending()
-        else:
-            users = step = torch.empty(0, dtype=torch.long, device=dev)
-            idx = [torch.empty(0, self.k, dtype=torch.int32, device=dev)
-                   for _ in range(self.num_modalities)]
-        users, step = torch.cat(all_gather(users)), torch.cat(all_gather(step))
-        idx = [torch.cat(all_gather(t)) for t in idx]
-        # rank order within a step (stable sort), so the latest entry of a user wins
-        order = torch.sort(step, stable=True).indices
-        self._pending = [(users[order], [t[order] for t in idx])] if users.numel() else []
+        self.graphs.gather(all_gather)
 
-    @torch.no_grad()
     def update_modality_graphs(self) -> int:
         """Swap in the modality graphs collected since the last swap; returns the number of
         users whose neighbours changed."""
-        if not self._pending:
-            return 0
-        device = self.train_rowptr.device
-        if self._neighbours is None:
-            self._has_generated = torch.zeros(self.num_users, dtype=torch.bool, device=device)
-            self._neighbours = [torch.full((self.num_users, self.k), -1, dtype=torch.int32,
-                                           device=device) for _ in range(self.num_modalities)]
-        users, idx, _ = self._merged_pending()
-        self._has_generated[users] = True
-        for m in range(self.num_modalities):
-            self._neighbours[m][users] = idx[m].to(device)
-        self._pending = []
-        self._rebuild_modality_adj()
-        return int(users.numel())
-
-    def _merged_pending(self) -> tuple[Tensor, list[Tensor], Tensor]:
-        """Pending (users, neighbours, step) with one row per user, the latest batch winning
-        (``step``: the position of that batch among the pending ones)."""
-        users = torch.cat([u for u, _ in self._pending])
-        idx = [torch.cat([n[m] for _, n in self._pending]) for m in range(self.num_modalities)]
-        step = torch.cat([torch.full_like(u, j) for j, (u, _) in enumerate(self._pending)])
-        pos = torch.arange(users.numel(), device=users.device)
-        last = torch.full((self.num_users,), -1, dtype=torch.long, device=users.device)
-        last.scatter_reduce_(0, users, pos, reduce='amax')
-        keep = last[users] == pos
-        return users[keep], [t[keep] for t in idx], step[keep]
-
-    def _rebuild_modality_adj(self):
-        if self._has_generated is None:
-            self.modality_adj = torch.nn.ModuleList([self.generator_adj] * self.num_modalities)
-            return
-        train = self.train_edge_index
-        train = train[:, ~self._has_generated[train[0]]]  # users never generated: training
-        users = self._has_generated.nonzero().view(-1)
-        adjs = []
-        for m in range(self.num_modalities):
-            items = self._neighbours[m][users].long()
-            row = users.repeat_interleave(items.size(1))
-            items = items.reshape(-1)
-            keep = items >= 0
-            edge_index = torch.cat([torch.stack([row[keep], items[keep]]), train], 1)
-            adjs.append(_Adjacency(edge_index, self.num_users, self.num_items, self.norm,
-                                   self.adj_layout))
-        self.modality_adj = torch.nn.ModuleList(adjs)
+        return self.graphs.update()
 
     def modality_edge_index(self, modality: int) -> Tensor:
         """Current (user, item) edges of the modality graph :math:`\\hat{\\mathcal{G}}^m`."""
-        if self._has_generated is None:
-            return self.train_edge_index
-        train = self.train_edge_index
-        users = self._has_generated.nonzero().view(-1)
-        items = self._neighbours[modality][users].long()
-        row = users.repeat_interleave(items.size(1))
-        items = items.reshape(-1)
-        keep = items >= 0
-        return torch.cat([torch.stack([row[keep], items[keep]]),
-                          train[:, ~self._has_generated[train[0]]]], 1)
+        return self.graphs.edge_index(modality)
+
+    @property
+    def train_edge_index(self) -> Tensor:
+        """Deduplicated training edges, sorted by (user, item)."""
+        return self.graphs.train_edge_index
+
+    # the store's state under the names older code and tests use
+    _has_generated = property(lambda self: self.graphs.has_generated)
+    _neighbours = property(lambda self: self.graphs.neighbours)
+    _pending = property(lambda self: self.graphs.pending,
+                        lambda self, value: setattr(self.graphs, 'pending', value))
 
     def get_extra_state(self) -> dict:
-        # copies: the live tensors are updated in place at the next swap
-        pending = None
-        if self._pending:
-            users, idx, _ = self._merged_pending()
-            pending = {'users': users, 'neighbours': idx}
-        has = None if self._has_generated is None else self._has_generated.clone()
-        nbs = None if self._neighbours is None else [n.clone() for n in self._neighbours]
-        return {'version': 1, 'k': self.k, 'has_generated': has, 'neighbours': nbs,
-                'pending': pending}
+        return self.graphs.state()  # copies: the live tensors are updated in place
 
     def set_extra_state(self, state: dict) -> None:
-        if state.get('k') != self.k:
-            raise ValueError(f"checkpoint's modality graphs have k={state.get('k')} neighbours "
-                             f'per user but this model has k={self.k}; use the same topk_rate '
-                             f'and item count as the checkpoint')
-        device = self.train_rowptr.device  # copies: the state may be reused elsewhere
-        has = state.get('has_generated')
-        self._has_generated = None if has is None else has.to(device, copy=True)
-        nbs = state.get('neighbours')
-        self._neighbours = None if nbs is None else [n.to(device, copy=True) for n in nbs]
-        pending = state.get('pending')
-        self._pending = [] if pending is None else [
-            (pending['users'].to(device), [n.to(device) for n in pending['neighbours']])]
-        self._rebuild_modality_adj()
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        # keep the (non-buffer) generated-graph state on the module's device
-        if self._has_generated is not None:
-            self._has_generated = fn(self._has_generated)
-            self._neighbours = [fn(n) for n in self._neighbours]
-        self._pending = [(fn(u), [fn(n) for n in idx]) for u, idx in self._pending]
-        return self
+        self.graphs.load_state(state)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_users} users, {self.num_items} items, '
