@@ -6,6 +6,7 @@ from torch import Tensor
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.propagation import light_propagate, sparse_aggregations
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -44,13 +45,8 @@ class LightGCN(Recommender):
 
     def propagate(self, user_x: Tensor, item_x: Tensor) -> tuple[Tensor, Tensor]:
         """Layer-mean LightGCN propagation of given layer-0 embeddings."""
-        us, its = [user_x], [item_x]
-        for _ in range(self.num_layers):
-            u = self.conv(its[-1], self.adj_ui, adj_rev=self.adj_iu)
-            i = self.conv(us[-1], self.adj_iu, adj_rev=self.adj_ui)
-            us.append(u)
-            its.append(i)
-        return torch.stack(us).mean(0), torch.stack(its).mean(0)
+        return light_propagate(user_x, item_x, self.num_layers,
+                               *sparse_aggregations(self.conv, self.adj_ui, self.adj_iu))
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:
         return self.propagate(self.user_emb.weight, self.item_emb.weight)
