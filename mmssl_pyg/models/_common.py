@@ -22,14 +22,15 @@ from . import _graph_cache
 # --------------------------------------------------------------------------- item features
 
 def register_features(module: torch.nn.Module, features: dict[str, Tensor],
-                      mode: str) -> list[str]:
+                      mode: str, option: str = 'feat_norm') -> list[str]:
     """Register each modality's features, scaled by
-    :func:`~mmssl_pyg.nn.features.scale_features` (``mode``), as a non-persistent buffer
+    :func:`~mmssl_pyg.nn.features.scale_features` (``mode``, the model's option ``option``),
+    as a non-persistent buffer
     ``feat_<j>`` (they come from the dataset, not from checkpoints); return the modality
     names."""
     names = list(features)
     for j, name in enumerate(names):
-        module.register_buffer(f'feat_{j}', scale_features(features[name], mode, 'feat_norm'),
+        module.register_buffer(f'feat_{j}', scale_features(features[name], mode, option),
                                persistent=False)
     return names
 

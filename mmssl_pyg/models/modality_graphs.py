@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..nn.adjacency import BipartiteAdjacency
+from ..nn.generator import ModalityRelationGenerator
 
 
 class ModalityGraphs(torch.nn.Module):
@@ -43,6 +44,28 @@ class ModalityGraphs(torch.nn.Module):
         """Queue ``users``' top-k neighbours (``[B, k]`` per modality) for the next swap."""
         self.pending.append((users.detach().clone(), [t.int() for t in neighbours]))
 
+    @torch.no_grad()
+    def collect_topk(self, generator: ModalityRelationGenerator, users: Tensor,
+                     user_modal: list[Tensor], item_modal: list[Tensor], row: Tensor,
+                     col: Tensor, final: Tensor | None, item_block_size: int) -> None:
+        """Queue the top-k neighbours (Eq. 3, step 4) of the batch ``users`` (modality
+        embeddings ``user_modal`` ``[B, d]``, training entries ``(row, col)``) for the next
+        swap. With ``final`` (see :class:`~mmssl_pyg.models.base.Batch`) only the users no
+        later batch of the epoch redraws are searched: the others' rows would be replaced at
+        the swap, so the swapped-in graphs are the same."""
+        if final is not None and not bool(final.all()):
+            local = final.nonzero().view(-1)
+            keep = torch.isin(row, local)
+            remap = torch.full((users.numel(),), -1, dtype=torch.long, device=users.device)
+            remap[local] = torch.arange(local.numel(), device=users.device)
+            users, row, col = users[local], remap[row[keep]], col[keep]
+            user_modal = [u[local] for u in user_modal]
+        if users.numel() == 0:
+            return
+        self.collect(users, [generator.topk(u.detach(), i.detach(), self.k, row, col,
+                                            item_block_size)
+                             for u, i in zip(user_modal, item_modal)])
+
     def merged_pending(self) -> tuple[Tensor, list[Tensor], Tensor]:
         """Pending (users, neighbours, step) with one row per user, the latest batch winning
         (``step``: the position of that batch among the pending ones)."""
@@ -56,8 +79,12 @@ class ModalityGraphs(torch.nn.Module):
         return users[keep], [t[keep] for t in idx], step[keep]
 
     def gather(self, all_gather: Callable[[Tensor], list[Tensor]]) -> None:
-        """Replace the pending entries by every process's (see
-        :meth:`~mmssl_pyg.models.MMSSL.gather_epoch_state`)."""
+        """Data-parallel training: replace this process's pending (users, top-k neighbours)
+        by every process's, so every replica swaps in the same modality graphs. A user drawn
+        several times keeps the neighbours of its latest step, and within one step those of
+        the highest rank: the batches of a step are, in rank order, consecutive draws of the
+        shared sampler, so the graph is the one a single process training on them in that
+        order would build."""
         dev = self.train_edge_index.device
         if self.pending:
             users, idx, step = self.merged_pending()
@@ -147,3 +174,45 @@ class ModalityGraphs(torch.nn.Module):
             self.neighbours = [fn(n) for n in self.neighbours]
         self.pending = [(fn(u), [fn(n) for n in idx]) for u, idx in self.pending]
         return self
+
+
+class GeneratedGraphsMixin:
+    """The :class:`~mmssl_pyg.models.base.Recommender` hooks of a model that keeps its
+    :class:`ModalityGraphs` at ``self.graphs``: the swap at each epoch's end, the
+    data-parallel gather and the checkpointed neighbours (the model's extra state)."""
+
+    graphs: ModalityGraphs
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self.update_modality_graphs()
+
+    def gather_epoch_state(self, all_gather) -> None:
+        """Data-parallel training: every replica swaps in the same modality graphs (see
+        :meth:`~mmssl_pyg.models.modality_graphs.ModalityGraphs.gather`)."""
+        self.graphs.gather(all_gather)
+
+    def update_modality_graphs(self) -> int:
+        """Swap in the modality graphs collected since the last swap; returns the number of
+        users whose neighbours changed."""
+        return self.graphs.update()
+
+    def modality_edge_index(self, modality: int) -> Tensor:
+        """Current (user, item) edges of the modality graph :math:`\\hat{\\mathcal{G}}^m`."""
+        return self.graphs.edge_index(modality)
+
+    @property
+    def train_edge_index(self) -> Tensor:
+        """Deduplicated training edges, sorted by (user, item)."""
+        return self.graphs.train_edge_index
+
+    # the store's state under the names older code and tests use
+    _has_generated = property(lambda self: self.graphs.has_generated)
+    _neighbours = property(lambda self: self.graphs.neighbours)
+    _pending = property(lambda self: self.graphs.pending,
+                        lambda self, value: setattr(self.graphs, 'pending', value))
+
+    def get_extra_state(self) -> dict:
+        return self.graphs.state()  # copies: the live tensors are updated in place
+
+    def set_extra_state(self, state: dict) -> None:
+        self.graphs.load_state(state)

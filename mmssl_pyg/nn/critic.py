@@ -12,8 +12,22 @@ parameters whatever the catalogue size.
 The rows arrive in factored form (:class:`~mmssl_pyg.nn.lowrank.LowRankRows`, so the first
 layer never sees a dense ``B x n_i`` block); the memory check is in
 :mod:`mmssl_pyg.nn.critic_memory` and Eq. 5's real rows in :mod:`mmssl_pyg.nn.gumbel`.
+
+**Bounded critic** (MMSSL's ``critic_columns=C``, not in the paper): for large catalogues the
+critic reads only ``C`` item columns per mini-batch, drawn at random (sorted, without
+replacement) for each batch and used for both its real and its fake rows (and for
+:math:`\mathcal{L}_G` of the same batch); it is then ``Linear(C, C/4) -> ... -> 1``, so
+its parameters are :math:`\approx C^2/4 + C^2/32` whatever :math:`n_i`, and the memory
+check uses ``C``. The columns come from torch's default CPU generator (the stream the
+trainer seeds, per process under torchrun, and saves in checkpoints), so a seed gives the
+same columns on every device. The relation rows are normalised over all items before the
+columns are taken. Input position ``j`` is a different item in every batch, so the critic
+learns statistics of the row values (how peaked, how sparse) rather than per-item
+weights.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -133,3 +147,16 @@ class RelationCritic(torch.nn.Module):
         return (f'{self.__class__.__name__}({self.num_items} -> {h1} -> {h2} -> 1, '
                 f'dropout={self.dropout}, negative_slope={self.negative_slope}, '
                 f'output_scale={self.output_scale})')
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Run ``module`` without gradients for its parameters (inputs still get theirs)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,21 @@ from .adjacency import BipartiteAdjacency
 from .attention import CrossModalAttention
 from .conv import BipartiteConv
 from .propagation import light_propagate
+
+
+class MMSSLEmbeddings(NamedTuple):
+    """Everything one full-graph forward pass of :class:`~mmssl_pyg.models.MMSSL` computes."""
+    user: Tensor                 #: :math:`\mathbf{e}^*_u` (Eq. 12), ``[n_u, d]``
+    item: Tensor                 #: :math:`\mathbf{e}^*_i` (Eq. 12), ``[n_i, d]``
+    features: list[Tensor]       #: :math:`\mathbf{F}^m` per modality, ``[n_i, d]``
+    user_modal: list[Tensor]     #: :math:`\mathbf{u}^m` (Eq. 2), ``[n_u, d]``
+    item_modal: list[Tensor]     #: :math:`\mathbf{i}^m` (Eq. 2), ``[n_i, d]``
+    user_views: list[Tensor]     #: :math:`\mathbf{H}^m_u` (Eq. 8), ``[n_u, d]``
+    item_views: list[Tensor]     #: :math:`\mathbf{H}^m_i` (Eq. 8), ``[n_i, d]``
+    user_fused: Tensor           #: :math:`\mathbf{h}_u` (Eq. 9), ``[n_u, d]``
+    item_fused: Tensor           #: :math:`\mathbf{h}_i` (Eq. 9), ``[n_i, d]``
+    user_graph: Tensor           #: :math:`\bar{\mathbf{E}}_u` (Eq. 10), ``[n_u, d]``
+    item_graph: Tensor           #: :math:`\bar{\mathbf{E}}_i` (Eq. 10), ``[n_i, d]``
 
 
 def collaborative_modality_embeddings(adj: BipartiteAdjacency, conv: BipartiteConv,

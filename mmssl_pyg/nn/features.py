@@ -1,4 +1,15 @@
-"""Scaling of raw item features before a model sees them (content only, no interactions)."""
+"""Scaling of raw item features before a model sees them (content only, no interactions).
+
+MMSSL's ``feature_norm='standard'`` (its default) standardises every raw feature
+dimension over the items (zero mean, unit variance). Raw features such as TikTok's image
+vectors (values 0-13, mean 2.7) share a large common offset: two random items' raw image
+vectors have cosine 0.86 on average (0.00 once standardised), so every item's projection
+looks alike and the offset dominates the inner products of Eq. 3. The modalities' scales
+also differ (mean row norm 33 for image, 4.5 for audio). Standardising removes the offset,
+puts the modalities on one scale, keeps the per-dimension contrast (``'l2'``, unit rows,
+keeps the offset) and uses no interaction data, so it cannot leak held-out information.
+``'none'`` reproduces the release. The baselines default to ``feat_norm='l2'``.
+"""
 from __future__ import annotations
 
 import torch

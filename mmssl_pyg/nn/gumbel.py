@@ -57,6 +57,15 @@ def softmax_is_sparse(scale: float, temperature: float, formula: str = 'paper') 
     return (1.0 - abs(scale) * GUMBEL_RANGE) / temperature >= 120.0
 
 
+def normalised_rows(row: Tensor, col: Tensor, num_rows: int, num_cols: int,
+                    dtype: torch.dtype = torch.float32) -> LowRankRows:
+    r"""The L2-row-normalised observed rows :math:`\mathbf{A}_B` (entries ``(row, col)``, no
+    duplicates): the real rows of the w/o-GT ablation (Eq. 5 without the transformation)."""
+    deg = torch.bincount(row, minlength=num_rows).to(dtype)
+    return LowRankRows(num_rows, num_cols, index=torch.stack([row, col]),
+                       value=deg[row].rsqrt())
+
+
 @torch.no_grad()
 def gumbel_real_rows(row: Tensor, col: Tensor, user_star: Tensor, item_star: Tensor,
                      scale: float = 1e-5, temperature: float = 0.005,

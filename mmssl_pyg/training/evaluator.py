@@ -35,7 +35,7 @@ from torch_geometric.metrics import (
     LinkPredRecall,
 )
 
-from ..data.graph import RecGraph, csr_rows
+from ..data.graph import RecGraph, csr_rows, unique_edges
 from ..nn.topk import _csr_gather, blockwise_topk
 
 DEFAULT_KS = (10, 20, 50)
@@ -57,9 +57,7 @@ def heldout_pairs(graph: RecGraph, split: str) -> Tensor:
     if split not in SPLITS:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     ei = graph.val_edge_index if split == 'val' else graph.test_edge_index
-    ei = ei.long()
-    keys = torch.unique(ei[0] * graph.num_items + ei[1])
-    return torch.stack([keys // graph.num_items, keys % graph.num_items])
+    return unique_edges(ei, graph.num_items)
 
 
 def exclusion_rows(graph: RecGraph, split: str = 'val', exclude_val_at_test: bool = False,
