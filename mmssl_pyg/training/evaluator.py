@@ -23,6 +23,7 @@ per-user values in float32, and the blocks differ).
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -150,11 +151,18 @@ def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEF
 
 
 @torch.no_grad()
-def inference_embeddings(model) -> tuple[Tensor, Tensor]:
-    """``model.get_embedding()`` in eval mode (dropout off), restoring the model's mode."""
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run the block with ``model`` in eval mode (dropout off), restoring its mode after."""
     was_training = model.training
     model.eval()
     try:
-        return model.get_embedding()
+        yield model
     finally:
         model.train(was_training)
+
+
+def inference_embeddings(model) -> tuple[Tensor, Tensor]:
+    """``model.get_embedding()`` in eval mode (dropout off), restoring the model's mode."""
+    with eval_mode(model):
+        return model.get_embedding()

@@ -36,7 +36,7 @@ from .config import (
     resolve_options,
 )
 from .distributed import DistContext, init_distributed
-from .evaluator import DEFAULT_KS, evaluate, exclusion_rows, inference_embeddings
+from .evaluator import DEFAULT_KS, eval_mode, evaluate, exclusion_rows
 from .tracking import check_wandb_mode, make_tracker
 from .trainer import FitResult, Trainer, _amp_dtype, resolve_device, seed_everything
 
@@ -533,7 +533,6 @@ def recommend(model, graph: RecGraph, users: torch.Tensor | None = None, k: int 
     Returns:
         ``(users [U], items [U, k], scores [U, k])``, best first, on the CPU.
     """
-    from ..nn.topk import blockwise_topk
     if exclude not in ('train', 'all'):
         raise ValueError(f"exclude must be 'train' or 'all', got {exclude!r}")
     k = check_option('cli', 'k', k, source='', label='-k')
@@ -555,12 +554,9 @@ def recommend(model, graph: RecGraph, users: torch.Tensor | None = None, k: int 
         ei = torch.cat([graph.train_edge_index, graph.val_edge_index.to(graph.train_edge_index),
                         graph.test_edge_index.to(graph.train_edge_index)], dim=1)
         rowptr, col = csr_rows(ei.long(), graph.num_users)
-    user_emb, item_emb = inference_embeddings(model)
-    dev = user_emb.device
-    ids = users.to(dev)
-    scores, items = blockwise_topk(user_emb[ids], item_emb, k, block_size=batch_size,
-                                   exclude_rowptr=rowptr.to(dev), exclude_col=col.to(dev),
-                                   query_ids=ids)
+    with eval_mode(model):
+        items, scores = model.recommend(users, k, rowptr, col, block_size=batch_size,
+                                        return_scores=True)
     return users, items.cpu(), scores.cpu()
 
 
