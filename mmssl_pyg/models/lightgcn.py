@@ -23,11 +23,12 @@ class LightGCN(Recommender):
     Args:
         graph: the training graph.
         embedding_dim: embedding size (default ``64``, as in the paper).
-        num_layers: propagation layers :math:`L` (default ``2``).
+        num_layers: propagation layers :math:`L` (default ``3``, the best of 1-4 in the
+            paper's Table 2 and the value every ``mmssl-pyg`` run and benchmark used).
         reg_weight: L2 weight on the batch's layer-0 embeddings (default ``1e-4``).
     """
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 2,
+    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 3,
                  reg_weight: float = 1e-4):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
