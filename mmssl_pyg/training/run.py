@@ -405,8 +405,8 @@ def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, 
 
 def _is_path(dataset: str) -> bool:
     """Whether a dataset argument is a folder rather than a registry name."""
-    from ..data import dataset as ds
-    return ds._is_path(dataset) or ds._registry_key(dataset) not in ds.DATASETS
+    from ..data.catalog import is_dataset_folder
+    return is_dataset_folder(dataset)
 
 
 def _norm(value: str, key: str) -> str:
