@@ -405,6 +405,7 @@ def _per_seed(units, split='test', name='recall@20') -> dict[int, float]:
 
 
 def report_accuracy(rep: C.Report):
+    from mmssl_pyg.training.options import METRIC_NAMES
     units = _ok(rep.units)
     groups = _by(units, lambda u: u['spec']['dataset'])
     for (dataset,) in sorted(groups, key=lambda k: (k[0] in ID_DATASETS, k[0])):
@@ -452,7 +453,8 @@ def report_accuracy(rep: C.Report):
                  'distinct seeds of the row.',
                  f'Paired protocol: the reference row is the baseline (every model but '
                  f'{", ".join(OURS)}) with the highest mean validation Recall@20 (chosen on '
-                 f'validation, never on test). Δ is the mean over the seeds both rows have of (row − reference), '
+                 f'validation, never on test). Δ is the mean over the seeds both rows have of '
+                 f'(row − reference), '
                  f'with the two-sided 95% Student-t interval mean ± t(0.975, n−1)·sd/√n; an '
                  f'interval above 0 means the row beats the reference by more than seed noise. '
                  f'The same seed gives every model the same mini-batch stream (for the same '
@@ -474,8 +476,7 @@ def report_accuracy(rep: C.Report):
             rows = []
             for name, us in rows_units:
                 rows.append([name, len(_per_seed(us))] + [
-                    (_metric(us, 'test', f'{m}@{k}')) for m in ('recall', 'precision', 'ndcg',
-                                                                  'hit')])
+                    (_metric(us, 'test', f'{m}@{k}')) for m in METRIC_NAMES])
             rep.add_table(f'accuracy_{slug}_at{k}', f'Accuracy on {dataset} @{k} (test)',
                           ['model', 'seeds', f'Recall@{k}', f'Precision@{k}', f'NDCG@{k}',
                            f'Hit@{k}'], rows)

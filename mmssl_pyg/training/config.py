@@ -5,9 +5,12 @@ The options (:class:`TrainConfig`, :data:`OPTION_RULES`, :func:`check_option`) l
 :func:`resolve_options` in :mod:`mmssl_pyg.training.presets`. Both are re-exported here.
 """
 from .options import (  # noqa: F401
+    DEFAULT_KS,
     METRIC_NAMES,
+    NON_RESULT_TRAIN_KEYS,
     OPTION_RULES,
     PRECISIONS,
+    RESUMABLE,
     ConfigError,
     Rule,
     TrainConfig,

@@ -38,16 +38,16 @@ from torch_geometric.metrics import (
 
 from ..data.graph import RecGraph, csr_rows, unique_edges
 from ..nn.topk import _csr_gather, blockwise_topk
+from .options import DEFAULT_KS, METRIC_NAMES
 
-DEFAULT_KS = (10, 20, 50)
 SPLITS = ('val', 'test')
 
 
 def _metric_collection(ks: Sequence[int]) -> tuple[LinkPredMetricCollection, dict[str, str]]:
     metrics, names = {}, {}
     for k in ks:
-        for name, cls in (('recall', LinkPredRecall), ('precision', LinkPredPrecision),
-                          ('ndcg', LinkPredNDCG), ('hit', LinkPredHitRatio)):
+        for name, cls in zip(METRIC_NAMES, (LinkPredRecall, LinkPredPrecision, LinkPredNDCG,
+                                            LinkPredHitRatio)):
             metrics[f'{name}_{k}'] = cls(k)
             names[f'{name}_{k}'] = f'{name}@{k}'
     return LinkPredMetricCollection(metrics), names

@@ -1,7 +1,9 @@
 """Trainer options (:class:`TrainConfig`) and the rules every option value is checked against.
 
 One place defines each option's type and bounds (:data:`OPTION_RULES`, through
-:func:`check_option`). The preset loader is :mod:`mmssl_pyg.training.presets`.
+:func:`check_option`), the default cut-offs and metric names, and which trainer options
+never change a result or may change on resume. The preset loader is
+:mod:`mmssl_pyg.training.presets`.
 """
 from __future__ import annotations
 
@@ -14,8 +16,17 @@ from typing import Any
 
 import yaml
 
+#: Cut-offs of the reported metrics (``TrainConfig.ks``, ``mmssl-pyg evaluate --ks``).
+DEFAULT_KS = (10, 20, 50)
+#: Ranking metrics, in report order; each is reported as ``<name>@<k>``.
 METRIC_NAMES = ('recall', 'precision', 'ndcg', 'hit')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
+#: Trainer options that never change a result (where and how fast it is computed, what is
+#: shown): benchmarks leave them out of a unit's key.
+NON_RESULT_TRAIN_KEYS = ('progress', 'device', 'num_threads', 'eval_batch_size')
+#: Trainer options that may differ when a run is resumed: those that never change a result,
+#: and the stopping rule (a resumed run may be given more epochs or patience).
+RESUMABLE = ('epochs', 'patience') + NON_RESULT_TRAIN_KEYS
 
 
 class ConfigError(ValueError):
@@ -69,7 +80,7 @@ class TrainConfig:
     epochs: int = 1000
     patience: int = 10
     eval_every: int = 1
-    ks: tuple[int, ...] = (10, 20, 50)
+    ks: tuple[int, ...] = DEFAULT_KS
     metric: str = 'recall@20'
     eval_batch_size: int = 1024
     exclude_val_at_test: bool = False

@@ -38,6 +38,23 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'
 TUNED_DIR = CONFIG_DIR / 'tuned'
 #: Top-level keys of a ``--config`` file (``provenance`` is metadata of a tuned preset).
 CONFIG_FILE_KEYS = ('model', 'train', 'provenance')
+#: Suffix of the ID-only copy of a dataset (``amazon-baby-interactions``): it uses the preset
+#: blocks, search blocks and tuned presets of the dataset it copies, unless it has its own.
+ID_ONLY_SUFFIX = '-interactions'
+
+
+def preset_names(dataset: str) -> list[str]:
+    """Names whose preset blocks may apply to ``dataset``, the first found wins:
+    ``['amazon-baby-interactions', 'amazon-baby']``, ``['tiktok']``."""
+    names = [dataset]
+    if dataset.endswith(ID_ONLY_SUFFIX):
+        names.append(dataset[:-len(ID_ONLY_SUFFIX)])
+    return names
+
+
+def preset_block_key(block: dict, dataset: str) -> str:
+    """The key of ``dataset``'s block in a preset section (see :func:`preset_names`)."""
+    return next((n for n in preset_names(dataset) if n in block), dataset)
 
 
 def preset_path(model_name: str) -> Path:
@@ -73,9 +90,7 @@ def _preset_section(preset: dict, section: str, dataset: str) -> tuple[dict, dic
     (the ID-only copy of a dataset) falls back to the ``<name>`` block."""
     block = preset.get(section) or {}
     default = dict(block.get('default') or {})
-    if dataset not in block and dataset.endswith('-interactions'):
-        dataset = dataset[:-len('-interactions')]
-    per_dataset = dict(block.get(dataset) or {})
+    per_dataset = dict(block.get(preset_block_key(block, dataset)) or {})
     return default, per_dataset
 
 
@@ -100,10 +115,7 @@ def find_tuned_preset(model_name: str, dataset: str, folder: str | os.PathLike |
                       ) -> Path | None:
     """The tuned preset of ``model_name`` on ``dataset`` (``<name>-interactions`` falls back to
     ``<name>``'s, as preset blocks do), or ``None``."""
-    names = [dataset]
-    if dataset.endswith('-interactions'):
-        names.append(dataset[:-len('-interactions')])
-    for name in names:
+    for name in preset_names(dataset):
         path = tuned_preset_path(model_name, name, folder)
         if path.is_file():
             return path

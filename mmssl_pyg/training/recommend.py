@@ -16,7 +16,7 @@ import torch
 from ..data.graph import RecGraph
 from ..utils.io import atomic_write, check_output_file
 from .evaluator import DEFAULT_KS, eval_mode, exclusion_rows
-from .options import check_cutoffs, check_option
+from .options import METRIC_NAMES, check_cutoffs, check_option
 
 OUTPUT_SUFFIXES = ('.csv', '.parquet')
 
@@ -119,11 +119,10 @@ def format_recommendations(users: torch.Tensor, items: torch.Tensor,
 def format_metrics(rows: dict[str, dict[str, float]], ks=DEFAULT_KS) -> str:
     """A plain-text table: one row per (split, metric), one column per K."""
     ks = sorted(ks)
-    names = ('recall', 'precision', 'ndcg', 'hit')
     header = f'{"":<16}' + ''.join(f'{"@" + str(k):>10}' for k in ks)
     lines = [header]
     for split, metrics in rows.items():
-        for name in names:
+        for name in METRIC_NAMES:
             if not any(f'{name}@{k}' in metrics for k in ks):
                 continue
             cells = ''.join(f'{metrics[f"{name}@{k}"]:>10.4f}' if f'{name}@{k}' in metrics

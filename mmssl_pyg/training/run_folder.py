@@ -17,15 +17,13 @@ import torch
 import yaml
 
 from .checkpoint import BEST, LAST, CheckpointError, load_checkpoint
-from .options import ConfigError
+from .options import RESUMABLE, ConfigError
 
 RUN_CONFIG = 'config.yaml'
 METRICS = 'metrics.json'
 DISTRIBUTED = 'distributed.json'
 
 
-#: Trainer options that may differ when a run is resumed (they do not change its results).
-RESUMABLE = ('epochs', 'patience', 'progress', 'device', 'num_threads', 'eval_batch_size')
 
 
 #: Files of a run folder: a new run refuses a folder holding any of them (unless forced).

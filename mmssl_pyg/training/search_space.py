@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .options import ConfigError, check_keys, model_option_types, train_option_types
-from .presets import _route, preset_path
+from .presets import _route, preset_block_key, preset_path
 
 SEARCH_SECTION = 'search'
 PARAM_FIELDS = ('low', 'high', 'log', 'step', 'choices', 'type', 'source')
@@ -182,9 +182,7 @@ def parse_search_space(section: Any, dataset: str, where: str, model_cls=None,
         if block is not None and not isinstance(block, dict):
             raise ConfigError(f'{where}: search.{block_name} must be a mapping of option names '
                               f'to ranges, got {type(block).__name__}')
-    block_key = dataset
-    if block_key not in section and dataset.endswith('-interactions'):
-        block_key = dataset[:-len('-interactions')]
+    block_key = preset_block_key(section, dataset)
     merged: dict[str, tuple[Any, str]] = {}
     for name, spec in (section.get('default') or {}).items():
         merged[name] = (spec, f'{where}: search.default.{name}')
