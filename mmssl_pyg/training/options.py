@@ -8,6 +8,7 @@ never change a result or may change on resume. The preset loader is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import re
@@ -127,16 +128,23 @@ def train_option_types() -> dict[str, Any]:
 
 def model_option_types(model_cls) -> dict[str, Any] | None:
     """``{keyword: default}`` of ``model_cls.__init__`` after ``graph``; ``None`` when the
-    constructor takes ``**kwargs`` (any key is then accepted)."""
+    constructor takes ``**kwargs`` (any key is then accepted). The signature is read once per
+    class; each call returns a new dict."""
+    pairs = _signature_defaults(model_cls)
+    return None if pairs is None else dict(pairs)
+
+
+@functools.cache
+def _signature_defaults(model_cls) -> tuple[tuple[str, Any], ...] | None:
     params = list(inspect.signature(model_cls.__init__).parameters.values())[1:]  # drop self
-    out = {}
+    out = []
     for p in params:
         if p.kind == p.VAR_KEYWORD:
             return None
         if p.kind == p.VAR_POSITIONAL or p.name == 'graph':
             continue
-        out[p.name] = None if p.default is p.empty else p.default
-    return out
+        out.append((p.name, None if p.default is p.empty else p.default))
+    return tuple(out)
 
 
 def check_keys(values: dict, valid: dict | None, source: str, section: str) -> None:

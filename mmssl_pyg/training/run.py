@@ -57,6 +57,10 @@ from .run_folder import (  # noqa: F401 - re-exported: the historical import pat
 from .tracking import check_wandb_mode, make_tracker
 from .trainer import FitResult, Trainer, _amp_dtype, resolve_device, seed_everything
 
+#: Model options sized by the mini-batch: a run sets them to the trainer's batch size unless
+#: they are given.
+BATCH_SIZED_OPTIONS = ('batch_size', 'critic_batch_size')
+
 # ---------------------------------------------------------------------------------------------
 # data and models
 
@@ -101,17 +105,22 @@ def full_model_kwargs(model_cls, model_kwargs: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def run_model_kwargs(model_cls, options) -> dict[str, Any]:
-    """The keyword arguments a run builds the model with: the resolved options, a model
-    option sized by the mini-batch (``batch_size`` / ``critic_batch_size``, e.g. MMSSL's
-    critic memory check) set to the trainer's batch size unless given, then the class
-    defaults for the rest (see :func:`full_model_kwargs`)."""
+def batch_sized_kwargs(model_cls, options) -> dict[str, Any]:
+    """The resolved model options with each model option sized by the mini-batch (one of
+    :data:`BATCH_SIZED_OPTIONS`, e.g. MMSSL's critic memory check) set to the trainer's batch
+    size unless given."""
     model_kwargs = dict(options.model_kwargs)
     takes = model_option_types(model_cls)
-    for name in ('batch_size', 'critic_batch_size'):
+    for name in BATCH_SIZED_OPTIONS:
         if takes is not None and name in takes and name not in model_kwargs:
             model_kwargs[name] = options.train.batch_size
-    return full_model_kwargs(model_cls, model_kwargs)
+    return model_kwargs
+
+
+def run_model_kwargs(model_cls, options) -> dict[str, Any]:
+    """The keyword arguments a run builds the model with: :func:`batch_sized_kwargs`, then
+    the class defaults for the rest (see :func:`full_model_kwargs`)."""
+    return full_model_kwargs(model_cls, batch_sized_kwargs(model_cls, options))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +311,7 @@ def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, 
               'model_kwargs': _plain(model_kwargs), 'train': options.train.to_dict()}
 
     seed_everything(options.train.seed)
-    net = build_model(model, graph, model_kwargs)
+    net = model_cls(graph, **model_kwargs)
     tracker = make_tracker(wandb if ctx.is_main else 'disabled', dir=run_dir,
                            name=run_dir.name, run_id=wandb_id)
     if ctx.is_main:
