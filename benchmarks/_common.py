@@ -39,14 +39,6 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / 'benchmarks' / 'results'
 WANDB_PROJECT = 'mmssl-pyg-benchmarks'
-#: Dataset names of the library that select a preset block, for data folders named otherwise.
-PRESET_ALIASES = {'amazon-baby-interactions': 'amazon-baby',
-                  'amazon-sports-interactions': 'amazon-sports'}
-#: Trainer options that never change a result (left out of the unit key).
-NON_RESULT_TRAIN_KEYS = ('progress', 'num_threads', 'device', 'eval_batch_size')
-#: Model options that size something by the mini-batch: set to the trainer's batch size unless
-#: the unit sets them.
-BATCH_SIZED_OPTIONS = ('batch_size', 'critic_batch_size')
 K_GROUPS = 20  # cut-off of the sparsity benchmark's per-user / per-item metrics
 
 
@@ -163,31 +155,25 @@ class Unit:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def preset_key(dataset: str) -> str:
-    return PRESET_ALIASES.get(dataset, dataset)
-
-
 def resolve(unit: Unit, device: str, progress: bool = False):
     """``RunOptions`` of the unit: preset <- unit overrides <- seed/device."""
     from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training import resolve_options
-    from mmssl_pyg.training.config import model_option_types
+    from mmssl_pyg.training.run import batch_sized_kwargs
     cls = get_model_class(unit.model)
     overrides = [(f'model.{k}', v) for k, v in unit.model_options.items()]
     overrides += [(f'train.{k}', v) for k, v in unit.train_options.items()]
     options = resolve_options(
-        cls, preset_key(unit.dataset) if unit.kind == 'train' else 'default',
+        cls, unit.dataset if unit.kind == 'train' else 'default',
         model_name=unit.model, overrides=overrides,
         train_updates={'seed': unit.seed, 'device': device, 'progress': progress})
-    takes = model_option_types(cls) or {}
-    for name in BATCH_SIZED_OPTIONS:  # e.g. MMSSL's critic memory check, as train_run does
-        if name in takes and name not in options.model_kwargs:
-            options.model_kwargs[name] = options.train.batch_size
+    options.model_kwargs = batch_sized_kwargs(cls, options)  # as train_run does
     return options
 
 
 def unit_key(unit: Unit, options, device: str) -> dict[str, Any]:
     from mmssl_pyg.models import get_model_class
+    from mmssl_pyg.training.options import NON_RESULT_TRAIN_KEYS
     from mmssl_pyg.training.run import full_model_kwargs
     train = {k: v for k, v in options.train.to_dict().items() if k not in NON_RESULT_TRAIN_KEYS}
     key = {'model': unit.model, 'dataset': unit.dataset, 'seed': unit.seed,

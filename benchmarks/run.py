@@ -405,6 +405,7 @@ def _per_seed(units, split='test', name='recall@20') -> dict[int, float]:
 
 
 def report_accuracy(rep: C.Report):
+    from mmssl_pyg.training.options import METRIC_NAMES
     units = _ok(rep.units)
     groups = _by(units, lambda u: u['spec']['dataset'])
     for (dataset,) in sorted(groups, key=lambda k: (k[0] in ID_DATASETS, k[0])):
@@ -475,8 +476,7 @@ def report_accuracy(rep: C.Report):
             rows = []
             for name, us in rows_units:
                 rows.append([name, len(_per_seed(us))] + [
-                    (_metric(us, 'test', f'{m}@{k}')) for m in ('recall', 'precision', 'ndcg',
-                                                                  'hit')])
+                    (_metric(us, 'test', f'{m}@{k}')) for m in METRIC_NAMES])
             rep.add_table(f'accuracy_{slug}_at{k}', f'Accuracy on {dataset} @{k} (test)',
                           ['model', 'seeds', f'Recall@{k}', f'Precision@{k}', f'NDCG@{k}',
                            f'Hit@{k}'], rows)

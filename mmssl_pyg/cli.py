@@ -141,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
     ev.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
     ev.add_argument('--split', choices=['val', 'test'], default='test')
-    ev.add_argument('--ks', type=_checked('train', 'ks'), default=[10, 20, 50],
-                    help='cut-offs, positive and at most the number of items (10,20,50)')
+    ev.add_argument('--ks', type=_checked('train', 'ks'), default=None,
+                    help='cut-offs, positive and at most the number of items (default: '
+                         '10,20,50)')
     ev.add_argument('--exclude-val-at-test', action='store_true',
                     help='also exclude validation items when ranking for test')
     ev.add_argument('--root', default=None, help="override the dataset's folder")
@@ -270,15 +271,17 @@ def _tune(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from .training.options import DEFAULT_KS
     from .training.run import evaluate_checkpoint, format_metrics
-    out = evaluate_checkpoint(args.checkpoint, args.split, args.ks,
+    ks = list(DEFAULT_KS) if args.ks is None else args.ks
+    out = evaluate_checkpoint(args.checkpoint, args.split, ks,
                               exclude_val_at_test=args.exclude_val_at_test, device=args.device,
                               root=args.root, force_reload=args.force_reload)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f'{args.checkpoint} (epoch {out["epoch"]}), {args.split} split')
-        print(format_metrics({args.split: out['metrics']}, args.ks))
+        print(format_metrics({args.split: out['metrics']}, ks))
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import make_tiny_graph
 
 from mmssl_pyg.data import load_dataset
 from mmssl_pyg.data.graph import RecGraph
@@ -51,18 +52,6 @@ def one_thread():
 def mini() -> RecGraph:
     """The bundled TikTok sample: 1,000 users, 2,872 items, image + audio."""
     return RecGraph.from_hetero(load_dataset('tiktok-mini')[0], name='tiktok-mini')
-
-
-def _tiny(num_modalities: int = 2, num_users: int = 20, num_items: int = 30, seed: int = 0,
-          dims=(8, 5, 6)) -> RecGraph:
-    gen = torch.Generator().manual_seed(seed)
-    users = torch.cat([torch.arange(num_users), torch.randint(0, num_users, (80,), generator=gen)])
-    items = torch.randint(0, num_items, (users.numel(),), generator=gen)
-    ei = torch.unique(torch.stack([users, items]), dim=1)
-    feats = {f'm{j}': torch.randn(num_items, dims[j], generator=gen)
-             for j in range(num_modalities)}
-    empty = torch.zeros(2, 0, dtype=torch.long)
-    return RecGraph(num_users, num_items, ei, empty, empty, feats, 'tiny')
 
 
 def _batches(graph: RecGraph, batch_size: int, gen: torch.Generator):
@@ -189,7 +178,7 @@ def test_content_graph_baselines_beat_popularity(mini, name):
 def test_registry_and_modality_requirements():
     for name in BASELINES:
         assert name in MODELS
-    graph = _tiny(num_modalities=0)
+    graph = make_tiny_graph(num_modalities=0)
     for name in MULTIMODAL:
         with pytest.raises(ValueError, match='needs at least 1 item modalities'):
             MODELS[name](graph)
@@ -222,7 +211,7 @@ def test_presets_name_constructor_arguments(mini, name):
 @pytest.mark.parametrize('name', MULTIMODAL)
 def test_multimodal_models_take_any_number_of_modalities(name, num_modalities):
     torch.manual_seed(0)
-    graph = _tiny(num_modalities)
+    graph = make_tiny_graph(num_modalities)
     model = MODELS[name](graph, **({'knn_k': 4} if name in ('lattice', 'freedom') else {}))
     _train(model, graph, epochs=1, lr=1e-2, batch_size=8)
     user, item = model.get_embedding()
@@ -235,7 +224,7 @@ def test_multimodal_models_take_any_number_of_modalities(name, num_modalities):
 
 def test_vbpr_visual_term():
     torch.manual_seed(0)
-    graph = _tiny(2)
+    graph = make_tiny_graph(2)
     model = VBPR(graph).eval()
     _train(model, graph, epochs=2, lr=1e-2, batch_size=8)
     model.eval()
@@ -266,7 +255,7 @@ def test_vbpr_visual_term():
 
 def test_mmgcn_one_propagation_per_modality():
     torch.manual_seed(0)
-    graph = _tiny(3)
+    graph = make_tiny_graph(3)
     model = MMGCN(graph, latent_dim=16).eval()
     assert len(model.gcns) == 3
     with torch.no_grad():
@@ -289,7 +278,7 @@ def test_mmgcn_one_propagation_per_modality():
 
 def test_grcn_refined_edge_weights():
     torch.manual_seed(0)
-    graph = _tiny(2)
+    graph = make_tiny_graph(2)
     model = GRCN(graph).eval()
     u, i = graph.train_edge_index
     with torch.no_grad():
@@ -333,7 +322,7 @@ def _dense_knn_sets(x: torch.Tensor, k: int) -> list[set[int]]:
 
 def test_lattice_learned_item_graph():
     torch.manual_seed(0)
-    graph = _tiny(2, num_items=40)
+    graph = make_tiny_graph(2, num_items=40)
     k = 5
     model = LATTICE(graph, knn_k=k, feat_embed_dim=8)
     n = graph.num_items
@@ -388,7 +377,7 @@ def test_lattice_learned_item_graph():
 
 def test_lattice_state_dict_round_trip():
     torch.manual_seed(0)
-    graph = _tiny(2)
+    graph = make_tiny_graph(2)
     model = LATTICE(graph, knn_k=4)
     _train(model, graph, epochs=1, lr=1e-2, batch_size=8)
     model.eval()
@@ -407,7 +396,7 @@ def test_lattice_state_dict_round_trip():
 
 def test_freedom_frozen_knn_graph_exact_fixed_and_cached(tmp_path):
     torch.manual_seed(0)
-    graph = _tiny(2, num_items=50)
+    graph = make_tiny_graph(2, num_items=50)
     k = 6
     _graph_cache.clear_memory_cache()
     model = FREEDOM(graph, knn_k=k, cache_dir=tmp_path)
@@ -492,7 +481,7 @@ def test_degree_sensitive_pruning_keeps_count_and_prefers_low_degree_edges():
 
 def test_bm3_dropout_views_and_no_negatives():
     torch.manual_seed(0)
-    graph = _tiny(2)
+    graph = make_tiny_graph(2)
     model = BM3(graph, dropout=0.5)
     x = torch.randn(40, 16, requires_grad=True)
     model.train()
@@ -519,7 +508,7 @@ def test_bm3_dropout_views_and_no_negatives():
 
 def test_sgl_edge_dropout_views():
     torch.manual_seed(0)
-    graph = _tiny(0, num_users=30, num_items=40)
+    graph = make_tiny_graph(0, num_users=30, num_items=40)
     model = SGL(graph, ssl_ratio=0.25)
     num_edges = graph.num_train
     model.on_epoch_start(0)

@@ -486,15 +486,16 @@ def test_preset_keys_and_spec_values():
         assert set(preset[section]) == {'default', *datasets}
     for block in preset['model'].values():
         assert all(key in params for key in block or {})
+    # the preset holds only what differs from the class defaults (spec values live there)
+    assert not preset['model']['default']
     merged = {**preset['model']['default'], **preset['model']['tiktok']}
     assert merged['adv_weight'] == 1.8e-3 and merged['gumbel_temperature'] == 0.002
-    assert merged['topk_rate'] == 0.01 and merged['gp_weight'] == 0.3
+    assert merged['topk_rate'] == 0.01 and params['gp_weight'].default == 0.3
     assert preset['model']['amazon-baby']['adv_weight'] == 1e-4
     assert preset['model']['allrecipes']['adv_weight'] == 3e-4
     assert preset['train']['default']['lr'] == 5.5e-4
     graph = _graph()
-    model = MMSSL(graph, **{**merged, 'embedding_dim': 8,
-                            'critic_dropout': tuple(merged['critic_dropout'])})
+    model = MMSSL(graph, **{**merged, 'embedding_dim': 8})
     assert model.k == 1 and model.adv_weight == 1.8e-3
 
 

@@ -7,11 +7,14 @@ import yaml
 from mmssl_pyg.models import LightGCN
 from mmssl_pyg.training import ConfigError, TrainConfig, resolve_options
 from mmssl_pyg.training.config import CONFIG_DIR, parse_overrides
+from mmssl_pyg.training.run import full_model_kwargs
 
 
 def test_lightgcn_preset_default_and_dataset_blocks():
     opts = resolve_options(LightGCN, 'tiktok')
-    assert opts.model_kwargs == {'embedding_dim': 64, 'num_layers': 3, 'reg_weight': 1e-4}
+    # the preset restates no class default: the model runs with the class's values
+    assert full_model_kwargs(LightGCN, opts.model_kwargs) == \
+        {'embedding_dim': 64, 'num_layers': 3, 'reg_weight': 1e-4}
     assert opts.train.lr == 1e-3 and opts.train.epochs == 1000 and opts.train.patience == 10
     mini = resolve_options(LightGCN, 'tiktok-mini')
     assert mini.train.epochs == 50 and mini.train.patience == 5
@@ -25,7 +28,8 @@ def test_merge_order_and_type_parsing(tmp_path):
                            overrides=['lr=1e-2', 'embedding_dim=32', 'ks=[5,20]',
                                       'train.patience=2', 'exclude_val_at_test=true'],
                            train_updates={'epochs': 3, 'seed': None})
-    assert opts.model_kwargs == {'embedding_dim': 32, 'num_layers': 1, 'reg_weight': 1e-4}
+    assert full_model_kwargs(LightGCN, opts.model_kwargs) == \
+        {'embedding_dim': 32, 'num_layers': 1, 'reg_weight': 1e-4}
     t = opts.train
     assert (t.lr, t.epochs, t.patience, t.ks, t.exclude_val_at_test) == \
         (1e-2, 3, 2, (5, 20), True)

@@ -14,7 +14,7 @@ import yaml
 from mmssl_pyg import cli
 from mmssl_pyg.models import MODELS, LightGCN
 from mmssl_pyg.training import Trainer, resolve_options
-from mmssl_pyg.training import config as config_mod
+from mmssl_pyg.training import presets as presets_mod
 from mmssl_pyg.training.config import ConfigError, find_tuned_preset, read_yaml
 from mmssl_pyg.training.tune import (
     SearchParam,
@@ -133,11 +133,11 @@ def test_tuned_preset_round_trip_and_lookup(tmp_path, monkeypatch, capsys):
     data = yaml.safe_load(text)
     assert data == {'provenance': prov, 'model': {'num_layers': 2}, 'train': {'lr': 0.002}}
     assert read_yaml(path) == data  # a valid --config file (provenance is allowed)
-    monkeypatch.setattr(config_mod, 'TUNED_DIR', tmp_path)
+    monkeypatch.setattr(presets_mod, 'TUNED_DIR', tmp_path)
     opts = resolve_options(LightGCN, 'tiktok', model_name='lightgcn', tuned=True)
     assert opts.train.lr == 0.002 and opts.model_kwargs['num_layers'] == 2
     assert opts.sources['train.lr'] == f'tuned preset {path}'
-    assert opts.model_kwargs['reg_weight'] == 1e-4  # the preset supplies the rest
+    assert 'reg_weight' not in opts.model_kwargs  # neither tuned nor preset: class default
     # the preset's dataset block still applies under the tuned values; overrides win over both
     opts = resolve_options(LightGCN, 'tiktok', model_name='lightgcn', tuned=True,
                            overrides=['lr=0.005'])

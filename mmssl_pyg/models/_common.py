@@ -1,5 +1,5 @@
-"""Helpers shared by the baseline models: feature scaling, kNN item graphs, edge sampling,
-LightGCN-style propagation and InfoNCE.
+"""Helpers shared by the baseline models: feature buffers, kNN item graphs, edge sampling
+and InfoNCE (LightGCN propagation is :func:`mmssl_pyg.nn.propagation.light_propagate`).
 
 Nothing here builds a dense ``users x items`` or ``items x items`` tensor: kNN graphs come from
 :func:`mmssl_pyg.nn.topk.blockwise_topk` and every adjacency is sparse.
@@ -14,42 +14,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.graph import bipartite_adjacency
-from ..nn.conv import BipartiteConv
+from ..nn.features import scale_features
 from ..nn.losses import cross_modal_info_nce
 from ..nn.topk import blockwise_topk
 from . import _graph_cache
 
-FEATURE_NORMS = ('none', 'l2', 'standard')
-
-
 # --------------------------------------------------------------------------- item features
 
-def normalize_features(x: Tensor, mode: str = 'l2') -> Tensor:
-    """Scale raw item features before a model sees them.
-
-    Args:
-        x: ``[num_items, d]`` features.
-        mode: ``'none'`` (as given, like the MMRec toolkit), ``'l2'`` (each item's row to unit
-            length; scale-free and keeps the cosine geometry the kNN graphs use) or
-            ``'standard'`` (each column to zero mean, unit variance).
-    """
-    x = x.float()
-    if mode == 'none':
-        return x
-    if mode == 'l2':
-        return F.normalize(x, dim=1)
-    if mode == 'standard':
-        return (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
-    raise ValueError(f'feat_norm must be one of {FEATURE_NORMS}, got {mode!r}')
-
-
 def register_features(module: torch.nn.Module, features: dict[str, Tensor],
-                      mode: str) -> list[str]:
-    """Register each modality's (scaled) features as a non-persistent buffer ``feat_<j>``
-    (they come from the dataset, not from checkpoints) and return the modality names."""
+                      mode: str, option: str = 'feat_norm') -> list[str]:
+    """Register each modality's features, scaled by
+    :func:`~mmssl_pyg.nn.features.scale_features` (``mode``, the model's option ``option``),
+    as a non-persistent buffer
+    ``feat_<j>`` (they come from the dataset, not from checkpoints); return the modality
+    names."""
     names = list(features)
     for j, name in enumerate(names):
-        module.register_buffer(f'feat_{j}', normalize_features(features[name], mode),
+        module.register_buffer(f'feat_{j}', scale_features(features[name], mode, option),
                                persistent=False)
     return names
 
@@ -145,20 +126,6 @@ def degree_sensitive_prune(edge_index: Tensor, num_users: int, num_items: int, p
     return edge_index[:, kept]
 
 
-# --------------------------------------------------------------------------- propagation
-
-def light_propagate(conv: BipartiteConv, user_x: Tensor, item_x: Tensor, adj_ui: Tensor,
-                    adj_iu: Tensor, num_layers: int) -> tuple[Tensor, Tensor]:
-    """LightGCN propagation of layer-0 embeddings over ``(adj_ui, adj_iu)``; layer mean."""
-    us, its = [user_x], [item_x]
-    for _ in range(num_layers):
-        u = conv(its[-1], adj_ui, adj_rev=adj_iu)
-        i = conv(us[-1], adj_iu, adj_rev=adj_ui)
-        us.append(u)
-        its.append(i)
-    return torch.stack(us).mean(0), torch.stack(its).mean(0)
-
-
 # --------------------------------------------------------------------------- losses
 
 def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
@@ -180,6 +147,16 @@ def check_positive_int(name: str, value: int) -> int:
     if int(value) != value or value < 1:
         raise ValueError(f'{name} must be a positive integer, got {value!r}')
     return int(value)
+
+
+def check_optional_int(name: str, value: int | None, minimum: int, none_means: str) -> int | None:
+    """``value`` if it is ``None`` or an integer (not a bool) ``>= minimum``, else a
+    :class:`ValueError` that says what ``None`` means (``none_means``)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < minimum):
+        raise ValueError(f'{name} must be None {none_means} or an integer >= {minimum}, '
+                         f'got {value!r}')
+    return value
 
 
 def check_ratio(name: str, value: float) -> float:

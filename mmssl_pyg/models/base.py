@@ -140,10 +140,19 @@ class Recommender(torch.nn.Module):
 
     @torch.no_grad()
     def recommend(self, users: Tensor, k: int = 20, exclude_rowptr: Tensor | None = None,
-                  exclude_col: Tensor | None = None) -> Tensor:
-        """Top-``k`` item ids for ``users`` (optionally excluding each user's CSR row)."""
+                  exclude_col: Tensor | None = None, block_size: int = 1024,
+                  return_scores: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Top-``k`` item ids ``[U, k]`` for ``users``, best first, optionally excluding each
+        user's CSR row (``exclude_rowptr`` indexed by user id); ``block_size`` users are
+        scored at once. With ``return_scores``: ``(items, scores)``. Uses the model's
+        current mode (call :meth:`eval` first to switch dropout off)."""
         from ..nn.topk import blockwise_topk
         user_emb, item_emb = self.get_embedding()
-        _, idx = blockwise_topk(user_emb[users], item_emb, k, exclude_rowptr=exclude_rowptr,
-                                exclude_col=exclude_col, query_ids=users)
-        return idx
+        dev = user_emb.device
+        users = users.to(dev)
+        if exclude_rowptr is not None:
+            exclude_rowptr, exclude_col = exclude_rowptr.to(dev), exclude_col.to(dev)
+        scores, idx = blockwise_topk(user_emb[users], item_emb, k, block_size=block_size,
+                                     exclude_rowptr=exclude_rowptr, exclude_col=exclude_col,
+                                     query_ids=users)
+        return (idx, scores) if return_scores else idx

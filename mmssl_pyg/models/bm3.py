@@ -7,9 +7,9 @@ from torch import Tensor
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.propagation import light_propagate, sparse_aggregations
 from ._common import (
     check_ratio,
-    light_propagate,
     modality_features,
     register_features,
     xavier_normal_linear,
@@ -96,8 +96,8 @@ class BM3(Recommender):
 
     def encode(self) -> tuple[Tensor, Tensor]:
         """Online encoder output ``(e_u, e_i)`` before the predictor."""
-        u, i = light_propagate(self.conv, self.user_emb.weight, self.item_emb.weight,
-                               self.adj_ui, self.adj_iu, self.num_layers)
+        u, i = light_propagate(self.user_emb.weight, self.item_emb.weight, self.num_layers,
+                               *sparse_aggregations(self.conv, self.adj_ui, self.adj_iu))
         return u, i + self.item_emb.weight
 
     def target_view(self, x: Tensor) -> Tensor:

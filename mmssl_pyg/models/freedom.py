@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..data.graph import RecGraph, bipartite_adjacency
 from ..nn.conv import BipartiteConv
+from ..nn.propagation import light_propagate, sparse_aggregations
 from ._common import (
     check_positive_int,
     check_ratio,
@@ -16,7 +17,6 @@ from ._common import (
     item_adjacency,
     knn_graph,
     knn_normalize,
-    light_propagate,
     modality_features,
     register_features,
     xavier_normal_linear,
@@ -164,8 +164,8 @@ class FREEDOM(Recommender):
         h = self.item_emb.weight
         for _ in range(self.num_item_layers):
             h = self.conv(h, self.item_adj, adj_rev=self.item_adj_rev)
-        u, i = light_propagate(self.conv, self.user_emb.weight, self.item_emb.weight, adj_ui,
-                               adj_iu, self.num_layers)
+        u, i = light_propagate(self.user_emb.weight, self.item_emb.weight, self.num_layers,
+                               *sparse_aggregations(self.conv, adj_ui, adj_iu))
         return u, i + h
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:

@@ -8,6 +8,7 @@ from torch_geometric.utils import softmax
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.propagation import light_propagate
 from ._common import check_positive_int, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
@@ -126,14 +127,12 @@ class GRCN(Recommender):
             w_ui.append(a_ui * self.confidence[self.edge_user, m])
         w_iu = torch.relu(torch.stack(w_iu, 1).max(1).values)
         w_ui = torch.relu(torch.stack(w_ui, 1).max(1).values)
-        xu = F.normalize(self.user_id.weight, dim=1)
-        xi = F.normalize(self.item_id.weight, dim=1)
-        out_u, out_i = xu, xi
         n_u, n_i = self.num_users, self.num_items
-        for _ in range(self.num_layers):
-            xu, xi = (self.conv(xi, self._items_to_users(), w_iu, size=(n_i, n_u)),
-                      self.conv(xu, self._users_to_items(), w_ui, size=(n_u, n_i)))
-            out_u, out_i = out_u + xu, out_i + xi
+        out_u, out_i = light_propagate(  # layer sum over the refined edge weights
+            F.normalize(self.user_id.weight, dim=1), F.normalize(self.item_id.weight, dim=1),
+            self.num_layers,
+            lambda x: self.conv(x, self._items_to_users(), w_iu, size=(n_i, n_u)),
+            lambda x: self.conv(x, self._users_to_items(), w_ui, size=(n_u, n_i)), reduce='sum')
         return (torch.cat([out_u, *users], 1), torch.cat([out_i, *items], 1), w_iu, w_ui)
 
     def refined_edge_weight(self) -> tuple[Tensor, Tensor]:

@@ -10,12 +10,12 @@ from torch_geometric.utils import coalesce
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.propagation import light_propagate, sparse_aggregations
 from ..nn.topk import blockwise_topk
 from ._common import (
     check_positive_int,
     knn_graph,
     knn_normalize,
-    light_propagate,
     modality_features,
     register_features,
 )
@@ -168,8 +168,8 @@ class LATTICE(Recommender):
         for _ in range(self.num_item_layers):
             # edge_index rows are (item, neighbour): messages flow neighbour -> item.
             h = self.conv(h, ei.flip(0), w, size=(self.num_items, self.num_items))
-        u, i = light_propagate(self.conv, self.user_emb.weight, self.item_emb.weight,
-                               self.adj_ui, self.adj_iu, self.num_layers)
+        u, i = light_propagate(self.user_emb.weight, self.item_emb.weight, self.num_layers,
+                               *sparse_aggregations(self.conv, self.adj_ui, self.adj_iu))
         return u, i + F.normalize(h, dim=1)
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.propagation import light_propagate, sparse_aggregations
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -22,11 +23,12 @@ class LightGCN(Recommender):
     Args:
         graph: the training graph.
         embedding_dim: embedding size (default ``64``, as in the paper).
-        num_layers: propagation layers :math:`L` (default ``2``).
+        num_layers: propagation layers :math:`L` (default ``3``, the best of 1-4 in the
+            paper's Table 2 and the value every ``mmssl-pyg`` run and benchmark used).
         reg_weight: L2 weight on the batch's layer-0 embeddings (default ``1e-4``).
     """
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 2,
+    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 3,
                  reg_weight: float = 1e-4):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
@@ -44,13 +46,8 @@ class LightGCN(Recommender):
 
     def propagate(self, user_x: Tensor, item_x: Tensor) -> tuple[Tensor, Tensor]:
         """Layer-mean LightGCN propagation of given layer-0 embeddings."""
-        us, its = [user_x], [item_x]
-        for _ in range(self.num_layers):
-            u = self.conv(its[-1], self.adj_ui, adj_rev=self.adj_iu)
-            i = self.conv(us[-1], self.adj_iu, adj_rev=self.adj_ui)
-            us.append(u)
-            its.append(i)
-        return torch.stack(us).mean(0), torch.stack(its).mean(0)
+        return light_propagate(user_x, item_x, self.num_layers,
+                               *sparse_aggregations(self.conv, self.adj_ui, self.adj_iu))
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:
         return self.propagate(self.user_emb.weight, self.item_emb.weight)

@@ -1,201 +1,72 @@
 r"""MMSSL: multi-modal self-supervised learning for recommendation (WWW 2023)."""
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.graph import RecGraph, bipartite_adjacency
+from ..data.graph import RecGraph, csr_rowptr, unique_edges
+from ..nn.adjacency import LAYOUTS, BipartiteAdjacency
 from ..nn.attention import CrossModalAttention
 from ..nn.conv import BipartiteConv
-from ..nn.critic import (
-    LowRankRows,
-    RelationCritic,
-    check_critic_memory,
-    gumbel_noise,
-    gumbel_transform,
+from ..nn.critic import RelationCritic, check_critic_memory
+from ..nn.encoder import (
+    MMSSLEmbeddings,
+    collaborative_modality_embeddings,
+    fuse_modalities,
+    high_order_connectivity,
+    modality_aware_views,
+    modality_dependency,
+    modality_tokens,
 )
-from ..nn.generator import ModalityRelationGenerator, row_scale
+from ..nn.generator import ModalityRelationGenerator
+from ..nn.gumbel import gumbel_real_rows, normalised_rows, softmax_is_sparse
 from ..nn.losses import (
+    critic_objective,
     cross_modal_info_nce,
     projected_gradient_penalty,
-    wasserstein_critic_loss,
-    wasserstein_generator_loss,
+    relation_reconstruction_loss,
+    sampled_generator_loss,
 )
+from ..nn.lowrank import LowRankRows
 from ..nn.topk import _csr_gather
+from ._common import check_optional_int, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
+from .modality_graphs import GeneratedGraphsMixin, ModalityGraphs
 
 ABLATIONS = (None, 'wo_asl', 'wo_cl', 'wo_gt', 'rp_gae')
-FEATURE_NORMS = ('standard', 'l2', 'none')
-LAYOUTS = ('csr', 'coo', 'edge_index', 'sparse_tensor')
 _CACHE_KEY = 'mmssl_forward'
 
 
-class MMSSLEmbeddings(NamedTuple):
-    """Everything one full-graph forward pass of :class:`MMSSL` computes."""
-    user: Tensor                 #: :math:`\mathbf{e}^*_u` (Eq. 12), ``[n_u, d]``
-    item: Tensor                 #: :math:`\mathbf{e}^*_i` (Eq. 12), ``[n_i, d]``
-    features: list[Tensor]       #: :math:`\mathbf{F}^m` per modality, ``[n_i, d]``
-    user_modal: list[Tensor]     #: :math:`\mathbf{u}^m` (Eq. 2), ``[n_u, d]``
-    item_modal: list[Tensor]     #: :math:`\mathbf{i}^m` (Eq. 2), ``[n_i, d]``
-    user_views: list[Tensor]     #: :math:`\mathbf{H}^m_u` (Eq. 8), ``[n_u, d]``
-    item_views: list[Tensor]     #: :math:`\mathbf{H}^m_i` (Eq. 8), ``[n_i, d]``
-    user_fused: Tensor           #: :math:`\mathbf{h}_u` (Eq. 9), ``[n_u, d]``
-    item_fused: Tensor           #: :math:`\mathbf{h}_i` (Eq. 9), ``[n_i, d]``
-    user_graph: Tensor           #: :math:`\bar{\mathbf{E}}_u` (Eq. 10), ``[n_u, d]``
-    item_graph: Tensor           #: :math:`\bar{\mathbf{E}}_i` (Eq. 10), ``[n_i, d]``
-
-
-class _Adjacency(torch.nn.Module):
-    """One normalised bipartite graph, both directions, in one of :data:`LAYOUTS`."""
-
-    def __init__(self, edge_index: Tensor, num_users: int, num_items: int, norm: str,
-                 layout: str):
-        super().__init__()
-        self.num_users, self.num_items, self.layout = num_users, num_items, layout
-        self.num_edges = int(edge_index.size(1))
-        sparse_layout = torch.sparse_csr if layout == 'csr' else torch.sparse_coo
-        ui, iu = bipartite_adjacency(edge_index, num_users, num_items, norm=norm,
-                                     layout=sparse_layout)
-        if layout in ('csr', 'coo'):
-            self.register_buffer('ui', ui, persistent=False)
-            self.register_buffer('iu', iu, persistent=False)
-            if norm == 'sym':  # both directions carry the same weights: each is the other's .T
-                self.ui_t, self.iu_t = None, None
-            else:  # the cached transposes give BipartiteConv its fast backward
-                self.register_buffer('ui_t', _transpose(ui, sparse_layout), persistent=False)
-                self.register_buffer('iu_t', _transpose(iu, sparse_layout), persistent=False)
-        else:  # edge lists (also the storage of the SparseTensor layout)
-            ui, iu = ui.coalesce(), iu.coalesce()
-            self.register_buffer('ui_index', ui.indices(), persistent=False)  # (user, item)
-            self.register_buffer('ui_value', ui.values(), persistent=False)
-            self.register_buffer('iu_index', iu.indices(), persistent=False)  # (item, user)
-            self.register_buffer('iu_value', iu.values(), persistent=False)
-
-    def to_users(self, conv: BipartiteConv, x: Tensor) -> Tensor:
-        """Aggregate item rows ``x`` ``[n_i, F]`` into users."""
-        if self.layout in ('csr', 'coo'):
-            return conv(x, self.ui, adj_rev=self.iu if self.ui_t is None else self.ui_t)
-        if self.layout == 'edge_index':
-            return conv(x, self.ui_index.flip(0), edge_weight=self.ui_value,
-                        size=(self.num_items, self.num_users))
-        return conv(x, _sparse_tensor(self.ui_index, self.ui_value,
-                                      (self.num_users, self.num_items)))
-
-    def to_items(self, conv: BipartiteConv, x: Tensor) -> Tensor:
-        """Aggregate user rows ``x`` ``[n_u, F]`` into items."""
-        if self.layout in ('csr', 'coo'):
-            return conv(x, self.iu, adj_rev=self.ui if self.iu_t is None else self.iu_t)
-        if self.layout == 'edge_index':
-            return conv(x, self.iu_index.flip(0), edge_weight=self.iu_value,
-                        size=(self.num_users, self.num_items))
-        return conv(x, _sparse_tensor(self.iu_index, self.iu_value,
-                                      (self.num_items, self.num_users)))
-
-
-def _transpose(adj: Tensor, layout) -> Tensor:
-    t = adj.to_sparse_coo().t().coalesce()
-    return t.to_sparse_csr() if layout == torch.sparse_csr else t
-
-
-def _sparse_tensor(index: Tensor, value: Tensor, size: tuple[int, int]):
-    from torch_geometric.typing import SparseTensor
-    return SparseTensor(row=index[0], col=index[1], value=value, sparse_sizes=size)
-
-
-@contextlib.contextmanager
-def _frozen(module: torch.nn.Module):
-    """Run ``module`` without gradients for its parameters (inputs still get theirs)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def _scale_features(x: Tensor, how: str) -> Tensor:
-    x = x.float()
-    if how == 'standard':
-        std = x.std(0, unbiased=False)
-        return (x - x.mean(0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
-    if how == 'l2':
-        return F.normalize(x, dim=1)
-    return x
-
-
-class MMSSL(Recommender):
+class MMSSL(GeneratedGraphsMixin, Recommender):
     r"""MMSSL from Wei et al., `"Multi-Modal Self-Supervised Learning for Recommendation"
     <https://arxiv.org/abs/2302.10632>`_ (WWW 2023).
 
-    **Relation generator** (Eqs. 1-3, :class:`~mmssl_pyg.nn.ModalityRelationGenerator`):
-    :math:`\mathbf{F}^m = \mathrm{Dropout}(\mathbf{X}^m\mathbf{W}^m + \mathbf{b}^m)`,
-    :math:`\mathbf{u}^m = \hat{\mathbf{A}}\mathbf{F}^m`,
-    :math:`\mathbf{i}^m = \hat{\mathbf{A}}^{\top}\mathbf{u}^m`, and for the users :math:`B` of a
-    mini-batch :math:`\mathbf{S}^m_B = \mathrm{rownorm}(\mathbf{u}^m_B {\mathbf{i}^m}^{\top})`
-    with training entries zeroed. Each batch user's top-:math:`k` non-training items
-    (:math:`k = \max(1, \lfloor \text{rate} \cdot n_i \rfloor)`) are collected over the epoch
-    and become the modality graphs :math:`\hat{\mathcal{G}}^m` at :meth:`on_epoch_end` (users not
-    seen keep their previous neighbours; before the first swap the training graph is used).
+    Each equation is one named function or module (``docs/EQUATIONS.md``), and
+    :meth:`encode` reads them in the paper's order:
 
-    **Adversarial self-augmentation** (Eqs. 4-7): a WGAN-GP critic
-    (:class:`~mmssl_pyg.nn.RelationCritic`) separates the fake rows :math:`\mathbf{S}^m_B` from
-    the Gumbel-transformed real rows
+    - Eqs. 1-3, relation generator: :class:`~mmssl_pyg.nn.ModalityRelationGenerator`
+      (``project``, ``relation_rows``, ``topk``) and
+      :func:`~mmssl_pyg.nn.encoder.collaborative_modality_embeddings`; each batch user's
+      top-:math:`k` items (:math:`k = \max(1, \lfloor \text{rate} \cdot n_i \rfloor)`) become
+      the modality graphs :math:`\hat{\mathcal{G}}^m` at :meth:`on_epoch_end`
+      (:class:`~mmssl_pyg.models.modality_graphs.ModalityGraphs`).
+    - Eqs. 4-7, adversarial self-augmentation: :class:`~mmssl_pyg.nn.RelationCritic`, the real
+      rows :func:`~mmssl_pyg.nn.gumbel.gumbel_real_rows` and the WGAN-GP losses of
+      :mod:`mmssl_pyg.nn.losses`.
+    - Eqs. 8-12: :mod:`mmssl_pyg.nn.encoder` (views, attention, high-order connectivity,
+      fusion) and :func:`~mmssl_pyg.nn.cross_modal_info_nce` (Eq. 11); the loss (Eqs. 13-14)
+      is :math:`\mathcal{L}_{BPR} + \lambda_{adv}\mathcal{L}_G + \lambda_{cl}\sum_m
+      \mathcal{L}^m_{CL}` + L2 terms.
 
-    .. math::
-        \bar{\mathbf{A}}_B = \mathrm{rownorm}\big(\mathrm{softmax}((\mathbf{A}_B + s\,
-        \mathbf{g})/\tau) + \lambda\,\hat{\mathbf{S}}_B\big),
+    Nothing ``users x items`` or ``items x items`` is allocated (relation rows are ``batch x
+    items``, in factored form); a critic (:math:`n_i^2/4` weights) that does not fit in memory
+    is refused (:mod:`mmssl_pyg.nn.critic_memory`; ``critic_columns`` bounds it).
 
-    :math:`\hat{\mathbf{S}}_B` being the relation of the final embeddings (no gradient).
-
-    **Cross-modal contrastive learning** (Eqs. 8-11): :math:`\mathbf{H}^m_u = \sum_{i \in
-    \hat{\mathcal{G}}^m(u)} \hat{c}_{ui}\mathbf{E}_I[i]` (and the item side), multi-head
-    attention across modalities, mean pooling to :math:`\mathbf{h}`,
-    :math:`\mathbf{E}^{(0)} = \mathbf{E} + \mu\,\mathrm{normalize}(\mathbf{h})`, LightGCN layers
-    on the symmetric-normalised training graph, and InfoNCE between
-    :math:`\mathbf{H}^m_u` and :math:`\mathbf{e}^*_u` over the batch users.
-
-    **Fusion and loss** (Eqs. 12-14): :math:`\mathbf{e}^* = \bar{\mathbf{E}} + \omega \sum_m
-    \mathrm{normalize}(\mathbf{u}^m)` (items alike); :math:`\mathcal{L} = \mathcal{L}_{BPR} +
-    \lambda_{adv}\mathcal{L}_G + \lambda_{cl}\sum_m \mathcal{L}^m_{CL}` + L2 terms.
-
-    Nothing of shape ``users x items`` or ``items x items`` is allocated: the relation rows are
-    ``batch x items`` and reach the critic in factored form
-    (:class:`~mmssl_pyg.nn.critic.LowRankRows`). The critic has :math:`n_i^2/4` first-layer
-    weights; the constructor refuses (``ValueError``) a critic that does not fit in memory.
-
-    **Bounded critic** (``critic_columns=C``, not in the paper): for large catalogues the
-    critic reads only ``C`` item columns per mini-batch, drawn at random (sorted, without
-    replacement) for each batch and used for both its real and its fake rows (and for
-    :math:`\mathcal{L}_G` of the same batch); it is then ``Linear(C, C/4) -> ... -> 1``, so
-    its parameters are :math:`\approx C^2/4 + C^2/32` whatever :math:`n_i`, and the memory
-    check uses ``C``. The columns come from torch's default CPU generator (the stream the
-    trainer seeds, per process under torchrun, and saves in checkpoints), so a seed gives the
-    same columns on every device. The relation rows are normalised over all items before the
-    columns are taken. Input position ``j`` is a different item in every batch, so the critic
-    learns statistics of the row values (how peaked, how sparse) rather than per-item
-    weights.
-
-    **Training protocol** (see :mod:`mmssl_pyg.models.base`): per mini-batch call
-    :meth:`critic_loss` (step :meth:`critic_parameters` with Adam, lr 3e-4, betas (0.5, 0.9)),
-    then :meth:`loss` (step :meth:`model_parameters`); the forward pass is computed once and
-    cached on ``batch.cache``. Call :meth:`on_epoch_end` after each epoch.
-
-    **Feature scaling.** ``feature_norm='standard'`` (default) standardises every raw feature
-    dimension over the items (zero mean, unit variance). Raw features such as TikTok's image
-    vectors (values 0-13, mean 2.7) share a large common offset: two random items' raw image
-    vectors have cosine 0.86 on average (0.00 once standardised), so every item's projection
-    looks alike and the offset dominates the inner products of Eq. 3. The modalities' scales
-    also differ (mean row norm 33 for image, 4.5 for audio). Standardising removes the offset,
-    puts the modalities on one scale, keeps the per-dimension contrast (``'l2'``, unit rows,
-    keeps the offset) and uses no interaction data, so it cannot leak held-out information.
-    ``'none'`` reproduces the release.
+    **Training protocol** (:mod:`mmssl_pyg.models.base`): per mini-batch :meth:`critic_loss`
+    (Adam on :meth:`critic_parameters`), then :meth:`loss`, which reuses the forward pass
+    cached on ``batch.cache``; :meth:`on_epoch_end` after each epoch.
 
     Args:
         graph: the training graph; needs at least one item modality.
@@ -205,46 +76,37 @@ class MMSSL(Recommender):
         feature_dropout: dropout :math:`p` of the feature projection (default ``0.2``).
         norm: normalisation of Eq. 2 and Eq. 8, ``'sym'`` (default,
             :math:`1/\sqrt{|N_u||N_i|}`) or ``'row'`` (one-sided, the release's).
-        feature_norm: ``'standard'`` (default), ``'l2'`` or ``'none'``; see above.
+        feature_norm: ``'standard'`` (default), ``'l2'`` or ``'none'``; see
+            :mod:`mmssl_pyg.nn.features` (``'none'`` reproduces the release).
         topk_rate: generated neighbours per user as a fraction of the items (default ``0.01``).
-        modality_mix: :math:`\mu` of Eq. 10 (default ``0.36``).
-        fusion_weight: :math:`\omega` of Eq. 12 (default ``0.55``).
-        cl_weight: :math:`\lambda_{cl}` (default ``0.03``).
-        cl_temperature: :math:`\tau_c` (default ``0.5``).
+        modality_mix, fusion_weight: :math:`\mu` (Eq. 10), :math:`\omega` (Eq. 12) (``0.36``,
+            ``0.55``).
+        cl_weight, cl_temperature: :math:`\lambda_{cl}`, :math:`\tau_c` (``0.03``, ``0.5``).
         cl_intra_view_negatives: add the release's intra-view negatives (default ``False``).
         adv_weight: :math:`\lambda_{adv}` (default ``1e-4``).
-        gumbel_scale: :math:`s` of Eq. 5 (default ``1e-5``).
-        gumbel_temperature: :math:`\tau` of Eq. 5 (default ``0.005``).
-        gumbel_formula: ``'paper'`` (default) or ``'release'``; see
-            :func:`~mmssl_pyg.nn.critic.gumbel_transform`.
+        gumbel_scale, gumbel_temperature: :math:`s`, :math:`\tau` of Eq. 5 (``1e-5``, ``0.005``).
+        gumbel_formula: ``'paper'`` (default) or ``'release'``
+            (:func:`~mmssl_pyg.nn.gumbel.gumbel_transform`).
         aux_weight: :math:`\lambda` of Eq. 5 (default ``100``).
         gp_weight: :math:`\gamma` of Eq. 7 (default ``0.3``).
-        critic_dropout: critic dropout rates (default ``(0.31, 0.5)``).
-        critic_negative_slope: critic LeakyReLU slope (default ``0.2``; release ``1.0``).
-        critic_output_scale: critic output scale (default ``1.0``; release ``100``).
-        max_critic_memory: byte budget of the critic check (default: free device memory on
-            CUDA, physical memory on CPU).
-        critic_batch_size: users per mini-batch, only to size the critic memory check
-            (default ``1024``).
-        critic_columns: ``C``: the critic reads ``C`` random item columns per batch (see
-            above); ``None`` (default) or ``C >= n_items``: all items, as in the paper.
-        gp_samples: ``S``: the gradient penalty of Eq. 7 is averaged over ``S`` of the
-            batch's interpolates, drawn uniformly (an unbiased estimate of the full mean; see
-            :func:`~mmssl_pyg.nn.losses.projected_gradient_penalty`; default ``64``);
-            ``None``: every interpolate, as in the paper.
-        adv_samples: ``S``: the generator loss :math:`\mathcal{L}_G` (Eq. 6) averages the
-            critic's output over the generated rows of ``S`` batch users, drawn uniformly
-            per batch (the same users in every modality); an unbiased estimate of the mean
-            over the batch up to the critic's batch-norm statistics (default ``128``).
-            ``None``: every batch user, as in the paper.
-        reg_weight: L2 weight on the batch's final embeddings (default ``1e-5``).
-        modality_reg_weight: L2 weight on the batch's :math:`\mathbf{u}^m, \mathbf{i}^m`
-            (default ``1e-5``).
-        ablation: ``None`` (default), ``'wo_asl'`` (no critic, no :math:`\mathcal{L}_G`, no
-            Gumbel), ``'wo_cl'`` (:math:`\lambda_{cl}=0`), ``'wo_gt'`` (real rows are the
-            row-normalised :math:`\mathbf{A}_B`) or ``'rp_gae'`` (the critic replaced by a graph
-            auto-encoder: BCE between :math:`\sigma(\mathbf{u}^m_B{\mathbf{i}^m}^{\top})` and
-            :math:`\mathbf{A}_B`, positives weighted by the negative/positive ratio).
+        critic_dropout, critic_negative_slope, critic_output_scale: of the critic
+            (:class:`~mmssl_pyg.nn.RelationCritic`; ``(0.31, 0.5)``, ``0.2``, ``1.0``).
+        max_critic_memory: byte budget of the critic check (default: free device memory).
+        critic_batch_size: batch users assumed by the critic memory check (default ``1024``).
+        critic_columns: the critic reads this many random item columns per batch
+            (:mod:`mmssl_pyg.nn.critic`); ``None`` (default): all items, as in the paper.
+        gp_samples: Eq. 7's penalty averaged over this many uniformly drawn interpolates
+            (unbiased; :func:`~mmssl_pyg.nn.losses.projected_gradient_penalty`; default
+            ``64``); ``None``: every interpolate, as in the paper.
+        adv_samples: :math:`\mathcal{L}_G` (Eq. 6) averaged over this many uniformly drawn
+            batch users, the same in every modality (unbiased up to the critic's batch-norm
+            statistics; default ``128``); ``None``: every batch user, as in the paper.
+        reg_weight, modality_reg_weight: L2 weights on the batch's final embeddings and on its
+            :math:`\mathbf{u}^m, \mathbf{i}^m` (``1e-5``, ``1e-5``).
+        ablation: ``None`` (default), ``'wo_asl'`` (no critic, no :math:`\mathcal{L}_G`),
+            ``'wo_cl'`` (:math:`\lambda_{cl}=0`), ``'wo_gt'`` (real rows: the row-normalised
+            :math:`\mathbf{A}_B`) or ``'rp_gae'`` (the critic replaced by a graph auto-encoder,
+            :func:`~mmssl_pyg.nn.losses.relation_reconstruction_loss`).
         item_block_size: items scored at once by the top-k search (default ``4096``).
         adj_layout: connectivity handed to the message-passing layers: ``'csr'`` (default,
             fastest), ``'coo'``, ``'edge_index'`` or ``'sparse_tensor'`` (needs torch-sparse).
@@ -264,68 +126,44 @@ class MMSSL(Recommender):
                  critic_negative_slope: float = 0.2, critic_output_scale: float = 1.0,
                  max_critic_memory: int | None = None, critic_batch_size: int = 1024,
                  critic_columns: int | None = None, gp_samples: int | None = 64,
-                 adv_samples: int | None = 128,
-                 reg_weight: float = 1e-5,
-                 modality_reg_weight: float = 1e-5,
-                 ablation: str | None = None, item_block_size: int = 4096,
-                 adj_layout: str = 'csr'):
+                 adv_samples: int | None = 128, reg_weight: float = 1e-5,
+                 modality_reg_weight: float = 1e-5, ablation: str | None = None,
+                 item_block_size: int = 4096, adj_layout: str = 'csr'):
         super().__init__(graph)
-        if ablation not in ABLATIONS:
-            raise ValueError(f'ablation must be one of {ABLATIONS}, got {ablation!r}')
-        if norm not in ('sym', 'row'):
-            raise ValueError(f"norm must be 'sym' or 'row', got {norm!r}")
-        if feature_norm not in FEATURE_NORMS:
-            raise ValueError(f'feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}')
-        if adj_layout not in LAYOUTS:
-            raise ValueError(f'adj_layout must be one of {LAYOUTS}, got {adj_layout!r}')
-        if gumbel_formula not in ('paper', 'release'):
-            raise ValueError(f"gumbel_formula must be 'paper' or 'release', got "
-                             f'{gumbel_formula!r}')
-        self.modalities = graph.modalities
-        self.num_modalities = len(self.modalities)
+        for name, value, choices in (('ablation', ablation, ABLATIONS),
+                                     ('norm', norm, ('sym', 'row')),
+                                     ('adj_layout', adj_layout, LAYOUTS),
+                                     ('gumbel_formula', gumbel_formula, ('paper', 'release'))):
+            if value not in choices:
+                raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+        self.modalities, self.num_modalities = graph.modalities, len(graph.modalities)
         self.ablation = ablation
         self.has_critic = ablation not in ('wo_asl', 'rp_gae')
-        if critic_columns is not None and (isinstance(critic_columns, bool) or
-                                           not isinstance(critic_columns, int) or
-                                           critic_columns < 8):
-            raise ValueError(f'critic_columns must be None or an integer >= 8 (the critic is '
-                             f'Linear(C, C/4) -> Linear(C/4, C/8)), got {critic_columns!r}')
-        self.critic_columns = critic_columns
-        if gp_samples is not None and (isinstance(gp_samples, bool) or
-                                       not isinstance(gp_samples, int) or gp_samples < 2):
-            raise ValueError(f'gp_samples must be None (every interpolate) or an integer >= 2, '
-                             f'got {gp_samples!r}')
-        self.gp_samples = gp_samples
-        if adv_samples is not None and (isinstance(adv_samples, bool) or
-                                        not isinstance(adv_samples, int) or adv_samples < 2):
-            raise ValueError(f'adv_samples must be None (every batch user) or an integer >= 2, '
-                             f'got {adv_samples!r}')
-        self.adv_samples = adv_samples
+        self.critic_columns = check_optional_int('critic_columns', critic_columns, 8,
+                                                 '(every item column)')
+        self.gp_samples = check_optional_int('gp_samples', gp_samples, 2, '(every interpolate)')
+        self.adv_samples = check_optional_int('adv_samples', adv_samples, 2, '(every batch user)')
         #: the critic's input width: ``min(critic_columns, n_items)`` (``n_items`` if None)
         self.critic_width = graph.num_items if critic_columns is None else \
             min(critic_columns, graph.num_items)
-        device = graph.train_edge_index.device
         if self.has_critic:  # before anything large is allocated
             check_critic_memory(self.critic_width, self.num_modalities * critic_batch_size,
-                                max_critic_memory, device)
+                                max_critic_memory, graph.train_edge_index.device)
         self.embedding_dim, self.num_layers, self.num_heads = embedding_dim, num_layers, num_heads
         self.norm, self.feature_norm, self.adj_layout = norm, feature_norm, adj_layout
         self.topk_rate = topk_rate
         self.k = min(graph.num_items, max(1, math.floor(topk_rate * graph.num_items)))
         self.modality_mix, self.fusion_weight = modality_mix, fusion_weight
         self.cl_weight = 0.0 if ablation == 'wo_cl' else cl_weight
-        self.cl_temperature = cl_temperature
-        self.cl_intra_view_negatives = cl_intra_view_negatives
+        self.cl_temperature, self.cl_intra_view_negatives = cl_temperature, cl_intra_view_negatives
         self.adv_weight = 0.0 if ablation == 'wo_asl' else adv_weight
         self.gumbel_scale, self.gumbel_temperature = gumbel_scale, gumbel_temperature
         self.gumbel_formula, self.aux_weight, self.gp_weight = gumbel_formula, aux_weight, gp_weight
         self.reg_weight, self.modality_reg_weight = reg_weight, modality_reg_weight
         self.item_block_size = item_block_size
 
-        # Features (scaled once; content only, no interactions involved).
-        for idx, name in enumerate(self.modalities):
-            self.register_buffer(f'feat_{idx}', _scale_features(graph.features[name],
-                                                                feature_norm), persistent=False)
+        self.modality_names = register_features(  # scaled once; content only
+            self, {m: graph.features[m] for m in self.modalities}, feature_norm, 'feature_norm')
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.generator = ModalityRelationGenerator(
@@ -336,25 +174,18 @@ class MMSSL(Recommender):
                                      critic_output_scale) if self.has_critic else None
 
         # Training graph: deduplicated edges, CSR rows (exclusion, A_B), adjacencies.
-        # (1-D keys: torch.unique(dim=1) is ~20x slower on millions of edges)
-        key = torch.unique(graph.train_edge_index[0].long() * graph.num_items
-                           + graph.train_edge_index[1].long())  # sorted by (user, item)
-        edge_index = torch.stack([key // graph.num_items, key % graph.num_items])
-        self.register_buffer('train_edge_index', edge_index, persistent=False)
-        rowptr = torch.zeros(graph.num_users + 1, dtype=torch.long, device=key.device)
-        rowptr[1:] = torch.cumsum(torch.bincount(edge_index[0], minlength=graph.num_users), 0)
-        col = edge_index[1]
-        self.register_buffer('train_rowptr', rowptr, persistent=False)
-        self.register_buffer('train_col', col, persistent=False)
-        self.encoder_adj = _Adjacency(edge_index, graph.num_users, graph.num_items, 'sym',
-                                      adj_layout)
-        self.generator_adj = self.encoder_adj if norm == 'sym' else _Adjacency(
+        edge_index = unique_edges(graph.train_edge_index, graph.num_items)
+        self.register_buffer('train_rowptr', csr_rowptr(edge_index[0], graph.num_users),
+                             persistent=False)
+        self.register_buffer('train_col', edge_index[1], persistent=False)
+        self.encoder_adj = BipartiteAdjacency(edge_index, graph.num_users, graph.num_items,
+                                              'sym', adj_layout)
+        self.generator_adj = self.encoder_adj if norm == 'sym' else BipartiteAdjacency(
             edge_index, graph.num_users, graph.num_items, norm, adj_layout)
         # Generated modality graphs (Eq. 8): the training graph until the first swap.
-        self.modality_adj = torch.nn.ModuleList([self.generator_adj] * self.num_modalities)
-        self._has_generated: Tensor | None = None          # [n_u] bool
-        self._neighbours: list[Tensor] | None = None       # per modality [n_u, k] int32, -1 pad
-        self._pending: list[tuple[Tensor, list[Tensor]]] = []  # (users, [B, k] per modality)
+        self.graphs = ModalityGraphs(edge_index, graph.num_users, graph.num_items,
+                                     self.num_modalities, self.k, norm, adj_layout,
+                                     self.generator_adj)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
@@ -369,41 +200,24 @@ class MMSSL(Recommender):
     def critic_parameters(self) -> list[torch.nn.Parameter]:
         return [] if self.critic is None else list(self.critic.parameters())
 
-    def _features(self) -> list[Tensor]:
-        return [getattr(self, f'feat_{idx}') for idx in range(self.num_modalities)]
-
     # ------------------------------------------------------------------ full-graph forward
     def encode(self) -> MMSSLEmbeddings:
         """One full-graph forward pass (Eqs. 1-2 and 8-12)."""
-        feats = self.generator.project(self._features())
-        user_modal = [self.generator_adj.to_users(self.conv, f) for f in feats]
-        item_modal = [self.generator_adj.to_items(self.conv, u) for u in user_modal]
-
+        conv = self.conv
+        feats = self.generator.project(modality_features(self))                      # Eq. 1
+        user_modal, item_modal = collaborative_modality_embeddings(                  # Eq. 2
+            self.generator_adj, conv, feats)
         user_w, item_w = self.user_emb.weight, self.item_emb.weight
-        views: dict[int, tuple[Tensor, Tensor]] = {}
-        for adj in self.modality_adj:  # modalities that share a graph share the aggregation
-            if id(adj) not in views:
-                views[id(adj)] = (adj.to_users(self.conv, item_w), adj.to_items(self.conv, user_w))
-        user_views = [views[id(adj)][0] for adj in self.modality_adj]
-        item_views = [views[id(adj)][1] for adj in self.modality_adj]
-
-        tokens = torch.cat([torch.stack(user_views, 1), torch.stack(item_views, 1)], 0)
-        fused = self.attention.pool(self.attention(tokens))
-        x = torch.cat([user_w, item_w], 0) + self.modality_mix * F.normalize(fused, dim=1)
-        user_x, item_x = x[:self.num_users], x[self.num_users:]
-        user_sum, item_sum = user_x, item_x
-        for _ in range(self.num_layers):
-            user_x, item_x = (self.encoder_adj.to_users(self.conv, item_x),
-                              self.encoder_adj.to_items(self.conv, user_x))
-            user_sum, item_sum = user_sum + user_x, item_sum + item_x
-        user_graph = user_sum / (self.num_layers + 1)
-        item_graph = item_sum / (self.num_layers + 1)
-
-        user = user_graph + self.fusion_weight * sum(F.normalize(u, dim=1) for u in user_modal)
-        item = item_graph + self.fusion_weight * sum(F.normalize(i, dim=1) for i in item_modal)
+        user_views, item_views = modality_aware_views(self.graphs.adjs, conv,        # Eq. 8
+                                                      user_w, item_w)
+        user_h, item_h = modality_dependency(self.attention, user_views, item_views)  # Eq. 9
+        user_graph, item_graph = high_order_connectivity(                            # Eq. 10
+            self.encoder_adj, conv, user_w, item_w, user_h, item_h, self.modality_mix,
+            self.num_layers)
+        user = fuse_modalities(user_graph, user_modal, self.fusion_weight)           # Eq. 12
+        item = fuse_modalities(item_graph, item_modal, self.fusion_weight)
         return MMSSLEmbeddings(user, item, feats, user_modal, item_modal, user_views, item_views,
-                               fused[:self.num_users], fused[self.num_users:], user_graph,
-                               item_graph)
+                               user_h, item_h, user_graph, item_graph)
 
     def forward(self) -> tuple[Tensor, Tensor]:
         """Final user and item embeddings (Eq. 12)."""
@@ -419,8 +233,8 @@ class MMSSL(Recommender):
         ``(users [n_u, heads, M, M], items [n_i, heads, M, M])``, each row a softmax over the
         :math:`M` modality tokens (call :meth:`eval` first to switch feature dropout off)."""
         emb = self.encode()
-        tokens = torch.cat([torch.stack(emb.user_views, 1), torch.stack(emb.item_views, 1)], 0)
-        _, att = self.attention(tokens, return_attention_weights=True)
+        _, att = self.attention(modality_tokens(emb.user_views, emb.item_views),
+                                return_attention_weights=True)
         return att[:self.num_users], att[self.num_users:]
 
     # ------------------------------------------------------------------ batch rows
@@ -441,78 +255,21 @@ class MMSSL(Recommender):
         r"""Gumbel-transformed observed rows :math:`\bar{\mathbf{A}}_B` of Eq. 5 (``'wo_gt'``:
         the row-normalised :math:`\mathbf{A}_B`), in factored form.
 
-        With the paper's formula and :math:`(1 - s\,\Delta g)/\tau \geq 120` (every default)
-        the softmax puts exactly zero float32 mass off the training items (:math:`e^{-120}`
-        underflows), so only the training entries' noise is drawn and nothing ``n_items``
-        wide is formed; otherwise (or with ``dense=True``) the ``[B, n_i]`` block is computed.
-        Both give the same rows up to round-off.
-
         Args:
             users: ``[B]`` user ids.
             user_star, item_star: final embeddings ``[B, d]`` of the users, ``[n_i, d]``.
-            noise: Gumbel noise, ``[B, n_i]`` (dense) or ``[nnz]`` at the training entries
-                (sparse path); drawn when ``None``.
-            dense: force (``True``) or forbid (``False``) the dense path; ``None`` picks.
+            noise, dense: see :func:`~mmssl_pyg.nn.gumbel.gumbel_real_rows`.
         """
         num = users.numel()
         row, col = self._train_entries(users)
         if self.ablation == 'wo_gt':
-            deg = torch.bincount(row, minlength=num).to(user_star.dtype)
-            return LowRankRows(num, self.num_items, index=torch.stack([row, col]),
-                               value=deg[row].rsqrt())
-        # auxiliary relation S_hat = rownorm(<e*_B, e*> with training entries zeroed)
-        p_train = (user_star[row] * item_star[col]).sum(-1)
-        p_scale = row_scale(user_star, item_star, row, p_train)  # 1 / ||p_zeroed||
-        aux_scale = self.aux_weight * p_scale
-        if dense is None:
-            has_train = torch.bincount(row, minlength=num) > 0
-            dense = not (self._softmax_is_sparse() and bool(has_train.all()))
-        if not dense:
-            g = noise[row, col] if noise is not None and noise.dim() == 2 else noise
-            if g is None:
-                g = gumbel_noise(row.shape, device=row.device)
-            logit = (1.0 + self.gumbel_scale * g) / self.gumbel_temperature
-            top = logit.new_full((num,), float('-inf')).scatter_reduce(
-                0, row, logit, reduce='amax', include_self=True)
-            soft = (logit - top[row]).exp()
-            soft = soft / soft.new_zeros(num).index_add(0, row, soft)[row]
-            # soft lives on the training entries, where p_zeroed is 0: the norms add up
-            p_norm_sq = (1.0 / p_scale).pow(2) * (p_scale < 1e12)
-            sq = soft.new_zeros(num).index_add(0, row, soft.pow(2)) + \
-                aux_scale.pow(2) * p_norm_sq
-            c = sq.clamp(min=1e-24).rsqrt()
-            lr_scale = c * aux_scale
-            value = c[row] * soft - lr_scale[row] * p_train
-            return LowRankRows(num, self.num_items, left=user_star, right=item_star,
-                               scale=lr_scale, index=torch.stack([row, col]), value=value)
-        a = user_star.new_zeros(num, self.num_items)
-        a[row, col] = 1.0
-        if noise is None:
-            noise = gumbel_noise(a.shape, device=a.device)
-        soft = gumbel_transform(a, noise, self.gumbel_scale, self.gumbel_temperature,
-                                self.gumbel_formula)
-        p = user_star @ item_star.t()
-        p[row, col] = 0.0
-        c = (soft + aux_scale.unsqueeze(1) * p).norm(dim=1).clamp(min=1e-12).reciprocal()
-        # rows = c*soft + (c*aux_scale) * (e*_B e*^T) - (c*aux_scale) * p on training entries
-        lr_scale = c * aux_scale
-        resid = soft * c.unsqueeze(1)
-        resid[row, col] -= lr_scale[row] * p_train
-        nz = resid.nonzero()
-        if nz.size(0) <= 0.05 * resid.numel():
-            index = nz.t()
-            return LowRankRows(num, self.num_items, left=user_star, right=item_star,
-                               scale=lr_scale, index=index, value=resid[index[0], index[1]])
-        return LowRankRows(num, self.num_items, left=user_star, right=item_star,
-                           scale=lr_scale, dense=resid)
+            return normalised_rows(row, col, num, self.num_items, user_star.dtype)
+        return gumbel_real_rows(row, col, user_star, item_star, self.gumbel_scale,
+                                self.gumbel_temperature, self.aux_weight, self.gumbel_formula,
+                                noise, dense)
 
-    def _softmax_is_sparse(self) -> bool:
-        r"""Whether Eq. 5's softmax is exactly zero (float32) off the training items: the
-        logit gap :math:`(1 - s\,\Delta g)/\tau`, with :math:`\Delta g \leq 21.4` for
-        the noise of :func:`~mmssl_pyg.nn.critic.gumbel_noise`, is at least 120."""
-        if self.gumbel_formula != 'paper':
-            return False
-        return (1.0 - abs(self.gumbel_scale) * 21.4) / self.gumbel_temperature >= 120.0
+    def _softmax_is_sparse(self) -> bool:  # see nn.gumbel.softmax_is_sparse
+        return softmax_is_sparse(self.gumbel_scale, self.gumbel_temperature, self.gumbel_formula)
 
     def _batch_forward(self, batch: Batch) -> dict:
         emb = self.encode()
@@ -533,33 +290,15 @@ class MMSSL(Recommender):
             self._collect_topk(users, modal_b, emb.item_modal, row, col, batch.final)
         return out
 
-    @torch.no_grad()
     def _collect_topk(self, users: Tensor, modal_b: list[Tensor], item_modal: list[Tensor],
                       row: Tensor, col: Tensor, final: Tensor | None) -> None:
-        """Queue the top-k neighbours (Eq. 3, step 4) of the batch users for the next swap.
-        With ``final`` (see :class:`~mmssl_pyg.models.base.Batch`) only the users no later
-        batch of the epoch redraws are searched: the others' rows would be replaced at the
-        swap, so the swapped-in graphs are the same."""
-        if final is not None and not bool(final.all()):
-            local = final.nonzero().view(-1)
-            keep = torch.isin(row, local)
-            remap = torch.full((users.numel(),), -1, dtype=torch.long, device=users.device)
-            remap[local] = torch.arange(local.numel(), device=users.device)
-            users, row, col = users[local], remap[row[keep]], col[keep]
-            modal_b = [u[local] for u in modal_b]
-        if users.numel() == 0:
-            return
-        idx = [self.generator.topk(u.detach(), i.detach(), self.k, row, col,
-                                   self.item_block_size) for u, i in zip(modal_b, item_modal)]
-        self._pending.append((users.detach().clone(), [t.int() for t in idx]))
+        """See :meth:`~mmssl_pyg.models.modality_graphs.ModalityGraphs.collect_topk`."""
+        self.graphs.collect_topk(self.generator, users, modal_b, item_modal, row, col, final,
+                                 self.item_block_size)
 
     def draw_critic_columns(self) -> Tensor:
         """``critic_width`` sorted distinct item ids, from torch's default CPU generator."""
         return torch.randperm(self.num_items)[:self.critic_width].sort().values
-
-    def _cached_forward(self, batch: Batch) -> dict:
-        out = batch.cache.pop(_CACHE_KEY, None)
-        return out if out is not None else self._batch_forward(batch)
 
     # ------------------------------------------------------------------ losses
     def critic_loss(self, batch: Batch) -> dict[str, Tensor]:
@@ -574,18 +313,12 @@ class MMSSL(Recommender):
         if 'critic_columns' in out:
             real = real.select_columns(out['critic_columns'])
         out['real'] = real  # only the critic step reads the real rows
-        critic = self.critic
-        z_fake = torch.cat([critic.project(r.detach()) for r in out['fake']], 0)
-        z_real = critic.project(real).repeat(self.num_modalities, 1)
-        d_real, d_fake = critic.head(z_real), critic.head(z_fake)
-        penalty = projected_gradient_penalty(critic, z_real, z_fake,
-                                             num_samples=self.gp_samples)
-        loss = wasserstein_critic_loss(d_real, d_fake, penalty, self.gp_weight)
-        return {'loss': loss, 'critic': (d_fake.mean() - d_real.mean()).detach(),
-                'gradient_penalty': penalty.detach()}
+        # the penalty is looked up here, so benchmarks/speed.py can time it
+        return critic_objective(self.critic, real, out['fake'], self.gp_weight, self.gp_samples,
+                                projected_gradient_penalty)
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        out = self._cached_forward(batch)
+        out = batch.cache.pop(_CACHE_KEY, None) or self._batch_forward(batch)
         emb: MMSSLEmbeddings = out['emb']
         users, pos, neg = batch.users, batch.pos, batch.neg
         ub, pb, nb = emb.user[users], emb.item[pos], emb.item[neg]
@@ -601,152 +334,13 @@ class MMSSL(Recommender):
                               for h in emb.user_views)
         generator = zero
         if self.has_critic:
-            fake = out['fake']
-            if self.adv_samples is not None and self.adv_samples < users.numel():
-                # the same uniformly drawn users in every modality's block
-                pick = torch.randperm(users.numel())[:self.adv_samples].to(users.device)
-                fake = [r.select_rows(pick) for r in fake]
-            with _frozen(self.critic):
-                z_fake = torch.cat([self.critic.project(r) for r in fake], 0)
-                generator = wasserstein_generator_loss(self.critic.head(z_fake))
+            generator = sampled_generator_loss(self.critic, out['fake'], self.adv_samples)
         elif self.ablation == 'rp_gae':
-            generator = self._gae_loss(emb, users, *out['gae_target'])
+            generator = relation_reconstruction_loss(
+                [u[users] for u in emb.user_modal], emb.item_modal, *out['gae_target'])
         total = bpr + reg + self.adv_weight * generator + self.cl_weight * contrastive
         return {'loss': total, 'bpr': bpr, 'reg': reg, 'generator': generator,
                 'contrastive': contrastive}
-
-    def _gae_loss(self, emb: MMSSLEmbeddings, users: Tensor, row: Tensor,
-                  col: Tensor) -> Tensor:
-        """r/p-GAE: reconstruct :math:`\\mathbf{A}_B` from the relation logits (BCE)."""
-        target = emb.user.new_zeros(users.numel(), self.num_items)
-        target[row, col] = 1.0
-        num_pos = max(int(row.numel()), 1)
-        pos_weight = target.new_tensor((target.numel() - num_pos) / num_pos)
-        losses = [F.binary_cross_entropy_with_logits(u[users] @ i.t(), target,
-                                                     pos_weight=pos_weight)
-                  for u, i in zip(emb.user_modal, emb.item_modal)]
-        return torch.stack(losses).mean()
-
-    # ------------------------------------------------------------------ generated graphs
-    def on_epoch_end(self, epoch: int) -> None:
-        self.update_modality_graphs()
-
-    def gather_epoch_state(self, all_gather) -> None:
-        """Data-parallel training: replace this process's pending (users, top-k neighbours)
-        by every process's, so every replica swaps in the same modality graphs at
-        :meth:`on_epoch_end`. A user drawn several times keeps the neighbours of its latest
-        step, and within one step those of the highest rank: the batches of a step are, in
-        rank order, consecutive draws of the shared sampler, so the graph is the one a single
-        process training on them in that order would build."""
-        dev = self.train_rowptr.device
-        if self._pending:
-            users, idx, step = self._merged_pending()
-        else:
-            users = step = torch.empty(0, dtype=torch.long, device=dev)
-            idx = [torch.empty(0, self.k, dtype=torch.int32, device=dev)
-                   for _ in range(self.num_modalities)]
-        users, step = torch.cat(all_gather(users)), torch.cat(all_gather(step))
-        idx = [torch.cat(all_gather(t)) for t in idx]
-        # rank order within a step (stable sort), so the latest entry of a user wins
-        order = torch.sort(step, stable=True).indices
-        self._pending = [(users[order], [t[order] for t in idx])] if users.numel() else []
-
-    @torch.no_grad()
-    def update_modality_graphs(self) -> int:
-        """Swap in the modality graphs collected since the last swap; returns the number of
-        users whose neighbours changed."""
-        if not self._pending:
-            return 0
-        device = self.train_rowptr.device
-        if self._neighbours is None:
-            self._has_generated = torch.zeros(self.num_users, dtype=torch.bool, device=device)
-            self._neighbours = [torch.full((self.num_users, self.k), -1, dtype=torch.int32,
-                                           device=device) for _ in range(self.num_modalities)]
-        users, idx, _ = self._merged_pending()
-        self._has_generated[users] = True
-        for m in range(self.num_modalities):
-            self._neighbours[m][users] = idx[m].to(device)
-        self._pending = []
-        self._rebuild_modality_adj()
-        return int(users.numel())
-
-    def _merged_pending(self) -> tuple[Tensor, list[Tensor], Tensor]:
-        """Pending (users, neighbours, step) with one row per user, the latest batch winning
-        (``step``: the position of that batch among the pending ones)."""
-        users = torch.cat([u for u, _ in self._pending])
-        idx = [torch.cat([n[m] for _, n in self._pending]) for m in range(self.num_modalities)]
-        step = torch.cat([torch.full_like(u, j) for j, (u, _) in enumerate(self._pending)])
-        pos = torch.arange(users.numel(), device=users.device)
-        last = torch.full((self.num_users,), -1, dtype=torch.long, device=users.device)
-        last.scatter_reduce_(0, users, pos, reduce='amax')
-        keep = last[users] == pos
-        return users[keep], [t[keep] for t in idx], step[keep]
-
-    def _rebuild_modality_adj(self):
-        if self._has_generated is None:
-            self.modality_adj = torch.nn.ModuleList([self.generator_adj] * self.num_modalities)
-            return
-        train = self.train_edge_index
-        train = train[:, ~self._has_generated[train[0]]]  # users never generated: training
-        users = self._has_generated.nonzero().view(-1)
-        adjs = []
-        for m in range(self.num_modalities):
-            items = self._neighbours[m][users].long()
-            row = users.repeat_interleave(items.size(1))
-            items = items.reshape(-1)
-            keep = items >= 0
-            edge_index = torch.cat([torch.stack([row[keep], items[keep]]), train], 1)
-            adjs.append(_Adjacency(edge_index, self.num_users, self.num_items, self.norm,
-                                   self.adj_layout))
-        self.modality_adj = torch.nn.ModuleList(adjs)
-
-    def modality_edge_index(self, modality: int) -> Tensor:
-        """Current (user, item) edges of the modality graph :math:`\\hat{\\mathcal{G}}^m`."""
-        if self._has_generated is None:
-            return self.train_edge_index
-        train = self.train_edge_index
-        users = self._has_generated.nonzero().view(-1)
-        items = self._neighbours[modality][users].long()
-        row = users.repeat_interleave(items.size(1))
-        items = items.reshape(-1)
-        keep = items >= 0
-        return torch.cat([torch.stack([row[keep], items[keep]]),
-                          train[:, ~self._has_generated[train[0]]]], 1)
-
-    def get_extra_state(self) -> dict:
-        # copies: the live tensors are updated in place at the next swap
-        pending = None
-        if self._pending:
-            users, idx, _ = self._merged_pending()
-            pending = {'users': users, 'neighbours': idx}
-        has = None if self._has_generated is None else self._has_generated.clone()
-        nbs = None if self._neighbours is None else [n.clone() for n in self._neighbours]
-        return {'version': 1, 'k': self.k, 'has_generated': has, 'neighbours': nbs,
-                'pending': pending}
-
-    def set_extra_state(self, state: dict) -> None:
-        if state.get('k') != self.k:
-            raise ValueError(f"checkpoint's modality graphs have k={state.get('k')} neighbours "
-                             f'per user but this model has k={self.k}; use the same topk_rate '
-                             f'and item count as the checkpoint')
-        device = self.train_rowptr.device  # copies: the state may be reused elsewhere
-        has = state.get('has_generated')
-        self._has_generated = None if has is None else has.to(device, copy=True)
-        nbs = state.get('neighbours')
-        self._neighbours = None if nbs is None else [n.to(device, copy=True) for n in nbs]
-        pending = state.get('pending')
-        self._pending = [] if pending is None else [
-            (pending['users'].to(device), [n.to(device) for n in pending['neighbours']])]
-        self._rebuild_modality_adj()
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        # keep the (non-buffer) generated-graph state on the module's device
-        if self._has_generated is not None:
-            self._has_generated = fn(self._has_generated)
-            self._neighbours = [fn(n) for n in self._neighbours]
-        self._pending = [(fn(u), [fn(n) for n in idx]) for u, idx in self._pending]
-        return self
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_users} users, {self.num_items} items, '

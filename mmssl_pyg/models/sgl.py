@@ -6,7 +6,8 @@ from torch import Tensor
 
 from ..data.graph import RecGraph, bipartite_adjacency
 from ..nn.conv import BipartiteConv
-from ._common import check_positive_int, check_ratio, edge_dropout, info_nce, light_propagate
+from ..nn.propagation import light_propagate, sparse_aggregations
+from ._common import check_positive_int, check_ratio, edge_dropout, info_nce
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -82,8 +83,8 @@ class SGL(Recommender):
         self.draw_views()
 
     def propagate(self, adj_ui: Tensor, adj_iu: Tensor) -> tuple[Tensor, Tensor]:
-        return light_propagate(self.conv, self.user_emb.weight, self.item_emb.weight, adj_ui,
-                               adj_iu, self.num_layers)
+        return light_propagate(self.user_emb.weight, self.item_emb.weight, self.num_layers,
+                               *sparse_aggregations(self.conv, adj_ui, adj_iu))
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:
         return self.propagate(self.adj_ui, self.adj_iu)

@@ -40,7 +40,7 @@ class VBPR(Recommender):
             tuned here).
         use_bias: include the item bias and the visual bias (default ``True``, as in the
             paper; MMRec's version has neither).
-        feat_norm: feature scaling, see :func:`~mmssl_pyg.models._common.normalize_features`
+        feat_norm: feature scaling, see :func:`~mmssl_pyg.nn.features.scale_features`
             (default ``'l2'`` per modality; ``'none'`` feeds raw features like MMRec).
     """
     min_modalities = 1

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .critic import LowRankRows
+from ..data.graph import csr_rowptr
+from .lowrank import LowRankRows
 from .topk import blockwise_topk
 
 
@@ -47,7 +48,7 @@ class ModalityRelationGenerator(torch.nn.Module):
         \mathbf{S}^m_B = \mathrm{rownorm}_{L_2}\big(\langle \mathbf{u}^m_B, \mathbf{i}^m
         \rangle \odot (1 - \mathbf{A}_B)\big),
 
-    training entries zeroed; they are returned as :class:`~mmssl_pyg.nn.critic.LowRankRows`
+    training entries zeroed; they are returned as :class:`~mmssl_pyg.nn.lowrank.LowRankRows`
     (rank :math:`d` plus a sparse correction), never as a dense matrix. :meth:`topk` returns
     each user's :math:`k` strongest non-training items (the modality-aware neighbours of
     Eq. 8), scoring the batch against blocks of items.
@@ -118,8 +119,7 @@ class ModalityRelationGenerator(torch.nn.Module):
         for start in range(0, num_cols, item_block_size):
             end = min(start + item_block_size, num_cols)
             sel = (exclude_col >= start) & (exclude_col < end)
-            rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=user_x.device)
-            rowptr[1:] = torch.cumsum(torch.bincount(exclude_row[sel], minlength=num_rows), 0)
+            rowptr = csr_rowptr(exclude_row[sel], num_rows)
             # exclude_row is sorted (CSR order), so the selected columns stay grouped by row
             val, idx = blockwise_topk(user_x, item_x[start:end], min(k, end - start),
                                       block_size=num_rows, exclude_rowptr=rowptr,

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .critic import frozen
+
 
 def cross_modal_info_nce(anchor: Tensor, target: Tensor, temperature: float = 0.5,
                          intra_view_negatives: bool = False) -> Tensor:
@@ -127,3 +129,49 @@ def wasserstein_critic_loss(d_real: Tensor, d_fake: Tensor, penalty: Tensor,
 def wasserstein_generator_loss(d_fake: Tensor) -> Tensor:
     r"""Generator objective of Eq. 6: :math:`-\overline{D(\mathrm{fake})}`."""
     return -d_fake.mean()
+
+
+def critic_objective(critic, real, fake: list, gp_weight: float = 0.3,
+                     gp_samples: int | None = None,
+                     penalty: Callable | None = None) -> dict[str, Tensor]:
+    r"""Eq. 7 for one batch: the real rows ``real`` (repeated once per modality) against
+    each modality's generated rows ``fake`` (detached), with the gradient penalty
+    ``penalty`` (default :func:`projected_gradient_penalty`) over ``gp_samples``
+    interpolates. Returns ``{'loss', 'critic'`` (the Wasserstein estimate, detached)``,
+    'gradient_penalty'}``."""
+    penalty = projected_gradient_penalty if penalty is None else penalty
+    z_fake = torch.cat([critic.project(r.detach()) for r in fake], 0)
+    z_real = critic.project(real).repeat(len(fake), 1)
+    d_real, d_fake = critic.head(z_real), critic.head(z_fake)
+    gp = penalty(critic, z_real, z_fake, num_samples=gp_samples)
+    return {'loss': wasserstein_critic_loss(d_real, d_fake, gp, gp_weight),
+            'critic': (d_fake.mean() - d_real.mean()).detach(), 'gradient_penalty': gp.detach()}
+
+
+def sampled_generator_loss(critic, fake: list, num_samples: int | None = None) -> Tensor:
+    r""":math:`\mathcal{L}_G` of Eq. 6 over each modality's generated rows ``fake`` (a list
+    of :class:`~mmssl_pyg.nn.lowrank.LowRankRows` blocks of the same batch), the critic's
+    parameters frozen (the gradient reaches the rows only). With ``num_samples`` below the
+    batch size, the same uniformly drawn rows of every block (torch's default generator)."""
+    rows = fake[0].num_rows
+    if num_samples is not None and num_samples < rows:
+        pick = torch.randperm(rows)[:num_samples].to(critic.lin1.weight.device)
+        fake = [r.select_rows(pick) for r in fake]
+    with frozen(critic):
+        z_fake = torch.cat([critic.project(r) for r in fake], 0)
+        return wasserstein_generator_loss(critic.head(z_fake))
+
+
+def relation_reconstruction_loss(user_modal: list[Tensor], item_modal: list[Tensor],
+                                 row: Tensor, col: Tensor) -> Tensor:
+    r"""The r/p-GAE ablation's replacement of :math:`\mathcal{L}_G`: per modality, BCE between
+    :math:`\sigma(\mathbf{u}^m_B{\mathbf{i}^m}^{\top})` and the observed rows
+    :math:`\mathbf{A}_B` (entries ``(row, col)``), positives weighted by the
+    negative/positive ratio; averaged over the modalities. Forms ``[B, n_i]`` blocks."""
+    target = user_modal[0].new_zeros(user_modal[0].size(0), item_modal[0].size(0))
+    target[row, col] = 1.0
+    num_pos = max(int(row.numel()), 1)
+    pos_weight = target.new_tensor((target.numel() - num_pos) / num_pos)
+    losses = [F.binary_cross_entropy_with_logits(u @ i.t(), target, pos_weight=pos_weight)
+              for u, i in zip(user_modal, item_modal)]
+    return torch.stack(losses).mean()

@@ -23,6 +23,7 @@ per-user values in float32, and the blocks differ).
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -35,18 +36,18 @@ from torch_geometric.metrics import (
     LinkPredRecall,
 )
 
-from ..data.graph import RecGraph, csr_rows
+from ..data.graph import RecGraph, csr_rows, unique_edges
 from ..nn.topk import _csr_gather, blockwise_topk
+from .options import DEFAULT_KS, METRIC_NAMES
 
-DEFAULT_KS = (10, 20, 50)
 SPLITS = ('val', 'test')
 
 
 def _metric_collection(ks: Sequence[int]) -> tuple[LinkPredMetricCollection, dict[str, str]]:
     metrics, names = {}, {}
     for k in ks:
-        for name, cls in (('recall', LinkPredRecall), ('precision', LinkPredPrecision),
-                          ('ndcg', LinkPredNDCG), ('hit', LinkPredHitRatio)):
+        for name, cls in zip(METRIC_NAMES, (LinkPredRecall, LinkPredPrecision, LinkPredNDCG,
+                                            LinkPredHitRatio)):
             metrics[f'{name}_{k}'] = cls(k)
             names[f'{name}_{k}'] = f'{name}@{k}'
     return LinkPredMetricCollection(metrics), names
@@ -57,9 +58,7 @@ def heldout_pairs(graph: RecGraph, split: str) -> Tensor:
     if split not in SPLITS:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     ei = graph.val_edge_index if split == 'val' else graph.test_edge_index
-    ei = ei.long()
-    keys = torch.unique(ei[0] * graph.num_items + ei[1])
-    return torch.stack([keys // graph.num_items, keys % graph.num_items])
+    return unique_edges(ei, graph.num_items)
 
 
 def exclusion_rows(graph: RecGraph, split: str = 'val', exclude_val_at_test: bool = False,
@@ -152,11 +151,18 @@ def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEF
 
 
 @torch.no_grad()
-def inference_embeddings(model) -> tuple[Tensor, Tensor]:
-    """``model.get_embedding()`` in eval mode (dropout off), restoring the model's mode."""
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run the block with ``model`` in eval mode (dropout off), restoring its mode after."""
     was_training = model.training
     model.eval()
     try:
-        return model.get_embedding()
+        yield model
     finally:
         model.train(was_training)
+
+
+def inference_embeddings(model) -> tuple[Tensor, Tensor]:
+    """``model.get_embedding()`` in eval mode (dropout off), restoring the model's mode."""
+    with eval_mode(model):
+        return model.get_embedding()

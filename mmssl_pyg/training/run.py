@@ -5,28 +5,18 @@ Every function here is usable from Python; :mod:`mmssl_pyg.cli` only parses argu
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from ..data.graph import RecGraph
-from ..utils.io import (
-    FolderLock,
-    atomic_write,
-    check_folder,
-    check_output_file,
-    clean_stale_tmp,
-)
-from .checkpoint import BEST, LAST, CheckpointError, load_checkpoint
+from ..utils.io import FolderLock, atomic_write, check_folder, clean_stale_tmp
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import (
     ConfigError,
     TrainConfig,
@@ -36,23 +26,40 @@ from .config import (
     resolve_options,
 )
 from .distributed import DistContext, init_distributed
-from .evaluator import DEFAULT_KS, evaluate, exclusion_rows, inference_embeddings
+from .evaluator import DEFAULT_KS, evaluate
+from .recommend import (  # noqa: F401 - re-exported: the historical import path
+    OUTPUT_SUFFIXES,
+    check_output_path,
+    format_metrics,
+    format_recommendations,
+    recommend,
+    write_recommendations,
+)
+from .run_folder import (  # noqa: F401 - re-exported: the historical import path
+    DISTRIBUTED,
+    METRICS,
+    RESUMABLE,
+    RUN_CONFIG,
+    RUN_FILES,
+    DataMismatchError,
+    _check_new_run_dir,
+    _check_resumable,
+    _check_resume_checkpoint,
+    _dataset_key,
+    _is_path,
+    _json_default,
+    _norm,
+    _plain,
+    check_same_data,
+    read_run_config,
+    resolve_checkpoint,
+)
 from .tracking import check_wandb_mode, make_tracker
 from .trainer import FitResult, Trainer, _amp_dtype, resolve_device, seed_everything
 
-RUN_CONFIG = 'config.yaml'
-METRICS = 'metrics.json'
-DISTRIBUTED = 'distributed.json'
-#: Trainer options that may differ when a run is resumed (they do not change its results).
-RESUMABLE = ('epochs', 'patience', 'progress', 'device', 'num_threads', 'eval_batch_size')
-#: Files of a run folder: a new run refuses a folder holding any of them (unless forced).
-RUN_FILES = (LAST, BEST, METRICS, RUN_CONFIG, DISTRIBUTED)
-OUTPUT_SUFFIXES = ('.csv', '.parquet')
-
-
-class DataMismatchError(ValueError):
-    """A run or checkpoint was made on other data than the data found now."""
-
+#: Model options sized by the mini-batch: a run sets them to the trainer's batch size unless
+#: they are given.
+BATCH_SIZED_OPTIONS = ('batch_size', 'critic_batch_size')
 
 # ---------------------------------------------------------------------------------------------
 # data and models
@@ -85,39 +92,6 @@ def load_data(dataset: str, root: str | None = None, modalities: list[str] | Non
     return graph, identity
 
 
-def check_same_data(recorded: dict | None, found: dict, what: str) -> None:
-    """Raise :class:`DataMismatchError` when ``found`` (a :func:`load_data` identity) is not the
-    data ``recorded`` by a run or checkpoint (``what`` names it). Records of older versions,
-    without a digest, are accepted with a warning."""
-    if not recorded or not recorded.get('digest'):
-        warnings.warn(f'{what} does not record which data it was trained on (written by an '
-                      f'older version); the data in {found["root"]} is used unchecked',
-                      UserWarning, stacklevel=3)
-        return
-    if recorded['digest'] == found['digest']:
-        return
-    old, new = recorded.get('files') or {}, found['files']
-    changed = [n for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
-    state = {n: 'missing' if n not in new else 'new' if n not in old else 'different content'
-             for n in changed}
-    detail = ', '.join(f'{n} ({why})' for n, why in state.items()) or 'different files'
-    raise DataMismatchError(
-        f'{what} was trained on the data in {recorded.get("root")} (digest '
-        f'{recorded["digest"][:12]}), but the data loaded from {found["root"]} differs (digest '
-        f'{found["digest"][:12]}; {detail}). Results on other data would be meaningless. Fix: '
-        f'point --root at a folder holding the original raw files (or restore them), or '
-        f'train a new run on this data')
-
-
-def _dataset_key(dataset: str) -> str:
-    """Preset key and run-name part of a dataset argument: a registry name (lower case,
-    ``_`` -> ``-``) or a folder's name."""
-    path = Path(dataset)
-    if len(path.parts) > 1 or path.is_dir():
-        return path.resolve().name
-    return dataset.lower().replace('_', '-')
-
-
 def build_model(model_name: str, graph: RecGraph, model_kwargs: dict[str, Any]):
     from ..models import get_model_class
     return get_model_class(model_name)(graph, **model_kwargs)
@@ -131,17 +105,22 @@ def full_model_kwargs(model_cls, model_kwargs: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def run_model_kwargs(model_cls, options) -> dict[str, Any]:
-    """The keyword arguments a run builds the model with: the resolved options, a model
-    option sized by the mini-batch (``batch_size`` / ``critic_batch_size``, e.g. MMSSL's
-    critic memory check) set to the trainer's batch size unless given, then the class
-    defaults for the rest (see :func:`full_model_kwargs`)."""
+def batch_sized_kwargs(model_cls, options) -> dict[str, Any]:
+    """The resolved model options with each model option sized by the mini-batch (one of
+    :data:`BATCH_SIZED_OPTIONS`, e.g. MMSSL's critic memory check) set to the trainer's batch
+    size unless given."""
     model_kwargs = dict(options.model_kwargs)
     takes = model_option_types(model_cls)
-    for name in ('batch_size', 'critic_batch_size'):
+    for name in BATCH_SIZED_OPTIONS:
         if takes is not None and name in takes and name not in model_kwargs:
             model_kwargs[name] = options.train.batch_size
-    return full_model_kwargs(model_cls, model_kwargs)
+    return model_kwargs
+
+
+def run_model_kwargs(model_cls, options) -> dict[str, Any]:
+    """The keyword arguments a run builds the model with: :func:`batch_sized_kwargs`, then
+    the class defaults for the rest (see :func:`full_model_kwargs`)."""
+    return full_model_kwargs(model_cls, batch_sized_kwargs(model_cls, options))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,27 +200,6 @@ def _on_rank0(ctx: DistContext, fn):
     if error is not None:
         raise error
     return value
-
-
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.yaml`` of a run folder, checked to hold what ``--resume`` needs."""
-    path = Path(run_dir) / RUN_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f'cannot resume: {path} does not exist (is {run_dir} a run '
-                                f'folder written by mmssl-pyg train?)')
-    try:
-        saved = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f'cannot resume: {path} is not valid YAML ({err}). Fix: restore it '
-                          f'or start a new --run-dir') from None
-    missing = [k for k in ('model', 'dataset', 'model_kwargs', 'train')
-               if not isinstance(saved, dict) or k not in saved]
-    if missing or not isinstance(saved['model_kwargs'], dict) or \
-            not isinstance(saved['train'], dict):
-        raise ConfigError(f'cannot resume: {path} lacks {", ".join(missing) or "valid sections"}'
-                          f' (damaged or not written by mmssl-pyg train). Fix: restore it or '
-                          f'start a new --run-dir')
-    return saved
 
 
 def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, epochs, seed,
@@ -340,30 +298,6 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
             lock.release()
 
 
-def _check_new_run_dir(path: Path, force: bool) -> None:
-    """A new run may not write into a folder that holds another run's files."""
-    existing = [n for n in RUN_FILES if (path / n).exists() or (path / n).is_symlink()]
-    if existing and not force:
-        raise ConfigError(f'{path} already holds a run ({", ".join(existing)}). Fix: continue '
-                          f'it with --resume, replace it with --force, or choose another '
-                          f'--run-dir')
-
-
-def _check_resume_checkpoint(path: Path, saved: dict) -> None:
-    """``--resume`` needs a readable ``last.pt`` of the same model and dataset."""
-    last = path / LAST
-    if not last.exists():
-        raise FileNotFoundError(f'cannot resume: {last} does not exist (the run ended before '
-                                f'its first epoch was saved). Fix: start it again with --force')
-    state = load_checkpoint(last)
-    meta = state.get('meta') if isinstance(state.get('meta'), dict) else {}
-    if meta.get('model') != saved['model'].lower() or not all(
-            k in state for k in ('model', 'optimizer', 'sampler', 'rng', 'epoch')):
-        raise CheckpointError(f'cannot resume: {last} is not a checkpoint of this run (model '
-                              f'{meta.get("model")!r}, the run has {saved["model"]!r}). Fix: '
-                              f'restore the run\'s last.pt or start a new --run-dir')
-
-
 def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, graph,
             identity, saved, wandb, resume) -> RunResult:
     model_kwargs = run_model_kwargs(model_cls, options)
@@ -377,7 +311,7 @@ def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, 
               'model_kwargs': _plain(model_kwargs), 'train': options.train.to_dict()}
 
     seed_everything(options.train.seed)
-    net = build_model(model, graph, model_kwargs)
+    net = model_cls(graph, **model_kwargs)
     tracker = make_tracker(wandb if ctx.is_main else 'disabled', dir=run_dir,
                            name=run_dir.name, run_id=wandb_id)
     if ctx.is_main:
@@ -403,63 +337,8 @@ def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, 
     return result
 
 
-def _is_path(dataset: str) -> bool:
-    """Whether a dataset argument is a folder rather than a registry name."""
-    from ..data import dataset as ds
-    return ds._is_path(dataset) or ds._registry_key(dataset) not in ds.DATASETS
-
-
-def _norm(value: str, key: str) -> str:
-    return value.lower() if key == 'model' else _dataset_key(value)
-
-
-def _check_resumable(saved: dict, options, run_dir) -> None:
-    diffs = []
-    for k, v in options.model_kwargs.items():
-        if k in saved['model_kwargs'] and _plain(v) != _plain(saved['model_kwargs'][k]):
-            diffs.append(f'model.{k}: run has {saved["model_kwargs"][k]!r}, asked {v!r}')
-    now = options.train.to_dict()
-    for k, v in saved['train'].items():
-        if k not in RESUMABLE and _plain(now.get(k)) != _plain(v):
-            diffs.append(f'train.{k}: run has {v!r}, asked {now.get(k)!r}')
-    if diffs:
-        raise ConfigError(f'cannot resume {run_dir} with different settings ({"; ".join(diffs)}); '
-                          f'only {", ".join(RESUMABLE)} may change. Start a new --run-dir instead.')
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    return x
-
-
-def _json_default(x):
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    return repr(x)
-
-
 # ---------------------------------------------------------------------------------------------
-# checkpoints: evaluate and recommend
-
-
-def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        for name in (BEST, LAST):
-            if (path / name).exists():
-                return path / name
-        raise FileNotFoundError(f'run folder {str(path)!r} holds neither {BEST} nor {LAST}. '
-                                f'Fix: give a run folder written by mmssl-pyg train, or a .pt '
-                                f'file')
-    return path
+# checkpoints
 
 
 def load_run_checkpoint(checkpoint: str | os.PathLike, device: str = 'auto',
@@ -518,122 +397,3 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, split: str = 'test',
     metrics = evaluate(model, graph, split, ks, exclude_val_at_test=exclude_val_at_test,
                        batch_size=batch_size, progress=progress)
     return {'epoch': int(state.get('epoch', 0)), 'split': split, 'metrics': metrics}
-
-
-@torch.no_grad()
-def recommend(model, graph: RecGraph, users: torch.Tensor | None = None, k: int = 20,
-              exclude: str = 'train', batch_size: int = 1024,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``k`` unseen items per user (``users`` defaults to all).
-
-    Args:
-        exclude: ``'train'`` ranks every item the user has not interacted with in training;
-            ``'all'`` also drops the validation and test items.
-
-    Returns:
-        ``(users [U], items [U, k], scores [U, k])``, best first, on the CPU.
-    """
-    from ..nn.topk import blockwise_topk
-    if exclude not in ('train', 'all'):
-        raise ValueError(f"exclude must be 'train' or 'all', got {exclude!r}")
-    k = check_option('cli', 'k', k, source='', label='-k')
-    check_cutoffs([k], graph.num_items, '-k')
-    if users is None:
-        users = torch.arange(graph.num_users)
-    users = torch.as_tensor(users, dtype=torch.long).view(-1).cpu()
-    if users.numel() == 0:
-        raise ValueError('no user ids given. Fix: --users 0,1,2 (comma-separated ids), or '
-                         '--output FILE for every user')
-    bad = users[(users < 0) | (users >= graph.num_users)]
-    if bad.numel():
-        raise ValueError(f'user ids {bad.tolist()[:10]} are out of range: dataset '
-                         f'{graph.name!r} has users 0..{graph.num_users - 1}')
-    if exclude == 'train':
-        rowptr, col = exclusion_rows(graph)
-    else:
-        from ..data.graph import csr_rows
-        ei = torch.cat([graph.train_edge_index, graph.val_edge_index.to(graph.train_edge_index),
-                        graph.test_edge_index.to(graph.train_edge_index)], dim=1)
-        rowptr, col = csr_rows(ei.long(), graph.num_users)
-    user_emb, item_emb = inference_embeddings(model)
-    dev = user_emb.device
-    ids = users.to(dev)
-    scores, items = blockwise_topk(user_emb[ids], item_emb, k, block_size=batch_size,
-                                   exclude_rowptr=rowptr.to(dev), exclude_col=col.to(dev),
-                                   query_ids=ids)
-    return users, items.cpu(), scores.cpu()
-
-
-def write_recommendations(path: str | os.PathLike, users: torch.Tensor, items: torch.Tensor,
-                          scores: torch.Tensor, force: bool = False) -> Path:
-    """Write long-format ``user, rank, item, score`` rows (rank from 1) to ``.csv`` or
-    ``.parquet`` (Parquet needs pyarrow), atomically: an existing file is replaced only with
-    ``force`` and only by a complete new file (see :func:`check_output_path`)."""
-    path = Path(path)
-    suffix = check_output_path(path, force)
-    k = items.size(1)
-    valid = torch.isfinite(scores)  # fewer than k unseen items: the tail is excluded items
-    u = users.view(-1, 1).expand(-1, k)[valid]
-    rank = torch.arange(1, k + 1).view(1, -1).expand(users.numel(), -1)[valid]
-    it, sc = items[valid], scores[valid]
-    if suffix == '.parquet':
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        table = pa.table({'user': u.numpy(), 'rank': rank.numpy(), 'item': it.numpy(),
-                          'score': sc.float().numpy()})
-        atomic_write(path, lambda f: pq.write_table(table, f))
-    else:
-        def write_csv(f):
-            writer = csv.writer(f)
-            writer.writerow(['user', 'rank', 'item', 'score'])
-            writer.writerows(zip(u.tolist(), rank.tolist(), it.tolist(),
-                                 (f'{s:.6g}' for s in sc.tolist())))
-        atomic_write(path, write_csv, binary=False)
-    return path
-
-
-def check_output_path(path: str | os.PathLike, force: bool = False) -> str:
-    """The suffix of a recommendation file (``.csv`` / ``.parquet``), checked before any work:
-    an unknown suffix, a folder, a symbolic link, an existing file without ``force``, an
-    unwritable place, or Parquet without pyarrow fail with the fix."""
-    path = check_output_file(path, force, OUTPUT_SUFFIXES)
-    suffix = path.suffix.lower()
-    if suffix == '.parquet':
-        try:
-            import pyarrow  # noqa: F401
-            import pyarrow.parquet  # noqa: F401
-        except ImportError:
-            raise ImportError(f'writing {path.name}: Parquet output needs pyarrow, which is not '
-                              f'installed. Run `pip install pyarrow` (or `pip install '
-                              f'mmssl-pyg[parquet]`), or write a .csv file instead.') from None
-    return suffix
-
-
-def format_recommendations(users: torch.Tensor, items: torch.Tensor,
-                           scores: torch.Tensor) -> str:
-    """Tab-separated ``user<TAB>item item ...`` lines (best first), with a header."""
-    buf = io.StringIO()
-    buf.write('user\titems\n')
-    for u, row, s in zip(users.tolist(), items.tolist(), scores.tolist()):
-        buf.write(f'{u}\t{" ".join(str(i) for i, v in zip(row, s) if v != float("-inf"))}\n')
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------
-# reporting
-
-
-def format_metrics(rows: dict[str, dict[str, float]], ks=DEFAULT_KS) -> str:
-    """A plain-text table: one row per (split, metric), one column per K."""
-    ks = sorted(ks)
-    names = ('recall', 'precision', 'ndcg', 'hit')
-    header = f'{"":<16}' + ''.join(f'{"@" + str(k):>10}' for k in ks)
-    lines = [header]
-    for split, metrics in rows.items():
-        for name in names:
-            if not any(f'{name}@{k}' in metrics for k in ks):
-                continue
-            cells = ''.join(f'{metrics[f"{name}@{k}"]:>10.4f}' if f'{name}@{k}' in metrics
-                            else f'{"-":>10}' for k in ks)
-            lines.append(f'{split + " " + name:<16}{cells}')
-    return '\n'.join(lines)

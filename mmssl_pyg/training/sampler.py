@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..data.graph import RecGraph
+from ..data.graph import RecGraph, csr_rowptr
 from ..models.base import Batch
 
 
@@ -44,9 +44,8 @@ class BPRSampler:
         self.keys = keys
         users = keys // self.num_items
         self.items = keys % self.num_items
-        counts = torch.bincount(users, minlength=self.num_users)
-        self.rowptr = torch.zeros(self.num_users + 1, dtype=torch.long)
-        self.rowptr[1:] = torch.cumsum(counts, 0)
+        self.rowptr = csr_rowptr(users, self.num_users)
+        counts = self.rowptr.diff()
         # Users who interacted with every item have no negative: they are never drawn.
         self.users = torch.nonzero((counts > 0) & (counts < self.num_items)).view(-1)
         if self.users.numel() == 0:

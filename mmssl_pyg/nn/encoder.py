@@ -1,0 +1,93 @@
+r"""The full-graph equations of MMSSL's encoder, one function each (Wei et al.,
+`"Multi-Modal Self-Supervised Learning for Recommendation"
+<https://arxiv.org/abs/2302.10632>`_, WWW 2023): Eqs. 2, 8, 9, 10 and 12.
+
+Eq. 1 is :meth:`~mmssl_pyg.nn.generator.ModalityRelationGenerator.project`, Eq. 3
+:meth:`~mmssl_pyg.nn.generator.ModalityRelationGenerator.relation_rows`, Eq. 9's attention
+:class:`~mmssl_pyg.nn.attention.CrossModalAttention`; see ``docs/EQUATIONS.md``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .adjacency import BipartiteAdjacency
+from .attention import CrossModalAttention
+from .conv import BipartiteConv
+from .propagation import light_propagate
+
+
+class MMSSLEmbeddings(NamedTuple):
+    """Everything one full-graph forward pass of :class:`~mmssl_pyg.models.MMSSL` computes."""
+    user: Tensor                 #: :math:`\mathbf{e}^*_u` (Eq. 12), ``[n_u, d]``
+    item: Tensor                 #: :math:`\mathbf{e}^*_i` (Eq. 12), ``[n_i, d]``
+    features: list[Tensor]       #: :math:`\mathbf{F}^m` per modality, ``[n_i, d]``
+    user_modal: list[Tensor]     #: :math:`\mathbf{u}^m` (Eq. 2), ``[n_u, d]``
+    item_modal: list[Tensor]     #: :math:`\mathbf{i}^m` (Eq. 2), ``[n_i, d]``
+    user_views: list[Tensor]     #: :math:`\mathbf{H}^m_u` (Eq. 8), ``[n_u, d]``
+    item_views: list[Tensor]     #: :math:`\mathbf{H}^m_i` (Eq. 8), ``[n_i, d]``
+    user_fused: Tensor           #: :math:`\mathbf{h}_u` (Eq. 9), ``[n_u, d]``
+    item_fused: Tensor           #: :math:`\mathbf{h}_i` (Eq. 9), ``[n_i, d]``
+    user_graph: Tensor           #: :math:`\bar{\mathbf{E}}_u` (Eq. 10), ``[n_u, d]``
+    item_graph: Tensor           #: :math:`\bar{\mathbf{E}}_i` (Eq. 10), ``[n_i, d]``
+
+
+def collaborative_modality_embeddings(adj: BipartiteAdjacency, conv: BipartiteConv,
+                                      features: Sequence[Tensor]
+                                      ) -> tuple[list[Tensor], list[Tensor]]:
+    r"""Eq. 2: :math:`\mathbf{u}^m = \hat{\mathbf{A}}\mathbf{F}^m`,
+    :math:`\mathbf{i}^m = \hat{\mathbf{A}}^{\top}\mathbf{u}^m` for every modality's projected
+    features :math:`\mathbf{F}^m` ``[n_i, d]``; returns ``(user_modal, item_modal)``."""
+    user_modal = [adj.to_users(conv, f) for f in features]
+    item_modal = [adj.to_items(conv, u) for u in user_modal]
+    return user_modal, item_modal
+
+
+def modality_aware_views(adjs: Sequence[BipartiteAdjacency], conv: BipartiteConv,
+                         user_x: Tensor, item_x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    r"""Eq. 8: :math:`\mathbf{H}^m_u = \sum_{i \in \hat{\mathcal{G}}^m(u)} \hat{c}_{ui}
+    \mathbf{E}_I[i]`, :math:`\mathbf{H}^m_i = \sum_{u \in \hat{\mathcal{G}}^m(i)} \hat{c}_{ui}
+    \mathbf{E}_U[u]` over each modality graph in ``adjs``; returns ``(user_views,
+    item_views)``. Modalities that share one graph object share its aggregation."""
+    views: dict[int, tuple[Tensor, Tensor]] = {}
+    for adj in adjs:
+        if id(adj) not in views:
+            views[id(adj)] = (adj.to_users(conv, item_x), adj.to_items(conv, user_x))
+    return [views[id(adj)][0] for adj in adjs], [views[id(adj)][1] for adj in adjs]
+
+
+def modality_tokens(user_views: Sequence[Tensor], item_views: Sequence[Tensor]) -> Tensor:
+    """The ``[n_u + n_i, M, d]`` token sequences Eq. 9 attends over (users first)."""
+    return torch.cat([torch.stack(list(user_views), 1), torch.stack(list(item_views), 1)], 0)
+
+
+def modality_dependency(attention: CrossModalAttention, user_views: Sequence[Tensor],
+                        item_views: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    r"""Eq. 9: multi-head self-attention across each node's :math:`M` views, then the mean
+    over modalities: ``(h_u [n_u, d], h_i [n_i, d])``."""
+    fused = attention.pool(attention(modality_tokens(user_views, item_views)))
+    num_users = user_views[0].size(0)
+    return fused[:num_users], fused[num_users:]
+
+
+def high_order_connectivity(adj: BipartiteAdjacency, conv: BipartiteConv, user_x: Tensor,
+                            item_x: Tensor, user_h: Tensor, item_h: Tensor, mix: float,
+                            num_layers: int) -> tuple[Tensor, Tensor]:
+    r"""Eq. 10: :math:`\mathbf{E}^{(0)} = \mathbf{E} + \mu\,\mathrm{normalize}(\mathbf{h})`,
+    :math:`\mathbf{E}^{(l+1)} = \hat{\mathbf{A}}\mathbf{E}^{(l)}` for :math:`L` layers on
+    ``adj`` (:func:`~mmssl_pyg.nn.propagation.light_propagate`),
+    :math:`\bar{\mathbf{E}}` the mean over layers; returns ``(E_bar_u, E_bar_i)``."""
+    return light_propagate(user_x + mix * F.normalize(user_h, dim=1),
+                           item_x + mix * F.normalize(item_h, dim=1), num_layers,
+                           partial(adj.to_users, conv), partial(adj.to_items, conv))
+
+
+def fuse_modalities(graph_x: Tensor, modal: Sequence[Tensor], weight: float) -> Tensor:
+    r"""Eq. 12: :math:`\mathbf{e}^* = \bar{\mathbf{E}} + \omega \sum_m
+    \mathrm{normalize}(\mathbf{u}^m)` (items alike)."""
+    return graph_x + weight * sum(F.normalize(x, dim=1) for x in modal)

@@ -1,0 +1,78 @@
+"""Same seed, same numbers as before the issue-12 refactor (issue 12, "Behaviour unchanged").
+
+MMSSL, LightGCN, GRCN and SGL (the models whose propagation the refactor shares) are
+trained on tiktok-mini with their presets (the options ``mmssl-pyg train`` resolves) for two
+short epochs on CPU with one thread; the per-epoch training losses, the final validation
+metrics and the norms of the final embeddings are compared with constants. Those constants
+were printed by this same test run against the code *before* the refactor (main at
+a310d38), so they are an independent record of the previous implementation, not of the
+current one. A change that alters the arithmetic order (for example, summing layers instead
+of stacking them) moves the losses by round-off only, hence the tolerances.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmssl_pyg.data import RecGraph, load_dataset
+from mmssl_pyg.models import get_model_class
+from mmssl_pyg.training import Trainer, resolve_options
+
+# Recorded from main at a310d38 (before the refactor): train losses of epochs 1-2 and the
+# validation metrics of the best epoch, and the norms of the final (user, item) embeddings.
+RECORDED = {
+    'mmssl': {'losses': [0.7871830463409424, 0.789709746837616],
+              'val': {'recall@20': 0.011904761904761904, 'precision@20': 0.000595238104107834,
+                      'ndcg@20': 0.003792651960910926, 'hit@20': 0.011904761904761904},
+              'best_epoch': 2, 'embedding_norms': [26.528907775878906, 41.645973205566406]},
+    'lightgcn': {'losses': [0.6874596079190572, 0.6866489251454672],
+                 'val': {'recall@20': 0.017857142857142856, 'precision@20': 0.0008928571783360981,
+                         'ndcg@20': 0.008311103627793507, 'hit@20': 0.017857142857142856},
+                 'best_epoch': 1, 'embedding_norms': [4.428483009338379, 4.477789878845215]},
+    'grcn': {'losses': [0.2828509310881297, 0.23614661892255148],
+             'val': {'recall@20': 0.020833333333333332, 'precision@20': 0.0010416667376245772,
+                     'ndcg@20': 0.007668411963951081, 'hit@20': 0.020833333333333332},
+             'best_epoch': 2, 'embedding_norms': [91.07888793945312, 146.28030395507812]},
+    'sgl': {'losses': [0.9259174664815267, 0.9274590611457825],
+            'val': {'recall@20': 0.017857142857142856, 'precision@20': 0.0008928571783360981,
+                    'ndcg@20': 0.008083204171627563, 'hit@20': 0.017857142857142856},
+            'best_epoch': 2, 'embedding_norms': [4.2145915031433105, 4.292499542236328]},
+}
+
+SHORT = {'progress': False, 'device': 'cpu', 'num_threads': 1, 'epochs': 2,
+         'batches_per_epoch': 3, 'batch_size': 256, 'ks': (20,), 'seed': 2023}
+
+
+@pytest.fixture(scope='module')
+def mini() -> RecGraph:
+    return RecGraph.from_hetero(load_dataset('tiktok-mini')[0], name='tiktok-mini')
+
+
+def _run(name: str, graph: RecGraph) -> dict:
+    cls = get_model_class(name)
+    options = resolve_options(cls, 'tiktok-mini', model_name=name, train_updates=SHORT)
+    threads = torch.get_num_threads()
+    try:
+        torch.manual_seed(options.train.seed)
+        model = cls(graph, **options.model_kwargs)
+        result = Trainer(model, graph, options.train).fit(test=False)
+        model.eval()
+        with torch.no_grad():
+            user, item = model.get_embedding()
+    finally:
+        torch.set_num_threads(threads)
+    return {'losses': [h['train/loss'] for h in result.history],
+            'val': dict(result.val), 'best_epoch': result.best_epoch,
+            'embedding_norms': [float(user.norm()), float(item.norm())]}
+
+
+@pytest.mark.parametrize('name', ['mmssl', 'lightgcn', 'grcn', 'sgl'])
+def test_same_seed_same_numbers_as_before_the_refactor(mini, name):
+    got = _run(name, mini)
+    want = RECORDED[name]
+    assert got['best_epoch'] == want['best_epoch']
+    assert got['losses'] == pytest.approx(want['losses'], rel=1e-5)
+    assert got['embedding_norms'] == pytest.approx(want['embedding_norms'], rel=1e-4)
+    assert got['val'].keys() == want['val'].keys()
+    for key, value in want['val'].items():
+        assert got['val'][key] == pytest.approx(value, abs=1e-6), key
