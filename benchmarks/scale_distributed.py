@@ -108,9 +108,10 @@ def worker(args) -> None:
     trainer._backward_step = timed_backward
     model.train()
     n = len(trainer.sampler)
+    batches = trainer._draw_epoch(n)
     start = time.perf_counter()
     for step in range(math.ceil(n / world)):
-        batch = trainer._next_batch(step, n)
+        batch = trainer._next_batch(batches, step)
         contributors = min(world, n - step * world)
         trainer.critic_optimizer.zero_grad(set_to_none=True)
         out = model.critic_loss(batch)
@@ -147,7 +148,7 @@ def worker(args) -> None:
     edges = int(model.modality_edge_index(0).size(1))
 
     # one short forward after the swap: the step cost with the full generated graphs
-    batch = trainer._next_batch(0, n)
+    batch = trainer._next_batch(batches, 0)
     t5 = time.perf_counter()
     out = model.critic_loss(batch)
     out = model.loss(batch)
