@@ -3,11 +3,11 @@
 Reads mutmut's per-file results (``mutants/**/*.meta``, written by ``mutmut run`` in the
 repository root) and the reviewed equivalent mutants (``equivalent.yaml`` next to the
 report), and writes ``report.md`` and ``summary.json``: per module and in total the mutants,
-killed (a failing test or a timeout), survived, equivalent, device-only (they differ only on
-a device other than the CPU, so no CPU test can kill them), not run, and the share killed of
-the others; every survivor that is not known to be equivalent, with its diff; the equivalent
-and device-only ones with their reasons; the functions mutmut does not mutate; and the commit
-the run was made on.
+killed (a failing test or a timeout), survived, equivalent, environment-only (they differ
+only on a GPU or with the optional torch-sparse, which this machine's tests cannot see), not
+run, and the share killed of the others; every survivor not known to be equivalent, with its
+diff; the equivalent and environment-only ones with their reasons; the functions mutmut does
+not mutate; and the commit the run was made on.
 
 Equivalent mutants are matched by their function and their diff (the changed lines, not the
 mutant's number, which shifts when the code changes), so the list survives edits elsewhere;
@@ -129,9 +129,9 @@ def main() -> None:
                       'removed': removed, 'added': added, 'diff': diff}
             if entry is not None:
                 kind = entry.get('kind', 'equivalent')
-                if kind not in ('equivalent', 'device-only'):
+                if kind not in ('equivalent', 'environment-only'):
                     raise ValueError(f'{equivalent_file}: kind must be equivalent or '
-                                     f'device-only, got {kind!r}')
+                                     f'environment-only, got {kind!r}')
                 counts[kind] += 1
                 equivalents.append({**record, 'reason': entry['reason'], 'kind': kind})
             else:
@@ -142,8 +142,8 @@ def main() -> None:
     for counts in per_module.values():
         total.update(counts)
 
-    def score(c: Counter, device_only_survive: bool = False) -> float | None:
-        checked = c['killed'] + c['survived'] + (c['device-only'] if device_only_survive else 0)
+    def score(c: Counter, env_survive: bool = False) -> float | None:
+        checked = c['killed'] + c['survived'] + (c['environment-only'] if env_survive else 0)
         return None if checked == 0 else 100.0 * c['killed'] / checked
 
     dirty = bool(_git('status', '--porcelain', '--', 'mmssl_pyg', 'tests'))
@@ -155,7 +155,7 @@ def main() -> None:
         'mutmut': version('mutmut'),
         'total': dict(total),
         'killed_pct_of_non_equivalent': score(total),
-        'killed_pct_counting_device_only_as_survived': score(total, True),
+        'killed_pct_counting_environment_only_as_survived': score(total, True),
         'modules': {m: {**dict(c), 'killed_pct_of_non_equivalent': score(c)}
                     for m, c in sorted(per_module.items())},
         'survivors': [{k: v for k, v in s.items() if k != 'diff'} for s in survivors],
@@ -164,8 +164,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
 
-    def pct(c, device_only_survive=False):
-        s = score(c, device_only_survive)
+    def pct(c, env_survive=False):
+        s = score(c, env_survive)
         return 'n/a' if s is None else f'{s:.1f}%'
 
     lines = [
@@ -177,30 +177,31 @@ def main() -> None:
         f'{summary["date"]}. Scope and test selection: `[mutmut]` in `setup.cfg`.',
         '',
         'Killed: a selected test failed (or the tests timed out). Equivalent: reviewed, '
-        'no test can tell the mutant from the original (reasons below). Device-only: '
-        'reviewed, it differs from the original only on a device other than the CPU (a '
-        '`device=` argument dropped), which no CPU test can see. Survived: not killed and '
+        'no test can tell the mutant from the original (reasons below). Environment-only: '
+        'reviewed, it differs from the original only on a GPU (a `device=` argument '
+        'dropped) or with the optional torch-sparse installed, which the CPU test machine '
+        'without torch-sparse cannot see. Survived: not killed and '
         'not known to be equivalent (a missing test). Not run: the run was stopped before '
-        'the mutant. Score: killed / (killed + survived); counting the device-only mutants '
+        'the mutant. Score: killed / (killed + survived); counting the environment-only mutants '
         f'as survived it is {pct(total, True)}.',
         '',
-        '| module | mutants | killed | (timeouts) | survived | equivalent | device-only | '
+        '| module | mutants | killed | (timeouts) | survived | equivalent | environment-only | '
         'not run | score |',
         '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     ]
     for module, c in sorted(per_module.items()):
         lines.append(f'| `{module}` | {c["total"]} | {c["killed"]} | {c["timeout"]} | '
-                     f'{c["survived"]} | {c["equivalent"]} | {c["device-only"]} | '
+                     f'{c["survived"]} | {c["equivalent"]} | {c["environment-only"]} | '
                      f'{c["not run"]} | {pct(c)} |')
     lines.append(f'| **total** | {total["total"]} | {total["killed"]} | {total["timeout"]} | '
-                 f'{total["survived"]} | {total["equivalent"]} | {total["device-only"]} | '
+                 f'{total["survived"]} | {total["equivalent"]} | {total["environment-only"]} | '
                  f'{total["not run"]} | **{pct(total)}** |')
     lines += ['', f'## Survivors ({len(survivors)})', '']
     if not survivors:
         lines.append('None.')
     for s in survivors:
         lines += [f'### `{s["mutant"]}` ({s["status"]})', '', '```diff', s['diff'], '```', '']
-    lines += ['', f'## Equivalent and device-only mutants ({len(equivalents)})', '']
+    lines += ['', f'## Equivalent and environment-only mutants ({len(equivalents)})', '']
     for e in equivalents:
         change = '; '.join(f'`{r}` -> `{a}`' for r, a in zip(e['removed'], e['added'])) or \
             f'removed `{"; ".join(e["removed"])}`'
@@ -220,8 +221,8 @@ def main() -> None:
     (args.out / 'report.md').write_text('\n'.join(lines) + '\n')
     print(f'{args.out / "report.md"}: {total["total"]} mutants, {total["killed"]} killed, '
           f'{total["survived"]} survived, {total["equivalent"]} equivalent, '
-          f'{total["device-only"]} device-only, {total["not run"]} not run; score '
-          f'{pct(total)} ({pct(total, True)} counting device-only as survived)')
+          f'{total["environment-only"]} environment-only, {total["not run"]} not run; score '
+          f'{pct(total)} ({pct(total, True)} counting environment-only as survived)')
 
 
 if __name__ == '__main__':
