@@ -10,14 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mmssl_pyg.nn.conv as conv_module
 import mmssl_pyg.nn.critic as critic_module
 from mmssl_pyg.data.graph import bipartite_adjacency
 from mmssl_pyg.nn import (
     BipartiteConv,
+    CrossModalAttention,
+    LowRankRows,
+    ModalityRelationGenerator,
     RelationCritic,
     cross_modal_info_nce,
     gradient_penalty,
     knn_edge_index,
+    sparse_matmul,
 )
 from mmssl_pyg.nn.conv import is_sparse_tensor_available
 from mmssl_pyg.nn.critic import (
@@ -28,6 +33,7 @@ from mmssl_pyg.nn.critic import (
     gumbel_noise,
     gumbel_transform,
 )
+from mmssl_pyg.nn.generator import _accumulate_dtype
 from mmssl_pyg.nn.losses import projected_gradient_penalty
 
 
@@ -228,3 +234,147 @@ def test_input_gradient_norm_auto_picks_the_cheaper_method(rows, monkeypatch):
     with pytest.raises(ValueError) as err:
         critic.input_gradient_norm(g, 'fast')
     assert str(err.value) == "method must be 'auto', 'gram' or 'direct', got 'fast'"
+
+
+# --------------------------------------------------------------------------- attention
+def test_attention_defaults_bias_and_message():
+    att = CrossModalAttention(8)
+    assert att.heads == 4 and all(lin.bias is None for lin in (att.query, att.key, att.value,
+                                                                att.out))
+    torch.manual_seed(0)
+    biased = CrossModalAttention(8, heads=2, bias=True)
+    lins = (biased.query, biased.key, biased.value, biased.out)
+    assert all(torch.equal(lin.bias, torch.zeros(8)) for lin in lins)  # reset to zero
+    with torch.no_grad():
+        for lin in lins:
+            lin.bias.uniform_(-1, 1)
+    x = torch.randn(3, 2, 8)
+    # by hand, biases included: per head softmax(q k^T / sqrt(4)) v, concatenated, projected
+    q, k, v = (lin(x).view(3, 2, 2, 4) for lin in lins[:3])
+    att_w = torch.softmax(torch.einsum('nahc,nbhc->nhab', q, k) / 2.0, dim=-1)
+    want = biased.out(torch.einsum('nhab,nbhc->nahc', att_w, v).reshape(3, 2, 8))
+    assert torch.allclose(biased(x), want, atol=1e-6)
+    biased.reset_parameters()
+    assert all(torch.equal(lin.bias, torch.zeros(8)) for lin in lins)
+    with pytest.raises(ValueError) as err:
+        CrossModalAttention(10, heads=4)
+    assert str(err.value) == 'channels (10) must be divisible by heads (4)'
+
+
+# --------------------------------------------------------------------------- conv
+def _small_adjacency():
+    torch.manual_seed(0)
+    ei = torch.stack([torch.randint(0, 5, (12,)), torch.randint(0, 7, (12,))]).unique(dim=1)
+    return bipartite_adjacency(ei, 5, 7)  # ([users, items], [items, users])
+
+
+def test_conv_size_mismatch_message_and_repr():
+    adj_ui, _ = _small_adjacency()
+    with pytest.raises(ValueError) as err:
+        BipartiteConv()(torch.randn(6, 3), adj_ui)
+    assert str(err.value) == 'adjacency has 7 source columns but x has 6 rows'
+    with pytest.raises(ValueError) as err:
+        BipartiteConv()(torch.randn(7, 3), torch.zeros(2, 0, dtype=torch.long))
+    assert str(err.value) == 'BipartiteConv needs size=(num_src, num_dst) with edge_index input'
+    assert repr(BipartiteConv()) == 'BipartiteConv()'
+
+
+def test_sparse_matmul_takes_bfloat16_inputs_in_float32():
+    adj_ui, _ = _small_adjacency()
+    x = torch.randn(7, 3).bfloat16()
+    out = sparse_matmul(adj_ui, x)  # outside autocast: the sum is formed in float32
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, adj_ui.to_dense() @ x.float(), atol=1e-6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # inside: float32 too
+        out = sparse_matmul(adj_ui, torch.randn(7, 3))
+    assert out.dtype == torch.float32
+
+
+def test_sparse_matmul_uses_the_cached_transpose_only_when_valid(monkeypatch):
+    adj_ui, adj_iu = _small_adjacency()
+    calls = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda *a: (calls.append(1), original(*a))[1])
+    x = torch.randn(7, 3, requires_grad=True)
+    want = adj_ui.to_dense() @ x.detach()
+    cases = [  # (x, adj_rev, grad enabled, fast path expected)
+        (x, adj_iu, True, True),
+        (x, None, True, False),
+        (x.detach(), adj_iu, True, False),
+        (x, adj_iu, False, False),
+    ]
+    for inp, rev, grad, fast in cases:
+        calls.clear()
+        with torch.set_grad_enabled(grad):
+            out = sparse_matmul(adj_ui, inp, rev)
+        assert torch.allclose(out, want, atol=1e-6)
+        assert bool(calls) == fast
+    # a differentiable adjacency never takes it: its gradient would be lost
+    calls.clear()
+    adj = adj_ui.to_sparse_coo().coalesce()
+    adj = torch.sparse_coo_tensor(adj.indices(), adj.values().clone().requires_grad_(),
+                                  adj.shape)
+    sparse_matmul(adj, x, adj_iu)
+    assert not calls
+
+
+# --------------------------------------------------------------------------- generator
+def test_accumulation_dtype_and_an_ill_conditioned_row():
+    assert _accumulate_dtype(torch.device('cpu')) == torch.float64
+    assert _accumulate_dtype(torch.device('mps')) == torch.float32  # MPS has no float64
+    # a row whose training entry holds almost all of its mass: ||row||^2 = total - train^2
+    # cancels 1e10 + 1e4 against 1e10; float64 accumulation keeps the remainder (float32
+    # would lose it to round-off: its spacing at 1e10 is 1024, and the row would come out
+    # about 4% too long)
+    user = torch.tensor([[1e5, 0.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.001, 0.0]])
+    row, col = torch.tensor([0]), torch.tensor([0])
+    rows = ModalityRelationGenerator.relation_rows(user, items, row, col)
+    dense = (user.double() @ items.double().t())
+    dense[0, 0] = 0.0
+    want = dense / dense.norm(dim=1, keepdim=True)  # [0, 0, 1]
+    assert torch.allclose(rows.to_dense().double(), want, atol=1e-6)
+
+
+def test_relation_rows_of_a_zero_user_are_zero_with_scale_one_over_eps():
+    user = torch.zeros(1, 3, requires_grad=True)
+    items = torch.randn(4, 3)
+    rows = ModalityRelationGenerator.relation_rows(user, items, torch.tensor([0]),
+                                                   torch.tensor([1]))
+    assert float(rows.scale) == pytest.approx(1e12)  # 1 / max(||row||, 1e-12)
+    assert torch.equal(rows.to_dense(), torch.zeros(1, 4))
+    grad, = torch.autograd.grad(rows.linear(torch.randn(2, 4)).sum(), user)
+    assert torch.isfinite(grad).all()
+
+
+def test_generator_defaults_message_and_repr():
+    gen = ModalityRelationGenerator([5, 3], 4)
+    assert gen.dropout == 0.2
+    assert repr(gen) == 'ModalityRelationGenerator([5, 3], 4, dropout=0.2)'
+    with pytest.raises(ValueError) as err:
+        gen.project([torch.randn(2, 5)])
+    assert str(err.value) == 'expected 2 modalities, got 1'
+    torch.manual_seed(0)
+    gen.train()
+    f = gen.project([torch.randn(500, 5), torch.randn(500, 3)])[0]
+    assert abs(float((f == 0).float().mean()) - 0.2) < 0.03  # the default rate
+
+
+# --------------------------------------------------------------------------- LowRankRows
+def test_low_rank_rows_without_parts_and_with_one_entry():
+    with pytest.raises(ValueError) as err:
+        LowRankRows(2, 3).to_dense()
+    assert str(err.value) == 'LowRankRows has no part'
+    w = torch.randn(4, 3)
+    for value in (torch.tensor([2.5]), torch.tensor([2.5], requires_grad=True)):
+        rows = LowRankRows(2, 3, index=torch.tensor([[1], [2]]), value=value)
+        want = torch.zeros(2, 3)
+        want[1, 2] = 2.5
+        assert torch.allclose(rows.linear(w), want @ w.t())
+        assert torch.allclose(rows.to_dense(), want)
+    # no sparse entries at all (an empty batch part): the low-rank part alone
+    left, right = torch.randn(2, 2), torch.randn(3, 2)
+    empty = LowRankRows(2, 3, left, right, index=torch.zeros(2, 0, dtype=torch.long),
+                        value=torch.zeros(0))
+    assert torch.allclose(empty.linear(w), (left @ right.t()) @ w.t(), atol=1e-6)
