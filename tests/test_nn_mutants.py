@@ -10,9 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mmssl_pyg.models.mmssl as mmssl_module
 import mmssl_pyg.nn.conv as conv_module
 import mmssl_pyg.nn.critic as critic_module
 from mmssl_pyg.data.graph import bipartite_adjacency
+from mmssl_pyg.models.mmssl import MMSSL
 from mmssl_pyg.nn import (
     BipartiteConv,
     CrossModalAttention,
@@ -378,3 +380,104 @@ def test_low_rank_rows_without_parts_and_with_one_entry():
     empty = LowRankRows(2, 3, left, right, index=torch.zeros(2, 0, dtype=torch.long),
                         value=torch.zeros(0))
     assert torch.allclose(empty.linear(w), (left @ right.t()) @ w.t(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- MMSSL model
+def _tiny_graph():
+    from test_mmssl_model import _graph
+    return _graph()
+
+
+def test_mmssl_documented_defaults(monkeypatch):
+    """Every default of the Args section, as the model stores or uses it."""
+    checked = []
+    original = mmssl_module.check_critic_memory
+    monkeypatch.setattr(mmssl_module, 'check_critic_memory',
+                        lambda *a: (checked.append(a), original(*a))[1])
+    graph = _tiny_graph()
+    torch.manual_seed(0)
+    model = MMSSL(graph)
+    assert (model.embedding_dim, model.num_layers, model.num_heads) == (64, 2, 4)
+    assert model.user_emb.weight.shape == (graph.num_users, 64)
+    assert model.attention.heads == 4 and model.generator.dropout == 0.2
+    assert (model.norm, model.feature_norm, model.adj_layout) == ('sym', 'standard', 'csr')
+    assert model.topk_rate == 0.01 and model.k == 1  # max(1, floor(0.01 * 20))
+    assert (model.modality_mix, model.fusion_weight) == (0.36, 0.55)
+    assert (model.cl_weight, model.cl_temperature, model.cl_intra_view_negatives) == \
+        (0.03, 0.5, False)
+    assert (model.adv_weight, model.gumbel_scale, model.gumbel_temperature) == \
+        (1e-4, 1e-5, 0.005)
+    assert (model.gumbel_formula, model.aux_weight, model.gp_weight) == ('paper', 100.0, 0.3)
+    assert model.critic.dropout == (0.31, 0.5) and model.critic.negative_slope == 0.2
+    assert model.critic.output_scale == 1.0
+    assert model.critic_columns is None and model.critic_width == graph.num_items
+    assert (model.reg_weight, model.modality_reg_weight) == (1e-5, 1e-5)
+    assert model.ablation is None and model.item_block_size == 4096
+    # the memory check: the critic's width, modalities x 1,024 rows, no budget, the device
+    assert checked == [(graph.num_items, 2 * 1024, None, torch.device('cpu'))]
+    # feature_norm='standard' on a constant feature column gives zeros, not NaN
+    graph.features['m0'][:, 0] = 3.0
+    assert torch.equal(MMSSL(graph).feat_0[:, 0], torch.zeros(graph.num_items))
+
+
+def test_mmssl_argument_errors_in_full():
+    graph = _tiny_graph()
+    cases = [
+        ({'ablation': 'x'}, "ablation must be one of (None, 'wo_asl', 'wo_cl', 'wo_gt', "
+                            "'rp_gae'), got 'x'"),
+        ({'norm': 'x'}, "norm must be 'sym' or 'row', got 'x'"),
+        ({'feature_norm': 'x'}, "feature_norm must be one of ('standard', 'l2', 'none'), "
+                                "got 'x'"),
+        ({'adj_layout': 'x'}, "adj_layout must be one of ('csr', 'coo', 'edge_index', "
+                              "'sparse_tensor'), got 'x'"),
+        ({'gumbel_formula': 'x'}, "gumbel_formula must be 'paper' or 'release', got 'x'"),
+        ({'critic_columns': 7}, 'critic_columns must be None or an integer >= 8 (the critic is '
+                                'Linear(C, C/4) -> Linear(C/4, C/8)), got 7'),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as err:
+            MMSSL(graph, embedding_dim=8, num_heads=2, **kwargs)
+        assert str(err.value) == message
+    assert MMSSL(graph, embedding_dim=8, num_heads=2, critic_columns=8).critic_width == 8
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, ablation='wo_asl')
+    from mmssl_pyg.models.base import Batch
+    with pytest.raises(RuntimeError) as err:
+        model.critic_loss(Batch(torch.tensor([0]), torch.tensor([0]), torch.tensor([1])))
+    assert str(err.value) == "MMSSL with ablation='wo_asl' has no critic"
+    state = MMSSL(graph, embedding_dim=8, num_heads=2).state_dict()
+    assert state['_extra_state']['version'] == 1
+    with pytest.raises(ValueError) as err:
+        MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.5).load_state_dict(state)
+    assert str(err.value) == ("checkpoint's modality graphs have k=1 neighbours per user but "
+                              'this model has k=10; use the same topk_rate and item count as '
+                              'the checkpoint')
+
+
+@pytest.mark.parametrize('scale,temperature,formula', [
+    (1e-5, 0.005, 'paper'), (0.001, 0.00815, 'paper'), (0.001, 0.00816, 'paper'),
+    (0.0, 1 / 119.5, 'paper'), (1e-5, 0.005, 'release'), (-0.001, 0.00815, 'paper')])
+def test_softmax_is_sparse_threshold_by_hand(scale, temperature, formula):
+    """Documented rule: the paper's formula with (1 - |s| 21.4) / tau >= 120."""
+    model = MMSSL(_tiny_graph(), embedding_dim=8, num_heads=2, gumbel_scale=scale,
+                  gumbel_temperature=temperature, gumbel_formula=formula)
+    # by hand: 0.9786 / 0.00815 = 120.07 (sparse), 0.9786 / 0.00816 = 119.93 (dense),
+    # 1 / (1 / 119.5) = 119.5 (dense)
+    want = formula == 'paper' and (1 - abs(scale) * 21.4) / temperature >= 120
+    assert model._softmax_is_sparse() == want
+    assert want == (formula == 'paper' and temperature in (0.005, 0.00815))
+
+
+def test_moving_the_model_keeps_its_generated_graphs_and_pending_rows():
+    from test_mmssl_model import _batch, _optimisers, _run_epoch
+    graph = _tiny_graph()
+    torch.manual_seed(0)
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15)
+    _run_epoch(model, graph, _optimisers(model))
+    model.critic_loss(_batch(graph, seed=5))  # rows pending for the next swap
+    graphs = [model.modality_edge_index(m).clone() for m in range(2)]
+    pending = model.get_extra_state()['pending']
+    model.to('cpu').double().float()
+    assert all(torch.equal(g, model.modality_edge_index(m)) for m, g in enumerate(graphs))
+    moved = model.get_extra_state()['pending']
+    assert torch.equal(moved['users'], pending['users'])
+    assert all(torch.equal(a, b) for a, b in zip(moved['neighbours'], pending['neighbours']))
