@@ -504,3 +504,24 @@ def test_low_rank_rows_sum_duplicate_entries_and_select_one_column():
     for col in (0, 2):  # a single selected column, also the last one
         one = rows.select_columns(torch.tensor([col]))
         assert one.num_cols == 1 and torch.equal(one.to_dense(), want[:, [col]])
+
+
+def test_low_rank_rows_without_sparse_part_or_scale():
+    torch.manual_seed(0)
+    left, right = torch.randn(3, 2), torch.randn(6, 2)
+    rows = LowRankRows(3, 6, left, right)  # no scale, no residual
+    want = left @ right.t()
+    assert torch.allclose(rows.to_dense(), want, atol=1e-6)
+    cols = torch.tensor([1, 4, 5])
+    sel = rows.select_columns(cols)
+    assert sel.index is None and sel.value is None
+    assert torch.allclose(sel.to_dense(), want[:, cols], atol=1e-6)
+    w = torch.randn(2, 3)
+    assert torch.allclose(sel.linear(w), want[:, cols] @ w.t(), atol=1e-5)
+
+
+def test_unweighted_edge_index_sums_the_neighbours():
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 2]])  # (source, destination)
+    x = torch.tensor([[1.0], [10.0], [100.0]])
+    out = BipartiteConv()(x, ei, size=(3, 3))
+    assert torch.equal(out, torch.tensor([[10.0], [1.0], [110.0]]))
