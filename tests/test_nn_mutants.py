@@ -323,6 +323,10 @@ def test_sparse_matmul_uses_the_cached_transpose_only_when_valid(monkeypatch):
             out = sparse_matmul(adj_ui, inp, rev)
         assert torch.allclose(out, want, atol=1e-6)
         assert bool(calls) == fast
+    # also for bfloat16 inputs (cast to float32 first) and through the layer
+    for out in (sparse_matmul(adj_ui, x.bfloat16(), adj_iu),
+                BipartiteConv()(x, adj_ui, adj_rev=adj_iu)):
+        assert calls.pop() == 1 and torch.allclose(out, want, atol=5e-2)
     # a differentiable adjacency never takes it: its gradient would be lost
     calls.clear()
     adj = adj_ui.to_sparse_coo().coalesce()
@@ -525,3 +529,16 @@ def test_unweighted_edge_index_sums_the_neighbours():
     x = torch.tensor([[1.0], [10.0], [100.0]])
     out = BipartiteConv()(x, ei, size=(3, 3))
     assert torch.equal(out, torch.tensor([[10.0], [1.0], [110.0]]))
+
+
+def test_edge_index_output_has_every_destination_row():
+    ei = torch.tensor([[0, 1], [0, 0]])  # destinations 1 and 2 receive nothing
+    out = BipartiteConv()(torch.ones(2, 1), ei, edge_weight=torch.tensor([2.0, 3.0]),
+                          size=(2, 3))
+    assert torch.equal(out, torch.tensor([[5.0], [0.0], [0.0]]))
+
+
+def test_row_scale_default_eps_for_a_zero_row():
+    from mmssl_pyg.nn.generator import row_scale
+    scale = row_scale(torch.zeros(2, 3), torch.randn(4, 3), torch.tensor([0]), torch.zeros(1))
+    assert torch.allclose(scale, torch.full((2,), 1e12))
