@@ -390,6 +390,11 @@ def test_low_rank_rows_without_parts_and_with_one_entry():
         want[1, 2] = 2.5
         assert torch.allclose(rows.linear(w), want @ w.t())
         assert torch.allclose(rows.to_dense(), want)
+    # rows with no entries at all: zeros (plus the bias)
+    none = LowRankRows(2, 3, index=torch.zeros(2, 0, dtype=torch.long), value=torch.zeros(0))
+    bias = torch.randn(4)
+    assert torch.equal(none.linear(w, bias), bias.expand(2, 4))
+    assert torch.equal(none.to_dense(), torch.zeros(2, 3))
     # no sparse entries at all (an empty batch part): the low-rank part alone
     left, right = torch.randn(2, 2), torch.randn(3, 2)
     empty = LowRankRows(2, 3, left, right, index=torch.zeros(2, 0, dtype=torch.long),
