@@ -547,3 +547,21 @@ def test_row_scale_default_eps_for_a_zero_row():
     from mmssl_pyg.nn.generator import row_scale
     scale = row_scale(torch.zeros(2, 3), torch.randn(4, 3), torch.tensor([0]), torch.zeros(1))
     assert torch.allclose(scale, torch.full((2,), 1e12))
+
+
+def test_mmssl_state_dict_holds_weights_and_graph_state_only():
+    """Features and training-graph structures are rebuilt from the data, not checkpointed."""
+    model = MMSSL(_tiny_graph(), embedding_dim=8, num_heads=2)
+    params = {name for name, _ in model.named_parameters()}
+    norms = {f'critic.norm{i}.{b}' for i in (1, 2)
+             for b in ('running_mean', 'running_var', 'num_batches_tracked')}
+    assert set(model.state_dict()) == params | norms | {'_extra_state'}
+
+
+def test_interaction_rows_are_the_dense_training_rows():
+    graph = _tiny_graph()
+    model = MMSSL(graph, embedding_dim=8, num_heads=2)
+    users = torch.tensor([3, 0, 3])
+    dense = torch.zeros(graph.num_users, graph.num_items)
+    dense[graph.train_edge_index[0], graph.train_edge_index[1]] = 1.0
+    assert torch.equal(model.interaction_rows(users), dense[users])
