@@ -8,8 +8,12 @@ STAMP  := $(VENV)/.installed
 # time it takes). Extra `mmssl-pyg train` arguments go in TRAIN_ARGS, e.g. TRAIN_ARGS='--epochs 5'.
 TRAIN_ARGS ?=
 TEST_ARGS  ?=
+# make mutate: MUTATE selects mutants by name pattern (default: every one not yet run),
+# MUTATE_JOBS the parallel test processes.
+MUTATE      ?=
+MUTATE_JOBS ?= 1
 
-.PHONY: venv train test lint clean movielens-100k
+.PHONY: venv train test lint clean movielens-100k mutate
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,5 +47,16 @@ $(ML100K): | $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Mutation testing of mmssl_pyg/nn/ and the MMSSL model with their fast tests ([mutmut] in
+# setup.cfg), then the report in benchmarks/results/mutation/. Hours on 2 cores; resumable
+# (mutants already run keep their result). Not part of `make test` / CI.
+$(VENV)/.mutate-installed: $(STAMP) setup.cfg
+	$(BIN)/python -m pip install --quiet -e '.[mutate]'
+	touch $@
+
+mutate: $(VENV)/.mutate-installed
+	nice -n 15 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTATE)
+	$(BIN)/python benchmarks/mutation_report.py
+
 clean:
-	rm -rf $(VENV) datasets/*/processed runs wandb
+	rm -rf $(VENV) datasets/*/processed runs wandb mutants
