@@ -5,7 +5,7 @@ Users with held-out items in the split are ranked in blocks: a block's scores ar
 block's training items are set to ``-inf`` and the top ``max(ks)`` items are kept. Metrics come
 from PyG's :mod:`torch_geometric.metrics.link_pred` (``LinkPredRecall``, ``LinkPredPrecision``,
 ``LinkPredNDCG``, ``LinkPredHitRatio``), whose definitions are the standard ones of the
-paper's protocol, checked against a brute-force reference in ``tests/test_evaluator.py``:
+paper's protocol, checked against a brute-force reference in ``tests/training/test_evaluator.py``:
 
 * Recall@K = hits in the top K / number of held-out items of the user;
 * Precision@K = hits in the top K / K;

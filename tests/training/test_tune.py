@@ -28,7 +28,7 @@ from mmssl_pyg.training.tune import (
 optuna = pytest.importorskip('optuna')
 from optuna.trial import TrialState  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Fixed options of the study tests: tiny epochs of MF on tiktok-mini (about 2 s a trial).
 TINY = ['epochs=40', 'batch_size=128', 'batches_per_epoch=2', 'patience=0', 'num_threads=1']
 

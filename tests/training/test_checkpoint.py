@@ -18,7 +18,7 @@ from test_training_utils import write_json_dataset
 from mmssl_pyg.training import load_checkpoint, save_checkpoint
 from mmssl_pyg.training.checkpoint import rng_state, set_rng_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):

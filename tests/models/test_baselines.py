@@ -188,7 +188,7 @@ def test_registry_and_modality_requirements():
 
 @pytest.mark.parametrize('name', BASELINES)
 def test_presets_name_constructor_arguments(mini, name):
-    path = Path(__file__).resolve().parents[1] / 'mmssl_pyg' / 'configs' / f'{name}.yaml'
+    path = Path(__file__).resolve().parents[2] / 'mmssl_pyg' / 'configs' / f'{name}.yaml'
     text = path.read_text()
     assert text.startswith('#') and 'Sources' in text  # where the defaults come from
     preset = yaml.safe_load(text)

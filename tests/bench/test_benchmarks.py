@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / 'benchmarks' / 'run.py'
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 

@@ -16,7 +16,7 @@ from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models import GRCN, MF, MMSSL, LightGCN
 from mmssl_pyg.training.seeding import id_embedding_tables, pair_id_embeddings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 import _common as C  # noqa: E402
 

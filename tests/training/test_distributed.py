@@ -22,7 +22,7 @@ from mmssl_pyg.training import BPRSampler, TrainConfig, Trainer, evaluate_embedd
 from mmssl_pyg.training.checkpoint import load_checkpoint
 from mmssl_pyg.training.distributed import DistContext, state_digests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -36,7 +36,7 @@ from mmssl_pyg.data import (
     read_sparse_matrix,
 )
 
-DATASETS_DIR = Path(__file__).resolve().parents[1] / 'datasets'
+DATASETS_DIR = Path(__file__).resolve().parents[2] / 'datasets'
 
 
 def copy_raw(name: str, dst: Path) -> Path:
