@@ -218,7 +218,10 @@ def _metric(units, split, name):
 def _config_id(u) -> str:
     """Digest of everything that determines a unit's result except its seed: units with the
     same model, label and digest are one row of the accuracy table, one unit per seed."""
-    return C.key_hash({k: v for k, v in u['key'].items() if k != 'seed'})
+    key = {k: v for k, v in u['key'].items() if k != 'seed'}
+    if isinstance(key.get('train'), dict):  # the trainer options hold the seed too
+        key['train'] = {k: v for k, v in key['train'].items() if k != 'seed'}
+    return C.key_hash(key)
 
 
 def _long_csv(rep: C.Report, units):
