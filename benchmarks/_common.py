@@ -286,61 +286,13 @@ def synthetic_name(num_users: int, num_items: int, dims: Sequence[int]) -> str:
 # per-user / per-item metrics (the evaluator reports means only)
 
 
-def _disc(k: int, device) -> torch.Tensor:
-    return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=torch.float64))
-
-
-@torch.no_grad()
-def per_user_metrics(user_emb: torch.Tensor, item_emb: torch.Tensor, graph, split: str = 'test',
-                     k: int = K_GROUPS, exclude_val_at_test: bool = False,
-                     batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """Per-user Recall/NDCG@k and per-item hit counts of ``split``, ranked blockwise.
-
-    Same protocol as :func:`mmssl_pyg.training.evaluate` (full ranking, training items
-    excluded, ideal DCG over ``min(|held-out|, k)``); never allocates ``users x items``: each
-    block of ``batch_size`` users is ranked with :func:`mmssl_pyg.nn.topk.blockwise_topk`.
-
-    Returns (CPU tensors): ``users`` (ids with held-out items), ``recall``, ``ndcg``, ``hit``
-    (per user), ``item_hits`` (per item: held-out pairs of the item found in the user's top k)
-    and ``item_heldout`` (per item: held-out pairs).
-    """
-    from mmssl_pyg.data.graph import csr_rows
-    from mmssl_pyg.nn.topk import blockwise_topk
-    from mmssl_pyg.training.evaluator import exclusion_rows, heldout_pairs
-    device = user_emb.device
-    n_items = graph.num_items
-    pairs = heldout_pairs(graph, split).to(device)
-    keys = pairs[0] * n_items + pairs[1]  # sorted: heldout_pairs comes from torch.unique
-    ex_rowptr, ex_col = (t.to(device) for t in exclusion_rows(graph, split, exclude_val_at_test))
-    ho_rowptr, _ = csr_rows(pairs, graph.num_users)
-    counts = ho_rowptr[1:] - ho_rowptr[:-1]
-    users = torch.nonzero(counts > 0).view(-1)
-    disc = _disc(k, device)
-    idcg_table = torch.cumsum(disc, 0)
-    item_hits = torch.zeros(n_items, dtype=torch.long, device=device)
-    recall, ndcg, hit = [], [], []
-    for start in range(0, users.numel(), batch_size):
-        block = users[start:start + batch_size]
-        values, index = blockwise_topk(user_emb[block], item_emb, k, block_size=block.numel(),
-                                       exclude_rowptr=ex_rowptr, exclude_col=ex_col,
-                                       query_ids=block)
-        valid = values != float('-inf')
-        query = block.view(-1, 1) * n_items + index
-        pos = torch.searchsorted(keys, query).clamp(max=max(keys.numel() - 1, 0))
-        hits = (keys[pos] == query) & valid
-        n_ho = counts[block]
-        dcg = (hits.double() * disc).sum(1)
-        idcg = idcg_table[n_ho.clamp(max=k) - 1]
-        ndcg.append(dcg / idcg)
-        recall.append(hits.sum(1).double() / n_ho.double())
-        hit.append(hits.any(1).double())
-        item_hits += torch.bincount(index[hits], minlength=n_items)
-    item_heldout = torch.bincount(pairs[1], minlength=n_items)
-
-    def cat(xs):
-        return torch.cat(xs).cpu() if xs else torch.zeros(0, dtype=torch.float64)
-    return {'users': users.cpu(), 'recall': cat(recall), 'ndcg': cat(ndcg), 'hit': cat(hit),
-            'item_hits': item_hits.cpu(), 'item_heldout': item_heldout.cpu()}
+def per_user_metrics(user_emb, item_emb, graph, split='test', k: int = K_GROUPS,
+                     exclude_val_at_test=False, batch_size=1024):
+    """Per-user metrics for the group tables: the library's
+    :func:`mmssl_pyg.training.evaluator.per_user_metrics` at ``k = K_GROUPS``."""
+    from mmssl_pyg.training.evaluator import per_user_metrics as library_per_user
+    return library_per_user(user_emb, item_emb, graph, split, k, exclude_val_at_test,
+                            batch_size)
 
 
 def quantile_edges(values: np.ndarray, n_groups: int) -> list[int]:
