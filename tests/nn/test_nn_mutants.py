@@ -215,12 +215,19 @@ def test_available_memory_on_cpu_is_the_physical_memory():
     assert 0.8 * got <= total_kib * 1024 <= got
 
 
-def test_gumbel_noise_by_hand():
+def test_gumbel_noise_by_hand(monkeypatch):
     gen = torch.Generator().manual_seed(3)
     got = gumbel_noise((4, 5), generator=gen)
     u = torch.rand((4, 5), generator=torch.Generator().manual_seed(3))
     assert torch.allclose(got, -torch.log(-torch.log(u + 1e-8) + 1e-8))
     assert torch.equal(gumbel_noise((4, 5), torch.Generator().manual_seed(3), 'cpu'), got)
+    # at the ends of U(0, 1), where eps = 1e-8 decides: u = 0 and u = 1 - 2^-24
+    u = torch.tensor([0.0, 0.5, 1 - 2 ** -24])
+    monkeypatch.setattr(torch, 'rand', lambda *a, **k: u.clone())
+    g = gumbel_noise((3,))
+    # by hand (float64): -log(-log(1e-8) + 1e-8) = -log(18.4207) = -2.9134;
+    # -log(-log(0.5) + 1e-8) = 0.3665; -log(5.9605e-8 + 1e-8) = -log(6.9605e-8) = 16.4804
+    assert torch.allclose(g, torch.tensor([-2.9134, 0.3665, 16.4804]), atol=1e-3)
 
 
 @pytest.mark.parametrize('rows', [7, 8, 9])
@@ -565,3 +572,24 @@ def test_interaction_rows_are_the_dense_training_rows():
     dense = torch.zeros(graph.num_users, graph.num_items)
     dense[graph.train_edge_index[0], graph.train_edge_index[1]] = 1.0
     assert torch.equal(model.interaction_rows(users), dense[users])
+
+
+def test_low_rank_rows_detach_keeps_every_part():
+    torch.manual_seed(0)
+    parts = dict(left=torch.randn(2, 2), right=torch.randn(3, 2), scale=torch.rand(2),
+                 value=torch.randn(1), dense=torch.randn(2, 3))
+    parts = {k: v.requires_grad_() for k, v in parts.items()}
+    rows = LowRankRows(2, 3, index=torch.tensor([[1], [0]]), **parts)
+    out = rows.detach()
+    assert torch.equal(out.to_dense(), rows.to_dense().detach())
+    for name in ('left', 'right', 'scale', 'value', 'dense'):
+        part = getattr(out, name)
+        assert torch.equal(part, parts[name]) and not part.requires_grad
+    assert torch.equal(out.index, rows.index)
+
+
+def test_relation_rows_pass_eps_on():
+    user = torch.zeros(1, 3)
+    rows = ModalityRelationGenerator.relation_rows(user, torch.randn(4, 3), torch.tensor([0]),
+                                                   torch.tensor([1]), eps=1e-3)
+    assert float(rows.scale) == pytest.approx(1e3)  # 1 / max(0, 1e-3)
