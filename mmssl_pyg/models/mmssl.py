@@ -12,6 +12,7 @@ from ..nn.attention import CrossModalAttention
 from ..nn.conv import BipartiteConv
 from ..nn.critic import RelationCritic, check_critic_memory
 from ..nn.encoder import (
+    CONTENT_SCALES,
     MMSSLEmbeddings,
     collaborative_modality_embeddings,
     fuse_modalities,
@@ -81,6 +82,10 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         topk_rate: generated neighbours per user as a fraction of the items (default ``0.01``).
         modality_mix, fusion_weight: :math:`\mu` (Eq. 10), :math:`\omega` (Eq. 12) (``0.36``,
             ``0.55``).
+        mix_scale, fusion_scale: length of the unit-norm content terms of Eq. 10 and Eq. 12:
+            ``'unit'`` (default, the paper) or ``'relative'`` (the mean row norm of the
+            collaborative table they are added to, so :math:`\mu`, :math:`\omega` are
+            relative weights; :func:`~mmssl_pyg.nn.encoder.content_scale`).
         cl_weight, cl_temperature: :math:`\lambda_{cl}`, :math:`\tau_c` (``0.03``, ``0.5``).
         cl_intra_view_negatives: add the release's intra-view negatives (default ``False``).
         adv_weight: :math:`\lambda_{adv}` (default ``1e-4``).
@@ -118,6 +123,7 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
                  num_heads: int = 4, feature_dropout: float = 0.2, norm: str = 'sym',
                  feature_norm: str = 'standard', topk_rate: float = 0.01,
                  modality_mix: float = 0.36, fusion_weight: float = 0.55,
+                 mix_scale: str = 'unit', fusion_scale: str = 'unit',
                  cl_weight: float = 0.03, cl_temperature: float = 0.5,
                  cl_intra_view_negatives: bool = False, adv_weight: float = 1e-4,
                  gumbel_scale: float = 1e-5, gumbel_temperature: float = 0.005,
@@ -133,7 +139,9 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         for name, value, choices in (('ablation', ablation, ABLATIONS),
                                      ('norm', norm, ('sym', 'row')),
                                      ('adj_layout', adj_layout, LAYOUTS),
-                                     ('gumbel_formula', gumbel_formula, ('paper', 'release'))):
+                                     ('gumbel_formula', gumbel_formula, ('paper', 'release')),
+                                     ('mix_scale', mix_scale, CONTENT_SCALES),
+                                     ('fusion_scale', fusion_scale, CONTENT_SCALES)):
             if value not in choices:
                 raise ValueError(f'{name} must be one of {choices}, got {value!r}')
         self.modalities, self.num_modalities = graph.modalities, len(graph.modalities)
@@ -154,6 +162,7 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         self.topk_rate = topk_rate
         self.k = min(graph.num_items, max(1, math.floor(topk_rate * graph.num_items)))
         self.modality_mix, self.fusion_weight = modality_mix, fusion_weight
+        self.mix_scale, self.fusion_scale = mix_scale, fusion_scale
         self.cl_weight = 0.0 if ablation == 'wo_cl' else cl_weight
         self.cl_temperature, self.cl_intra_view_negatives = cl_temperature, cl_intra_view_negatives
         self.adv_weight = 0.0 if ablation == 'wo_asl' else adv_weight
@@ -213,9 +222,10 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         user_h, item_h = modality_dependency(self.attention, user_views, item_views)  # Eq. 9
         user_graph, item_graph = high_order_connectivity(                            # Eq. 10
             self.encoder_adj, conv, user_w, item_w, user_h, item_h, self.modality_mix,
-            self.num_layers)
-        user = fuse_modalities(user_graph, user_modal, self.fusion_weight)           # Eq. 12
-        item = fuse_modalities(item_graph, item_modal, self.fusion_weight)
+            self.num_layers, self.mix_scale)
+        user = fuse_modalities(user_graph, user_modal, self.fusion_weight,           # Eq. 12
+                               self.fusion_scale)
+        item = fuse_modalities(item_graph, item_modal, self.fusion_weight, self.fusion_scale)
         return MMSSLEmbeddings(user, item, feats, user_modal, item_modal, user_views, item_views,
                                user_h, item_h, user_graph, item_graph)
 

@@ -75,19 +75,43 @@ def modality_dependency(attention: CrossModalAttention, user_views: Sequence[Ten
     return fused[:num_users], fused[num_users:]
 
 
+CONTENT_SCALES = ('unit', 'relative')
+
+
+def content_scale(reference: Tensor, scale: str) -> Tensor | float:
+    r"""The length given to each unit-norm content term of Eqs. 10 and 12.
+
+    ``'unit'`` (the paper): ``1``, whatever the collaborative embeddings' size.
+    ``'relative'`` (this library's option): the mean row L2 norm of ``reference`` (the
+    collaborative table the term is added to), detached, so :math:`\mu` and :math:`\omega`
+    become fractions of the collaborative embeddings' typical length instead of absolute
+    lengths (at Xavier initialisation a unit-norm term is about 10x longer than an ID row).
+    """
+    if scale == 'unit':
+        return 1.0
+    if scale == 'relative':
+        return reference.detach().norm(dim=1).mean()
+    raise ValueError(f'content scale must be one of {CONTENT_SCALES}, got {scale!r}')
+
+
 def high_order_connectivity(adj: BipartiteAdjacency, conv: BipartiteConv, user_x: Tensor,
                             item_x: Tensor, user_h: Tensor, item_h: Tensor, mix: float,
-                            num_layers: int) -> tuple[Tensor, Tensor]:
-    r"""Eq. 10: :math:`\mathbf{E}^{(0)} = \mathbf{E} + \mu\,\mathrm{normalize}(\mathbf{h})`,
+                            num_layers: int, scale: str = 'unit') -> tuple[Tensor, Tensor]:
+    r"""Eq. 10: :math:`\mathbf{E}^{(0)} = \mathbf{E} + \mu\,s\,\mathrm{normalize}(\mathbf{h})`,
     :math:`\mathbf{E}^{(l+1)} = \hat{\mathbf{A}}\mathbf{E}^{(l)}` for :math:`L` layers on
     ``adj`` (:func:`~mmssl_pyg.nn.propagation.light_propagate`),
-    :math:`\bar{\mathbf{E}}` the mean over layers; returns ``(E_bar_u, E_bar_i)``."""
-    return light_propagate(user_x + mix * F.normalize(user_h, dim=1),
-                           item_x + mix * F.normalize(item_h, dim=1), num_layers,
+    :math:`\bar{\mathbf{E}}` the mean over layers; returns ``(E_bar_u, E_bar_i)``.
+    :math:`s` is :func:`content_scale` of the ID table (``1`` in the paper)."""
+    su, si = content_scale(user_x, scale), content_scale(item_x, scale)
+    return light_propagate(user_x + mix * su * F.normalize(user_h, dim=1),
+                           item_x + mix * si * F.normalize(item_h, dim=1), num_layers,
                            partial(adj.to_users, conv), partial(adj.to_items, conv))
 
 
-def fuse_modalities(graph_x: Tensor, modal: Sequence[Tensor], weight: float) -> Tensor:
-    r"""Eq. 12: :math:`\mathbf{e}^* = \bar{\mathbf{E}} + \omega \sum_m
-    \mathrm{normalize}(\mathbf{u}^m)` (items alike)."""
-    return graph_x + weight * sum(F.normalize(x, dim=1) for x in modal)
+def fuse_modalities(graph_x: Tensor, modal: Sequence[Tensor], weight: float,
+                    scale: str = 'unit') -> Tensor:
+    r"""Eq. 12: :math:`\mathbf{e}^* = \bar{\mathbf{E}} + \omega\,s \sum_m
+    \mathrm{normalize}(\mathbf{u}^m)` (items alike), :math:`s` the :func:`content_scale` of
+    :math:`\bar{\mathbf{E}}` (``1`` in the paper)."""
+    s = content_scale(graph_x, scale)
+    return graph_x + weight * s * sum(F.normalize(x, dim=1) for x in modal)

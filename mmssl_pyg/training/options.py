@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from ..nn.encoder import CONTENT_SCALES
+
 #: Cut-offs of the reported metrics (``TrainConfig.ks``, ``mmssl-pyg evaluate --ks``).
 DEFAULT_KS = (10, 20, 50)
 #: Ranking metrics, in report order; each is reported as ``<name>@<k>``.
@@ -243,6 +245,8 @@ OPTION_RULES: dict[str, Rule] = {
     'model.adv_samples': Rule(int, 2, optional=True),
     'model.item_block_size': _POS_INT, 'model.use_bias': Rule(bool),
     'model.cl_intra_view_negatives': Rule(bool),
+    'model.mix_scale': Rule(str, choices=CONTENT_SCALES),
+    'model.fusion_scale': Rule(str, choices=CONTENT_SCALES),
     'cli.k': _POS_INT, 'cli.users': Rule(tuple, item=Rule(int, 0)),
 }
 
