@@ -111,6 +111,8 @@ def test_knn_edge_index_matches_a_dense_reference(cosine):
     assert torch.equal(edge_index[0], torch.arange(9).repeat_interleave(3))
     assert torch.equal(edge_index[1].view(9, 3).sort(1).values, want.sort(1).values)
     assert torch.equal(knn_edge_index(x, 3, cosine=cosine), edge_index)  # default block size
+    if cosine:
+        assert torch.equal(knn_edge_index(x, 3), edge_index)  # cosine by default
 
 
 # --------------------------------------------------------------------------- conv
@@ -520,6 +522,8 @@ def test_low_rank_rows_sum_duplicate_entries_and_select_one_column():
     for col in (0, 2):  # a single selected column, also the last one
         one = rows.select_columns(torch.tensor([col]))
         assert one.num_cols == 1 and torch.equal(one.to_dense(), want[:, [col]])
+    two = rows.select_columns(torch.tensor([0, 2]))  # entries on the last of several columns
+    assert torch.equal(two.to_dense(), want[:, [0, 2]])
 
 
 def test_low_rank_rows_without_sparse_part_or_scale():
