@@ -597,3 +597,55 @@ def test_relation_rows_pass_eps_on():
     rows = ModalityRelationGenerator.relation_rows(user, torch.randn(4, 3), torch.tensor([0]),
                                                    torch.tensor([1]), eps=1e-3)
     assert float(rows.scale) == pytest.approx(1e3)  # 1 / max(0, 1e-3)
+
+
+def test_available_memory_when_the_system_cannot_tell(monkeypatch):
+    import os
+
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, 'sysconf', no_sysconf)
+    assert available_memory('cpu') == (2 ** 62, 'unknown (no limit checked)')
+
+
+def test_critic_memory_message_converts_to_gib():
+    import re
+    with pytest.raises(ValueError) as err:
+        check_critic_memory(50_000, 1024, max_bytes=3 * 2 ** 30)
+    msg = str(err.value)
+    assert 'more than the 3.00 GiB (3,221,225,472 bytes) available (max_critic_memory)' in msg
+    gib, need = re.search(r'about ([\d,.]+) GiB \(([\d,]+) bytes\)', msg).groups()
+    assert float(gib.replace(',', '')) == round(int(need.replace(',', '')) / 2 ** 30, 2)
+    assert float(gib.replace(',', '')) > 3
+
+
+def test_low_rank_rows_dense_part_alone_and_wider_values():
+    torch.manual_seed(0)
+    dense = torch.randn(2, 3)
+    w = torch.randn(4, 3)
+    assert torch.allclose(LowRankRows(2, 3, dense=dense).linear(w), dense @ w.t(), atol=1e-6)
+    # float64 residual values with a float32 layer: computed in the values' dtype
+    value = torch.tensor([0.5, -2.0], dtype=torch.float64)
+    rows = LowRankRows(2, 3, index=torch.tensor([[0, 1], [2, 0]]), value=value)
+    out = rows.linear(w)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, rows.to_dense() @ w.t().double())
+
+
+def test_projected_gradient_penalty_upcasts_bfloat16_inputs():
+    critic = _nonlinear_critic()
+    torch.manual_seed(2)
+    z_real, z_fake = torch.randn(5, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    alpha = torch.rand(5, 1)
+    want = projected_gradient_penalty(critic, z_real, z_fake, alpha)
+    low = [t.bfloat16() for t in (z_real, z_fake, alpha)]
+    got = projected_gradient_penalty(critic, *low)
+    assert got.dtype == torch.float32
+    # the bfloat16 inputs, cast to float32 first, then combined in float32
+    exact = projected_gradient_penalty(critic, *(t.float() for t in low))
+    assert torch.equal(got, exact)
+    assert torch.allclose(got, want, rtol=0.05)
+    dense = gradient_penalty(critic, torch.rand(5, 12).bfloat16(), torch.rand(5, 12).bfloat16(),
+                             alpha.bfloat16())
+    assert dense.dtype == torch.float32
