@@ -111,6 +111,8 @@ def test_knn_edge_index_matches_a_dense_reference(cosine):
     assert torch.equal(edge_index[0], torch.arange(9).repeat_interleave(3))
     assert torch.equal(edge_index[1].view(9, 3).sort(1).values, want.sort(1).values)
     assert torch.equal(knn_edge_index(x, 3, cosine=cosine), edge_index)  # default block size
+    if cosine:
+        assert torch.equal(knn_edge_index(x, 3), edge_index)  # cosine by default
 
 
 # --------------------------------------------------------------------------- conv
@@ -520,6 +522,8 @@ def test_low_rank_rows_sum_duplicate_entries_and_select_one_column():
     for col in (0, 2):  # a single selected column, also the last one
         one = rows.select_columns(torch.tensor([col]))
         assert one.num_cols == 1 and torch.equal(one.to_dense(), want[:, [col]])
+    two = rows.select_columns(torch.tensor([0, 2]))  # entries on the last of several columns
+    assert torch.equal(two.to_dense(), want[:, [0, 2]])
 
 
 def test_low_rank_rows_without_sparse_part_or_scale():
@@ -593,3 +597,200 @@ def test_relation_rows_pass_eps_on():
     rows = ModalityRelationGenerator.relation_rows(user, torch.randn(4, 3), torch.tensor([0]),
                                                    torch.tensor([1]), eps=1e-3)
     assert float(rows.scale) == pytest.approx(1e3)  # 1 / max(0, 1e-3)
+
+
+def test_available_memory_when_the_system_cannot_tell(monkeypatch):
+    import os
+
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, 'sysconf', no_sysconf)
+    assert available_memory('cpu') == (2 ** 62, 'unknown (no limit checked)')
+
+
+def test_critic_memory_message_converts_to_gib():
+    import re
+    with pytest.raises(ValueError) as err:
+        check_critic_memory(50_000, 1024, max_bytes=3 * 2 ** 30)
+    msg = str(err.value)
+    assert 'more than the 3.00 GiB (3,221,225,472 bytes) available (max_critic_memory)' in msg
+    gib, need = re.search(r'about ([\d,.]+) GiB \(([\d,]+) bytes\)', msg).groups()
+    assert float(gib.replace(',', '')) == round(int(need.replace(',', '')) / 2 ** 30, 2)
+    assert float(gib.replace(',', '')) > 3
+
+
+def test_low_rank_rows_dense_part_alone_and_wider_values():
+    torch.manual_seed(0)
+    dense = torch.randn(2, 3)
+    w = torch.randn(4, 3)
+    assert torch.allclose(LowRankRows(2, 3, dense=dense).linear(w), dense @ w.t(), atol=1e-6)
+    # float64 residual values with a float32 layer: computed in the values' dtype
+    value = torch.tensor([0.5, -2.0], dtype=torch.float64)
+    rows = LowRankRows(2, 3, index=torch.tensor([[0, 1], [2, 0]]), value=value)
+    out = rows.linear(w)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, rows.to_dense() @ w.t().double())
+
+
+def test_projected_gradient_penalty_upcasts_bfloat16_inputs():
+    critic = _nonlinear_critic()
+    torch.manual_seed(2)
+    z_real, z_fake = torch.randn(5, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    alpha = torch.rand(5, 1)
+    want = projected_gradient_penalty(critic, z_real, z_fake, alpha)
+    low = [t.bfloat16() for t in (z_real, z_fake, alpha)]
+    got = projected_gradient_penalty(critic, *low)
+    assert got.dtype == torch.float32
+    # the bfloat16 inputs, cast to float32 first, then combined in float32
+    exact = projected_gradient_penalty(critic, *(t.float() for t in low))
+    assert torch.equal(got, exact)
+    assert torch.allclose(got, want, rtol=0.05)
+    dense = gradient_penalty(critic, torch.rand(5, 12).bfloat16(), torch.rand(5, 12).bfloat16(),
+                             alpha.bfloat16())
+    assert dense.dtype == torch.float32
+
+
+@pytest.mark.parametrize('layout', ['csr', 'coo'])
+def test_cached_transposes_match_the_layout_and_are_used(layout, monkeypatch):
+    graph = _tiny_graph()
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, norm='row', adj_layout=layout)
+    adj = model.generator_adj  # one-sided weights: the transposes are cached
+    want = torch.sparse_csr if layout == 'csr' else torch.sparse_coo
+    for a, t in ((adj.ui, adj.ui_t), (adj.iu, adj.iu_t)):
+        assert a.layout == want and t.layout == want
+        assert torch.equal(t.to_dense(), a.to_dense().t())
+    # both directions hand the layer a cached transpose for the backward pass
+    seen = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
+    for m in (model, MMSSL(graph, embedding_dim=8, num_heads=2, adj_layout=layout)):
+        seen.clear()
+        adj = m.generator_adj
+        adj.to_users(m.conv, torch.randn(graph.num_items, 2, requires_grad=True))
+        adj.to_items(m.conv, torch.randn(graph.num_users, 2, requires_grad=True))
+        rev_u = adj.iu if adj.ui_t is None else adj.ui_t  # 'sym': each is the other's .T
+        rev_i = adj.ui if adj.iu_t is None else adj.iu_t
+        assert [(a is adj.ui, r is rev_u) for a, r in seen[:1]] == [(True, True)]
+        assert [(a is adj.iu, r is rev_i) for a, r in seen[1:]] == [(True, True)]
+
+
+def test_mmssl_double_converts_every_parameter():
+    model = MMSSL(_tiny_graph(), embedding_dim=8, num_heads=2).double()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+def test_gae_loss_with_a_single_positive():
+    """r/p-GAE's positive weight is negatives / positives; one positive in the batch."""
+    graph = _tiny_graph()
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, ablation='rp_gae').eval()
+    counts = torch.bincount(graph.train_edge_index[0], minlength=graph.num_users)
+    user = int((counts == 1).nonzero()[0])
+    users = torch.tensor([user])
+    emb = model.encode()
+    row, col = model._train_entries(users)
+    assert row.numel() == 1
+    target = torch.zeros(1, graph.num_items)
+    target[0, col] = 1.0
+    pos_weight = torch.tensor(float(graph.num_items - 1))  # 19 negatives / 1 positive
+    want = torch.stack([F.binary_cross_entropy_with_logits(u[users] @ i.t(), target,
+                                                           pos_weight=pos_weight)
+                        for u, i in zip(emb.user_modal, emb.item_modal)]).mean()
+    assert torch.allclose(model._gae_loss(emb, users, row, col), want, atol=1e-6)
+
+
+def test_loading_a_state_without_graphs_restores_the_training_graph():
+    from test_mmssl_model import _optimisers, _run_epoch
+    graph = _tiny_graph()
+    torch.manual_seed(0)
+    fresh = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15)
+    state = fresh.state_dict()
+    assert state['_extra_state']['has_generated'] is None
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15)
+    _run_epoch(model, graph, _optimisers(model))
+    assert not torch.equal(model.modality_edge_index(0), model.train_edge_index)
+    model.load_state_dict(state)
+    for m in range(2):
+        assert torch.equal(model.modality_edge_index(m), model.train_edge_index)
+        assert model.modality_adj[m] is model.generator_adj
+
+
+def test_a_loaded_state_is_copied_not_shared():
+    from test_mmssl_model import _batch, _optimisers, _run_epoch
+    graph = _tiny_graph()
+    torch.manual_seed(0)
+    source = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15)
+    _run_epoch(source, graph, _optimisers(source), batches=1)  # graphs for 6 of 12 users
+    assert not source._has_generated.all()
+    source.critic_loss(_batch(graph, seed=4))  # pending rows in the state too
+    state = source.state_dict()
+    saved = {k: v.clone() for k, v in (('has', state['_extra_state']['has_generated']),
+                                        ('nb', state['_extra_state']['neighbours'][0]),
+                                        ('users', state['_extra_state']['pending']['users']))}
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15)
+    model.load_state_dict(state)
+    _run_epoch(model, graph, _optimisers(model), seed=3)  # swaps graphs, in place
+    assert torch.equal(state['_extra_state']['has_generated'], saved['has'])
+    assert torch.equal(state['_extra_state']['neighbours'][0], saved['nb'])
+    assert torch.equal(state['_extra_state']['pending']['users'], saved['users'])
+
+
+def _gather_two(first, second):
+    """gather_epoch_state on two replicas with a two-process all_gather (rank order)."""
+    sent = []
+    second.gather_epoch_state(lambda t: (sent.append(t), [t])[1])
+    it = iter(sent)
+    first.gather_epoch_state(lambda t: [t, next(it)])
+
+
+def test_gather_when_a_process_has_no_rows():
+    graph = _tiny_graph()
+    models = [MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15) for _ in range(3)]
+    users = torch.tensor([1, 4, 7])
+    idx = [torch.tensor([[2, 3, 5]] * 3, dtype=torch.int32) for _ in range(2)]
+    models[1]._pending = [(users, idx)]
+    _gather_two(models[0], models[1])  # rank 0 had no batch
+    got_users, got_idx = models[0]._pending[0]
+    assert torch.equal(got_users, users) and got_users.dtype == torch.long
+    assert all(torch.equal(a, b) for a, b in zip(got_idx, idx))
+    assert all(a.dtype == torch.int32 and a.shape == (3, 3) for a in got_idx)
+    # no process has rows: nothing pending, no graph built
+    _gather_two(models[2], MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15))
+    assert models[2]._pending == [] and models[2].update_modality_graphs() == 0
+    assert models[2]._has_generated is None
+
+
+def test_gather_at_one_step_the_highest_rank_wins_for_many_rows():
+    """Several hundred rows of one step: the order within the step must be kept exactly
+    (a sort that does not keep equal keys in order would mix the ranks' rows)."""
+    from test_mmssl_model import _graph
+    graph = _graph(num_users=400, num_items=30, edges=800)
+    models = [MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.1) for _ in range(2)]
+    users = torch.arange(400)
+    for rank, model in enumerate(models):
+        idx = torch.full((400, 3), rank, dtype=torch.int32) + torch.tensor([0, 10, 20],
+                                                                            dtype=torch.int32)
+        model._pending = [(users, [idx, idx + 2])]
+    _gather_two(models[0], models[1])
+    models[0].update_modality_graphs()
+    assert torch.equal(models[0]._neighbours[0][users],
+                       torch.tensor([[1, 11, 21]] * 400, dtype=torch.int32))
+
+
+def test_contrastive_term_with_intra_view_negatives():
+    graph = _tiny_graph()
+    from test_mmssl_model import _batch
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, cl_intra_view_negatives=True).eval()
+    batch = _batch(graph)
+    out = model.loss(batch)
+    emb = model.encode()
+    e = F.normalize(emb.user[batch.users], dim=1)
+    want = 0.0
+    for h in emb.user_views:  # Eq. 11 with cos(h_u, h_u') / tau, u' != u, as negatives too
+        hb = F.normalize(h[batch.users], dim=1)
+        cross, intra = hb @ e.t() / 0.5, hb @ hb.t() / 0.5
+        intra = intra.masked_fill(torch.eye(len(batch), dtype=torch.bool), float('-inf'))
+        logits = torch.cat([cross, intra], 1)
+        want = want - (cross.diag() - torch.logsumexp(logits, 1)).mean()
+    assert torch.allclose(out['contrastive'], want, atol=1e-5)
