@@ -20,6 +20,9 @@ MODELS=${MODELS:-"lightgcn mf sgl vbpr mmgcn grcn lattice freedom bm3 mmssl"}
 DATASETS=${DATASETS:-"tiktok movielens-100k"}
 TRIALS=${TRIALS:-40}
 SMOKE_DATASET=${SMOKE_DATASET:-tiktok-mini}
+PHASES=${PHASES:-"tune eval"}        # "eval" alone: the tuned presets already in the checkout
+EVAL_MODELS=${EVAL_MODELS:-$MODELS}
+PRESET_ROW=${PRESET_ROW:-1}          # 1: also MMSSL's preset (paper) row in phase 2
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -32,8 +35,8 @@ mkdir -p "$OUT/logs" "$OUT/tune" "$OUT/acc" "$OUT/presets"
 } > "$OUT/logs/machine.txt" 2>&1
 cat "$OUT/logs/machine.txt"
 
-# fail fast: one short MMSSL run on the device
-if ! timeout 120 python3 -m mmssl_pyg train --model mmssl --dataset "$SMOKE_DATASET" \
+# fail fast: one short MMSSL run on the device (SMOKE=0 skips it)
+if [ "${SMOKE:-1}" = 1 ] && ! timeout 120 python3 -m mmssl_pyg train --model mmssl --dataset "$SMOKE_DATASET" \
       --device "$DEVICE" --wandb disabled --run-dir "$OUT/smoke" epochs=2 \
       > "$OUT/logs/smoke.log" 2>&1; then
   echo "SMOKE FAILED after $(elapsed)s"; tail -30 "$OUT/logs/smoke.log"; exit 3
@@ -42,7 +45,8 @@ echo "smoke ok at $(elapsed)s"; grep -i "s/epoch\|epoch 2\|test" "$OUT/logs/smok
 
 # phase 1: one study per (model, dataset), all at once, the same trials and seconds each
 left=$(( TUNE_S - $(elapsed) ))
-for d in $DATASETS; do for m in $MODELS; do
+case " $PHASES " in *" tune "*) ;; *) DATASETS_TUNE="" ;; esac
+for d in ${DATASETS_TUNE-$DATASETS}; do for m in $MODELS; do
   timeout $(( left + 90 )) python3 -m mmssl_pyg tune --model "$m" --dataset "$d" \
     --trials "$TRIALS" --timeout "$left" --device "$DEVICE" --wandb disabled \
     --run-dir "$OUT/tune/$m-$d" --preset-dir "$OUT/presets" epochs=200 \
@@ -52,19 +56,21 @@ wait
 echo "phase 1 done at $(elapsed)s"
 grep -h "best trial" "$OUT"/logs/tune-*.log
 mkdir -p mmssl_pyg/configs/tuned && cp "$OUT"/presets/*.yaml mmssl_pyg/configs/tuned/ 2>/dev/null
+case " $PHASES " in *" eval "*) ;; *) END_S=$(elapsed) ;; esac
 
 # phase 2: 5 paired seeds of every tuned configuration (+ MMSSL's preset), one process each
 left=$(( END_S - $(elapsed) ))
-per_unit=$(python3 -c "print(round(max($left - 30, 60) / 5 / 60, 2))")
+per_unit=$(python3 -c "print(round(max($left - 30, 30) / 5 / 60, 2))")
 echo "phase 2: ${per_unit} min per unit"
 for d in $DATASETS; do
-  for m in $MODELS; do
-    timeout $(( left + 20 )) python3 benchmarks/run.py accuracy --dataset "$d" --models "$m" \
+  [ "$left" -gt 30 ] || break
+  for m in $EVAL_MODELS; do
+    timeout $(( left - 5 )) python3 benchmarks/run.py accuracy --dataset "$d" --models "$m" \
       --tuned presets --id-datasets --seeds 0 1 2 3 4 --device "$DEVICE" --wandb disabled \
       --max-minutes "$per_unit" --no-reuse --no-progress --out "$OUT/acc/$m-$d" \
       > "$OUT/logs/acc-$m-$d.log" 2>&1 &
   done
-  timeout $(( left + 20 )) python3 benchmarks/run.py accuracy --dataset "$d" --models mmssl \
+  [ "$PRESET_ROW" = 1 ] && timeout $(( left - 5 )) python3 benchmarks/run.py accuracy --dataset "$d" --models mmssl \
     --id-datasets --seeds 0 1 2 3 4 --device "$DEVICE" --wandb disabled \
     --max-minutes "$per_unit" --no-reuse --no-progress --out "$OUT/acc/mmssl-preset-$d" \
     > "$OUT/logs/acc-mmssl-preset-$d.log" 2>&1 &
