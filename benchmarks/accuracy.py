@@ -53,9 +53,34 @@ def _per_seed(units, split='test', name='recall@20') -> dict[int, float]:
     return {u['spec']['seed']: u[split][name] for u in units if u[split].get(name) is not None}
 
 
+def row_notes(folder) -> dict[str, str]:
+    """``{configuration digest prefix: note}`` from ``row_notes.yaml`` in the results folder:
+    what a configuration is, in words (e.g. that an older preset is the paper's), shown in the
+    settings column. The digest names the row; the note only explains it."""
+    import yaml
+    path = Path(folder) / 'row_notes.yaml'
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _settings(us, notes: dict[str, str]) -> str:
+    text = ','.join(sorted({u['spec']['label'] for u in us}))
+    cut = sum(1 for u in us if u.get('budget_cut_at_epoch'))
+    if cut:
+        text += f'; {cut} of {len(us)} units budget-cut'
+    cfg = _config_id(us[0])
+    for prefix, note in notes.items():
+        if cfg.startswith(prefix):
+            text += f'; {note}'
+    return text
+
+
 def report_accuracy(rep: C.Report):
     from mmssl_pyg.training.options import METRIC_NAMES
     units = _ok(rep.units)
+    notes_by_cfg = row_notes(rep.folder)
     groups = _by(units, lambda u: u['spec']['dataset'])
     for (dataset,) in sorted(groups, key=lambda k: (k[0] in ID_DATASETS, k[0])):
         group = groups[(dataset,)]
@@ -74,7 +99,7 @@ def report_accuracy(rep: C.Report):
         for name, us in rows_units:
             model = us[0]['spec']['model']
             test_r = _metric(us, 'test', 'recall@20')
-            cells = [name, ','.join(sorted({u['spec']['label'] for u in us})),
+            cells = [name, _settings(us, notes_by_cfg),
                      len(_per_seed(us)), C.Num(float(np.mean([u["best_epoch"] for u in us])), 1),
                      (_metric(us, 'val', 'recall@20')), test_r]
             cells += [(_metric(us, 'test', f'{m}@20')) for m in ('precision', 'ndcg')]

@@ -39,7 +39,7 @@ def report_sparsity(rep: C.Report):
                 cells = [f'{m} ({len(us)} seeds)']
                 for j, v in enumerate(values):
                     cell = C.fmt(v)
-                    if ours is not None and m != 'mmssl' and v and math.isfinite(v) \
+                    if ours is not None and m not in OURS and v and math.isfinite(v) \
                             and math.isfinite(ours[j]):
                         cell += f' (MMSSL {(ours[j] - v) / v * 100:+.0f}%)'
                     cells.append(cell)

@@ -15,6 +15,9 @@ from .vbpr import VBPR
 MODELS: dict[str, type[Recommender]] = {
     'lightgcn': LightGCN,
     'mmssl': MMSSL,
+    # The same class with the paper's / released code's values (configs/mmssl-paper.yaml);
+    # `mmssl` above runs this library's measured-best preset (configs/mmssl.yaml).
+    'mmssl-paper': MMSSL,
     'mf': MF,
     'sgl': SGL,
     'vbpr': VBPR,

@@ -477,7 +477,7 @@ def test_critic_refused_before_allocation():
 
 def test_preset_keys_and_spec_values():
     import mmssl_pyg
-    preset = yaml.safe_load((Path(mmssl_pyg.__file__).parent / 'configs' / 'mmssl.yaml')
+    preset = yaml.safe_load((Path(mmssl_pyg.__file__).parent / 'configs' / 'mmssl-paper.yaml')
                             .read_text())
     params = inspect.signature(MMSSL.__init__).parameters
     datasets = ('tiktok', 'tiktok-mini', 'amazon-baby', 'amazon-sports', 'allrecipes',
@@ -515,3 +515,25 @@ def test_attention_weights_accessor_matches_eq9(num_modalities):
     k = att.key(h).view(NU, num_modalities, att.heads, dh)
     ref = (torch.einsum('nahc,nbhc->nhab', q, k) / dh ** 0.5).softmax(-1)
     assert torch.allclose(users_w, ref, atol=1e-6)
+
+
+def test_default_and_paper_presets_are_two_names_for_one_class():
+    """`--model mmssl` runs this library's measured default (configs/mmssl.yaml), `--model
+    mmssl-paper` the paper's values (configs/mmssl-paper.yaml); both are MMSSL."""
+    from mmssl_pyg.models import MODELS
+    from mmssl_pyg.training.presets import resolve_options
+    assert MODELS['mmssl'] is MMSSL and MODELS['mmssl-paper'] is MMSSL
+    paper = resolve_options(MMSSL, 'tiktok', model_name='mmssl-paper')
+    default = resolve_options(MMSSL, 'tiktok', model_name='mmssl')
+    assert paper.model_kwargs == {'adv_weight': 1.8e-3, 'gumbel_temperature': 0.002,
+                                  'topk_rate': 0.01}
+    assert paper.train.lr == 5.5e-4
+    kw = default.model_kwargs
+    assert kw['fusion_scale'] == kw['mix_scale'] == 'relative'
+    assert kw['fusion_weight'] == kw['modality_mix'] == 0.1
+    assert kw['num_layers'] == 3 and kw['gumbel_temperature'] == 0.002
+    assert default.train.lr == 1.252e-3
+    # both build; the paper's preset keeps the class's unit content terms
+    graph = _graph()
+    assert MMSSL(graph, **{**paper.model_kwargs, 'embedding_dim': 8}).fusion_scale == 'unit'
+    assert MMSSL(graph, **{**kw, 'embedding_dim': 8}).fusion_scale == 'relative'

@@ -171,3 +171,28 @@ def test_accuracy_table_reports_paired_difference_to_the_best_baseline(tmp_path)
     assert 'paired Δ test Recall@20 vs lightgcn [95% CI]' in md
     assert f'| +0.0140 [{0.014 - half:+.4f}, {0.014 + half:+.4f}] |' in md
     assert '21 of 21 units here were initialised that way' in md
+
+
+def test_accuracy_settings_name_budget_cuts_notes_and_mmssl_paper_is_ours(tmp_path):
+    """The settings column counts budget-cut units and shows row_notes.yaml's note for the
+    configuration; `mmssl-paper` never becomes the reference baseline."""
+    import yaml
+    recalls = {'lightgcn': [0.10, 0.12, 0.11, 0.09, 0.13],
+               'mmssl-paper': [0.20, 0.21, 0.22, 0.20, 0.21]}
+    units = [_unit(m, s, r) for m, rs in recalls.items() for s, r in enumerate(rs)]
+    units[1]['budget_cut_at_epoch'] = 4
+    folder = tmp_path / 'accuracy' / 'units'
+    folder.mkdir(parents=True)
+    for i, u in enumerate(units):
+        (folder / f'u{i}__{u["hash"]}.json').write_text(json.dumps(u))
+    bench = _bench_run()
+    import _plan
+    cfg = _plan._config_id(units[5])
+    (tmp_path / 'accuracy' / 'row_notes.yaml').write_text(yaml.safe_dump({cfg[:6]: 'the paper'}))
+    bench.build_report(tmp_path, 'accuracy')
+    rows = {r['model']: r for r in _read_csv(tmp_path / 'accuracy' /
+                                             'accuracy_tiktok-mini_at20.csv')}
+    assert rows['lightgcn']['settings'] == 'preset; 1 of 5 units budget-cut'
+    assert rows['mmssl-paper']['settings'] == 'preset; the paper'
+    assert rows['lightgcn']['paired diff test Recall@20 vs best baseline mean'] == \
+        'reference (best baseline)'
