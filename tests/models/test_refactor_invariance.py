@@ -42,6 +42,8 @@ RECORDED = {
 # MMSSL's estimator defaults at a310d38 (they changed later, on purpose, to critic_every 16 and
 # adv_samples 128): pinned so the comparison is with the same computation.
 PINNED = {'mmssl': ['critic_every=8', 'adv_samples=256']}
+# MMSSL's preset at a310d38 is what `mmssl-paper` resolves to since issue 15 changed the default.
+PRESET = {'mmssl': 'mmssl-paper'}
 
 SHORT = {'progress': False, 'device': 'cpu', 'num_threads': 1, 'epochs': 2,
          'batches_per_epoch': 3, 'batch_size': 256, 'ks': (20,), 'seed': 2023}
@@ -54,7 +56,8 @@ def mini() -> RecGraph:
 
 def _run(name: str, graph: RecGraph) -> dict:
     cls = get_model_class(name)
-    options = resolve_options(cls, 'tiktok-mini', model_name=name, train_updates=SHORT,
+    options = resolve_options(cls, 'tiktok-mini', model_name=PRESET.get(name, name),
+                              train_updates=SHORT,
                               overrides=PINNED.get(name))
     threads = torch.get_num_threads()
     try:
