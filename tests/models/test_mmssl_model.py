@@ -533,6 +533,9 @@ def test_default_and_paper_presets_are_two_names_for_one_class():
     assert kw['fusion_weight'] == kw['modality_mix'] == 0.1
     assert kw['num_layers'] == 3 and kw['gumbel_temperature'] == 0.002
     assert default.train.lr == 1.252e-3
+    ml = resolve_options(MMSSL, 'movielens-100k', model_name='mmssl')  # chosen per dataset
+    assert ml.model_kwargs['num_layers'] == 1 and ml.train.patience == 20
+    assert ml.model_kwargs['fusion_scale'] == 'relative'
     # both build; the paper's preset keeps the class's unit content terms
     graph = _graph()
     assert MMSSL(graph, **{**paper.model_kwargs, 'embedding_dim': 8}).fusion_scale == 'unit'
