@@ -796,3 +796,29 @@ def test_contrastive_term_with_intra_view_negatives():
         logits = torch.cat([cross, intra], 1)
         want = want - (cross.diag() - torch.logsumexp(logits, 1)).mean()
     assert torch.allclose(out['contrastive'], want, atol=1e-5)
+
+
+@pytest.mark.parametrize('layout', [torch.sparse_csr, torch.sparse_coo])
+def test_sparse_aggregations_against_dense_matrices(layout):
+    """`sparse_aggregations` (the baselines' propagation path): to_users is A x, to_items is
+    A^T x (symmetric normalisation); gradients flow through the transposed matrix (by hand:
+    d sum(A x) / dx = A^T 1)."""
+    from mmssl_pyg.nn.conv import BipartiteConv
+    from mmssl_pyg.nn.propagation import light_propagate, sparse_aggregations
+    ei = torch.tensor([[0, 0, 1, 2, 2, 2], [0, 3, 1, 0, 1, 2]])
+    adj_ui, adj_iu = bipartite_adjacency(ei, 3, 4, norm='sym', layout=layout)
+    dense_ui, dense_iu = adj_ui.to_dense(), adj_iu.to_dense()
+    assert torch.allclose(dense_ui, dense_iu.t())
+    to_users, to_items = sparse_aggregations(BipartiteConv(), adj_ui, adj_iu)
+    torch.manual_seed(0)
+    items = torch.randn(4, 5, requires_grad=True)
+    users = torch.randn(3, 5, requires_grad=True)
+    out_u, out_i = to_users(items), to_items(users)
+    assert torch.allclose(out_u, dense_ui @ items, atol=1e-6)
+    assert torch.allclose(out_i, dense_iu @ users, atol=1e-6)
+    (out_u.sum() + 2 * out_i.sum()).backward()
+    assert torch.allclose(items.grad, dense_ui.t() @ torch.ones(3, 5), atol=1e-6)
+    assert torch.allclose(users.grad, 2 * dense_iu.t() @ torch.ones(4, 5), atol=1e-6)
+    u, i = light_propagate(users.detach(), items.detach(), 1, to_users, to_items)
+    assert torch.allclose(u, (users.detach() + dense_ui @ items.detach()) / 2)
+    assert torch.allclose(i, (items.detach() + dense_iu @ users.detach()) / 2)
