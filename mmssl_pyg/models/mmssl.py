@@ -12,8 +12,10 @@ from ..nn.attention import CrossModalAttention
 from ..nn.conv import BipartiteConv
 from ..nn.critic import RelationCritic, check_critic_memory
 from ..nn.encoder import (
+    COLD_ITEM_MODES,
     CONTENT_SCALES,
     MMSSLEmbeddings,
+    cold_item_modal,
     collaborative_modality_embeddings,
     fuse_modalities,
     high_order_connectivity,
@@ -86,6 +88,10 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
             ``'unit'`` (default, the paper) or ``'relative'`` (the mean row norm of the
             collaborative table they are added to, so :math:`\mu`, :math:`\omega` are
             relative weights; :func:`~mmssl_pyg.nn.encoder.content_scale`).
+        cold_items: Eq. 2 for items without training interactions: ``'none'`` (default, the
+            paper: their :math:`\mathbf{i}^m` is zero, so they are never generated neighbours
+            and get no content in Eq. 12) or ``'features'`` (their own projected features,
+            :func:`~mmssl_pyg.nn.encoder.cold_item_modal`).
         cl_weight, cl_temperature: :math:`\lambda_{cl}`, :math:`\tau_c` (``0.03``, ``0.5``).
         cl_intra_view_negatives: add the release's intra-view negatives (default ``False``).
         adv_weight: :math:`\lambda_{adv}` (default ``1e-4``).
@@ -123,7 +129,7 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
                  num_heads: int = 4, feature_dropout: float = 0.2, norm: str = 'sym',
                  feature_norm: str = 'standard', topk_rate: float = 0.01,
                  modality_mix: float = 0.36, fusion_weight: float = 0.55,
-                 mix_scale: str = 'unit', fusion_scale: str = 'unit',
+                 mix_scale: str = 'unit', fusion_scale: str = 'unit', cold_items: str = 'none',
                  cl_weight: float = 0.03, cl_temperature: float = 0.5,
                  cl_intra_view_negatives: bool = False, adv_weight: float = 1e-4,
                  gumbel_scale: float = 1e-5, gumbel_temperature: float = 0.005,
@@ -141,7 +147,8 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
                                      ('adj_layout', adj_layout, LAYOUTS),
                                      ('gumbel_formula', gumbel_formula, ('paper', 'release')),
                                      ('mix_scale', mix_scale, CONTENT_SCALES),
-                                     ('fusion_scale', fusion_scale, CONTENT_SCALES)):
+                                     ('fusion_scale', fusion_scale, CONTENT_SCALES),
+                                     ('cold_items', cold_items, COLD_ITEM_MODES)):
             if value not in choices:
                 raise ValueError(f'{name} must be one of {choices}, got {value!r}')
         self.modalities, self.num_modalities = graph.modalities, len(graph.modalities)
@@ -163,6 +170,7 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         self.k = min(graph.num_items, max(1, math.floor(topk_rate * graph.num_items)))
         self.modality_mix, self.fusion_weight = modality_mix, fusion_weight
         self.mix_scale, self.fusion_scale = mix_scale, fusion_scale
+        self.cold_items = cold_items
         self.cl_weight = 0.0 if ablation == 'wo_cl' else cl_weight
         self.cl_temperature, self.cl_intra_view_negatives = cl_temperature, cl_intra_view_negatives
         self.adv_weight = 0.0 if ablation == 'wo_asl' else adv_weight
@@ -187,6 +195,8 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         self.register_buffer('train_rowptr', csr_rowptr(edge_index[0], graph.num_users),
                              persistent=False)
         self.register_buffer('train_col', edge_index[1], persistent=False)
+        degree = torch.bincount(edge_index[1], minlength=graph.num_items)
+        self.register_buffer('cold_index', (degree == 0).nonzero().view(-1), persistent=False)
         self.encoder_adj = BipartiteAdjacency(edge_index, graph.num_users, graph.num_items,
                                               'sym', adj_layout)
         self.generator_adj = self.encoder_adj if norm == 'sym' else BipartiteAdjacency(
@@ -216,6 +226,7 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         feats = self.generator.project(modality_features(self))                      # Eq. 1
         user_modal, item_modal = collaborative_modality_embeddings(                  # Eq. 2
             self.generator_adj, conv, feats)
+        item_modal = cold_item_modal(item_modal, feats, self.cold_index, self.cold_items)
         user_w, item_w = self.user_emb.weight, self.item_emb.weight
         user_views, item_views = modality_aware_views(self.graphs.adjs, conv,        # Eq. 8
                                                       user_w, item_w)

@@ -48,6 +48,35 @@ def collaborative_modality_embeddings(adj: BipartiteAdjacency, conv: BipartiteCo
     return user_modal, item_modal
 
 
+COLD_ITEM_MODES = ('none', 'features')
+
+
+def cold_item_modal(item_modal: Sequence[Tensor], features: Sequence[Tensor], cold: Tensor,
+                    mode: str) -> list[Tensor]:
+    r"""Eq. 2 for items without training interactions (this library's option).
+
+    :math:`\mathbf{i}^m = \hat{\mathbf{A}}^{\top}\mathbf{u}^m` is zero for an item no training
+    user touched (a *cold* item), so the paper's model can neither generate it as a neighbour
+    (Eq. 3 scores it 0) nor give it content in Eq. 12. ``mode='none'`` (the paper) returns
+    ``item_modal`` unchanged. ``mode='features'`` gives each cold item ``cold`` its own projected
+    features :math:`\mathbf{F}^m_i`, scaled to unit length times the mean row length of the
+    other items' :math:`\mathbf{i}^m` (detached), so its relation scores are on the warm
+    items' scale. With no cold items the input is returned unchanged.
+    """
+    if mode not in COLD_ITEM_MODES:
+        raise ValueError(f'cold_items must be one of {COLD_ITEM_MODES}, got {mode!r}')
+    if mode == 'none' or cold.numel() == 0:
+        return list(item_modal)
+    out = []
+    for item_m, feat in zip(item_modal, features):
+        warm = torch.ones(item_m.size(0), dtype=item_m.dtype, device=item_m.device)
+        warm[cold] = 0.0
+        # mean over the warm rows without a host sync; 0 (no content) if every item is cold
+        length = (item_m.detach().norm(dim=1) * warm).sum() / warm.sum().clamp(min=1.0)
+        out.append(item_m.index_copy(0, cold, F.normalize(feat[cold], dim=1) * length))
+    return out
+
+
 def modality_aware_views(adjs: Sequence[BipartiteAdjacency], conv: BipartiteConv,
                          user_x: Tensor, item_x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     r"""Eq. 8: :math:`\mathbf{H}^m_u = \sum_{i \in \hat{\mathcal{G}}^m(u)} \hat{c}_{ui}

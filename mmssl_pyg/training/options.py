@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..nn.encoder import CONTENT_SCALES
+from ..nn.encoder import COLD_ITEM_MODES, CONTENT_SCALES
 
 #: Cut-offs of the reported metrics (``TrainConfig.ks``, ``mmssl-pyg evaluate --ks``).
 DEFAULT_KS = (10, 20, 50)
@@ -247,6 +247,7 @@ OPTION_RULES: dict[str, Rule] = {
     'model.cl_intra_view_negatives': Rule(bool),
     'model.mix_scale': Rule(str, choices=CONTENT_SCALES),
     'model.fusion_scale': Rule(str, choices=CONTENT_SCALES),
+    'model.cold_items': Rule(str, choices=COLD_ITEM_MODES),
     'cli.k': _POS_INT, 'cli.users': Rule(tuple, item=Rule(int, 0)),
 }
 
