@@ -74,7 +74,7 @@ def bipartite_adjacency(edge_index: Tensor, num_users: int, num_items: int,
 
 
 def _sparse(row: Tensor, col: Tensor, value: Tensor, size, layout) -> Tensor:
-    coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, size,
+    coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, size, device=row.device,
                                   check_invariants=False).coalesce()
     if layout == torch.sparse_coo:
         return coo

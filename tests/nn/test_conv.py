@@ -63,3 +63,15 @@ def test_edge_index_needs_size():
     ei, *_ = _graph()
     with pytest.raises(ValueError, match='size'):
         BipartiteConv()(torch.randn(11, 4), ei.flip(0))
+
+
+@pytest.mark.parametrize('layout', [torch.sparse_coo, torch.sparse_csr])
+def test_adjacency_is_built_on_the_edges_device_not_the_default_one(layout):
+    """A default device set by the user (here ``meta``) must not move the graph off its data."""
+    edge_index = torch.tensor([[0, 0, 1], [0, 1, 1]])
+    with torch.device('meta'):
+        ui, iu = bipartite_adjacency(edge_index, 2, 2, norm='sym', layout=layout)
+    assert ui.device == iu.device == edge_index.device
+    # D^-1/2 A D^-1/2 with user degrees (2, 1) and item degrees (1, 2)
+    expected = torch.tensor([[1 / 2 ** 0.5, 1 / 2], [0.0, 1 / 2 ** 0.5]])
+    assert torch.allclose(ui.to_dense(), expected)

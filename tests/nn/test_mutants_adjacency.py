@@ -1,0 +1,124 @@
+"""Tests written for mutants of ``make mutate`` that survived in ``mmssl_pyg/nn/adjacency.py``
+and ``mmssl_pyg/nn/propagation.py``: the adjacency's stored buffers, its aggregations in every
+layout and LightGCN's layer reduction, each against a value derived here (by hand, from a dense
+matrix built here, or from the documented contract). See
+``benchmarks/results/mutation/report.md``."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mmssl_pyg.nn.conv as conv_module
+from mmssl_pyg.data.graph import bipartite_adjacency
+from mmssl_pyg.nn.adjacency import LAYOUTS, BipartiteAdjacency
+from mmssl_pyg.nn.conv import BipartiteConv, is_sparse_tensor_available
+from mmssl_pyg.nn.propagation import light_propagate, sparse_aggregations
+
+# 4 users, 5 items; user 3 and item 4 have no edge (so sizes cannot be read off the indices)
+EDGES = torch.tensor([[0, 0, 1, 2, 2, 2, 0], [0, 3, 1, 0, 1, 2, 2]])
+NUM_USERS, NUM_ITEMS = 4, 5
+
+
+def _dense_by_hand(norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense ``(A_ui [n_u, n_i], A_iu [n_i, n_u])`` from the degrees: ``'sym'`` weights an edge
+    ``1/sqrt(d_u d_i)`` both ways, ``'row'`` gives user rows ``1/sqrt(d_u)`` and item rows
+    ``1/sqrt(d_i)``."""
+    a = torch.zeros(NUM_USERS, NUM_ITEMS)
+    a[EDGES[0], EDGES[1]] = 1.0
+    deg_u, deg_i = a.sum(1, keepdim=True), a.sum(0, keepdim=True)
+    inv_u = torch.where(deg_u > 0, deg_u.rsqrt(), torch.zeros_like(deg_u))
+    inv_i = torch.where(deg_i > 0, deg_i.rsqrt(), torch.zeros_like(deg_i))
+    if norm == 'sym':
+        ui = a * inv_u * inv_i
+        return ui, ui.t()
+    return a * inv_u, (a * inv_i).t()
+
+
+# --------------------------------------------------------------------------- adjacency
+@pytest.mark.parametrize('norm', ['sym', 'row'])
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_adjacency_buffers_stay_out_of_the_state_dict(layout, norm):
+    """The normalised graph is rebuilt from the data, never saved with the weights: every
+    buffer is non-persistent (a checkpoint holds no graph); ``num_edges`` counts the edges."""
+    adj = BipartiteAdjacency(EDGES, NUM_USERS, NUM_ITEMS, norm, layout)
+    buffers = dict(adj.named_buffers())
+    expected = ({'ui', 'iu'} if norm == 'sym' else {'ui', 'iu', 'ui_t', 'iu_t'}) \
+        if layout in ('csr', 'coo') else {'ui_index', 'ui_value', 'iu_index', 'iu_value'}
+    assert set(buffers) == expected  # the graph is held ...
+    assert adj.state_dict() == {}  # ... but never saved
+    assert adj.num_edges == EDGES.size(1) == 7
+
+
+@pytest.mark.parametrize('layout', ['csr', 'coo'])
+def test_sym_adjacency_stores_each_direction_once(layout):
+    """With ``'sym'`` the two directions are each other's transpose, so no transposed copy is
+    cached (``ui_t``/``iu_t`` are None: 2 matrices of E nonzeros); with ``'row'`` the cached
+    transposes are exactly the dense transposes."""
+    sym = BipartiteAdjacency(EDGES, NUM_USERS, NUM_ITEMS, 'sym', layout)
+    assert sym.ui_t is None and sym.iu_t is None
+    stored = sum(b.to_sparse_coo()._nnz() for b in sym.buffers())
+    assert stored == 2 * EDGES.size(1)
+    row = BipartiteAdjacency(EDGES, NUM_USERS, NUM_ITEMS, 'row', layout)
+    ui, iu = _dense_by_hand('row')
+    assert torch.allclose(row.ui.to_dense(), ui) and torch.allclose(row.iu.to_dense(), iu)
+    assert torch.allclose(row.ui_t.to_dense(), ui.t())
+    assert torch.allclose(row.iu_t.to_dense(), iu.t())
+
+
+@pytest.mark.parametrize('norm', ['sym', 'row'])
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_adjacency_aggregations_match_dense_matrices(layout, norm):
+    """``to_users(x) = A_ui x`` and ``to_items(x) = A_iu x`` in every layout. The
+    ``'sparse_tensor'`` layout needs torch-sparse: without it the aggregation raises an
+    ImportError that names the package."""
+    adj = BipartiteAdjacency(EDGES, NUM_USERS, NUM_ITEMS, norm, layout)
+    conv = BipartiteConv()
+    torch.manual_seed(0)
+    item_x, user_x = torch.randn(NUM_ITEMS, 3), torch.randn(NUM_USERS, 3)
+    if layout == 'sparse_tensor' and not is_sparse_tensor_available():
+        with pytest.raises(ImportError, match='torch-sparse'):
+            adj.to_users(conv, item_x)
+        with pytest.raises(ImportError, match='torch-sparse'):
+            adj.to_items(conv, user_x)
+        return
+    ui, iu = _dense_by_hand(norm)
+    assert torch.allclose(adj.to_users(conv, item_x), ui @ item_x, atol=1e-6)
+    assert torch.allclose(adj.to_items(conv, user_x), iu @ user_x, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- propagation
+def test_light_propagate_sum_and_mean_reductions_and_bad_reduce():
+    """L = 2 layers by hand: E_U^(l+1) = A E_I^(l), E_I^(l+1) = A^T E_U^(l); 'sum' (GRCN)
+    adds the three layers, 'mean' (LightGCN, default) divides that sum by 3."""
+    a = torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 1.0]])  # [2 users, 3 items]
+    u0 = torch.tensor([[1.0], [2.0]])
+    i0 = torch.tensor([[1.0], [0.0], [-1.0]])
+    u1 = torch.tensor([[1.0 - 2.0], [-1.0]])  # A i0
+    i1 = torch.tensor([[1.0], [6.0], [4.0]])  # A^T u0
+    u2 = torch.tensor([[1.0 + 8.0], [18.0 + 4.0]])  # A i1
+    i2 = torch.tensor([[-1.0], [-3.0], [-2.0 - 1.0]])  # A^T u1
+    to_users, to_items = (lambda x: a @ x), (lambda x: a.t() @ x)
+    u, i = light_propagate(u0, i0, 2, to_users, to_items, reduce='sum')
+    assert torch.equal(u, u0 + u1 + u2) and torch.equal(i, i0 + i1 + i2)
+    u, i = light_propagate(u0, i0, 2, to_users, to_items)
+    assert torch.allclose(u, (u0 + u1 + u2) / 3) and torch.allclose(i, (i0 + i1 + i2) / 3)
+    with pytest.raises(ValueError, match=r"reduce must be 'mean' or 'sum', got 'max'"):
+        light_propagate(u0, i0, 2, to_users, to_items, reduce='max')
+
+
+@pytest.mark.parametrize('layout', [torch.sparse_csr, torch.sparse_coo])
+def test_sparse_aggregations_hand_each_direction_the_other_as_its_transpose(layout,
+                                                                         monkeypatch):
+    """Each aggregation passes the other matrix as ``adj_rev`` (its transpose), so the
+    backward pass takes the cached-transpose product instead of transposing the matrix."""
+    adj_ui, adj_iu = bipartite_adjacency(EDGES, NUM_USERS, NUM_ITEMS, layout=layout)
+    seen = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
+    to_users, to_items = sparse_aggregations(BipartiteConv(), adj_ui, adj_iu)
+    torch.manual_seed(0)
+    to_users(torch.randn(NUM_ITEMS, 2, requires_grad=True))
+    to_items(torch.randn(NUM_USERS, 2, requires_grad=True))
+    assert [(a is adj_ui, rev is adj_iu) for a, rev in seen[:1]] == [(True, True)]
+    assert [(a is adj_iu, rev is adj_ui) for a, rev in seen[1:]] == [(True, True)]
