@@ -68,11 +68,11 @@ def cold_item_modal(item_modal: Sequence[Tensor], features: Sequence[Tensor], co
     if mode == 'none' or cold.numel() == 0:
         return list(item_modal)
     out = []
+    num_warm = max(item_modal[0].size(0) - cold.numel(), 1)
     for item_m, feat in zip(item_modal, features):
-        warm = torch.ones(item_m.size(0), dtype=item_m.dtype, device=item_m.device)
-        warm[cold] = 0.0
-        # mean over the warm rows without a host sync; 0 (no content) if every item is cold
-        length = (item_m.detach().norm(dim=1) * warm).sum() / warm.sum().clamp(min=1.0)
+        norms = item_m.detach().norm(dim=1)
+        # mean over the warm rows (no host sync); 0 (no content) if every item is cold
+        length = (norms.sum() - norms[cold].sum()) / num_warm
         out.append(item_m.index_copy(0, cold, F.normalize(feat[cold], dim=1) * length))
     return out
 

@@ -22,6 +22,13 @@ def test_cold_item_modal_by_hand():
     # no cold item: the input itself
     assert cold_item_modal(item_m, feats, torch.tensor([], dtype=torch.long), 'features')[0] \
         is item_m[0]
+    # the warm mean counts only warm rows, even when a cold row is not zero on input
+    item_m2 = [torch.tensor([[6.0, 8.0], [1.0, 0.0], [0.0, 0.0]])]  # one warm item: length 10
+    out2 = cold_item_modal(item_m2, feats, torch.tensor([1, 2]), 'features')[0]
+    assert torch.allclose(out2[1:], torch.tensor([[0.0, -10.0], [10 / 2 ** 0.5, 10 / 2 ** 0.5]]))
+    # every item cold: no warm length, so no content (zeros), not a division by zero
+    out3 = cold_item_modal(item_m2, feats, torch.tensor([0, 1, 2]), 'features')[0]
+    assert torch.equal(out3, torch.zeros(3, 2))
     with pytest.raises(ValueError, match=r"cold_items must be one of \('none', 'features'\)"):
         cold_item_modal(item_m, feats, cold, 'text')
 
