@@ -171,6 +171,12 @@ def resolve(unit: Unit, device: str, progress: bool = False):
     return options
 
 
+#: Model options added after units were stored, with the value that reproduces the code before
+#: them: left out of a unit's key at that value (like ``paired_init``), so that the earlier
+#: units keep their hashes and are found, resumed and grouped as before.
+LATER_OPTIONS = {'cold_items': 'none'}
+
+
 def unit_key(unit: Unit, options, device: str) -> dict[str, Any]:
     from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training.options import NON_RESULT_TRAIN_KEYS
@@ -179,7 +185,9 @@ def unit_key(unit: Unit, options, device: str) -> dict[str, Any]:
     key = {'model': unit.model, 'dataset': unit.dataset, 'seed': unit.seed,
            'kind': unit.kind, 'synthetic': unit.synthetic,
            'device_type': _device_type(device),
-           'model_kwargs': full_model_kwargs(get_model_class(unit.model), options.model_kwargs),
+           'model_kwargs': {k: v for k, v in full_model_kwargs(
+               get_model_class(unit.model), options.model_kwargs).items()
+               if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]},
            'train': train}
     if unit.paired_init:  # only when set, so that units without it keep their hashes
         key['paired_init'] = True

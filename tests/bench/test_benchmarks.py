@@ -167,3 +167,23 @@ def test_quick_mode_end_to_end(tmp_path):
     assert rec['budget_cut_at_epoch'] == 1 and rec['epochs_run'] == 1
     assert 'stopped by the --max-minutes budget: 1' in (out3 / 'accuracy' / 'accuracy.md') \
         .read_text()
+
+
+def test_stored_units_keep_their_hashes_when_options_are_added():
+    """A committed full-TikTok MMSSL unit (from before ``cold_items`` existed) is found again:
+    its stored key is what the runner computes today for its spec, so an option added later at
+    its neutral value (``C.LATER_OPTIONS``) does not orphan finished or half-run units."""
+    import json
+    from pathlib import Path
+    path = next(Path(__file__).resolve().parents[2].glob(
+        'benchmarks/results/accuracy/units/mmssl__tiktok__preset__s0__462b6cf2f234.json'))
+    record = json.loads(path.read_text())
+    assert 'cold_items' not in record['key']['model_kwargs']
+    unit = C.Unit(**record['spec'])
+    key = C.unit_key(unit, C.resolve(unit, 'cpu'), 'cpu')
+    assert key == record['key'] and C.key_hash(key) == record['hash'] == '462b6cf2f234'
+    # the option at a non-neutral value is part of the key
+    other = C.Unit(**{**record['spec'], 'model_options': {
+        **record['spec']['model_options'], 'cold_items': 'features'}})
+    assert C.unit_key(other, C.resolve(other, 'cpu'), 'cpu')['model_kwargs']['cold_items'] == \
+        'features'
