@@ -174,7 +174,7 @@ def resolve(unit: Unit, device: str, progress: bool = False):
 #: Model options added after units were stored, with the value that reproduces the code before
 #: them: left out of a unit's key at that value (like ``paired_init``), so that the earlier
 #: units keep their hashes and are found, resumed and grouped as before.
-LATER_OPTIONS = {'cold_items': 'none'}
+LATER_OPTIONS = {'cold_items': 'none', 'cl_pairing': 'overall'}
 
 
 def unit_key(unit: Unit, options, device: str) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from ..nn.encoder import (
 from ..nn.generator import ModalityRelationGenerator
 from ..nn.gumbel import gumbel_real_rows, normalised_rows, softmax_is_sparse
 from ..nn.losses import (
+    CL_PAIRINGS,
+    contrastive_pairs,
     critic_objective,
     cross_modal_info_nce,
     projected_gradient_penalty,
@@ -94,6 +96,11 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
             :func:`~mmssl_pyg.nn.encoder.cold_item_modal`).
         cl_weight, cl_temperature: :math:`\lambda_{cl}`, :math:`\tau_c` (``0.03``, ``0.5``).
         cl_intra_view_negatives: add the release's intra-view negatives (default ``False``).
+        cl_pairing: which views Eq. 11 contrasts: ``'overall'`` (default, the paper: each
+            :math:`\mathbf{H}^m_u` against :math:`\mathbf{e}^*_u`), ``'items'`` (also each
+            :math:`\mathbf{H}^m_i` against :math:`\mathbf{e}^*_i` on the batch's positive items)
+            or ``'views'`` (:math:`\mathbf{H}^m_u` against :math:`\mathbf{H}^{m'}_u`, two or
+            more modalities); :func:`~mmssl_pyg.nn.losses.contrastive_pairs`.
         adv_weight: :math:`\lambda_{adv}` (default ``1e-4``).
         gumbel_scale, gumbel_temperature: :math:`s`, :math:`\tau` of Eq. 5 (``1e-5``, ``0.005``).
         gumbel_formula: ``'paper'`` (default) or ``'release'``
@@ -131,7 +138,8 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
                  modality_mix: float = 0.36, fusion_weight: float = 0.55,
                  mix_scale: str = 'unit', fusion_scale: str = 'unit', cold_items: str = 'none',
                  cl_weight: float = 0.03, cl_temperature: float = 0.5,
-                 cl_intra_view_negatives: bool = False, adv_weight: float = 1e-4,
+                 cl_intra_view_negatives: bool = False, cl_pairing: str = 'overall',
+                 adv_weight: float = 1e-4,
                  gumbel_scale: float = 1e-5, gumbel_temperature: float = 0.005,
                  gumbel_formula: str = 'paper', aux_weight: float = 100.0,
                  gp_weight: float = 0.3, critic_dropout: tuple[float, float] = (0.31, 0.5),
@@ -148,9 +156,14 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
                                      ('gumbel_formula', gumbel_formula, ('paper', 'release')),
                                      ('mix_scale', mix_scale, CONTENT_SCALES),
                                      ('fusion_scale', fusion_scale, CONTENT_SCALES),
-                                     ('cold_items', cold_items, COLD_ITEM_MODES)):
+                                     ('cold_items', cold_items, COLD_ITEM_MODES),
+                                     ('cl_pairing', cl_pairing, CL_PAIRINGS)):
             if value not in choices:
                 raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+        if cl_pairing == 'views' and len(graph.modalities) < 2:
+            raise ValueError("cl_pairing='views' contrasts one modality's view with another's "
+                             f'and needs two or more modalities; this graph has '
+                             f"{list(graph.modalities)}. Use cl_pairing='overall'")
         self.modalities, self.num_modalities = graph.modalities, len(graph.modalities)
         self.ablation = ablation
         self.has_critic = ablation not in ('wo_asl', 'rp_gae')
@@ -173,6 +186,7 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         self.cold_items = cold_items
         self.cl_weight = 0.0 if ablation == 'wo_cl' else cl_weight
         self.cl_temperature, self.cl_intra_view_negatives = cl_temperature, cl_intra_view_negatives
+        self.cl_pairing = cl_pairing
         self.adv_weight = 0.0 if ablation == 'wo_asl' else adv_weight
         self.gumbel_scale, self.gumbel_temperature = gumbel_scale, gumbel_temperature
         self.gumbel_formula, self.aux_weight, self.gp_weight = gumbel_formula, aux_weight, gp_weight
@@ -350,9 +364,11 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         zero = bpr.new_zeros(())
         contrastive = zero
         if self.cl_weight > 0:
-            contrastive = sum(cross_modal_info_nce(h[users], ub, self.cl_temperature,
-                                                   self.cl_intra_view_negatives)
-                              for h in emb.user_views)
+            pairs = contrastive_pairs(self.cl_pairing, emb.user_views, emb.user,  # Eq. 11
+                                      emb.item_views, emb.item, users, pos)
+            contrastive = sum(cross_modal_info_nce(a, t, self.cl_temperature,
+                                                   self.cl_intra_view_negatives, ids)
+                              for a, t, ids in pairs)
         generator = zero
         if self.has_critic:
             generator = sampled_generator_loss(self.critic, out['fake'], self.adv_samples)

@@ -3,7 +3,7 @@ r"""Losses of MMSSL (Wei et al., `"Multi-Modal Self-Supervised Learning for Reco
 the cross-modal InfoNCE (Eq. 11)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,8 @@ from .critic import frozen
 
 
 def cross_modal_info_nce(anchor: Tensor, target: Tensor, temperature: float = 0.5,
-                         intra_view_negatives: bool = False) -> Tensor:
+                         intra_view_negatives: bool = False, ids: Tensor | None = None
+                         ) -> Tensor:
     r"""Cross-modal InfoNCE of Eq. 11, averaged over the rows:
 
     .. math::
@@ -30,15 +31,62 @@ def cross_modal_info_nce(anchor: Tensor, target: Tensor, temperature: float = 0.
         temperature: :math:`\tau_c` (default ``0.5``).
         intra_view_negatives: also put :math:`\exp(\cos(\mathbf{h}_u, \mathbf{h}_{u'})/\tau)`,
             :math:`u' \neq u`, in the denominator (GRACE-style, as the released code does).
+        ids: optional node ids of the rows ``[B]``. Another row with the anchor's id (an item
+            that occurs twice in a batch) is the same node, so it is left out of the
+            denominator instead of being counted as a negative. ``None``: rows are distinct.
     """
     a, t = F.normalize(anchor, dim=1), F.normalize(target, dim=1)
     logits = a @ t.t() / temperature
+    eye = torch.eye(a.size(0), dtype=torch.bool, device=a.device)
+    same = eye if ids is None else ids.view(-1, 1) == ids.view(1, -1)
+    if ids is not None:
+        logits = logits.masked_fill(same & ~eye, float('-inf'))
     if intra_view_negatives:
         intra = a @ a.t() / temperature
-        eye = torch.eye(a.size(0), dtype=torch.bool, device=a.device)
-        logits = torch.cat([logits, intra.masked_fill(eye, float('-inf'))], dim=1)
+        logits = torch.cat([logits, intra.masked_fill(same, float('-inf'))], dim=1)
     target_idx = torch.arange(a.size(0), device=a.device)
     return F.cross_entropy(logits, target_idx)
+
+
+#: Which views Eq. 11 contrasts (``cl_pairing``, :func:`contrastive_pairs`).
+CL_PAIRINGS = ('overall', 'items', 'views')
+
+
+def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user: Tensor,
+                      item_views: Sequence[Tensor], item: Tensor, users: Tensor, items: Tensor
+                      ) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+    r"""The ``(anchor, target, ids)`` triples that Eq. 11 is summed over
+    (:func:`cross_modal_info_nce` on each), for the batch's users ``users`` and positive
+    items ``items``.
+
+    - ``'overall'`` (the paper): :math:`(\mathbf{H}^m_u, \mathbf{e}^*_u)` for every modality
+      :math:`m`: each modality-aware view against the overall user embedding.
+    - ``'items'``: the paper's pairs, plus :math:`(\mathbf{H}^m_i, \mathbf{e}^*_i)` over the
+      batch's positive items (a repeated item is not its own negative, through ``ids``).
+    - ``'views'``: view to view, :math:`(\mathbf{H}^m_u, \mathbf{H}^{m'}_u)` for every ordered
+      pair :math:`m \neq m'`; :math:`\mathbf{e}^*_u`, which BPR trains, is not contrasted.
+      Needs at least two modalities.
+
+    Args:
+        user_views, item_views: :math:`\mathbf{H}^m_u` ``[n_u, d]``, :math:`\mathbf{H}^m_i`
+            ``[n_i, d]`` (Eq. 8), one per modality.
+        user, item: :math:`\mathbf{e}^*_u`, :math:`\mathbf{e}^*_i` (Eq. 12).
+        users, items: the batch's (distinct) user ids and positive item ids ``[B]``.
+    """
+    if pairing not in CL_PAIRINGS:
+        raise ValueError(f'cl_pairing must be one of {CL_PAIRINGS}, got {pairing!r}')
+    if pairing == 'views':
+        if len(user_views) < 2:
+            raise ValueError("cl_pairing='views' needs at least two modalities, got "
+                             f"{len(user_views)}; use the default 'overall'")
+        return [(a[users], b[users], None) for m, a in enumerate(user_views)
+                for n, b in enumerate(user_views) if m != n]
+    target = user[users]
+    pairs = [(h[users], target, None) for h in user_views]
+    if pairing == 'items':
+        target = item[items]
+        pairs += [(h[items], target, items) for h in item_views]
+    return pairs
 
 
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..nn.encoder import COLD_ITEM_MODES, CONTENT_SCALES
+from ..nn.losses import CL_PAIRINGS
 
 #: Cut-offs of the reported metrics (``TrainConfig.ks``, ``mmssl-pyg evaluate --ks``).
 DEFAULT_KS = (10, 20, 50)
@@ -248,6 +249,7 @@ OPTION_RULES: dict[str, Rule] = {
     'model.mix_scale': Rule(str, choices=CONTENT_SCALES),
     'model.fusion_scale': Rule(str, choices=CONTENT_SCALES),
     'model.cold_items': Rule(str, choices=COLD_ITEM_MODES),
+    'model.cl_pairing': Rule(str, choices=CL_PAIRINGS),
     'cli.k': _POS_INT, 'cli.users': Rule(tuple, item=Rule(int, 0)),
 }
 

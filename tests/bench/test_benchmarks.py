@@ -178,7 +178,8 @@ def test_stored_units_keep_their_hashes_when_options_are_added():
     path = next(Path(__file__).resolve().parents[2].glob(
         'benchmarks/results/accuracy/units/mmssl__tiktok__preset__s0__462b6cf2f234.json'))
     record = json.loads(path.read_text())
-    assert 'cold_items' not in record['key']['model_kwargs']
+    assert not set(C.LATER_OPTIONS) & set(record['key']['model_kwargs'])
+    assert C.LATER_OPTIONS == {'cold_items': 'none', 'cl_pairing': 'overall'}
     unit = C.Unit(**record['spec'])
     key = C.unit_key(unit, C.resolve(unit, 'cpu'), 'cpu')
     assert key == record['key'] and C.key_hash(key) == record['hash'] == '462b6cf2f234'
