@@ -364,8 +364,8 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
         zero = bpr.new_zeros(())
         contrastive = zero
         if self.cl_weight > 0:
-            pairs = contrastive_pairs(self.cl_pairing, emb.user_views, emb.user,  # Eq. 11
-                                      emb.item_views, emb.item, users, pos)
+            pairs = contrastive_pairs(self.cl_pairing, emb.user_views, ub,  # Eq. 11
+                                      emb.item_views, pb, users, pos)
             contrastive = sum(cross_modal_info_nce(a, t, self.cl_temperature,
                                                    self.cl_intra_view_negatives, ids)
                               for a, t, ids in pairs)

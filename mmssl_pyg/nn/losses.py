@@ -52,9 +52,9 @@ def cross_modal_info_nce(anchor: Tensor, target: Tensor, temperature: float = 0.
 CL_PAIRINGS = ('overall', 'items', 'views')
 
 
-def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user: Tensor,
-                      item_views: Sequence[Tensor], item: Tensor, users: Tensor, items: Tensor
-                      ) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user_rows: Tensor,
+                      item_views: Sequence[Tensor], item_rows: Tensor, users: Tensor,
+                      items: Tensor) -> list[tuple[Tensor, Tensor, Tensor | None]]:
     r"""The ``(anchor, target, ids)`` triples that Eq. 11 is summed over
     (:func:`cross_modal_info_nce` on each), for the batch's users ``users`` and positive
     items ``items``.
@@ -70,7 +70,8 @@ def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user: Tensor,
     Args:
         user_views, item_views: :math:`\mathbf{H}^m_u` ``[n_u, d]``, :math:`\mathbf{H}^m_i`
             ``[n_i, d]`` (Eq. 8), one per modality.
-        user, item: :math:`\mathbf{e}^*_u`, :math:`\mathbf{e}^*_i` (Eq. 12).
+        user_rows, item_rows: :math:`\mathbf{e}^*_u`, :math:`\mathbf{e}^*_i` (Eq. 12) of the
+            batch's users and positive items ``[B, d]`` (the rows BPR already gathered).
         users, items: the batch's (distinct) user ids and positive item ids ``[B]``.
     """
     if pairing not in CL_PAIRINGS:
@@ -81,11 +82,9 @@ def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user: Tensor,
                              f"{len(user_views)}; use the default 'overall'")
         return [(a[users], b[users], None) for m, a in enumerate(user_views)
                 for n, b in enumerate(user_views) if m != n]
-    target = user[users]
-    pairs = [(h[users], target, None) for h in user_views]
+    pairs = [(h[users], user_rows, None) for h in user_views]
     if pairing == 'items':
-        target = item[items]
-        pairs += [(h[items], target, items) for h in item_views]
+        pairs += [(h[items], item_rows, items) for h in item_views]
     return pairs
 
 

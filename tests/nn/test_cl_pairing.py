@@ -50,12 +50,12 @@ def test_contrastive_pairs_by_pairing():
     user, item = torch.randn(5, 3, generator=g), torch.randn(4, 3, generator=g)
     users, items = torch.tensor([4, 0, 2]), torch.tensor([1, 3, 1])
 
-    paper = contrastive_pairs('overall', uv, user, iv, item, users, items)
+    paper = contrastive_pairs('overall', uv, user[users], iv, item[items], users, items)
     assert len(paper) == 2
     for (a, t, ids), h in zip(paper, uv):
         assert torch.equal(a, h[users]) and torch.equal(t, user[users]) and ids is None
 
-    both = contrastive_pairs('items', uv, user, iv, item, users, items)
+    both = contrastive_pairs('items', uv, user[users], iv, item[items], users, items)
     assert len(both) == 4
     for (a, t, ids), (a0, t0, _) in zip(both[:2], paper):
         assert torch.equal(a, a0) and torch.equal(t, t0) and ids is None
@@ -63,18 +63,18 @@ def test_contrastive_pairs_by_pairing():
         assert torch.equal(a, h[items]) and torch.equal(t, item[items])
         assert torch.equal(ids, items)
 
-    views = contrastive_pairs('views', uv, user, iv, item, users, items)
+    views = contrastive_pairs('views', uv, user[users], iv, item[items], users, items)
     assert len(views) == 2  # (m0, m1) and (m1, m0)
     assert torch.equal(views[0][0], uv[0][users]) and torch.equal(views[0][1], uv[1][users])
     assert torch.equal(views[1][0], uv[1][users]) and torch.equal(views[1][1], uv[0][users])
     assert views[0][2] is None and views[1][2] is None
-    three = contrastive_pairs('views', uv + [user], user, iv, item, users, items)
+    three = contrastive_pairs('views', uv + [user], user[users], iv, item[items], users, items)
     assert len(three) == 6  # every ordered pair of 3 modalities
 
     with pytest.raises(ValueError, match="needs at least two modalities, got 1"):
-        contrastive_pairs('views', uv[:1], user, iv[:1], item, users, items)
+        contrastive_pairs('views', uv[:1], user[users], iv[:1], item[items], users, items)
     with pytest.raises(ValueError, match=r"cl_pairing must be one of \('overall', 'items', "):
-        contrastive_pairs('pairs', uv, user, iv, item, users, items)
+        contrastive_pairs('pairs', uv, user[users], iv, item[items], users, items)
     assert CL_PAIRINGS[0] == 'overall'  # the paper's pairing is the default and listed first
 
 
