@@ -44,6 +44,12 @@ def _str_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .training.tune import (
+        PRUNER_PERCENTILE,
+        PRUNER_STARTUP_TRIALS,
+        PRUNER_WARMUP_EPOCHS,
+        TPE_STARTUP_TRIALS,
+    )
     parser = argparse.ArgumentParser(
         prog='mmssl-pyg',
         description='Multi-modal self-supervised recommendation (MMSSL) on PyTorch Geometric.')
@@ -100,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser(
         'tune', help='search hyper-parameters with Optuna (validation only)',
-        description='Run or continue an Optuna study (TPE sampler, median pruning on the '
-                    'validation metric after each epoch) over the search space in the model\'s '
-                    'preset (search: section), scoring each trial on validation only, and write '
-                    'the best trial as a tuned preset with its provenance.',
+        description='Run or continue an Optuna study (TPE sampler, percentile pruning on the '
+                    'validation metric after each epoch, the median by default) over the '
+                    'search space in the model\'s preset (search: section), scoring each '
+                    'trial on validation only, and write the best trial as a tuned preset with '
+                    'its provenance.',
         epilog='The study lives in a database, so a killed search resumes where it stopped and '
                'several processes or machines can share one study (--storage '
                'postgresql://... or the same SQLite file on a shared disk; give each process '
@@ -133,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument('--wandb', choices=['disabled', 'offline', 'online'], default='offline',
                       help='one wandb run per trial (default offline, into <run-dir>/wandb)')
     tune.add_argument('--no-prune', action='store_true', help='never prune a trial')
+    tune.add_argument('--startup-trials', type=int, default=TPE_STARTUP_TRIALS, metavar='N',
+                      help=f"TPE's random start-up trials (default {TPE_STARTUP_TRIALS})")
+    tune.add_argument('--multivariate', action='store_true',
+                      help='multivariate TPE: model the searched options jointly')
+    tune.add_argument('--prune-percentile', type=float, default=PRUNER_PERCENTILE, metavar='P',
+                      help='prune a trial below this percentile of the earlier trials at the '
+                           f'same epoch (default {PRUNER_PERCENTILE:g}: the median rule)')
+    tune.add_argument('--prune-warmup', type=int, default=PRUNER_WARMUP_EPOCHS, metavar='E',
+                      help=f'no pruning before this epoch (default {PRUNER_WARMUP_EPOCHS})')
+    tune.add_argument('--prune-startup', type=int, default=PRUNER_STARTUP_TRIALS, metavar='N',
+                      help='no pruning before this many trials have finished (default '
+                           f'{PRUNER_STARTUP_TRIALS})')
     tune.add_argument('--no-write', action='store_true',
                       help='do not write the tuned preset')
     tune.add_argument('--preset-dir', default=None,
@@ -266,7 +285,10 @@ def _tune(args) -> int:
          study_name=args.study_name, seed=args.seed, overrides=args.overrides,
          config_file=args.config_file, root=args.root, modalities=args.modalities,
          device=args.device, wandb=args.wandb, prune=not args.no_prune, run_dir=args.run_dir,
-         write_preset=not args.no_write, preset_dir=args.preset_dir)
+         write_preset=not args.no_write, preset_dir=args.preset_dir,
+         startup_trials=args.startup_trials, multivariate=args.multivariate,
+         prune_percentile=args.prune_percentile, prune_warmup=args.prune_warmup,
+         prune_startup=args.prune_startup)
     return 0
 
 

@@ -65,9 +65,14 @@ from .tracking import BudgetTracker
 
 #: wandb project of the trials (one run per trial, grouped by study).
 TUNE_PROJECT = 'mmssl-pyg-tune'
-#: Median pruner: no pruning before this many trials have finished, nor before this epoch.
+#: Pruner defaults: no pruning before this many trials have finished, nor before this epoch;
+#: a trial is pruned when its validation metric is below this percentile of the finished
+#: trials' at the same epoch (50: Optuna's median rule).
 PRUNER_STARTUP_TRIALS = 5
 PRUNER_WARMUP_EPOCHS = 5
+PRUNER_PERCENTILE = 50.0
+#: TPE's random start-up trials (Optuna's default).
+TPE_STARTUP_TRIALS = 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +153,9 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
          run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = 'runs',
          write_preset: bool = True, preset_dir: str | os.PathLike | None = None,
          heartbeat_interval: int = 60, grace_period: int = 180,
+         startup_trials: int = TPE_STARTUP_TRIALS, multivariate: bool = False,
+         prune_percentile: float = PRUNER_PERCENTILE,
+         prune_warmup: int = PRUNER_WARMUP_EPOCHS, prune_startup: int = PRUNER_STARTUP_TRIALS,
          log: Callable[[str], None] | None = None) -> TuneResult:
     """Run (or continue) the Optuna study of ``model`` on ``dataset``; write the tuned preset.
 
@@ -171,9 +179,13 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         device: trainer device (default: the preset's, ``auto``).
         wandb: ``'offline'`` (default; one run per trial under ``<run_dir>/wandb``),
             ``'online'`` or ``'disabled'``.
-        prune: median pruning on the validation metric after every epoch (no pruning in the
-            first :data:`PRUNER_STARTUP_TRIALS` trials and before epoch
-            :data:`PRUNER_WARMUP_EPOCHS`).
+        prune: percentile pruning on the validation metric after every epoch: a trial whose
+            value is below the ``prune_percentile``-th percentile of the earlier trials' values
+            at the same epoch stops (50, the default, is the median rule); no pruning in the
+            first ``prune_startup`` finished trials nor before epoch ``prune_warmup``.
+        startup_trials: TPE's random start-up trials (counted over the whole study).
+        multivariate: TPE models the searched options jointly (``multivariate=True``) instead
+            of one at a time.
         run_dir: the study folder (default ``<runs_root>/tune/<study_name>``).
         write_preset: write the best trial to ``<preset_dir>/<model>-<dataset>.yaml``
             (default folder: ``mmssl_pyg/configs/tuned``).
@@ -198,6 +210,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         raise ConfigError(f'--trials must be a positive integer, got {trials!r}')
     if timeout is not None and not timeout > 0:
         raise ConfigError(f'--timeout must be a positive number of seconds, got {timeout!r}')
+    _check_search_settings(startup_trials, prune_percentile, prune_warmup, prune_startup)
     model_cls = get_model_class(model)
     model = model.lower()
     if not getattr(model_cls, 'trainable', True):
@@ -233,20 +246,27 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
                               f'such as sqlite:///path/study.db or '
                               f'postgresql://user:pass@host/db') from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                         n_warmup_steps=PRUNER_WARMUP_EPOCHS) if prune \
+    pruner_text = (f'PercentilePruner(percentile={prune_percentile:g}, n_startup_trials='
+                   f'{prune_startup}, n_warmup_steps={prune_warmup})') if prune else 'none'
+    pruner = optuna.pruners.PercentilePruner(prune_percentile, n_startup_trials=prune_startup,
+                                             n_warmup_steps=prune_warmup) if prune \
         else optuna.pruners.NopPruner()
+    sampler_text = f'TPESampler(n_startup_trials={startup_trials}, multivariate={multivariate})'
     study = optuna.create_study(storage=rdb, study_name=study_name, direction='maximize',
                                 pruner=pruner, load_if_exists=True)
     identity = {'model': model, 'dataset': key, 'metric': f'val/{metric}',
                 'search_space': space.to_dict(),
                 'fixed': [f'{k}={v}' for k, v in fixed] +
                 ([f'--config {config_file}'] if config_file else []),
-                'train_seed': first.train.seed}
+                'train_seed': first.train.seed, 'sampler': sampler_text, 'pruner': pruner_text}
     _check_identity(study, identity, study_name, storage)
     existing = len(study.get_trials(deepcopy=False))
     sampler_seed = (seed * 1_000_003 + existing) % 2**32
-    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    with warnings.catch_warnings():  # multivariate TPE is marked experimental
+        warnings.simplefilter('ignore')
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed,
+                                                   n_startup_trials=startup_trials,
+                                                   multivariate=multivariate)
     safe_url = _hide_password(storage)
     log(f'[tune {study_name}] {model} on {key}: {existing} trial(s) in {safe_url}; target '
         f'{trials} finished trials' + (f', budget {timeout:.0f}s' if timeout else '') +
@@ -351,10 +371,9 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
             'trials': {'complete': counts['complete'], 'pruned': counts['pruned'],
                        'failed': counts['failed'], 'target': trials},
             'budget_seconds': timeout, 'spent_seconds': round(spent, 1),
-            'sampler': f'TPESampler(seed={sampler_seed}) (--seed {seed}, {existing} trials '
-                       f'already in the study when this process started)',
-            'pruner': (f'MedianPruner(n_startup_trials={PRUNER_STARTUP_TRIALS}, '
-                       f'n_warmup_steps={PRUNER_WARMUP_EPOCHS})') if prune else 'none',
+            'sampler': f'{sampler_text[:-1]}, seed={sampler_seed}) (--seed {seed}, {existing} '
+                       f'trials already in the study when this process started)',
+            'pruner': pruner_text,
             'train_seed': first.train.seed, 'fixed': identity['fixed'],
             'search_space': space.to_dict(),
             'date': _dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
@@ -371,6 +390,17 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         log(f'[tune {study_name}] wrote {path}; use it with: mmssl-pyg train --model {model} '
             f'--dataset {dataset} --tuned')
     return result
+
+
+def _check_search_settings(startup_trials, prune_percentile, prune_warmup, prune_startup):
+    for name, value in (('--startup-trials', startup_trials), ('--prune-warmup', prune_warmup),
+                        ('--prune-startup', prune_startup)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f'{name} must be a non-negative integer, got {value!r}')
+    if isinstance(prune_percentile, bool) or not isinstance(prune_percentile, (int, float)) \
+            or not 0 < prune_percentile < 100:
+        raise ConfigError(f'--prune-percentile must be a number strictly between 0 and 100, got '
+                          f'{prune_percentile!r}')
 
 
 def _check_identity(study, identity: dict[str, Any], study_name: str, storage: str) -> None:

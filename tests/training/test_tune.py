@@ -317,3 +317,42 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli.main(['tune', '--model', 'mf', '--dataset', 'tiktok-mini', '--trials', '1',
                      '--run-dir', str(tmp_path), 'lr=0.1']) == 2
     assert "['lr'] are searched" in capsys.readouterr().err
+
+
+def test_sampler_and_pruner_settings_are_applied_recorded_and_part_of_the_identity(tmp_path):
+    run_dir = tmp_path / 'study'
+    settings = {'startup_trials': 1, 'multivariate': True, 'prune_percentile': 25.0,
+                'prune_warmup': 7, 'prune_startup': 3}
+    result = tune('mf', 'tiktok-mini', trials=2, run_dir=run_dir, overrides=TINY,
+                  wandb='disabled', preset_dir=tmp_path, log=lambda line: None, **settings)
+    study = _study(result.storage, result.study_name)
+    identity = study.user_attrs['identity']
+    assert identity['sampler'] == 'TPESampler(n_startup_trials=1, multivariate=True)'
+    assert identity['pruner'] == ('PercentilePruner(percentile=25, n_startup_trials=3, '
+                                  'n_warmup_steps=7)')
+    provenance = read_yaml(tmp_path / 'mf-tiktok-mini.yaml')['provenance']
+    assert provenance['sampler'].startswith('TPESampler(n_startup_trials=1, multivariate=True, '
+                                            'seed=')
+    assert provenance['pruner'] == identity['pruner']
+    assert result.counts['complete'] + result.counts['pruned'] == 2
+    for changed in ({'multivariate': False}, {'startup_trials': 10}, {'prune_percentile': 50.0},
+                    {'prune_warmup': 5}):
+        with pytest.raises(ConfigError, match='created for another search'):
+            tune('mf', 'tiktok-mini', trials=3, run_dir=run_dir, overrides=TINY,
+                 wandb='disabled', write_preset=False, log=lambda line: None,
+                 **{**settings, **changed})
+
+
+@pytest.mark.parametrize('bad, message', [
+    ({'startup_trials': -1}, '--startup-trials must be a non-negative integer'),
+    ({'prune_percentile': 0.0}, '--prune-percentile must be a number strictly between 0 and 100'),
+    ({'prune_percentile': 100}, '--prune-percentile must be'),
+    ({'prune_warmup': 1.5}, '--prune-warmup must be a non-negative integer'),
+    ({'prune_startup': True}, '--prune-startup must be a non-negative integer'),
+])
+def test_bad_sampler_or_pruner_settings_are_refused_before_anything_is_written(tmp_path, bad,
+                                                                                message):
+    with pytest.raises(ConfigError, match=message):
+        tune('mf', 'tiktok-mini', trials=1, run_dir=tmp_path / 'study', overrides=TINY,
+             wandb='disabled', write_preset=False, **bad)
+    assert not (tmp_path / 'study').exists()
