@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ..utils.yamlio import load_yaml
 from .options import (
     ConfigError,
     TrainConfig,
@@ -67,7 +68,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f'config file {str(path)!r} does not exist')
     with open(path) as f:
         try:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
         except yaml.YAMLError as err:
             raise ConfigError(f'config file {str(path)!r} is not valid YAML: {err}') from None
     if data is None:
@@ -141,7 +142,7 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
         if not key:
             raise ConfigError(f'override {item!r} has an empty key')
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         out.append((key, value))
@@ -194,7 +195,7 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
     else:
         path = preset_path(model_name)
         if path.is_file():
-            preset = yaml.safe_load(path.read_text()) or {}
+            preset = load_yaml(path.read_text()) or {}
             for section in ('model', 'train'):
                 default, per_dataset = _preset_section(preset, section, dataset)
                 apply(default, section, f'preset {path.name} ({section}.default)')

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..utils.yamlio import load_yaml
 from .options import ConfigError, check_keys, model_option_types, train_option_types
 from .presets import _route, preset_block_key, preset_path
 
@@ -213,7 +214,7 @@ def load_search_space(model_name: str, dataset: str, path: str | os.PathLike | N
     if not path.is_file():
         raise ConfigError(f'{model_name} has no preset file {path}, so no search space; add a '
                           f'search: section there')
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path.read_text()) or {}
     space = parse_search_space(data.get(SEARCH_SECTION), dataset, str(path), model_cls,
                                model_name.lower())
     space.path = path
