@@ -38,7 +38,7 @@ from torch_geometric.metrics import (
 
 from ..data.graph import RecGraph, csr_rows, unique_edges
 from ..nn.topk import _csr_gather, blockwise_topk
-from .options import DEFAULT_KS, METRIC_NAMES
+from .options import DEFAULT_KS, METRIC_NAMES, check_cutoffs, check_option
 
 SPLITS = ('val', 'test')
 
@@ -84,7 +84,10 @@ def evaluate_embeddings(user_emb: Tensor, item_emb: Tensor, graph: RecGraph,
     :class:`~mmssl_pyg.training.distributed.DistContext`; each process ranks its share of the
     users and the sums are all-reduced (every process gets the same result).
     """
-    ks = tuple(sorted({int(k) for k in ks}))
+    if not isinstance(ks, (int, str)):
+        ks = list(dict.fromkeys(k.item() if hasattr(k, 'item') else k for k in ks))
+    ks = tuple(sorted(set(check_option('train', 'ks', ks, source='', label='ks'))))
+    check_cutoffs(ks, graph.num_items, 'ks')
     device = user_emb.device
     max_k = max(ks)
     pairs = heldout_pairs(graph, split).to(device)

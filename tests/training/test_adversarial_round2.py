@@ -1,0 +1,358 @@
+"""Adversarial runs, round two (issue 26): a refused command changes nothing, the run-folder
+lock is atomic, options mean what was typed, the Python API checks its arguments, and a run
+leaves nothing outside its run folder."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from _adversarial import FAST, REPO, assert_user_error, copy_mini, run_cli, tree
+from test_training_utils import write_json_dataset
+
+from mmssl_pyg.models import get_model_class
+from mmssl_pyg.training.config import ConfigError
+from mmssl_pyg.training.presets import resolve_options
+from mmssl_pyg.utils.io import FolderLock, FolderLockedError
+
+OLD_RUN = {name: f'old {name}'.encode() for name in
+           ('best.pt', 'last.pt', 'metrics.json', 'config.yaml')}
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """An ID-only dataset of 40 users and 60 items."""
+    return write_json_dataset(tmp_path_factory.mktemp('tiny') / 'tiny', num_users=40,
+                              num_items=60, per_user=6)
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory) -> Path:
+    """A private copy of tiktok-mini (image and audio features)."""
+    return copy_mini(tmp_path_factory.mktemp('mini'))
+
+
+def old_run(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in OLD_RUN.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+MMSSL = ['--model', 'mmssl', '--epochs', '1', '--wandb', 'disabled', '--no-progress',
+         '--device', 'cpu', 'num_threads=1', 'embedding_dim=8']
+#: Options every earlier check accepts but a model constructor refuses.
+REFUSED_BY_THE_MODEL = {
+    'mmssl-ablation': (MMSSL + ['ablation=bogus'], 'mini', 'ablation'),
+    'mmssl-critic-memory': (MMSSL + ['max_critic_memory=1', 'batch_size=512'], 'mini',
+                            'max_critic_memory'),
+    'mmssl-on-id-only-data': (MMSSL, 'tiny', 'modalities'),
+    'vbpr-on-id-only-data': (FAST + ['--model', 'vbpr'], 'tiny', 'modalities'),
+    'lattice-on-id-only-data': (FAST + ['--model', 'lattice'], 'tiny', 'modalities'),
+    'mmgcn-on-id-only-data': (FAST + ['--model', 'mmgcn'], 'tiny', 'modalities'),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# reproduction 1: --force replaces a run only once the new one is known to start
+
+
+@pytest.mark.parametrize('case', list(REFUSED_BY_THE_MODEL))
+def test_force_keeps_the_old_run_when_the_model_refuses(case, tiny, mini, tmp_path, capsys):
+    argv, data, needle = REFUSED_BY_THE_MODEL[case]
+    run = old_run(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--dataset', {'tiny': tiny, 'mini': mini}[data],
+                            '--run-dir', run, '--force', *argv], capsys)
+    assert_user_error(code, err, needle)
+    assert tree(run) == OLD_RUN  # best.pt, last.pt, metrics.json, config.yaml all kept
+
+
+@pytest.mark.parametrize('case', list(REFUSED_BY_THE_MODEL))
+def test_model_refusal_leaves_no_new_run_folder(case, tiny, mini, tmp_path, capsys):
+    argv, data, needle = REFUSED_BY_THE_MODEL[case]
+    run = tmp_path / 'new' / 'run'
+    code, _, err = run_cli(['train', '--dataset', {'tiny': tiny, 'mini': mini}[data],
+                            '--run-dir', run, *argv], capsys)
+    assert_user_error(code, err, needle)
+    assert not run.exists()
+
+
+def test_force_still_replaces_a_run_when_the_new_one_starts(tiny, tmp_path, capsys):
+    run = old_run(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, '--force', *FAST,
+                            '--epochs', '1'], capsys)
+    assert code == 0, err
+    assert all((run / n).read_bytes() != c for n, c in OLD_RUN.items())
+
+
+def test_a_run_that_fails_before_writing_removes_the_folder_it_created(tiny, tmp_path, capsys,
+                                                                        monkeypatch):
+    from mmssl_pyg.training import run as run_module
+
+    def no_tracker(*args, **kwargs):
+        raise RuntimeError('tracker refused')
+
+    monkeypatch.setattr(run_module, 'make_tracker', no_tracker)
+    run = tmp_path / 'run'
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *FAST], capsys)
+    assert_user_error(code, err, 'tracker refused')
+    assert not run.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# reproduction 5: the lock is taken atomically, even when a stale lock is replaced
+
+
+def _stale_lock(folder: Path) -> None:
+    (folder / '.lock').write_text(json.dumps({'pid': 999_999_999, 'host': os.uname().nodename,
+                                              'start': None, 'time': time.time()}))
+
+
+def _contend(folder: str, barrier, results) -> None:
+    barrier.wait()
+    warnings.simplefilter('ignore')
+    try:
+        lock = FolderLock(folder).acquire()
+    except FolderLockedError:
+        results.put(None)
+        return
+    start = time.monotonic()
+    time.sleep(0.05)
+    end = time.monotonic()
+    lock.release()
+    results.put((start, end))
+
+
+def test_stale_lock_replaced_by_concurrent_processes_has_one_holder(tmp_path):
+    ctx = mp.get_context('fork')
+    overlaps = []
+    for round_ in range(12):
+        folder = tmp_path / f'r{round_}'
+        folder.mkdir()
+        _stale_lock(folder)
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_contend, args=(str(folder), barrier, results))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        held = [r for r in (results.get(timeout=60) for _ in procs) if r is not None]
+        for p in procs:
+            p.join(timeout=60)
+        assert held, 'nobody got the lock'
+        held.sort()
+        overlaps += [(a, b) for a, b in zip(held, held[1:]) if b[0] < a[1]]
+        assert not (folder / '.lock').exists()
+    assert not overlaps, f'{len(overlaps)} times two processes held the lock at once'
+
+
+def test_stale_lock_takeover_refuses_a_second_contender(tmp_path, monkeypatch):
+    """Deterministic version of the race: while one process judges the stale lock, another
+    one tries; before the fix both ended up holding the lock."""
+    _stale_lock(tmp_path)
+    real = FolderLock._stale
+    second: list = []
+
+    def stale_with_a_contender(self, owner):
+        if not second:
+            second.append(None)
+            try:
+                second[0] = FolderLock(tmp_path).acquire()
+            except FolderLockedError as err:
+                second[0] = err
+        return real(self, owner)
+
+    monkeypatch.setattr(FolderLock, '_stale', stale_with_a_contender)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        first = FolderLock(tmp_path).acquire()
+    try:
+        assert isinstance(second[0], FolderLockedError), 'two holders of one lock'
+    finally:
+        first.release()
+        if isinstance(second[0], FolderLock):
+            second[0].release()
+
+
+@pytest.mark.parametrize('content', ['garbage', '{"pid": null}', '{"time": "x"}'])
+def test_unreadable_fresh_lock_is_reported_plainly(content, tmp_path):
+    (tmp_path / '.lock').write_text(content)
+    with pytest.raises(FolderLockedError) as info:
+        FolderLock(tmp_path).acquire()
+    text = str(info.value)
+    assert 'pid None' not in text and '1970' not in text, text
+    assert 'holds no owner record' in text and 'Fix:' in text and '.lock' in text
+
+
+# --------------------------------------------------------------------------------------------
+# key=value: a number is the number typed
+
+
+@pytest.mark.parametrize('override, key, expected', [
+    ('patience=010', 'patience', 10),
+    ('seed=0123', 'seed', 123),
+    ('epochs=08', 'epochs', 8),
+    ('ks=010,020', 'ks', (10, 20)),
+    ('eval_batch_size=0o17', 'eval_batch_size', 15),
+])
+def test_key_value_numbers_are_read_as_typed(override, key, expected):
+    options = resolve_options(get_model_class('lightgcn'), 'x', model_name='lightgcn',
+                              overrides=[override])
+    assert getattr(options.train, key) == expected
+
+
+@pytest.mark.parametrize('override', ['eval_batch_size=1:30', 'patience=1:00', 'seed=1:2:3'])
+def test_sexagesimal_numbers_are_refused(override):
+    with pytest.raises(ConfigError, match=override.split('=')[0]):
+        resolve_options(get_model_class('lightgcn'), 'x', model_name='lightgcn',
+                        overrides=[override])
+
+
+def test_config_file_numbers_are_read_as_typed(tmp_path):
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('train:\n  patience: 010\n  seed: 0123\n')
+    options = resolve_options(get_model_class('lightgcn'), 'x', model_name='lightgcn',
+                              config_file=cfg)
+    assert (options.train.patience, options.train.seed) == (10, 123)
+
+
+def test_key_value_octal_reaches_the_run_record(tiny, tmp_path, capsys):
+    run = tmp_path / 'run'
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *FAST, '--epochs',
+                            '1', 'patience=010'], capsys)
+    assert code == 0, err
+    assert json.loads((run / 'metrics.json').read_text())['train']['patience'] == 10
+
+
+# --------------------------------------------------------------------------------------------
+# options silently ignored
+
+
+def test_empty_run_dir_is_refused(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', '', *FAST], capsys)
+    assert_user_error(code, err, '--run-dir', 'empty')
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_root_with_a_dataset_folder_is_refused(tiny, tmp_path, capsys):
+    run = tmp_path / 'run'
+    code, _, err = run_cli(['train', '--dataset', tiny, '--root', tmp_path / 'elsewhere',
+                            '--run-dir', run, *FAST], capsys)
+    assert_user_error(code, err, '--root', 'is a folder', 'Fix:')
+    assert not run.exists()
+
+
+def test_resumed_early_stopped_run_with_more_patience_trains_on(tiny, tmp_path, capsys):
+    run = tmp_path / 'run'
+    # lr so small that the ranking never changes: no improvement after epoch 1
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *FAST, '--epochs',
+                            '8', 'patience=1', 'lr=1e-30'], capsys)
+    assert code == 0, err
+    first = json.loads((run / 'metrics.json').read_text())
+    assert first['stopped_early'] and first['epochs_run'] == 2
+    code, _, err = run_cli(['train', '--resume', '--run-dir', run, '--no-progress',
+                            'patience=3'], capsys)
+    assert code == 0, err
+    after = json.loads((run / 'metrics.json').read_text())
+    assert after['train']['patience'] == 3
+    assert after['epochs_run'] > 2, 'the new patience was recorded but nothing was trained'
+
+
+@pytest.fixture(scope='module')
+def finished(tiny, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp('finished') / 'run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(tiny), '--run-dir', str(run), *FAST,
+                     '--epochs', '1']) == 0
+    return run
+
+
+def test_evaluate_on_a_run_without_best_pt_names_last_pt(finished, tmp_path, capsys):
+    run = tmp_path / 'run'
+    run.mkdir()
+    for name in ('last.pt', 'config.yaml'):
+        (run / name).write_bytes((finished / name).read_bytes())
+    code, out, err = run_cli(['evaluate', run, '--device', 'cpu'], capsys)
+    assert_user_error(code, err, 'best.pt', 'last.pt', 'Fix:')
+    code, out, err = run_cli(['evaluate', run / 'last.pt', '--device', 'cpu'], capsys)
+    assert code == 0, err
+
+
+def test_evaluate_leaves_no_tmp_files(finished, capsys):
+    before = tree(finished)
+    code, _, err = run_cli(['evaluate', finished, '--device', 'cpu'], capsys)
+    assert code == 0, err
+    assert not [p for p in finished.rglob('*.tmp')]
+    assert tree(finished) == before
+
+
+# --------------------------------------------------------------------------------------------
+# the Python API checks its arguments like the command line
+
+
+@pytest.fixture(scope='module')
+def model_and_graph(tiny):
+    from mmssl_pyg.training.run import build_model, load_graph
+    graph = load_graph(str(tiny))
+    return build_model('lightgcn', graph, {'embedding_dim': 8}), graph
+
+
+@pytest.mark.parametrize('users', [[-1], [0, -5], [10**6]])
+def test_model_recommend_refuses_user_ids_out_of_range(users, model_and_graph):
+    model, _ = model_and_graph
+    with pytest.raises(ValueError, match='out of range'):
+        model.recommend(torch.tensor(users), k=5)
+
+
+@pytest.mark.parametrize('k', [0, 10**6])
+def test_model_recommend_refuses_k_out_of_range(k, model_and_graph):
+    model, _ = model_and_graph
+    with pytest.raises(ValueError, match='number of items'):
+        model.recommend(torch.tensor([0]), k=k)
+
+
+@pytest.mark.parametrize('ks', [(10**6,), (0,), (-3,), (1.5,)])
+def test_evaluate_refuses_cutoffs_out_of_range(ks, model_and_graph):
+    from mmssl_pyg.training.evaluator import evaluate
+    model, graph = model_and_graph
+    with pytest.raises(ConfigError, match='ks'):
+        evaluate(model, graph, 'val', ks=ks)
+
+
+def test_evaluate_checkpoint_refuses_cutoffs_beyond_the_items(finished):
+    from mmssl_pyg.training.run import evaluate_checkpoint
+    with pytest.raises(ConfigError, match='exceed the number of items'):
+        evaluate_checkpoint(finished, ks=(10**6,), device='cpu')
+
+
+def test_trainer_refuses_a_model_built_on_another_graph(model_and_graph, tmp_path):
+    from mmssl_pyg.training import Trainer
+    from mmssl_pyg.training.run import load_graph
+    model, _ = model_and_graph
+    other = load_graph(str(write_json_dataset(tmp_path / 'other', num_users=40, num_items=60,
+                                              per_user=6, seed=1)))
+    with pytest.raises(ValueError, match='built on another graph'):
+        Trainer(model, other)
+
+
+# --------------------------------------------------------------------------------------------
+# leftovers outside the run folder
+
+
+def test_a_run_leaves_no_generated_module_in_the_temp_folder(tiny, tmp_path):
+    tmp = tmp_path / 'tmp'
+    tmp.mkdir()
+    env = {**os.environ, 'TMPDIR': str(tmp), 'PYTHONPATH': str(REPO),
+           'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run([sys.executable, '-m', 'mmssl_pyg.cli', 'train', '--dataset', str(tiny),
+                           '--run-dir', str(tmp_path / 'run'), *FAST, '--epochs', '1'],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == []
