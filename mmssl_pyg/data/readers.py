@@ -252,6 +252,10 @@ def read_features(path: str | PathLike) -> np.ndarray:
         raise _open_error(path, err, 'feature file',
                           f'put {path.name} (one row per item) next to the split files, or '
                           'leave that modality out with modalities=[...]') from err
+    except EOFError as err:  # 0 bytes, or cut off inside the header
+        raise DatasetFormatError(path, 'format', f'empty or truncated ({path.stat().st_size} '
+                                 f'bytes; {err})', 'write the file again with np.save(path, '
+                                 'feat.astype(np.float32))') from err
     except ValueError as err:  # object arrays, bad header
         raise DatasetFormatError(path, 'format', f'not a readable .npy array ({err})',
                                  'save the features with np.save(path, '
