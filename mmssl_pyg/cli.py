@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='do not write the tuned preset')
     tune.add_argument('--preset-dir', default=None,
                       help='where the tuned preset goes (default mmssl_pyg/configs/tuned)')
+    tune.add_argument('--force', action='store_true',
+                      help='replace an existing tuned preset (otherwise refused before the '
+                           'study runs)')
 
     ev = sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
     ev.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
@@ -266,7 +269,7 @@ def _tune(args) -> int:
          study_name=args.study_name, seed=args.seed, overrides=args.overrides,
          config_file=args.config_file, root=args.root, modalities=args.modalities,
          device=args.device, wandb=args.wandb, prune=not args.no_prune, run_dir=args.run_dir,
-         write_preset=not args.no_write, preset_dir=args.preset_dir)
+         write_preset=not args.no_write, preset_dir=args.preset_dir, force=args.force)
     return 0
 
 

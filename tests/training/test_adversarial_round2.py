@@ -356,3 +356,87 @@ def test_a_run_leaves_no_generated_module_in_the_temp_folder(tiny, tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# reproduction 4: tune never replaces a preset without --force, and a study refuses other data
+# or other fixed options
+
+ONE_EPOCH = ['epochs=1', 'batch_size=64', 'batches_per_epoch=1', 'patience=0',
+             'num_threads=1']
+
+
+def _tune(data, tmp_path, **kw):
+    from mmssl_pyg.training.tune import tune
+    pytest.importorskip('optuna')
+    args = dict(trials=1, run_dir=tmp_path / 'study', overrides=ONE_EPOCH, device='cpu',
+                wandb='disabled', preset_dir=tmp_path / 'presets', log=lambda line: None)
+    args.update(kw)
+    return tune('mf', str(data), **args)
+
+
+def _preset(folder: Path, data: Path) -> Path:
+    path = folder / f'mf-{data.name}.yaml'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('model: {}\ntrain: {}\n')
+    return path
+
+
+@pytest.mark.parametrize('where', ['package', 'preset-dir'])
+def test_tune_refuses_to_replace_a_preset_without_force(where, tiny, tmp_path, monkeypatch,
+                                                        capsys):
+    from mmssl_pyg.training import presets as presets_mod
+    folder = tmp_path / ('package-tuned' if where == 'package' else 'presets')
+    monkeypatch.setattr(presets_mod, 'TUNED_DIR', folder)
+    preset = _preset(folder, tiny)
+    argv = ['tune', '--model', 'mf', '--dataset', tiny, '--trials', '1', '--run-dir',
+            tmp_path / 'study', '--wandb', 'disabled', '--device', 'cpu', *ONE_EPOCH]
+    if where == 'preset-dir':
+        argv += ['--preset-dir', folder]
+    code, _, err = run_cli(argv, capsys)
+    assert_user_error(code, err, str(preset), 'already exists', '--force')
+    assert preset.read_text() == 'model: {}\ntrain: {}\n'
+    assert not (tmp_path / 'study').exists()  # refused before the study folder and database
+
+
+def test_tune_force_replaces_the_preset(tiny, tmp_path):
+    preset = _preset(tmp_path / 'presets', tiny)
+    result = _tune(tiny, tmp_path, force=True)
+    assert result.preset == preset and 'provenance' in preset.read_text()
+
+
+def test_tune_refused_by_the_model_leaves_no_study(tiny, tmp_path, capsys):
+    code, _, err = run_cli(['tune', '--model', 'vbpr', '--dataset', tiny, '--trials', '1',
+                            '--run-dir', tmp_path / 'study', '--wandb', 'disabled',
+                            *ONE_EPOCH], capsys)
+    assert_user_error(code, err, 'modalities')
+    assert not (tmp_path / 'study').exists()
+
+
+def test_study_refuses_other_modalities(mini, tmp_path):
+    _tune(mini, tmp_path, modalities=['image'], write_preset=False)
+    with pytest.raises(ConfigError, match="modalities: study has \\['image'\\]"):
+        _tune(mini, tmp_path, modalities=['image', 'audio'], trials=2, write_preset=False)
+
+
+def test_study_refuses_other_data_behind_the_same_folder(tmp_path):
+    data = write_json_dataset(tmp_path / 'data', num_users=40, num_items=60, per_user=6)
+    _tune(data, tmp_path, write_preset=False)
+    write_json_dataset(data, num_users=40, num_items=60, per_user=6, seed=7)
+    with pytest.raises(ConfigError, match='digest'):
+        _tune(data, tmp_path, trials=2, write_preset=False)
+
+
+def test_study_refuses_a_changed_config_file(tiny, tmp_path):
+    cfg = tmp_path / 'fixed.yaml'
+    cfg.write_text('model:\n  embedding_dim: 8\n')
+    _tune(tiny, tmp_path, config_file=cfg, write_preset=False)
+    cfg.write_text('model:\n  embedding_dim: 16\n')
+    with pytest.raises(ConfigError, match='model.embedding_dim: study has 8, asked 16'):
+        _tune(tiny, tmp_path, config_file=cfg, trials=2, write_preset=False)
+
+
+def test_study_continues_with_the_same_data_and_options(tiny, tmp_path):
+    _tune(tiny, tmp_path, write_preset=False)
+    result = _tune(tiny, tmp_path, trials=2, write_preset=False)
+    assert result.counts['complete'] == 2
