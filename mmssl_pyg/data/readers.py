@@ -111,6 +111,9 @@ def read_json_split(path: str | PathLike) -> SplitPairs:
                           f'put {path.name} next to the other raw files') from err
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
         raise DatasetFormatError(path, 'JSON', f'not valid JSON ({err})', _JSON_FIX) from err
+    except RecursionError:
+        raise DatasetFormatError(path, 'JSON', 'nested too deeply to be a split (lists inside '
+                                 'lists, thousands of levels)', _JSON_FIX) from None
     if not isinstance(obj, _JSONObject):
         raise DatasetFormatError(
             path, 'top level', 'expected a JSON object of user id -> list of item ids, got '

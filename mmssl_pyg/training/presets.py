@@ -65,12 +65,24 @@ def preset_path(model_name: str) -> Path:
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'config file {str(path)!r} does not exist')
-    with open(path) as f:
-        try:
+        what = ('is a folder, not a file' if path.is_dir() else
+                'is a broken symbolic link (its target is missing, or a loop)'
+                if path.is_symlink() else 'does not exist')
+        raise FileNotFoundError(f'config file {str(path)!r} {what}. Fix: give the path of a '
+                                f'YAML file with model: and/or train: sections')
+    try:
+        with open(path, encoding='utf-8') as f:
             data = load_yaml(f)
-        except yaml.YAMLError as err:
-            raise ConfigError(f'config file {str(path)!r} is not valid YAML: {err}') from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f'config file {str(path)!r} is not valid YAML: {err}') from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f'config file {str(path)!r} is not UTF-8 text ({err.reason} at byte '
+                          f'{err.start}). Fix: save it as UTF-8 YAML with model: and/or train: '
+                          f'sections') from None
+    except RecursionError:
+        raise ConfigError(f'config file {str(path)!r} is nested too deeply to be a config. Fix: '
+                          f'write model: and/or train: sections of key: value lines') from None
+
     if data is None:
         return {}
     if not isinstance(data, dict):

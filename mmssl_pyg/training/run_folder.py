@@ -76,7 +76,7 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
                                 f'folder written by mmssl-pyg train?)')
     try:
         saved = load_yaml(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise ConfigError(f'cannot resume: {path} is not valid YAML ({err}). Fix: restore it '
                           f'or start a new --run-dir') from None
     missing = [k for k in ('model', 'dataset', 'model_kwargs', 'train')

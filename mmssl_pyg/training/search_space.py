@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..utils.io import atomic_write
 from ..utils.yamlio import load_yaml
 from .options import ConfigError, check_keys, model_option_types, train_option_types
 from .presets import _route, preset_block_key, preset_path
@@ -254,10 +255,7 @@ def write_tuned_preset(path: str | os.PathLike, model_name: str, dataset: str,
                            'model': sections.get('model') or {},
                            'train': sections.get('train') or {}}, sort_keys=False,
                           allow_unicode=True, width=100)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(head + body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, head + body)  # no .tmp left behind, even on a full disk
 
 
 def _git_commit() -> str:

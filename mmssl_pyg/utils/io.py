@@ -79,6 +79,15 @@ def describe_load_error(err: Exception) -> str:
         return f'not a file of tensors and plain containers ({lines[0][:200]})'
     if 'magic number' in text:
         return f'not a PyTorch file ({lines[0][:200]})'
+    # torch's own text ("PytorchStreamReader failed reading zip archive: failed finding
+    # central directory. This is an internal miniz error...", or a bare number) says nothing
+    # a user can act on: name what it means instead.
+    if any(s in text for s in ('central directory', 'PytorchStreamReader', 'zip archive')):
+        return ('not a complete PyTorch file: truncated, damaged or another format (its zip '
+                'archive is cut off or corrupt: an interrupted copy or a full disk?)')
+    if 'invalid load key' in text or text.strip().isdigit() or not text.strip():
+        return ('not a complete PyTorch file: truncated, damaged or another format (it is not '
+                'a zip archive or a pickle: another kind of file under a .pt name)')
     detail = lines[0][:200] if lines else type(err).__name__
     return f'not a complete PyTorch file: truncated, damaged or another format ({detail})'
 

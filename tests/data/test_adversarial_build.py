@@ -164,3 +164,9 @@ def test_modality_typo_suggests_the_modality_that_exists(mini):
     from mmssl_pyg.data import DatasetNotFoundError
     with pytest.raises(DatasetNotFoundError, match="did you mean 'image'"):
         load_dataset(str(mini), modalities=['imag'])
+
+
+def test_split_nested_too_deeply_names_the_file(mini, capsys):
+    (mini / 'raw' / 'train.json').write_text('[' * 200_000 + ']' * 200_000)
+    code, _, err = run_cli(['datasets', mini], capsys)
+    assert_user_error(code, err, 'train.json', 'nested too deeply', 'Fix:')

@@ -133,7 +133,7 @@ def _contend(folder: str, barrier, results) -> None:
 def test_stale_lock_replaced_by_concurrent_processes_has_one_holder(tmp_path):
     ctx = mp.get_context('fork')
     overlaps = []
-    for round_ in range(12):
+    for round_ in range(40):  # about 15% of rounds overlapped before the fix
         folder = tmp_path / f'r{round_}'
         folder.mkdir()
         _stale_lock(folder)
@@ -440,3 +440,59 @@ def test_study_continues_with_the_same_data_and_options(tiny, tmp_path):
     _tune(tiny, tmp_path, write_preset=False)
     result = _tune(tiny, tmp_path, trials=2, write_preset=False)
     assert result.counts['complete'] == 2
+
+
+# --------------------------------------------------------------------------------------------
+# refusals that name the file and the fix instead of a library's raw text
+
+
+def test_config_file_not_utf8_names_the_file(tiny, tmp_path, capsys):
+    cfg = tmp_path / 'bad.yaml'
+    cfg.write_bytes(b'train:\n  lr: \xff\xfe\n')
+    code, _, err = run_cli(['train', '--dataset', tiny, '--config', cfg, *FAST], capsys)
+    assert_user_error(code, err, str(cfg), 'UTF-8', 'Fix:')
+
+
+def test_config_file_nested_too_deeply_names_the_file(tiny, tmp_path, capsys):
+    cfg = tmp_path / 'deep.yaml'
+    cfg.write_text('[' * 50_000 + ']' * 50_000)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--config', cfg, *FAST], capsys)
+    assert_user_error(code, err, str(cfg), 'nested too deeply', 'Fix:')
+
+
+@pytest.mark.parametrize('make', ['folder', 'symlink-loop'])
+def test_config_path_that_is_not_a_file_says_what_it_is(make, tiny, tmp_path, capsys):
+    cfg = tmp_path / 'c.yaml'
+    cfg.mkdir() if make == 'folder' else os.symlink(cfg, cfg)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--config', cfg, *FAST], capsys)
+    assert_user_error(code, err, str(cfg), 'a folder' if make == 'folder' else 'symbolic link',
+                      'Fix:')
+
+
+@pytest.mark.parametrize('content', ['truncated', 'text'])
+def test_damaged_checkpoint_message_has_no_raw_torch_text(content, finished, tmp_path, capsys):
+    path = tmp_path / 'best.pt'
+    good = (finished / 'best.pt').read_bytes()
+    path.write_bytes(good[:len(good) // 2] if content == 'truncated' else b'hello world')
+    code, _, err = run_cli(['evaluate', path, '--device', 'cpu'], capsys)
+    assert_user_error(code, err, str(path), 'truncated, damaged', 'Fix:')
+    assert 'miniz' not in err and 'PytorchStreamReader' not in err and '(101)' not in err
+
+
+@pytest.mark.parametrize('error', [
+    RuntimeError('[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough '
+                  'memory: you tried to allocate 123456789012 bytes.'),
+    torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB '
+                           'total capacity; 77.00 GiB already allocated)'),
+], ids=['cpu-allocator', 'cuda-allocator'])
+def test_allocator_failure_is_one_line_with_a_fix(error, tiny, tmp_path, capsys, monkeypatch):
+    from mmssl_pyg.training.trainer import Trainer
+
+    def fit(self, resume=False, test=True):
+        raise error
+
+    monkeypatch.setattr(Trainer, 'fit', fit)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', tmp_path / 'run', *FAST],
+                           capsys)
+    assert_user_error(code, err, 'out of memory', 'tried to allocate', 'batch_size', 'Fix:')
+    assert 'enforce fail' not in err and 'MMSSL_PYG_DEBUG' not in err
