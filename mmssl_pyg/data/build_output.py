@@ -7,16 +7,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import string
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
 
-from ..utils.io import OutputError, describe_os_error
+from ..utils.io import OutputError, describe_os_error, pid_alive
 from .readers import FEATURE_FILE, RAW_FORMATS
 from .stats import format_stats
 from .table import Table, _examples
@@ -93,10 +95,17 @@ def _prepare_output(root: Path, overwrite: bool) -> None:
 
 
 def _staging_dir(root: Path) -> Path:
-    """A new, empty sibling folder of ``root`` where a build writes before the swap."""
+    """A new, empty sibling folder of ``root`` where a build writes before the swap
+    (``.<name>.build-<pid>-XXXX``); those of killed builds are removed first."""
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f'.{root.name}.build-', dir=root.parent))
+        for old in root.parent.glob(f'.{glob_escape(root.name)}.build-*'):
+            m = re.fullmatch(rf'\.{re.escape(root.name)}\.build-(\d+)-\w+', old.name)
+            if m is not None and old.is_dir() and not old.is_symlink() and \
+                    not pid_alive(int(m.group(1))):
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=f'.{root.name}.build-{os.getpid()}-',
+                                     dir=root.parent))
     except OSError as err:
         raise OutputError(describe_os_error(err, root.parent, 'cannot create a folder in'))\
             from err

@@ -84,10 +84,7 @@ def evaluate_embeddings(user_emb: Tensor, item_emb: Tensor, graph: RecGraph,
     :class:`~mmssl_pyg.training.distributed.DistContext`; each process ranks its share of the
     users and the sums are all-reduced (every process gets the same result).
     """
-    if not isinstance(ks, (int, str)):
-        ks = list(dict.fromkeys(k.item() if hasattr(k, 'item') else k for k in ks))
-    ks = tuple(sorted(set(check_option('train', 'ks', ks, source='', label='ks'))))
-    check_cutoffs(ks, graph.num_items, 'ks')
+    ks = _checked_ks(ks)
     device = user_emb.device
     max_k = max(ks)
     pairs = heldout_pairs(graph, split).to(device)
@@ -148,9 +145,17 @@ def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEF
     Returns:
         ``{'recall@K', 'precision@K', 'ndcg@K', 'hit@K'}`` for each ``K`` in ``ks``.
     """
+    check_cutoffs(_checked_ks(ks), graph.num_items, 'ks')  # a model's top-k: at most all items
     user_emb, item_emb = inference_embeddings(model)
     return evaluate_embeddings(user_emb, item_emb, graph, split, ks, exclude_val_at_test,
                                batch_size, progress, distributed)
+
+
+def _checked_ks(ks) -> tuple[int, ...]:
+    """Sorted distinct cut-offs, each a positive integer (the option rule of ``ks``)."""
+    if not isinstance(ks, (int, str)):
+        ks = list(dict.fromkeys(k.item() if hasattr(k, 'item') else k for k in ks))
+    return tuple(sorted(set(check_option('train', 'ks', ks, source='', label='ks'))))
 
 
 @torch.no_grad()

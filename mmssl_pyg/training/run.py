@@ -180,9 +180,11 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
     ``'online'``). ``resume=True`` continues the run in ``run_dir`` with its saved options,
     data and wandb run; only the :data:`RESUMABLE` trainer options may change.
 
-    Safety: every check (options, data, the run folder, a resumable ``last.pt``, a wandb
-    login) runs before anything is written; a folder that holds a run (any of
-    :data:`RUN_FILES`) is refused unless ``resume`` or ``force`` (which replaces those files);
+    Safety: every check (options, data, the model's and the trainer's constructors, the run
+    folder, a resumable ``last.pt``, a wandb login) runs before anything is written or deleted;
+    a folder that holds a run (any of :data:`RUN_FILES`) is refused unless ``resume`` or
+    ``force`` (which replaces those files once the new model and trainer are built); a folder
+    the run created is removed again when the run fails before writing into it;
     the folder is locked (``.lock``) while the run uses it and stale ``.tmp`` files are
     removed; ``force_reload`` re-processes the dataset.
     ``tuned=True`` applies the model's tuned preset for the dataset

@@ -13,7 +13,7 @@ import torch
 from ..data.graph import RecGraph
 from ..models.base import Batch, Recommender, graph_signature
 from .checkpoint import BEST, LAST
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, check_cutoffs
 from .device import _amp_dtype, peak_memory_mb, resolve_device, seed_everything  # noqa: F401
 from .distributed import DistContext
 from .evaluator import evaluate
@@ -98,6 +98,7 @@ class Trainer(TrainerStateMixin):
                  tracker: Tracker | None = None, checkpoint_dir: str | Path | None = None,
                  meta: dict[str, Any] | None = None, distributed: DistContext | None = None):
         self.config = config = config or TrainConfig()
+        check_cutoffs(config.ks, graph.num_items, 'ks')  # before an epoch is trained
         built_on = getattr(model, 'graph_signature', None)
         if built_on is not None and tuple(built_on) != graph_signature(graph):
             raise ValueError(

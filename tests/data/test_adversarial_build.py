@@ -170,3 +170,11 @@ def test_split_nested_too_deeply_names_the_file(mini, capsys):
     (mini / 'raw' / 'train.json').write_text('[' * 200_000 + ']' * 200_000)
     code, _, err = run_cli(['datasets', mini], capsys)
     assert_user_error(code, err, 'train.json', 'nested too deeply', 'Fix:')
+
+
+def test_staging_folder_of_a_killed_build_is_removed(inter, tmp_path):
+    left = tmp_path / '.ds.build-999999999-abcd1234'
+    (left / 'raw').mkdir(parents=True)
+    (left / 'raw' / 'train.json').write_text('{}')
+    build(inter, tmp_path / 'ds')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ds', 'inter.csv']
