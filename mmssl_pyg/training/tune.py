@@ -33,6 +33,7 @@ preset; the file is also a valid ``--config`` file.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shlex
@@ -233,6 +234,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         _check_preset_target(tuned_preset_path(model, key, preset_dir), force)
     study_name = study_name or f'{model}-{key}'
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_root) / 'tune' / study_name
+    created_run_dir = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if storage is None:
         storage = f'sqlite:///{(run_dir / "study.db").resolve()}'
@@ -244,6 +246,9 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
                              heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                              failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
         except Exception as err:  # noqa: BLE001 - SQLAlchemy/driver errors vary
+            if created_run_dir:  # a refused command leaves no empty study folder
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
             raise ConfigError(f'--storage {_hide_password(storage)}: cannot open the study '
                               f'database ({type(err).__name__}: {err}). Use a SQLAlchemy URL '
                               f'such as sqlite:///path/study.db or '

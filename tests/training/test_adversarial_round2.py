@@ -496,3 +496,26 @@ def test_allocator_failure_is_one_line_with_a_fix(error, tiny, tmp_path, capsys,
                            capsys)
     assert_user_error(code, err, 'out of memory', 'tried to allocate', 'batch_size', 'Fix:')
     assert 'enforce fail' not in err and 'MMSSL_PYG_DEBUG' not in err
+
+
+def test_trainer_refuses_cutoffs_beyond_the_items_before_training(model_and_graph):
+    from mmssl_pyg.training import Trainer, TrainConfig
+    model, graph = model_and_graph
+    with pytest.raises(ConfigError, match='exceed the number of items'):
+        Trainer(model, graph, TrainConfig(ks=(20, 10**6)))
+
+
+def test_tune_with_a_bad_storage_leaves_no_study_folder(tiny, tmp_path, capsys):
+    code, _, err = run_cli(['tune', '--model', 'mf', '--dataset', tiny, '--trials', '1',
+                            '--run-dir', tmp_path / 'study', '--storage', 'nosuchdb://x/y',
+                            '--no-write', *ONE_EPOCH], capsys)
+    assert_user_error(code, err, 'cannot open the study database')
+    assert not (tmp_path / 'study').exists()
+
+
+def test_tune_root_with_a_dataset_folder_is_refused(tiny, tmp_path, capsys):
+    code, _, err = run_cli(['tune', '--model', 'mf', '--dataset', tiny, '--root', tmp_path,
+                            '--trials', '1', '--run-dir', tmp_path / 'study', '--no-write',
+                            *ONE_EPOCH], capsys)
+    assert_user_error(code, err, '--root', 'is a folder')
+    assert not (tmp_path / 'study').exists()
