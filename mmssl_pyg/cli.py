@@ -265,11 +265,12 @@ def _train(args) -> int:
 
 def _tune(args) -> int:
     from .training.tune import tune
-    tune(args.model, args.dataset, args.trials, args.timeout, storage=args.storage,
+    tune(args.model, args.dataset, args.trials, args.timeout, force=args.force,
+         storage=args.storage,
          study_name=args.study_name, seed=args.seed, overrides=args.overrides,
          config_file=args.config_file, root=args.root, modalities=args.modalities,
          device=args.device, wandb=args.wandb, prune=not args.no_prune, run_dir=args.run_dir,
-         write_preset=not args.no_write, preset_dir=args.preset_dir, force=args.force)
+         write_preset=not args.no_write, preset_dir=args.preset_dir)
     return 0
 
 

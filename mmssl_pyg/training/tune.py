@@ -148,8 +148,9 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
          device: str | None = None, wandb: str = 'offline', prune: bool = True,
          run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = 'runs',
          write_preset: bool = True, preset_dir: str | os.PathLike | None = None,
+         force: bool = False,
          heartbeat_interval: int = 60, grace_period: int = 180,
-         log: Callable[[str], None] | None = None, force: bool = False) -> TuneResult:
+         log: Callable[[str], None] | None = None) -> TuneResult:
     """Run (or continue) the Optuna study of ``model`` on ``dataset``; write the tuned preset.
 
     Args:
@@ -399,37 +400,6 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
     return result
 
 
-#: Identity keys added after studies already existed: a study without them (made by an older
-#: version) continues with a warning instead of being refused.
-_LATER_IDENTITY_KEYS = ('data', 'options')
-
-
-def _data_and_options(data: dict[str, Any], options, searched) -> dict[str, Any]:
-    """The parts of a study's identity that say which data and which fixed options it
-    scores: the data's content digest and loaded modalities, and every resolved option that
-    is neither searched nor without effect on a result (``--config`` content included)."""
-    from .options import NON_RESULT_TRAIN_KEYS
-    train = {k: v for k, v in options.train.to_dict().items()
-             if k not in searched and k not in NON_RESULT_TRAIN_KEYS}
-    model = {k: v for k, v in options.model_kwargs.items() if k not in searched}
-    return {'data': {'digest': data['digest'], 'modalities': list(data['modalities'])},
-            'options': _plain({'model': model, 'train': train})}
-
-
-def _check_preset_target(path: Path, force: bool) -> None:
-    """A tuned preset is never replaced without ``force`` (checked before the study runs)."""
-    if path.exists() and not force:
-        try:
-            old = (yaml.safe_load(path.read_text()) or {}).get('provenance') or {}
-            what = (f' (study {old.get("study")!r}, best {old.get("best_value")}, '
-                    f'{old.get("date")})' if isinstance(old, dict) and old else '')
-        except (OSError, yaml.YAMLError, AttributeError, UnicodeDecodeError):
-            what = ''
-        raise ConfigError(f'tuned preset {path} already exists{what}; nothing was run. Fix: '
-                          f'pass --force to replace it, --preset-dir DIR to write it elsewhere, '
-                          f'or --no-write')
-
-
 def _check_identity(study, identity: dict[str, Any], study_name: str, storage: str) -> None:
     """Store what the study searches on its first use; refuse to mix another search into it
     (other data, modalities, fixed options or ``--config`` content included)."""
@@ -482,3 +452,34 @@ def _plain(x):
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
     return x
+
+
+#: Identity keys added after studies already existed: a study without them (made by an older
+#: version) continues with a warning instead of being refused.
+_LATER_IDENTITY_KEYS = ('data', 'options')
+
+
+def _data_and_options(data: dict[str, Any], options, searched) -> dict[str, Any]:
+    """The parts of a study's identity that say which data and which fixed options it
+    scores: the data's content digest and loaded modalities, and every resolved option that
+    is neither searched nor without effect on a result (``--config`` content included)."""
+    from .options import NON_RESULT_TRAIN_KEYS
+    train = {k: v for k, v in options.train.to_dict().items()
+             if k not in searched and k not in NON_RESULT_TRAIN_KEYS}
+    model = {k: v for k, v in options.model_kwargs.items() if k not in searched}
+    return {'data': {'digest': data['digest'], 'modalities': list(data['modalities'])},
+            'options': _plain({'model': model, 'train': train})}
+
+
+def _check_preset_target(path: Path, force: bool) -> None:
+    """A tuned preset is never replaced without ``force`` (checked before the study runs)."""
+    if path.exists() and not force:
+        try:
+            old = (yaml.safe_load(path.read_text()) or {}).get('provenance') or {}
+            what = (f' (study {old.get("study")!r}, best {old.get("best_value")}, '
+                    f'{old.get("date")})' if isinstance(old, dict) and old else '')
+        except (OSError, yaml.YAMLError, AttributeError, UnicodeDecodeError):
+            what = ''
+        raise ConfigError(f'tuned preset {path} already exists{what}; nothing was run. Fix: '
+                          f'pass --force to replace it, --preset-dir DIR to write it elsewhere, '
+                          f'or --no-write')
