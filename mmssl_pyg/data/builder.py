@@ -184,6 +184,10 @@ def build_dataset(
         ...                        text_cols=['title', 'genres'])
         >>> dataset = load_dataset('datasets/my-data')
     """
+    for option, folder in (('--output / output', output), ('--cache-dir / cache_dir', cache_dir)):
+        if folder is not None and str(folder).strip() == '':
+            raise ValueError(f'{option} is empty: it would name the current folder. Fix: give '
+                             f'a folder path, e.g. datasets/my-data')
     root = Path(output).expanduser()
     name = name or root.resolve().name
     if split not in SPLIT_MODES:

@@ -192,6 +192,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         raise ImportError('mmssl-pyg tune needs Optuna, which is not installed. Run `pip install '
                           '"mmssl-pyg[tune]"` (or `pip install optuna`).') from None
     from ..models import get_model_class
+    from ..utils.io import check_folder
     from .run import (
         _dataset_key,
         build_model,
@@ -228,6 +229,9 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
     # Before any file is written (study folder, database): the data, whose content digest is
     # part of the study's identity, one model built on it (its own checks), and the preset.
     check_root_option(dataset, root)
+    for option, folder in (('--run-dir', run_dir), ('--preset-dir', preset_dir)):
+        if folder is not None:
+            check_folder(folder, option, 'give a folder path')  # '' would mean the current one
     graph, data_identity = load_data(dataset, root, modalities)
     seed_everything(first.train.seed)
     build_model(model, graph, run_model_kwargs(model_cls, first))

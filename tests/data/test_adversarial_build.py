@@ -178,3 +178,15 @@ def test_staging_folder_of_a_killed_build_is_removed(inter, tmp_path):
     (left / 'raw' / 'train.json').write_text('{}')
     build(inter, tmp_path / 'ds')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['ds', 'inter.csv']
+
+
+@pytest.mark.parametrize('option', ['--output', '--cache-dir'])
+def test_empty_output_folder_is_refused(option, inter, tmp_path, capsys, monkeypatch):
+    work = tmp_path / 'cwd'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ['build-dataset', '--interactions', inter, '--no-progress', option, '']
+    argv += ['--output', tmp_path / 'ds'] if option != '--output' else []
+    code, _, err = run_cli(argv, capsys)
+    assert_user_error(code, err, option, 'empty', 'Fix:')
+    assert list(work.iterdir()) == [] and not (tmp_path / 'ds').exists()

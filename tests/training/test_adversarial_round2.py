@@ -499,7 +499,7 @@ def test_allocator_failure_is_one_line_with_a_fix(error, tiny, tmp_path, capsys,
 
 
 def test_trainer_refuses_cutoffs_beyond_the_items_before_training(model_and_graph):
-    from mmssl_pyg.training import Trainer, TrainConfig
+    from mmssl_pyg.training import TrainConfig, Trainer
     model, graph = model_and_graph
     with pytest.raises(ConfigError, match='exceed the number of items'):
         Trainer(model, graph, TrainConfig(ks=(20, 10**6)))
@@ -519,3 +519,14 @@ def test_tune_root_with_a_dataset_folder_is_refused(tiny, tmp_path, capsys):
                             *ONE_EPOCH], capsys)
     assert_user_error(code, err, '--root', 'is a folder')
     assert not (tmp_path / 'study').exists()
+
+
+@pytest.mark.parametrize('option', ['--run-dir', '--preset-dir'])
+def test_tune_empty_folder_option_is_refused(option, tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ['tune', '--model', 'mf', '--dataset', tiny, '--trials', '1', '--wandb', 'disabled',
+            *ONE_EPOCH]
+    argv += [option, ''] + (['--run-dir', tmp_path / 'study'] if option != '--run-dir' else [])
+    code, _, err = run_cli(argv, capsys)
+    assert_user_error(code, err, option, 'empty')
+    assert list(tmp_path.iterdir()) == []
