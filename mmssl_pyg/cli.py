@@ -418,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         warnings.showwarning = show
-        from .utils.io import remove_generated_modules
-        remove_generated_modules()  # PyG's rendered propagate modules: nothing left in /tmp
+        from .utils.io import remove_generated_modules_at_exit
+        remove_generated_modules_at_exit()  # PyG's rendered propagate modules: none left in /tmp
 
 
 if __name__ == '__main__':

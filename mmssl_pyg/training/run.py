@@ -21,7 +21,7 @@ from ..utils.io import (
     atomic_write,
     check_folder,
     clean_stale_tmp,
-    remove_generated_modules,
+    remove_generated_modules_at_exit,
 )
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import (
@@ -204,7 +204,7 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
                           precision, force, force_reload, tuned)
     finally:
         ctx.shutdown()
-        remove_generated_modules()  # PyG's rendered propagate modules (see the function)
+        remove_generated_modules_at_exit()  # PyG's rendered propagate modules (see there)
 
 
 def _on_rank0(ctx: DistContext, fn):

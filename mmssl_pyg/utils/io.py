@@ -467,6 +467,20 @@ def remove_generated_modules() -> list[Path]:
     return removed
 
 
+_AT_EXIT: list[bool] = []
+
+
+def remove_generated_modules_at_exit() -> None:
+    """Run :func:`remove_generated_modules` when the process exits (registered once).
+
+    Not at once: ``torch.jit.script`` of a layer reads its rendered module's source, so the
+    files stay while the process may still need them."""
+    if not _AT_EXIT:
+        import atexit
+        atexit.register(remove_generated_modules)
+        _AT_EXIT.append(True)
+
+
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike, what: str = 'run folder') -> Iterator[FolderLock]:
     """``with locked(folder):`` holds a :class:`FolderLock` and cleans stale ``.tmp`` files

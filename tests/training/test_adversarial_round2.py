@@ -530,3 +530,17 @@ def test_tune_empty_folder_option_is_refused(option, tiny, tmp_path, capsys, mon
     code, _, err = run_cli(argv, capsys)
     assert_user_error(code, err, option, 'empty')
     assert list(tmp_path.iterdir()) == []
+
+
+def test_python_api_run_leaves_no_generated_module_at_exit(tiny, tmp_path):
+    tmp = tmp_path / 'tmp'
+    tmp.mkdir()
+    code = ('import sys; from mmssl_pyg.training.run import train_run; '
+            f'train_run("lightgcn", {str(tiny)!r}, run_dir={str(tmp_path / "run")!r}, '
+            'epochs=1, wandb="disabled", progress=False, device="cpu", '
+            'overrides=["num_threads=1", "embedding_dim=8", "batch_size=64"])')
+    env = {**os.environ, 'TMPDIR': str(tmp), 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == []
