@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='do not write the tuned preset')
     tune.add_argument('--preset-dir', default=None,
                       help='where the tuned preset goes (default mmssl_pyg/configs/tuned)')
+    tune.add_argument('--force', action='store_true',
+                      help='replace an existing tuned preset (otherwise refused before the '
+                           'study runs)')
 
     ev = sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
     ev.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
@@ -281,7 +284,8 @@ def _train(args) -> int:
 
 def _tune(args) -> int:
     from .training.tune import tune
-    tune(args.model, args.dataset, args.trials, args.timeout, storage=args.storage,
+    tune(args.model, args.dataset, args.trials, args.timeout, force=args.force,
+         storage=args.storage,
          study_name=args.study_name, seed=args.seed, overrides=args.overrides,
          config_file=args.config_file, root=args.root, modalities=args.modalities,
          device=args.device, wandb=args.wandb, prune=not args.no_prune, run_dir=args.run_dir,
@@ -366,10 +370,35 @@ def _report(err: BaseException) -> str:
     if isinstance(err, OSError) and not isinstance(err, (ValueError, FileNotFoundError)) \
             and err.errno is not None:
         return describe_os_error(err, err.filename or '?', 'cannot access')
-    if isinstance(err, MemoryError):
-        return (f'out of memory ({err or "allocation failed"}). Fix: lower batch_size / '
-                f'eval_batch_size, or use a machine with more memory')
+    if isinstance(err, MemoryError) or _allocator_failure(err):
+        return (f'out of memory{_allocation_size(str(err))}. Fix: lower batch_size / '
+                f'eval_batch_size (or embedding_dim), or use a machine (or GPU) with more '
+                f'memory')
+    if isinstance(err, RecursionError):
+        return ('an input is nested too deeply to be read (thousands of levels of lists or '
+                'mappings). Fix: check the files the command reads (set MMSSL_PYG_DEBUG=1 to '
+                'see which)')
     return str(err)
+
+
+def _allocator_failure(err: BaseException) -> bool:
+    """A RuntimeError of torch's CPU or CUDA allocator (its text names no file and no fix)."""
+    import torch
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or isinstance(err, RuntimeError) and any(
+        s in text for s in ("can't allocate memory", 'not enough memory', 'out of memory',
+                            'DefaultCPUAllocator'))
+
+
+def _allocation_size(text: str) -> str:
+    """`` (tried to allocate 1.5 GiB)`` from an allocator's text, or nothing."""
+    import re
+    m = re.search(r'allocate (\d+) bytes', text)
+    if m is not None:
+        return f' (tried to allocate {int(m.group(1)) / 2**30:.2f} GiB)'
+    m = re.search(r'allocate ([\d.]+ [KMGT]iB)', text)
+    return f' (tried to allocate {m.group(1)})' if m is not None else \
+        ('' if not text or 'alloc' in text or 'memory' in text else f' ({text})')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print('interrupted', file=sys.stderr)
         return 130
     except (ValueError, KeyError, OSError, ImportError, RuntimeError, FloatingPointError,
-            MemoryError) as err:
+            MemoryError, RecursionError) as err:
         # Bad arguments, config keys, files, data, outputs, missing optional packages, a
         # diverged loss: a message naming the culprit and the fix instead of a traceback
         # (MMSSL_PYG_DEBUG=1 shows it).
@@ -405,11 +434,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f'{prefix}: error: {_report(err)}', file=sys.stderr)
         from .training.tracking import TrackerError
-        if isinstance(err, RuntimeError) and not isinstance(err, (ValueError, TrackerError)):
+        if isinstance(err, RuntimeError) and not isinstance(err, (ValueError, TrackerError)) \
+                and not _allocator_failure(err):
             print('(set MMSSL_PYG_DEBUG=1 for the traceback)', file=sys.stderr)
         return 2
     finally:
         warnings.showwarning = show
+        from .utils.io import remove_generated_modules_at_exit
+        remove_generated_modules_at_exit()  # PyG's rendered propagate modules: none left in /tmp
 
 
 if __name__ == '__main__':

@@ -4,15 +4,21 @@ image paths it encodes, and :class:`BuildResult`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
 import string
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
 
+from ..utils.io import OutputError, describe_os_error, pid_alive
 from .readers import FEATURE_FILE, RAW_FORMATS
 from .stats import format_stats
 from .table import Table, _examples
@@ -66,35 +72,105 @@ class OutputExistsError(FileExistsError, ValueError):
     """The output folder already holds a dataset and ``overwrite`` is off."""
 
 
-def _prepare_output(root: Path, overwrite: bool) -> None:
+def _old_dataset(root: Path) -> list[Path]:
+    """The files and folders of a dataset already in ``root`` that a build replaces: the raw
+    splits, the id map, the feature files, ``build_info.json`` and ``processed/`` (derived
+    from the old raw files)."""
     raw = root / 'raw'
-    existing = [p for p in [*(raw / f for f in _SPLIT_FILES), raw / ID_MAP_FILE,
-                            root / BUILD_INFO_FILE] if p.exists()]
-    existing += sorted(raw.glob(FEATURE_FILE.format('*'))) if raw.is_dir() else []
+    found = [p for p in [*(raw / f for f in _SPLIT_FILES), raw / ID_MAP_FILE,
+                         root / BUILD_INFO_FILE, root / 'processed']
+             if p.exists() or p.is_symlink()]
+    found += sorted(raw.glob(FEATURE_FILE.format('*'))) if raw.is_dir() else []
+    return found
+
+
+def _prepare_output(root: Path, overwrite: bool) -> None:
+    existing = _old_dataset(root)
     if existing and not overwrite:
+        names = [str(p.relative_to(root)) + ('/' if p.is_dir() else '') for p in existing]
         raise OutputExistsError(
-            f'{root} already holds a dataset ({", ".join(p.name for p in existing[:4])}'
-            f'{", ..." if len(existing) > 4 else ""}); nothing was overwritten. Fix: pass '
+            f'{root} already holds a dataset ({", ".join(names[:4])}'
+            f'{", ..." if len(names) > 4 else ""}); nothing was overwritten. Fix: pass '
             '--force (overwrite=True) to replace it, or choose another output folder')
 
 
-def _write_output(root: Path, splits: dict[str, dict[int, list[int]]],
+def _staging_dir(root: Path) -> Path:
+    """A new, empty sibling folder of ``root`` where a build writes before the swap
+    (``.<name>.build-<pid>-XXXX``); those of killed builds are removed first."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        for old in root.parent.glob(f'.{glob_escape(root.name)}.build-*'):
+            m = re.fullmatch(rf'\.{re.escape(root.name)}\.build-(\d+)-\w+', old.name)
+            if m is not None and old.is_dir() and not old.is_symlink() and \
+                    not pid_alive(int(m.group(1))):
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=f'.{root.name}.build-{os.getpid()}-',
+                                     dir=root.parent))
+    except OSError as err:
+        raise OutputError(describe_os_error(err, root.parent, 'cannot create a folder in'))\
+            from err
+
+
+def _write_output(stage: Path, splits: dict[str, dict[int, list[int]]],
                   features: dict[str, np.ndarray], id_map: dict, info: dict) -> None:
-    raw = root / 'raw'
-    raw.mkdir(parents=True, exist_ok=True)
-    for p in [*raw.glob(FEATURE_FILE.format('*')), root / BUILD_INFO_FILE]:
-        p.unlink(missing_ok=True)  # only with overwrite=True (checked before)
-    if (root / 'processed').is_dir():  # derived from the old raw files: stale now
-        shutil.rmtree(root / 'processed')
-    for split, fname in RAW_FORMATS['json'].items():
-        with open(raw / fname, 'w') as f:
-            json.dump({str(u): items for u, items in splits[split].items()}, f)
-    for m, feat in features.items():
-        np.save(raw / FEATURE_FILE.format(m), feat.astype(np.float32))
-    with open(raw / ID_MAP_FILE, 'w') as f:
-        json.dump(id_map, f)
-    with open(root / BUILD_INFO_FILE, 'w') as f:
+    """Write the dataset into the staging folder ``stage`` (see :func:`_swap_in`)."""
+    raw = stage / 'raw'
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for split, fname in RAW_FORMATS['json'].items():
+            with open(raw / fname, 'w') as f:
+                json.dump({str(u): items for u, items in splits[split].items()}, f)
+        for m, feat in features.items():
+            np.save(raw / FEATURE_FILE.format(m), feat.astype(np.float32))
+        with open(raw / ID_MAP_FILE, 'w') as f:
+            json.dump(id_map, f)
+        _write_info(stage, info)
+    except OSError as err:
+        raise OutputError(describe_os_error(err, stage, 'cannot write the new dataset')) \
+            from err
+
+
+def _write_info(folder: Path, info: dict) -> None:
+    with open(folder / BUILD_INFO_FILE, 'w') as f:
         json.dump(info, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _swap_in(stage: Path, root: Path) -> None:
+    """Replace the dataset in ``root`` by the one built in ``stage``, with renames only.
+
+    The old dataset's files (:func:`_old_dataset`) are first moved aside into a second sibling
+    folder, then the new files are moved in, then the old ones are deleted. Any failure puts
+    the old files back; nothing else in ``root`` (an encoder cache, the user's own files) is
+    touched."""
+    aside = Path(tempfile.mkdtemp(prefix=f'.{root.name}.old-', dir=root.parent))
+    moved: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for old in _old_dataset(root):
+            dest = aside / old.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old, dest)
+            moved.append((old, dest))
+        (root / 'raw').mkdir(parents=True, exist_ok=True)
+        for new in [*sorted((stage / 'raw').iterdir()), stage / BUILD_INFO_FILE]:
+            target = root / new.relative_to(stage)
+            os.replace(new, target)
+            placed.append(target)
+    except BaseException as err:
+        for target in placed:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        for old, dest in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(dest, old)
+        shutil.rmtree(aside, ignore_errors=True)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise OutputError(describe_os_error(err, root, 'cannot replace the dataset in'))\
+                from err
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def item_texts(table: Table, text_cols: Sequence[str], template: str | None = None,

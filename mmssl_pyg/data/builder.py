@@ -36,7 +36,7 @@ cannot run offline raise :class:`~mmssl_pyg.data.encoders.EncoderError`.
 """
 from __future__ import annotations
 
-import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -50,6 +50,9 @@ from .build_output import (  # noqa: F401 - re-exported: the historical import p
     OutputExistsError,
     _image_paths,
     _prepare_output,
+    _staging_dir,
+    _swap_in,
+    _write_info,
     _write_output,
     item_texts,
 )
@@ -181,6 +184,10 @@ def build_dataset(
         ...                        text_cols=['title', 'genres'])
         >>> dataset = load_dataset('datasets/my-data')
     """
+    for option, folder in (('--output / output', output), ('--cache-dir / cache_dir', cache_dir)):
+        if folder is not None and str(folder).strip() == '':
+            raise ValueError(f'{option} is empty: it would name the current folder. Fix: give '
+                             f'a folder path, e.g. datasets/my-data')
     root = Path(output).expanduser()
     name = name or root.resolve().name
     if split not in SPLIT_MODES:
@@ -361,16 +368,23 @@ def build_dataset(
                        for m, f in features.items()},
         'counts': counts,
     }
-    _write_output(root, splits, features, id_map, info)
-    data = read_mmssl_folder(root / 'raw', list(features), name)
-    stats = dataset_stats(data)
-    expected = {s: sum(map(len, splits[s].values())) for s in splits}
-    if (stats['users'], stats['items']) != (num_users, num_items) or \
-            any(stats[s] != expected[s] for s in expected):
-        raise RuntimeError(f'{root}: the folder read back ({stats}) differs from what was '
-                           f'built ({num_users} users, {num_items} items, {expected}); please '
-                           'report this bug')
-    info['stats'] = {k: v for k, v in stats.items() if k != 'name'}
-    with open(root / BUILD_INFO_FILE, 'w') as f:
-        json.dump(info, f, indent=2)
+    # Built into a sibling folder, read back, then swapped in with renames: a failure (a full
+    # disk, a kill) leaves the dataset already in the output folder as it was.
+    stage = _staging_dir(root)
+    try:
+        _write_output(stage, splits, features, id_map, info)
+        data = read_mmssl_folder(stage / 'raw', list(features), name)
+        stats = dataset_stats(data)
+        expected = {s: sum(map(len, splits[s].values())) for s in splits}
+        if (stats['users'], stats['items']) != (num_users, num_items) or \
+                any(stats[s] != expected[s] for s in expected):
+            raise RuntimeError(f'{root}: the folder read back ({stats}) differs from what was '
+                               f'built ({num_users} users, {num_items} items, {expected}); '
+                               'please report this bug')
+        info['stats'] = {k: v for k, v in stats.items() if k != 'name'}
+        _write_info(stage, info)
+        _prepare_output(root, overwrite)  # again: another process may have written meanwhile
+        _swap_in(stage, root)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return BuildResult(root, stats, counts, encoded)

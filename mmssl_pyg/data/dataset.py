@@ -349,7 +349,12 @@ class MMSSLDataset(InMemoryDataset):
                  'Expected files:']
         width = max(len(f) for f in self.raw_file_names)
         for f in self.raw_file_names:
-            state = 'MISSING' if f in missing else 'present'
+            state = 'present'
+            if f in missing:
+                path = Path(self.raw_dir) / f
+                state = ('MISSING (a folder, not a file)' if path.is_dir() else
+                         'MISSING (a broken symbolic link: its target is missing or a loop)'
+                         if path.is_symlink() else 'MISSING')
             modality = modality_from_file(f)
             if modality is None:
                 shape = ('JSON object user id -> list of item ids' if f.endswith('.json')
@@ -360,6 +365,7 @@ class MMSSLDataset(InMemoryDataset):
                 rows = items.replace(',', '') if items else 'num_items'
                 shape = f'float array [{rows}, {dims.get(modality, "dim")}] ({modality} features)'
             lines.append(f'  {f:<{width}}  {state:<7}  {shape}')
+        lines += _modality_typos(missing, available_modalities(self.raw_dir))
         if self.raw_format == 'json':
             lines.append('Instead of the three JSON files, the DiffMM pickles trnMat.pkl, '
                          'valMat.pkl, tstMat.pkl, or the MMSSL train_mat with val.json and '
@@ -380,6 +386,21 @@ class MMSSLDataset(InMemoryDataset):
                      'downloaded), or load a subset with modalities=[...] (modalities=[] '
                      'needs only the split files).')
         return '\n'.join(lines)
+
+
+def _modality_typos(missing: list[str], found: list[str]) -> list[str]:
+    """A line per asked modality that has no file but resembles one that has."""
+    import difflib
+    lines = []
+    for f in missing:
+        m = modality_from_file(f)
+        if m is None or m in found:
+            continue
+        close = difflib.get_close_matches(m, found, n=1)
+        if close:
+            lines.append(f'Modality {m!r} has no file {f}: did you mean {close[0]!r} '
+                         f'(--modalities {close[0]})?')
+    return lines
 
 
 # the modules split out of this one, under their historical import path

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils.io import atomic_write
+
 #: ImageNet channel statistics used by torchvision's classification weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -388,7 +390,5 @@ def encode_cached(encoder: Callable, inputs: Sequence, modality: str,
             return arr.astype(np.float32, copy=False), file
     arr = _check_output(encoder, encoder(inputs), len(inputs), modality)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + '.tmp.npy')
-    np.save(tmp, arr)
-    os.replace(tmp, file)
+    atomic_write(file, lambda f: np.save(f, arr))  # no partial file, no .tmp left behind
     return arr, None

@@ -111,6 +111,9 @@ def read_json_split(path: str | PathLike) -> SplitPairs:
                           f'put {path.name} next to the other raw files') from err
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
         raise DatasetFormatError(path, 'JSON', f'not valid JSON ({err})', _JSON_FIX) from err
+    except RecursionError:
+        raise DatasetFormatError(path, 'JSON', 'nested too deeply to be a split (lists inside '
+                                 'lists, thousands of levels)', _JSON_FIX) from None
     if not isinstance(obj, _JSONObject):
         raise DatasetFormatError(
             path, 'top level', 'expected a JSON object of user id -> list of item ids, got '
@@ -252,6 +255,10 @@ def read_features(path: str | PathLike) -> np.ndarray:
         raise _open_error(path, err, 'feature file',
                           f'put {path.name} (one row per item) next to the split files, or '
                           'leave that modality out with modalities=[...]') from err
+    except EOFError as err:  # 0 bytes, or cut off inside the header
+        raise DatasetFormatError(path, 'format', f'empty or truncated ({path.stat().st_size} '
+                                 f'bytes; {err})', 'write the file again with np.save(path, '
+                                 'feat.astype(np.float32))') from err
     except ValueError as err:  # object arrays, bad header
         raise DatasetFormatError(path, 'format', f'not a readable .npy array ({err})',
                                  'save the features with np.save(path, '

@@ -98,6 +98,10 @@ def read_table(path: str | PathLike, columns: Sequence[str] | None = None,
         return _read_parquet(path, wanted)
     if sep is None:
         sep = '\t' if path.suffix.lower() in TAB_SUFFIXES else ','
+    if not isinstance(sep, str) or len(sep) != 1 or sep in '"\r\n':
+        raise ValueError(f'--sep / sep={sep!r} for {path}: the field separator must be one '
+                         f'character other than a quote or a line break. Fix: e.g. --sep , or '
+                         f"--sep ';' (a tab: --sep $'\\t')")
     try:
         with open(path, newline='', encoding='utf-8') as f:
             reader = csv.reader(f, delimiter=sep)
@@ -172,7 +176,30 @@ def _ids(table: Table, name: str, option: str) -> np.ndarray:
         raise DatasetFormatError(table.source, f'column "{name}"',
                                  f'{int(empty.sum())} empty id(s) (first at {table.where(k)})',
                                  'give every row an id, or remove those rows')
-    return values.astype(str)
+    values = values.astype(str)
+    _check_numeric_aliases(table, name, values)
+    return values
+
+
+def _check_numeric_aliases(table: Table, name: str, values: np.ndarray) -> None:
+    """Refuse ids that are different texts of one number (``1`` and ``1.0``, ``7`` and
+    ``07``): read as typed they would become two users or items."""
+    seen: dict = {}
+    for text in np.unique(values).tolist():
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        if number != number or number in (float('inf'), float('-inf')):
+            continue
+        other = seen.setdefault(number, text)
+        if other != text:
+            first = int(np.flatnonzero(values == text)[0])
+            raise DatasetFormatError(
+                table.source, f'column "{name}"',
+                f'ids {other!r} and {text!r} are two spellings of the number {number:g} (first '
+                f'{text!r} at {table.where(first)}); they would become two different ids',
+                'write each id one way (e.g. all as integers), or make them non-numeric')
 
 
 def _bad_value(table: Table, name: str, k: int, problem: str, fix: str):

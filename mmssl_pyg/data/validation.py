@@ -160,6 +160,12 @@ def check_features(path, feat: np.ndarray) -> None:
         raise DatasetFormatError(
             path, 'shape', f'expected a 2-D array [num_items, dim], got shape {feat.shape}',
             'save one row per item, e.g. np.save(path, feat.reshape(num_items, -1))')
+    if feat.shape[1] == 0 or feat.shape[0] == 0:
+        raise DatasetFormatError(
+            path, 'shape', f'the feature matrix has shape {feat.shape}: no '
+            f'{"column" if feat.shape[1] == 0 else "row"}, so it holds no feature',
+            'save one row of at least one value per item, or delete the file to leave that '
+            'modality out')
     if feat.dtype.kind not in 'fiu':
         raise DatasetFormatError(
             path, 'dtype', f'expected a numeric array, got dtype {feat.dtype}',

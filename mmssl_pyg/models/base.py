@@ -76,6 +76,15 @@ def l2_reg(*tensors: Tensor) -> Tensor:
     return sum(t.pow(2).sum() for t in tensors) / (2 * max(n, 1))
 
 
+def graph_signature(graph: RecGraph) -> tuple[int, int, int, int]:
+    """``(users, items, training edges, a checksum of them)``: cheap, device-independent, and
+    different for another graph (a model's adjacency and tables are sized by the graph it was
+    built on)."""
+    ei = graph.train_edge_index
+    check = int((ei[0] * 1_000_003 + ei[1]).sum()) if ei.numel() else 0
+    return graph.num_users, graph.num_items, int(ei.size(1)), check
+
+
 class Recommender(torch.nn.Module):
     """Base class: see the module docstring for the contract."""
 
@@ -100,6 +109,9 @@ class Recommender(torch.nn.Module):
                 f'<modality>_feat.npy files or pick an ID-only model (mf, lightgcn, sgl).')
         self.num_users = graph.num_users
         self.num_items = graph.num_items
+        #: Which training graph the model was built on (:func:`graph_signature`): the trainer
+        #: refuses another one.
+        self.graph_signature = graph_signature(graph)
 
     def register_adjacency(self, graph: RecGraph, norm: str = 'sym') -> None:
         """Register the normalised training graph as buffers ``adj_ui`` (users x items) and
@@ -147,6 +159,14 @@ class Recommender(torch.nn.Module):
         scored at once. With ``return_scores``: ``(items, scores)``. Uses the model's
         current mode (call :meth:`eval` first to switch dropout off)."""
         from ..nn.topk import blockwise_topk
+        users = torch.as_tensor(users, dtype=torch.long)
+        bad = users[(users < 0) | (users >= self.num_users)]
+        if bad.numel():
+            raise ValueError(f'user ids {bad.tolist()[:10]} are out of range: the model has '
+                             f'users 0..{self.num_users - 1}. Fix: pass ids in that range')
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_items:
+            raise ValueError(f'k must be an integer in 1..{self.num_items} (the number of '
+                             f'items), got {k!r}')
         user_emb, item_emb = self.get_embedding()
         dev = user_emb.device
         users = users.to(dev)

@@ -38,7 +38,7 @@ from torch_geometric.metrics import (
 
 from ..data.graph import RecGraph, csr_rows, unique_edges
 from ..nn.topk import _csr_gather, blockwise_topk
-from .options import DEFAULT_KS, METRIC_NAMES
+from .options import DEFAULT_KS, METRIC_NAMES, check_cutoffs, check_option
 
 SPLITS = ('val', 'test')
 
@@ -84,7 +84,7 @@ def evaluate_embeddings(user_emb: Tensor, item_emb: Tensor, graph: RecGraph,
     :class:`~mmssl_pyg.training.distributed.DistContext`; each process ranks its share of the
     users and the sums are all-reduced (every process gets the same result).
     """
-    ks = tuple(sorted({int(k) for k in ks}))
+    ks = _checked_ks(ks)
     device = user_emb.device
     max_k = max(ks)
     pairs = heldout_pairs(graph, split).to(device)
@@ -145,9 +145,17 @@ def evaluate(model, graph: RecGraph, split: str = 'val', ks: Sequence[int] = DEF
     Returns:
         ``{'recall@K', 'precision@K', 'ndcg@K', 'hit@K'}`` for each ``K`` in ``ks``.
     """
+    check_cutoffs(_checked_ks(ks), graph.num_items, 'ks')  # a model's top-k: at most all items
     user_emb, item_emb = inference_embeddings(model)
     return evaluate_embeddings(user_emb, item_emb, graph, split, ks, exclude_val_at_test,
                                batch_size, progress, distributed)
+
+
+def _checked_ks(ks) -> tuple[int, ...]:
+    """Sorted distinct cut-offs, each a positive integer (the option rule of ``ks``)."""
+    if not isinstance(ks, (int, str)):
+        ks = list(dict.fromkeys(k.item() if hasattr(k, 'item') else k for k in ks))
+    return tuple(sorted(set(check_option('train', 'ks', ks, source='', label='ks'))))
 
 
 @torch.no_grad()

@@ -15,10 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ..nn.encoder import COLD_ITEM_MODES, CONTENT_SCALES
 from ..nn.losses import CL_PAIRINGS
+from ..utils.yamlio import load_yaml
 
 #: Cut-offs of the reported metrics (``TrainConfig.ks``, ``mmssl-pyg evaluate --ks``).
 DEFAULT_KS = (10, 20, 50)
@@ -294,7 +293,7 @@ def _convert(value: Any, rule: Rule, source: str, key: str, element: bool = Fals
     if kind is tuple:
         items = value
         if isinstance(value, str):  # "10,20,50"
-            items = [yaml.safe_load(v) for v in value.split(',') if v.strip()]
+            items = [load_yaml(v) for v in value.split(',') if v.strip()]
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             items = [value]
         if not isinstance(items, (list, tuple)) or not items:

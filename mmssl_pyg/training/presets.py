@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ..utils.yamlio import load_yaml
 from .options import (
     ConfigError,
     TrainConfig,
@@ -64,12 +65,24 @@ def preset_path(model_name: str) -> Path:
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'config file {str(path)!r} does not exist')
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ConfigError(f'config file {str(path)!r} is not valid YAML: {err}') from None
+        what = ('is a folder, not a file' if path.is_dir() else
+                'is a broken symbolic link (its target is missing, or a loop)'
+                if path.is_symlink() else 'does not exist')
+        raise FileNotFoundError(f'config file {str(path)!r} {what}. Fix: give the path of a '
+                                f'YAML file with model: and/or train: sections')
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = load_yaml(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f'config file {str(path)!r} is not valid YAML: {err}') from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f'config file {str(path)!r} is not UTF-8 text ({err.reason} at byte '
+                          f'{err.start}). Fix: save it as UTF-8 YAML with model: and/or train: '
+                          f'sections') from None
+    except RecursionError:
+        raise ConfigError(f'config file {str(path)!r} is nested too deeply to be a config. Fix: '
+                          f'write model: and/or train: sections of key: value lines') from None
+
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -141,7 +154,7 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
         if not key:
             raise ConfigError(f'override {item!r} has an empty key')
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         out.append((key, value))
@@ -194,7 +207,7 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
     else:
         path = preset_path(model_name)
         if path.is_file():
-            preset = yaml.safe_load(path.read_text()) or {}
+            preset = load_yaml(path.read_text()) or {}
             for section in ('model', 'train'):
                 default, per_dataset = _preset_section(preset, section, dataset)
                 apply(default, section, f'preset {path.name} ({section}.default)')

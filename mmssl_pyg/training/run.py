@@ -15,7 +15,14 @@ from typing import Any
 import yaml
 
 from ..data.graph import RecGraph
-from ..utils.io import FolderLock, atomic_write, check_folder, clean_stale_tmp
+from ..utils.io import (
+    LOCK_NAME,
+    FolderLock,
+    atomic_write,
+    check_folder,
+    clean_stale_tmp,
+    remove_generated_modules_at_exit,
+)
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import (
     ConfigError,
@@ -92,6 +99,15 @@ def load_data(dataset: str, root: str | None = None, modalities: list[str] | Non
     return graph, identity
 
 
+def check_root_option(dataset: str | None, root: str | None) -> None:
+    """``--root`` names the folder of a dataset *name*; with a dataset folder it would be
+    ignored, so it is refused."""
+    if root is not None and dataset is not None and _is_path(dataset):
+        raise ConfigError(f'--root {root!r} is given, but --dataset {dataset!r} is a folder: the '
+                          f'folder is the dataset and --root would be ignored. Fix: drop --root, '
+                          f'or pass --dataset NAME --root FOLDER')
+
+
 def build_model(model_name: str, graph: RecGraph, model_kwargs: dict[str, Any]):
     from ..models import get_model_class
     return get_model_class(model_name)(graph, **model_kwargs)
@@ -164,9 +180,11 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
     ``'online'``). ``resume=True`` continues the run in ``run_dir`` with its saved options,
     data and wandb run; only the :data:`RESUMABLE` trainer options may change.
 
-    Safety: every check (options, data, the run folder, a resumable ``last.pt``, a wandb
-    login) runs before anything is written; a folder that holds a run (any of
-    :data:`RUN_FILES`) is refused unless ``resume`` or ``force`` (which replaces those files);
+    Safety: every check (options, data, the model's and the trainer's constructors, the run
+    folder, a resumable ``last.pt``, a wandb login) runs before anything is written or deleted;
+    a folder that holds a run (any of :data:`RUN_FILES`) is refused unless ``resume`` or
+    ``force`` (which replaces those files once the new model and trainer are built); a folder
+    the run created is removed again when the run fails before writing into it;
     the folder is locked (``.lock``) while the run uses it and stale ``.tmp`` files are
     removed; ``force_reload`` re-processes the dataset.
     ``tuned=True`` applies the model's tuned preset for the dataset
@@ -186,6 +204,7 @@ def train_run(model: str | None = None, dataset: str | None = None, root: str | 
                           precision, force, force_reload, tuned)
     finally:
         ctx.shutdown()
+        remove_generated_modules_at_exit()  # PyG's rendered propagate modules (see there)
 
 
 def _on_rank0(ctx: DistContext, fn):
@@ -212,6 +231,7 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
         raise ConfigError('--resume continues a run and --force replaces it: give one of them')
     if run_dir is not None:
         check_folder(run_dir, '--run-dir')
+    check_root_option(dataset, root)
     if resume:
         if run_dir is None:
             raise ConfigError('--resume needs --run-dir: the folder of the run to continue')
@@ -259,8 +279,16 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
     check_cutoffs(options.train.ks, graph.num_items, 'ks')
     if saved is not None:
         check_same_data(saved.get('data'), identity, f'run {run_dir}')
+    # The model and the trainer are built before the run folder is touched: their own checks
+    # (an ablation name, missing features, the critic memory check, ...) refuse the command
+    # while an old run (replaced by --force) and the folder are still as they were.
+    model_kwargs = run_model_kwargs(model_cls, options)
+    seed_everything(options.train.seed)
+    net = model_cls(graph, **model_kwargs)
+    trainer = Trainer(net, graph, options.train, distributed=ctx)
 
     lock: FolderLock | None = None
+    created_dir: list[Path] = []
 
     def prepare_run_dir() -> Path:
         nonlocal lock
@@ -271,6 +299,8 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
         path = check_folder(path, '--run-dir')
         created = not path.exists()
         lock = FolderLock(path).acquire()
+        if created:
+            created_dir.append(path)
         try:
             clean_stale_tmp(path, all_tmp=True)  # ours while locked: left by a killed write
             if resume:
@@ -291,16 +321,31 @@ def _train_run(ctx, model, dataset, root, modalities, config_file, overrides, ep
 
     run_dir = _on_rank0(ctx, prepare_run_dir)
     try:
-        return _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options,
-                       graph, identity, saved, wandb, resume)
+        return _fit_in(ctx, run_dir, model, dataset, root, modalities, model_kwargs, options,
+                       graph, identity, saved, wandb, resume, trainer)
+    except BaseException:
+        if lock is not None and created_dir:
+            _remove_if_empty(created_dir[0], keep=LOCK_NAME)  # a refused run leaves no folder
+        raise
     finally:
         if lock is not None:
             lock.release()
+        if created_dir:
+            with contextlib.suppress(OSError):
+                created_dir[0].rmdir()  # only when nothing (not even a .lock) is left
 
 
-def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, graph,
-            identity, saved, wandb, resume) -> RunResult:
-    model_kwargs = run_model_kwargs(model_cls, options)
+def _remove_if_empty(folder: Path, keep: str) -> None:
+    """Remove the stale ``.tmp`` files of a folder this process created, so that
+    ``rmdir`` after the lock's release can remove a folder in which nothing was written."""
+    with contextlib.suppress(OSError):
+        if all(p.name == keep or (p.name.startswith('.') and p.name.endswith('.tmp'))
+               for p in folder.iterdir()):
+            clean_stale_tmp(folder, all_tmp=True)
+
+
+def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_kwargs, options, graph,
+            identity, saved, wandb, resume, trainer) -> RunResult:
     wandb_id = (saved or {}).get('wandb_id')
     # the data by absolute folder and content digest: evaluate from any folder finds it
     stored_dataset = identity['root'] if _is_path(dataset) else dataset
@@ -310,8 +355,6 @@ def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, 
               'data': identity,
               'model_kwargs': _plain(model_kwargs), 'train': options.train.to_dict()}
 
-    seed_everything(options.train.seed)
-    net = model_cls(graph, **model_kwargs)
     tracker = make_tracker(wandb if ctx.is_main else 'disabled', dir=run_dir,
                            name=run_dir.name, run_id=wandb_id)
     if ctx.is_main:
@@ -321,8 +364,9 @@ def _fit_in(ctx, run_dir, model, dataset, root, modalities, model_cls, options, 
     meta = {k: record[k] for k in ('model', 'dataset', 'root', 'modalities', 'dataset_name',
                                    'data', 'model_kwargs')}
     try:
-        trainer = Trainer(net, graph, options.train, tracker=tracker, checkpoint_dir=run_dir,
-                          meta=meta, distributed=ctx)
+        if ctx.is_main:
+            trainer.tracker = tracker
+        trainer.checkpoint_dir, trainer.meta = run_dir, meta
         fit = trainer.fit(resume=resume)
     finally:
         tracker.finish()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..utils.yamlio import load_yaml
 from .checkpoint import BEST, LAST, CheckpointError, load_checkpoint
 from .options import RESUMABLE, ConfigError
 
@@ -74,8 +75,8 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f'cannot resume: {path} does not exist (is {run_dir} a run '
                                 f'folder written by mmssl-pyg train?)')
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        saved = load_yaml(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise ConfigError(f'cannot resume: {path} is not valid YAML ({err}). Fix: restore it '
                           f'or start a new --run-dir') from None
     missing = [k for k in ('model', 'dataset', 'model_kwargs', 'train')
@@ -155,12 +156,22 @@ def _json_default(x):
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
+    """A checkpoint file, or a run folder (its ``best.pt``: the epoch selected on validation).
+
+    A run folder without ``best.pt`` is refused rather than silently read from ``last.pt``
+    (the last epoch, not the selected one): name ``last.pt`` to use it."""
+    if str(checkpoint).strip() == '':
+        raise FileNotFoundError('the checkpoint argument is empty. Fix: give a run folder or a '
+                                '.pt file')
     path = Path(checkpoint)
     if path.is_dir():
-        for name in (BEST, LAST):
-            if (path / name).exists():
-                return path / name
+        if (path / BEST).exists():
+            return path / BEST
+        if (path / LAST).exists():
+            raise FileNotFoundError(
+                f'run folder {str(path)!r} has no {BEST} (no epoch was selected on validation '
+                f'yet), only {LAST}. Fix: pass {str(path / LAST)!r} to use the last epoch, or '
+                f'finish the run with mmssl-pyg train --resume --run-dir {str(path)!r}')
         raise FileNotFoundError(f'run folder {str(path)!r} holds neither {BEST} nor {LAST}. '
                                 f'Fix: give a run folder written by mmssl-pyg train, or a .pt '
                                 f'file')

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from ..utils.io import atomic_write
+from ..utils.yamlio import load_yaml
 from .options import ConfigError, check_keys, model_option_types, train_option_types
 from .presets import _route, preset_block_key, preset_path
 
@@ -213,7 +215,7 @@ def load_search_space(model_name: str, dataset: str, path: str | os.PathLike | N
     if not path.is_file():
         raise ConfigError(f'{model_name} has no preset file {path}, so no search space; add a '
                           f'search: section there')
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path.read_text()) or {}
     space = parse_search_space(data.get(SEARCH_SECTION), dataset, str(path), model_cls,
                                model_name.lower())
     space.path = path
@@ -253,10 +255,7 @@ def write_tuned_preset(path: str | os.PathLike, model_name: str, dataset: str,
                            'model': sections.get('model') or {},
                            'train': sections.get('train') or {}}, sort_keys=False,
                           allow_unicode=True, width=100)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(head + body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, head + body)  # no .tmp left behind, even on a full disk
 
 
 def _git_commit() -> str:

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from ..data.graph import RecGraph
-from ..models.base import Batch, Recommender
+from ..models.base import Batch, Recommender, graph_signature
 from .checkpoint import BEST, LAST
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, check_cutoffs
 from .device import _amp_dtype, peak_memory_mb, resolve_device, seed_everything  # noqa: F401
 from .distributed import DistContext
 from .evaluator import evaluate
@@ -98,6 +98,15 @@ class Trainer(TrainerStateMixin):
                  tracker: Tracker | None = None, checkpoint_dir: str | Path | None = None,
                  meta: dict[str, Any] | None = None, distributed: DistContext | None = None):
         self.config = config = config or TrainConfig()
+        check_cutoffs(config.ks, graph.num_items, 'ks')  # before an epoch is trained
+        built_on = getattr(model, 'graph_signature', None)
+        if built_on is not None and tuple(built_on) != graph_signature(graph):
+            raise ValueError(
+                f'{type(model).__name__} was built on another graph ({built_on[0]} users, '
+                f'{built_on[1]} items, {built_on[2]} training edges) than the one given to '
+                f'Trainer ({graph.num_users} users, {graph.num_items} items, '
+                f'{graph.train_edge_index.size(1)} training edges). Fix: build the model on '
+                f'the graph you train it on')
         self.dist = dist = distributed if distributed is not None else DistContext.current()
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
@@ -179,6 +188,8 @@ class Trainer(TrainerStateMixin):
         if has_last:
             self._restore(self._load_on_rank0(last))
             resumed_from = self.epoch
+            if self.stopped_early and (not cfg.patience or self.bad_evals < cfg.patience):
+                self.stopped_early = False  # resumed with more patience: it trains on
         else:
             # each process its own noise stream (dropout, Gumbel, ...); rank 0 is the
             # single-process stream; every process draws the same batches

@@ -33,6 +33,7 @@ preset; the file is also a valid ``--config`` file.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shlex
@@ -152,6 +153,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
          device: str | None = None, wandb: str = 'offline', prune: bool = True,
          run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = 'runs',
          write_preset: bool = True, preset_dir: str | os.PathLike | None = None,
+         force: bool = False,
          heartbeat_interval: int = 60, grace_period: int = 180,
          startup_trials: int = TPE_STARTUP_TRIALS, multivariate: bool = False,
          prune_percentile: float = PRUNER_PERCENTILE,
@@ -189,6 +191,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         run_dir: the study folder (default ``<runs_root>/tune/<study_name>``).
         write_preset: write the best trial to ``<preset_dir>/<model>-<dataset>.yaml``
             (default folder: ``mmssl_pyg/configs/tuned``).
+        force: replace an existing tuned preset (otherwise refused before the study runs).
         heartbeat_interval, grace_period: seconds; a running trial whose process has not
             beaten for ``grace_period`` is marked failed and retried once with its parameters.
         log: receives the progress lines (default ``print``; one line per trial).
@@ -201,7 +204,15 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         raise ImportError('mmssl-pyg tune needs Optuna, which is not installed. Run `pip install '
                           '"mmssl-pyg[tune]"` (or `pip install optuna`).') from None
     from ..models import get_model_class
-    from .run import _dataset_key, build_model, load_graph, run_model_kwargs
+    from ..utils.io import check_folder
+    from .run import (
+        _dataset_key,
+        build_model,
+        check_root_option,
+        load_data,
+        load_graph,
+        run_model_kwargs,
+    )
     from .tracking import make_tracker
     from .trainer import NonFiniteLossError, Trainer, seed_everything
 
@@ -228,8 +239,20 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
     first = resolve_options(model_cls, key, model_name=model, config_file=config_file,
                             overrides=fixed + probe, train_updates=updates)
     metric = first.train.metric
+    # Before any file is written (study folder, database): the data, whose content digest is
+    # part of the study's identity, one model built on it (its own checks), and the preset.
+    check_root_option(dataset, root)
+    for option, folder in (('--run-dir', run_dir), ('--preset-dir', preset_dir)):
+        if folder is not None:
+            check_folder(folder, option, 'give a folder path')  # '' would mean the current one
+    graph, data_identity = load_data(dataset, root, modalities)
+    seed_everything(first.train.seed)
+    build_model(model, graph, run_model_kwargs(model_cls, first))
+    if write_preset:
+        _check_preset_target(tuned_preset_path(model, key, preset_dir), force)
     study_name = study_name or f'{model}-{key}'
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_root) / 'tune' / study_name
+    created_run_dir = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if storage is None:
         storage = f'sqlite:///{(run_dir / "study.db").resolve()}'
@@ -241,6 +264,9 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
                              heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                              failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
         except Exception as err:  # noqa: BLE001 - SQLAlchemy/driver errors vary
+            if created_run_dir:  # a refused command leaves no empty study folder
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
             raise ConfigError(f'--storage {_hide_password(storage)}: cannot open the study '
                               f'database ({type(err).__name__}: {err}). Use a SQLAlchemy URL '
                               f'such as sqlite:///path/study.db or '
@@ -254,7 +280,8 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
     sampler_text = f'TPESampler(n_startup_trials={startup_trials}, multivariate={multivariate})'
     study = optuna.create_study(storage=rdb, study_name=study_name, direction='maximize',
                                 pruner=pruner, load_if_exists=True)
-    identity = {'model': model, 'dataset': key, 'metric': f'val/{metric}',
+    identity = {**_data_and_options(data_identity, first, space.names),
+                'model': model, 'dataset': key, 'metric': f'val/{metric}',
                 'search_space': space.to_dict(),
                 'fixed': [f'{k}={v}' for k, v in fixed] +
                 ([f'--config {config_file}'] if config_file else []),
@@ -272,7 +299,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         f'{trials} finished trials' + (f', budget {timeout:.0f}s' if timeout else '') +
         f'; searching {", ".join(space.names)}')
 
-    graph_cache: dict[str, Any] = {}
+    graph_cache: dict[str, Any] = {'graph': graph}
 
     def objective(trial) -> float:
         t0 = time.perf_counter()
@@ -381,6 +408,10 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
             'command': 'mmssl-pyg ' + shlex.join(sys.argv[1:]) if sys.argv[0].endswith(
                 'mmssl-pyg') else shlex.join(sys.argv),
         }
+        if path.is_file() and not force:  # written by another process during the study
+            log(f'[tune {study_name}] {path} appeared while the study ran; it was not replaced '
+                f'(pass --force to replace it, or --preset-dir DIR to write elsewhere)')
+            return result
         if path.is_file():
             old = (yaml.safe_load(path.read_text()) or {}).get('provenance') or {}
             log(f'[tune {study_name}] replacing {path} (study {old.get("study")!r}, best '
@@ -404,20 +435,48 @@ def _check_search_settings(startup_trials, prune_percentile, prune_warmup, prune
 
 
 def _check_identity(study, identity: dict[str, Any], study_name: str, storage: str) -> None:
-    """Store what the study searches on its first use; refuse to mix another search into it."""
+    """Store what the study searches on its first use; refuse to mix another search into it
+    (other data, modalities, fixed options or ``--config`` content included)."""
     attrs = study.user_attrs
     if not attrs.get('identity'):
         study.set_user_attr('identity', identity)
         return
     old = attrs['identity']
-    diffs = [k for k in identity if _plain(old.get(k)) != _plain(identity[k])]
+    unknown = [k for k in _LATER_IDENTITY_KEYS if k in identity and k not in old]
+    if unknown:
+        warnings.warn(f'study {study_name!r} was created by an older version that did not record '
+                      f'its {" and ".join(unknown)}; they are not checked', UserWarning,
+                      stacklevel=3)
+    diffs = [k for k in identity if k not in unknown and _plain(old.get(k)) != _plain(identity[k])]
     if diffs:
-        detail = '; '.join(f'{k}: study has {old.get(k)!r}, asked {identity[k]!r}'
-                           for k in diffs)[:1500]
+        detail = '; '.join(_difference(k, old.get(k), identity[k]) for k in diffs)[:1500]
         raise ConfigError(
             f'study {study_name!r} in {_hide_password(storage)} was created for another search '
-            f'({detail}). Continue it with the same settings, or start a new study with '
-            f'--study-name or --storage.')
+            f'({detail}). Fix: continue it with the same data and settings, or start a new '
+            f'study with --study-name or --storage.')
+
+
+def _difference(key: str, old: Any, new: Any) -> str:
+    """One identity key's difference, the changed leaves only (a digest, a modality list, a
+    fixed option)."""
+    if key == 'data' and isinstance(old, dict) and isinstance(new, dict):
+        parts = []
+        if old.get('digest') != new.get('digest'):
+            parts.append(f'data: the study scored data with digest {str(old.get("digest"))[:12]}'
+                         f', the data found now has {str(new.get("digest"))[:12]} (other '
+                         f'content behind the same name)')
+        if _plain(old.get('modalities')) != _plain(new.get('modalities')):
+            parts.append(f'modalities: study has {old.get("modalities")}, asked '
+                         f'{new.get("modalities")}')
+        return '; '.join(parts)
+    if key == 'options' and isinstance(old, dict) and isinstance(new, dict):
+        parts = []
+        for section in ('model', 'train'):
+            a, b = old.get(section) or {}, new.get(section) or {}
+            parts += [f'{section}.{k}: study has {a.get(k)!r}, asked {b.get(k)!r}'
+                      for k in sorted(set(a) | set(b)) if _plain(a.get(k)) != _plain(b.get(k))]
+        return 'fixed options differ: ' + ', '.join(parts)
+    return f'{key}: study has {old!r}, asked {new!r}'
 
 
 def _plain(x):
@@ -427,3 +486,34 @@ def _plain(x):
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
     return x
+
+
+#: Identity keys added after studies already existed: a study without them (made by an older
+#: version) continues with a warning instead of being refused.
+_LATER_IDENTITY_KEYS = ('data', 'options')
+
+
+def _data_and_options(data: dict[str, Any], options, searched) -> dict[str, Any]:
+    """The parts of a study's identity that say which data and which fixed options it
+    scores: the data's content digest and loaded modalities, and every resolved option that
+    is neither searched nor without effect on a result (``--config`` content included)."""
+    from .options import NON_RESULT_TRAIN_KEYS
+    train = {k: v for k, v in options.train.to_dict().items()
+             if k not in searched and k not in NON_RESULT_TRAIN_KEYS}
+    model = {k: v for k, v in options.model_kwargs.items() if k not in searched}
+    return {'data': {'digest': data['digest'], 'modalities': list(data['modalities'])},
+            'options': _plain({'model': model, 'train': train})}
+
+
+def _check_preset_target(path: Path, force: bool) -> None:
+    """A tuned preset is never replaced without ``force`` (checked before the study runs)."""
+    if path.exists() and not force:
+        try:
+            old = (yaml.safe_load(path.read_text()) or {}).get('provenance') or {}
+            what = (f' (study {old.get("study")!r}, best {old.get("best_value")}, '
+                    f'{old.get("date")})' if isinstance(old, dict) and old else '')
+        except (OSError, yaml.YAMLError, AttributeError, UnicodeDecodeError):
+            what = ''
+        raise ConfigError(f'tuned preset {path} already exists{what}; nothing was run. Fix: '
+                          f'pass --force to replace it, --preset-dir DIR to write it elsewhere, '
+                          f'or --no-write')

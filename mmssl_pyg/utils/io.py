@@ -7,9 +7,9 @@ or the new one, never a half-written one, even when the process is killed or the
 up. Temporary files of killed processes are removed by :func:`clean_stale_tmp` at the next
 start.
 
-A run folder is used by one process at a time: :class:`FolderLock` creates ``.lock`` (with the
-owner's pid, host and start time) and refuses a folder that another live process holds; a lock
-left by a process that no longer runs is replaced.
+A run folder is used by one process at a time: :class:`FolderLock` holds an ``flock`` on
+``.lock`` (which records the owner's pid, host and start time) and refuses a folder that another
+live process holds; a lock left by a process that no longer runs is replaced, atomically.
 """
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ from collections.abc import Callable, Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 LOCK_NAME = '.lock'
 _TMP = re.compile(r'^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$')
@@ -74,6 +79,15 @@ def describe_load_error(err: Exception) -> str:
         return f'not a file of tensors and plain containers ({lines[0][:200]})'
     if 'magic number' in text:
         return f'not a PyTorch file ({lines[0][:200]})'
+    # torch's own text ("PytorchStreamReader failed reading zip archive: failed finding
+    # central directory. This is an internal miniz error...", or a bare number) says nothing
+    # a user can act on: name what it means instead.
+    if any(s in text for s in ('central directory', 'PytorchStreamReader', 'zip archive')):
+        return ('not a complete PyTorch file: truncated, damaged or another format (its zip '
+                'archive is cut off or corrupt: an interrupted copy or a full disk?)')
+    if 'invalid load key' in text or text.strip().isdigit() or not text.strip():
+        return ('not a complete PyTorch file: truncated, damaged or another format (it is not '
+                'a zip archive or a pickle: another kind of file under a .pt name)')
     detail = lines[0][:200] if lines else type(err).__name__
     return f'not a complete PyTorch file: truncated, damaged or another format ({detail})'
 
@@ -216,6 +230,8 @@ def check_folder(path: str | os.PathLike, option: str = '--run-dir',
                  fix: str = 'give a folder path: a new folder or an existing run folder') -> Path:
     """Raise :class:`OutputError` when ``path`` (or a parent) exists but is not a folder, or
     when the folder (or its nearest existing parent) is not writable."""
+    if str(path).strip() == '':
+        raise OutputError(f'{option} is empty: it would name the current folder. Fix: {fix}')
     p = Path(path)
     probe = p
     while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
@@ -227,6 +243,24 @@ def check_folder(path: str | os.PathLike, option: str = '--run-dir',
         raise OutputError(f'{option} {str(path)!r}: folder {str(probe)!r} is not writable. '
                           f'Fix: choose a writable location')
     return p
+
+
+def _try_flock(fd: int, wait: float = 0.0) -> bool:
+    """An exclusive ``flock`` on ``fd``, retried for ``wait`` seconds: whether it was
+    granted."""
+    if fcntl is None:  # pragma: no cover - no flock (Windows): O_EXCL creation only
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 def _process_start(pid: int) -> str | None:
@@ -256,22 +290,31 @@ class FolderLock:
         self.path = self.folder / LOCK_NAME
         self.what = what
         self.held = False
+        self._fd = -1
 
     def _record(self) -> dict:
         return {'pid': os.getpid(), 'host': socket.gethostname(),
                 'start': _process_start(os.getpid()), 'time': time.time()}
 
-    def _owner(self) -> dict | None:
-        """The lock's record; ``{}`` when it is empty or unreadable, ``None`` when gone."""
+    @staticmethod
+    def _parse(text: str) -> dict:
+        """The owner record in a lock file's text; ``{}`` when it is not one."""
         try:
-            owner = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
+            owner = json.loads(text)
+        except ValueError:
             return {}
         if not isinstance(owner, dict) or type(owner.get('pid')) is not int:
             return {}
         return owner
+
+    def _owner(self) -> dict | None:
+        """The lock's record; ``{}`` when it is empty or unreadable, ``None`` when gone."""
+        try:
+            return self._parse(self.path.read_text(errors='replace'))
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return {}
 
     def _stale(self, owner: dict) -> bool:
         if not owner:  # empty or unreadable: a writer killed between create and write
@@ -288,54 +331,154 @@ class FolderLock:
         now = _process_start(pid)
         return start is not None and now is not None and start != now
 
+    def _in_use(self, owner: dict | None, content: str = '') -> FolderLockedError:
+        """The refusal naming the owner, or saying plainly that the record is unreadable."""
+        where = f'{self.what} {str(self.folder)!r}'
+        fix = (f'wait for it to finish or choose another folder; if no mmssl-pyg process uses '
+               f'the folder, delete {str(self.path)!r}')
+        if owner:
+            try:
+                since = time.strftime('%Y-%m-%d %H:%M:%S',
+                                      time.localtime(float(owner.get('time'))))
+            except (TypeError, ValueError, OverflowError, OSError):
+                since = 'an unknown time'
+            return FolderLockedError(
+                f'{where} is in use by another mmssl-pyg process (pid {owner["pid"]} on '
+                f'{owner.get("host") or "an unknown host"}, since {since}). Fix: {fix}')
+        shown = repr(content[:40]) + ('...' if len(content) > 40 else '') if content \
+            else 'nothing'
+        return FolderLockedError(
+            f'{where} is in use: its lock {str(self.path)!r} holds no owner record (it holds '
+            f'{shown}) and is either held by a process that is still starting or was written '
+            f'less than 10 s ago. Fix: {fix}')
+
     def acquire(self) -> FolderLock:
+        """Take the lock, or raise :class:`FolderLockedError`.
+
+        Atomic: ``.lock`` is opened (created when missing) and locked with ``flock``; only the
+        process holding the ``flock`` reads the record, judges it stale or not, and writes its
+        own into the same file. Two processes replacing one stale lock therefore cannot both
+        win (the kernel gives the ``flock`` to one), and a holder that dies loses its ``flock``
+        with it. A record naming a live process (an older version, or another host sharing
+        the folder) is still respected.
+        """
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutputError(describe_os_error(err, self.folder, 'cannot create folder')) \
                 from err
-        for _ in range(3):
+        nofollow = getattr(os, 'O_NOFOLLOW', 0)
+        for _ in range(10):
+            created = True
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is None:
-                    continue  # released meanwhile
-                if self._stale(owner):
-                    warnings.warn(f'{self.path}: removed a stale lock left by pid '
-                                  f'{owner.get("pid", "?")} (that process no longer runs)',
-                                  UserWarning, stacklevel=2)
-                    _unlink_quietly(self.path)
-                    continue
-                since = time.strftime('%Y-%m-%d %H:%M:%S',
-                                      time.localtime(float(owner.get('time', 0))))
-                raise FolderLockedError(
-                    f'{self.what} {str(self.folder)!r} is in use by another mmssl-pyg process '
-                    f'(pid {owner.get("pid")} on {owner.get("host")}, since {since}). Fix: wait '
-                    f'for it to finish or choose another folder; if no such process runs, '
-                    f'delete {str(self.path)!r}') from None
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | nofollow, 0o644)
+                except FileExistsError:
+                    created = False
+                    fd = os.open(self.path, os.O_RDWR | nofollow)
+            except FileNotFoundError:
+                continue  # released between the two opens
             except OSError as err:
                 raise OutputError(describe_os_error(err, self.path, 'cannot lock')) from err
-            with os.fdopen(fd, 'w') as f:
-                f.write(json.dumps(self._record()))
+            try:
+                # a process reading our fresh, still empty file holds its flock for a moment
+                if not _try_flock(fd, wait=2.0 if created else 0.0):
+                    raise self._in_use(self._owner(), self._text())
+                try:  # the holder we waited on may have unlinked the file on release
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.path,
+                                                                  follow_symlinks=False))
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    fd = -1
+                    continue
+                if not created:
+                    content = os.pread(fd, 4096, 0).decode('utf-8', 'replace')
+                    owner = self._parse(content)
+                    if not self._stale(owner):
+                        raise self._in_use(owner, content)
+                    who = (f'pid {owner["pid"]} (that process no longer runs)' if owner else
+                           f'an unreadable record ({content[:40]!r})')
+                    warnings.warn(f'{self.path}: removed a stale lock left by {who}',
+                                  UserWarning, stacklevel=2)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(self._record()).encode(), 0)
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                raise
+            self._fd = fd
             self.held = True
             return self
         raise FolderLockedError(f'cannot lock {str(self.folder)!r}: {str(self.path)!r} keeps '
-                                f'reappearing. Fix: make sure no other process uses the folder')
+                                f'being replaced. Fix: make sure no other process uses the folder')
+
+    def _text(self) -> str:
+        try:
+            return self.path.read_text(errors='replace')
+        except OSError:
+            return ''
 
     def release(self) -> None:
         if not self.held:
             return
-        owner = self._owner()
-        if owner and owner.get('pid') == os.getpid():
-            _unlink_quietly(self.path)
-        self.held = False
+        fd, self._fd = self._fd, -1
+        try:
+            owner = self._parse(os.pread(fd, 4096, 0).decode('utf-8', 'replace'))
+            if owner.get('pid') == os.getpid():
+                _unlink_quietly(self.path)  # while still holding the flock
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            self.held = False
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def remove_generated_modules() -> list[Path]:
+    """Delete the Python files PyG generated in the system temporary folder for this process.
+
+    PyG renders a ``MessagePassing`` class's ``propagate`` (and ``edge_updater``) from a jinja
+    template into ``<tmp>/<module>_<class>_propagate_XXXX.py`` with
+    ``NamedTemporaryFile(delete=False)`` and imports it (``torch_geometric.template``); the
+    file is never removed, so every process would leave one per layer class behind. The
+    modules are already imported when this runs, so their files are no longer needed.
+    """
+    import sys
+    import tempfile
+    tmp = Path(tempfile.gettempdir()).resolve()
+    removed = []
+    for name, module in list(sys.modules.items()):
+        if not name.endswith(('_propagate', '_edge_updater')):
+            continue
+        file = getattr(module, '__file__', None)
+        if not file or Path(file).resolve().parent != tmp or \
+                not Path(file).name.startswith(f'{name}_'):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(file)
+            removed.append(Path(file))
+    return removed
+
+
+_AT_EXIT: list[bool] = []
+
+
+def remove_generated_modules_at_exit() -> None:
+    """Run :func:`remove_generated_modules` when the process exits (registered once).
+
+    Not at once: ``torch.jit.script`` of a layer reads its rendered module's source, so the
+    files stay while the process may still need them."""
+    if not _AT_EXIT:
+        import atexit
+        atexit.register(remove_generated_modules)
+        _AT_EXIT.append(True)
 
 
 @contextlib.contextmanager

@@ -97,7 +97,7 @@ def test_perfect_and_empty_cases():
 
 
 def test_evaluate_uses_the_models_embeddings_in_eval_mode():
-    graph = synthetic_graph()
+    graph = synthetic_graph(num_items=60)  # the default cut-offs 10, 20, 50 need 50 items
     model = LightGCN(graph, embedding_dim=8).train()
     got = evaluate(model, graph, 'val')
     assert model.training  # mode restored
