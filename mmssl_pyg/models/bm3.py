@@ -144,6 +144,19 @@ class BM3(Recommender):
         u, i = self.encode()
         return self.predictor(u), self.predictor(i)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # Checkpoints written before the features became parameters (e629e55) hold no
+        # feat_<j>: their model used the fixed scaled features, which is what a freshly built
+        # model holds, so those entries are not reported missing.
+        absent = [f'{prefix}feat_{j}' for j in range(len(self.modality_names))
+                  if self.train_features and f'{prefix}feat_{j}' not in state_dict]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for key in absent:
+            if key in missing_keys:
+                missing_keys.remove(key)
+
     def training_pairs(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The (users, items) pairs the loss of ``batch`` runs over (see ``pair_sampling``)."""
         if self.pair_sampling == 'batch':

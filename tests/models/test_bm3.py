@@ -162,3 +162,19 @@ def test_tiktok_mini_smoke_loss_decreases():
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     assert history[-1]['train/rec'] < history[0]['train/rec']
+
+
+def test_checkpoints_from_before_trainable_features_still_load():
+    """A state dict of the fixed-feature BM3 (no ``feat_<j>`` entries) loads into the current
+    model, which then scores exactly as the fixed-feature model did."""
+    torch.manual_seed(0)
+    graph = make_tiny_graph(2)
+    old = BM3(graph, train_features=False).eval()
+    new = BM3(graph).eval()
+    new.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(old.get_embedding(), new.get_embedding()))
+    state = old.state_dict()
+    state.pop('predictor.weight')
+    with pytest.raises(RuntimeError, match='predictor.weight'):  # other keys stay strict
+        new.load_state_dict(state)
