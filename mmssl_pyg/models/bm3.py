@@ -9,12 +9,16 @@ from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
 from ..nn.propagation import light_propagate, sparse_aggregations
 from ._common import (
+    check_optional_int,
     check_ratio,
     modality_features,
     register_features,
     xavier_normal_linear,
 )
 from .base import Batch, Recommender
+
+#: Values of ``BM3(pair_sampling=...)``.
+PAIR_SAMPLINGS = ('interactions', 'batch')
 
 
 def _cosine_loss(online: Tensor, target: Tensor) -> Tensor:
@@ -48,11 +52,23 @@ class BM3(Recommender):
     where, as in the authors' code, the regulariser is
     :math:`\lambda_{reg}(\|\mathbf{E}_U\|_F + \|\mathbf{E}_I\|_F) / |\mathcal{I}|` on the encoder
     outputs of all users and items (Frobenius norms, not squared). Scores are
-    :math:`\langle f_p(\mathbf{e}_u), f_p(\mathbf{e}_i)\rangle`. Only the users and the
-    positive items of a batch are used.
+    :math:`\langle f_p(\mathbf{e}_u), f_p(\mathbf{e}_i)\rangle`.
 
-    The raw features are fixed buffers here (the authors' code makes them trainable
-    embeddings).
+    Two points of the authors' training that the shared trainer does not give by itself
+    (``docs/baselines-audit.md``; without them BM3 stayed near popularity on TikTok):
+
+    * **Training pairs** (``pair_sampling='interactions'``): the loss runs over
+      ``batch_size`` observed (user, item) pairs drawn uniformly from the training
+      interactions, so a user counts as often as it has interactions and users may repeat
+      in a batch, as in MMRec's loader without negative sampling (``use_neg_sampling:
+      False``: each batch is a slice of the shuffled interaction list). The trainer's batch
+      (distinct users, one positive each) only sets the number of steps per epoch; its
+      negatives are never used. Pairs are drawn with replacement from the global torch
+      generator (checkpointed by the trainer), on the CPU so a seed gives the same pairs on
+      every device. ``'batch'`` uses the trainer's users and positives instead.
+    * **Trainable features** (``train_features=True``): each modality's item features are a
+      parameter initialised from the (scaled) raw features, as the authors load them into
+      an ``nn.Embedding`` with ``freeze=False``; ``False`` keeps them fixed buffers.
 
     Args:
         graph: the training graph; needs at least one modality (any number).
@@ -62,6 +78,11 @@ class BM3(Recommender):
         reg_weight: :math:`\lambda_{reg}` (default ``0.1``).
         cl_weight: :math:`\lambda_{cl}` (default ``2.0``).
         feat_norm: feature scaling before the projections (default ``'l2'``).
+        train_features: learn the item features (default ``True``, the authors' code).
+        pair_sampling: ``'interactions'`` (default, the authors' code) or ``'batch'``.
+        batch_size: pairs per step with ``pair_sampling='interactions'``; ``None`` (default)
+            draws as many as the trainer's batch has users. ``mmssl-pyg train`` and ``tune``
+            set it to the trainer's ``batch_size``.
 
     Defaults are the authors' best setting for Amazon Baby (enoche/BM3 README; layers 1,
     dropout 0.5, reg 0.1) and MMRec's ``BM3.yaml`` (``cl_weight`` 2.0).
@@ -70,14 +91,28 @@ class BM3(Recommender):
 
     def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 1,
                  dropout: float = 0.5, reg_weight: float = 0.1, cl_weight: float = 2.0,
-                 feat_norm: str = 'l2'):
+                 feat_norm: str = 'l2', train_features: bool = True,
+                 pair_sampling: str = 'interactions', batch_size: int | None = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
         self.dropout = check_ratio('dropout', dropout)
         self.reg_weight = reg_weight
         self.cl_weight = cl_weight
+        if pair_sampling not in PAIR_SAMPLINGS:
+            raise ValueError(f'pair_sampling must be one of {PAIR_SAMPLINGS}, '
+                             f'got {pair_sampling!r}')
+        self.pair_sampling = pair_sampling
+        self.batch_size = check_optional_int('batch_size', batch_size, 1,
+                                             "(as many pairs as the trainer's batch)")
+        self.train_features = bool(train_features)
         self.modality_names = register_features(self, graph.features, feat_norm)
+        if self.train_features:  # the scaled features become the initial value of a parameter
+            for j in range(len(self.modality_names)):
+                setattr(self, f'feat_{j}',
+                        torch.nn.Parameter(self._buffers.pop(f'feat_{j}').clone()))
+        # training interactions, kept on the CPU: the pairs are drawn there
+        self._train_pairs = graph.train_edge_index.detach().cpu().long()
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.predictor = xavier_normal_linear(embedding_dim, embedding_dim)
@@ -109,8 +144,30 @@ class BM3(Recommender):
         u, i = self.encode()
         return self.predictor(u), self.predictor(i)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # Checkpoints written before the features became parameters (e629e55) hold no
+        # feat_<j>: their model used the fixed scaled features, which is what a freshly built
+        # model holds, so those entries are not reported missing.
+        absent = [f'{prefix}feat_{j}' for j in range(len(self.modality_names))
+                  if self.train_features and f'{prefix}feat_{j}' not in state_dict]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for key in absent:
+            if key in missing_keys:
+                missing_keys.remove(key)
+
+    def training_pairs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The (users, items) pairs the loss of ``batch`` runs over (see ``pair_sampling``)."""
+        if self.pair_sampling == 'batch':
+            return batch.users, batch.pos
+        n = self.batch_size or len(batch)
+        pick = torch.randint(self._train_pairs.size(1), (n,))
+        users, items = self._train_pairs[:, pick].to(batch.users.device)
+        return users, items
+
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        users, items = batch.users, batch.pos
+        users, items = self.training_pairs(batch)
         u, i = self.encode()
         ub, ib = u[users], i[items]
         u_target, i_target = self.target_view(ub), self.target_view(ib)
@@ -129,4 +186,5 @@ class BM3(Recommender):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_users} users, {self.num_items} items, '
                 f'modalities={self.modality_names}, embedding_dim={self.embedding_dim}, '
-                f'num_layers={self.num_layers}, dropout={self.dropout})')
+                f'num_layers={self.num_layers}, dropout={self.dropout}, '
+                f'pair_sampling={self.pair_sampling!r}, train_features={self.train_features})')
