@@ -86,7 +86,8 @@ def step(args) -> int:
 
         tune(model, dataset, done + 1, None, study_name=f'{model}-{dataset}',
              seed=sampler_seed(model, dataset), overrides=list(FIXED), device=args.device,
-             wandb='disabled', run_dir=folder, preset_dir=folder, log=log, **SETTINGS)
+             wandb='disabled', run_dir=folder, preset_dir=folder, force=True, log=log,
+             **SETTINGS)
         return 0
     print('every selected study has its trials', flush=True)
     return 3
