@@ -7,7 +7,7 @@ from torch import Tensor
 from torch_geometric.utils import softmax
 
 from ..data.graph import RecGraph
-from ..nn.conv import BipartiteConv
+from ..nn.edge_weighted import EdgeWeightedGraph
 from ..nn.propagation import light_propagate
 from ._common import check_positive_int, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
@@ -32,13 +32,17 @@ class GRCN(Recommender):
         w_{j \to n} = \mathrm{ReLU}\big(\max_m\, \alpha^m_{j \to n}\, c^m_j\big)
 
     **Propagation.** L2-normalised ID embeddings go through two weighted sum-aggregation
-    layers on the refined graph (:class:`~mmssl_pyg.nn.BipartiteConv` with the weights above),
+    layers on the refined graph (the weights above),
     :math:`\mathbf{e} = \mathbf{e}^{(0)} + \mathbf{e}^{(1)} + \mathbf{e}^{(2)}`; every modality
     contributes the content representation
     :math:`[\mathbf{p}^m_u + \sum_i \alpha^m_{i\to u}\mathbf{f}^m_i,\;
     \mathbf{f}^m_i + \sum_u \alpha^m_{u\to i}\mathbf{p}^m_u]`. The final vectors concatenate
     the ID part and every modality's part; trained with BPR plus L2 on the batch's ID
     embeddings and user preferences.
+
+    Every edge-level step (affinities, routing, both aggregations) runs as a fused sparse
+    kernel over the training edges (:class:`~mmssl_pyg.nn.edge_weighted.EdgeWeightedGraph`),
+    not as per-edge messages.
 
     The routing aggregates items into users as the paper describes (the MMRec toolkit's port
     sends the messages the other way, which leaves its preferences unrouted).
@@ -76,10 +80,9 @@ class GRCN(Recommender):
         #: Per-node, per-modality confidence :math:`c^m` (users first, then items).
         self.confidence = torch.nn.Parameter(torch.empty(graph.num_users + graph.num_items,
                                                          num_mod))
-        self.conv = BipartiteConv()
-        u, i = graph.train_edge_index
-        self.register_buffer('edge_user', u, persistent=False)
-        self.register_buffer('edge_item', i, persistent=False)
+        #: The training edges in both CSR orders; every edge-level step (affinities, routing,
+        #: propagation over the refined weights) runs on it as a fused sparse kernel.
+        self.edges = EdgeWeightedGraph(graph.train_edge_index, graph.num_users, graph.num_items)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -92,47 +95,40 @@ class GRCN(Recommender):
             torch.nn.init.xavier_normal_(lin.weight)
             torch.nn.init.zeros_(lin.bias)
 
-    # Edge lists for BipartiteConv: [source, destination].
-    def _items_to_users(self) -> Tensor:
-        return torch.stack([self.edge_item, self.edge_user])
-
-    def _users_to_items(self) -> Tensor:
-        return torch.stack([self.edge_user, self.edge_item])
-
     def _modality(self, m: int, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Content representations and edge affinities ``(user, item, a_iu, a_ui)`` of one
         modality; ``a_iu`` weights item->user messages, ``a_ui`` user->item messages."""
-        u, i = self.edge_user, self.edge_item
+        g = self.edges
+        u, i = g.user, g.item
         n_u, n_i = self.num_users, self.num_items
         f = F.normalize(F.leaky_relu(self.content[m](features)), dim=1)
         p = F.normalize(self.preference[m], dim=1)
         for _ in range(self.num_routing):
-            a = softmax((p[u] * f[i]).sum(-1), u, num_nodes=n_u)
-            p = F.normalize(p + self.conv(f, self._items_to_users(), a, size=(n_i, n_u)), dim=1)
-        score = (p[u] * f[i]).sum(-1)
+            a = softmax(g.edge_dot(p, f), u, num_nodes=n_u)
+            p = F.normalize(p + g.to_users(a, f), dim=1)
+        score = g.edge_dot(p, f)
         a_iu = softmax(score, u, num_nodes=n_u)
         a_ui = softmax(score, i, num_nodes=n_i)
-        user = p + self.conv(f, self._items_to_users(), a_iu, size=(n_i, n_u))
-        item = f + self.conv(p, self._users_to_items(), a_ui, size=(n_u, n_i))
+        user = p + g.to_users(a_iu, f)
+        item = f + g.to_items(a_ui, p)
         return user, item, a_iu, a_ui
 
     def _forward(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(user, item, w_iu, w_ui)``: final vectors and the refined edge weights."""
+        g = self.edges
         users, items, w_iu, w_ui = [], [], [], []
         for m, features in enumerate(modality_features(self)):
             cu, ci, a_iu, a_ui = self._modality(m, features)
             users.append(cu)
             items.append(ci)
-            w_iu.append(a_iu * self.confidence[self.num_users + self.edge_item, m])
-            w_ui.append(a_ui * self.confidence[self.edge_user, m])
+            w_iu.append(a_iu * self.confidence[self.num_users + g.item, m])
+            w_ui.append(a_ui * self.confidence[g.user, m])
         w_iu = torch.relu(torch.stack(w_iu, 1).max(1).values)
         w_ui = torch.relu(torch.stack(w_ui, 1).max(1).values)
-        n_u, n_i = self.num_users, self.num_items
         out_u, out_i = light_propagate(  # layer sum over the refined edge weights
             F.normalize(self.user_id.weight, dim=1), F.normalize(self.item_id.weight, dim=1),
-            self.num_layers,
-            lambda x: self.conv(x, self._items_to_users(), w_iu, size=(n_i, n_u)),
-            lambda x: self.conv(x, self._users_to_items(), w_ui, size=(n_u, n_i)), reduce='sum')
+            self.num_layers, lambda x: g.to_users(w_iu, x), lambda x: g.to_items(w_ui, x),
+            reduce='sum')
         return (torch.cat([out_u, *users], 1), torch.cat([out_i, *items], 1), w_iu, w_ui)
 
     def refined_edge_weight(self) -> tuple[Tensor, Tensor]:

@@ -54,16 +54,20 @@ class ModalityGCN(torch.nn.Module):
 
     def forward(self, features: Tensor, user_id: Tensor, item_id: Tensor, adj_ui: Tensor,
                 adj_iu: Tensor) -> tuple[Tensor, Tensor]:
+        # Users and items share every layer's weights, so they go through each dense product
+        # stacked (users first), and W_1 and W_2 share their input, so x @ [W_1 | W_2^T] is one
+        # product: fewer, larger kernels, the same arithmetic as one product per node type.
+        n_u = user_id.size(0)
         xi = self.mlp(features) if self.mlp is not None else features
-        xu, xi = F.normalize(self.preference, dim=1), F.normalize(xi, dim=1)
+        x = torch.cat([F.normalize(self.preference, dim=1), F.normalize(xi, dim=1)])
+        ids = torch.cat([user_id, item_id])
         for w, lin, gate in zip(self.conv_weight, self.linear, self.gate):
-            hu = F.leaky_relu(self.conv(xi @ w, adj_ui, adj_rev=adj_iu))
-            hi = F.leaky_relu(self.conv(xu @ w, adj_iu, adj_rev=adj_ui))
-            xu_hat = F.leaky_relu(lin(xu)) + user_id
-            xi_hat = F.leaky_relu(lin(xi)) + item_id
-            xu = F.leaky_relu(gate(hu) + xu_hat)
-            xi = F.leaky_relu(gate(hi) + xi_hat)
-        return xu, xi
+            y = x @ torch.cat([w, lin.weight.t()], 1)
+            xw, x_hat = y[:, :w.size(1)], F.leaky_relu(y[:, w.size(1):] + lin.bias) + ids
+            h = F.leaky_relu(torch.cat([self.conv(xw[n_u:], adj_ui, adj_rev=adj_iu),
+                                        self.conv(xw[:n_u], adj_iu, adj_rev=adj_ui)]))
+            x = F.leaky_relu(gate(h) + x_hat)
+        return x[:n_u], x[n_u:]
 
 
 class MMGCN(Recommender):

@@ -1,0 +1,140 @@
+r"""Aggregation over a fixed user-item graph whose edge weights are learned (GRCN).
+
+:class:`EdgeWeightedGraph` keeps the sparsity pattern of the training edges in both CSR
+orders (users x items and items x users) and runs the three edge-level operations a model with
+learned edge weights needs as fused sparse kernels, with hand-written backward passes:
+
+* :meth:`~EdgeWeightedGraph.to_users`: :math:`\mathbf{y}_u = \sum_{e=(u,i)} w_e \mathbf{x}_i`;
+* :meth:`~EdgeWeightedGraph.to_items`: :math:`\mathbf{y}_i = \sum_{e=(u,i)} w_e \mathbf{x}_u`;
+* :meth:`~EdgeWeightedGraph.edge_dot`: :math:`s_e = \langle \mathbf{a}_u, \mathbf{b}_i \rangle`
+  for every edge :math:`e = (u, i)` (a sampled dense-dense product).
+
+Gradients flow to the edge weights and to the node features. Neither direction ever
+materialises an ``[E, d]`` message tensor (the per-edge gather-multiply-scatter of
+:class:`~torch_geometric.nn.conv.MessagePassing`); the gradient of a weight is itself an
+``edge_dot`` and the gradient of the features an aggregation the other way. Edge weights are
+given in the order of the ``edge_index`` the graph was built from.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class EdgeWeightedGraph(torch.nn.Module):
+    """The sparsity pattern of ``edge_index`` ``[2, E]`` (user, item; no duplicates) in both
+    CSR orders, as non-persistent buffers (they move with the module)."""
+
+    def __init__(self, edge_index: Tensor, num_users: int, num_items: int):
+        super().__init__()
+        self.num_users, self.num_items = int(num_users), int(num_items)
+        u, i = edge_index.long()
+        order_u = torch.argsort(u * num_items + i)           # edge order -> user-major order
+        order_i = torch.argsort(i * num_users + u)           # edge order -> item-major order
+        #: Whether ``edge_index`` is already in user-major order (then no reordering is done).
+        self.user_major = bool((order_u == torch.arange(order_u.numel(),
+                                                        device=order_u.device)).all())
+        for name, val in [('order_u', order_u), ('order_i', order_i),
+                          ('user', u), ('item', i),
+                          ('crow_u', _crow(u[order_u], num_users)), ('col_u', i[order_u]),
+                          ('crow_i', _crow(i[order_i], num_items)), ('col_i', u[order_i])]:
+            self.register_buffer(name, val, persistent=False)
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.user.numel())
+
+    def _csr(self, w: Tensor, users_first: bool) -> Tensor:
+        if users_first:
+            return torch.sparse_csr_tensor(self.crow_u, self.col_u,
+                                           w if self.user_major else w[self.order_u],
+                                           (self.num_users, self.num_items),
+                                           check_invariants=False)
+        return torch.sparse_csr_tensor(self.crow_i, self.col_i, w[self.order_i],
+                                       (self.num_items, self.num_users), check_invariants=False)
+
+    def _dot(self, a: Tensor, b: Tensor) -> Tensor:
+        """Raw (no autograd) ``<a[user_e], b[item_e]>`` in edge order."""
+        pattern = self._csr(torch.ones(self.num_edges, dtype=a.dtype, device=a.device), True)
+        s = torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
+        if self.user_major:
+            return s
+        out = torch.empty_like(s)
+        out[self.order_u] = s
+        return out
+
+    def to_users(self, w: Tensor, x: Tensor) -> Tensor:
+        """``[n_u, d]``: every user's sum of ``w_e * x[item_e]`` over its edges."""
+        return _float32(_Aggregate.apply, self, w, x, True)
+
+    def to_items(self, w: Tensor, x: Tensor) -> Tensor:
+        """``[n_i, d]``: every item's sum of ``w_e * x[user_e]`` over its edges."""
+        return _float32(_Aggregate.apply, self, w, x, False)
+
+    def edge_dot(self, a: Tensor, b: Tensor) -> Tensor:
+        """``[E]``: ``<a[user_e], b[item_e]>`` for user rows ``a`` and item rows ``b``."""
+        return _float32(_EdgeDot.apply, self, a, b)
+
+    def extra_repr(self) -> str:
+        return f'{self.num_users} users, {self.num_items} items, {self.num_edges} edges'
+
+
+def _float32(fn, graph: EdgeWeightedGraph, a: Tensor, b: Tensor, *rest):
+    """Run ``fn`` on float32 inputs outside autocast: the sparse CSR kernels have no
+    half-precision CPU implementation, and sums over neighbours are better kept in float32."""
+    low = (torch.float16, torch.bfloat16)
+    if torch.is_autocast_enabled(b.device.type) or a.dtype in low or b.dtype in low:
+        with torch.autocast(b.device.type, enabled=False):
+            return fn(graph, a.float(), b.float(), *rest)
+    return fn(graph, a, b, *rest)
+
+
+def _crow(sorted_rows: Tensor, num_rows: int) -> Tensor:
+    counts = torch.bincount(sorted_rows, minlength=num_rows)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+class _Aggregate(torch.autograd.Function):
+    """``to_users`` (``users_first``) or ``to_items``; backward: the features' gradient is the
+    aggregation the other way with the same weights, the weights' gradient an edge dot."""
+
+    @staticmethod
+    def forward(ctx, graph: EdgeWeightedGraph, w: Tensor, x: Tensor, users_first: bool):
+        ctx.graph, ctx.users_first = graph, users_first
+        ctx.save_for_backward(w, x)
+        return torch.sparse.mm(graph._csr(w, users_first), x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        graph, users_first = ctx.graph, ctx.users_first
+        w, x = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_w = grad_x = None
+        if ctx.needs_input_grad[1]:  # d/dw_e = <grad[dst_e], x[src_e]>
+            grad_w = graph._dot(grad, x) if users_first else graph._dot(x, grad)
+        if ctx.needs_input_grad[2]:
+            grad_x = torch.sparse.mm(graph._csr(w, not users_first), grad)
+        return None, grad_w, grad_x, None
+
+
+class _EdgeDot(torch.autograd.Function):
+    """``edge_dot``; backward: both gradients are aggregations weighted by the incoming
+    per-edge gradient."""
+
+    @staticmethod
+    def forward(ctx, graph: EdgeWeightedGraph, a: Tensor, b: Tensor):
+        ctx.graph = graph
+        a, b = a.contiguous(), b.contiguous()
+        ctx.save_for_backward(a, b)
+        return graph._dot(a, b)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        graph = ctx.graph
+        a, b = ctx.saved_tensors
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_a = torch.sparse.mm(graph._csr(grad, True), b)
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.sparse.mm(graph._csr(grad, False), a)
+        return None, grad_a, grad_b
