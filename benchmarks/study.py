@@ -63,6 +63,35 @@ def finished_trials(model: str, dataset: str, out: Path = OUT) -> int:
     return int(n)
 
 
+def head_commit() -> str:
+    """``<sha>`` of this checkout, ``+dirty`` when tracked files changed (results excluded)."""
+    import subprocess
+    sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--',
+                            '.', ':!benchmarks/results'], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    return sha + ('+dirty' if dirty else '')
+
+
+def check_commit(folder: Path, commit: str) -> None:
+    """A study runs from one commit (PROTOCOL.md): the first trial records it in
+    ``commit.txt``; a later trial from another commit (or a modified checkout) is refused."""
+    path = folder / 'commit.txt'
+    if commit.endswith('+dirty'):
+        raise SystemExit(f'{ROOT} has uncommitted changes to tracked files; run the study from '
+                         f'a clean checkout of the study commit (benchmarks/PROTOCOL.md)')
+    if not path.is_file():
+        path.write_text(commit + '\n')
+        return
+    started = path.read_text().strip()
+    if started != commit:
+        raise SystemExit(f'{folder.name} on {folder.parent.name}: this study started at commit '
+                         f'{started}, this checkout is {commit}. Continue it from a checkout of '
+                         f'{started} (git worktree add <dir> {started}); a change of commit needs '
+                         f'a dated amendment in benchmarks/PROTOCOL.md and a new study folder')
+
+
 def _selected(args) -> list[tuple[str, str]]:
     return [(m, d) for m, d in PLAN if (not args.models or m in args.models)
             and (not args.datasets or d in args.datasets)]
@@ -77,6 +106,7 @@ def step(args) -> int:
             continue
         folder = study_dir(model, dataset, args.out)
         folder.mkdir(parents=True, exist_ok=True)
+        check_commit(folder, head_commit())
         logfile = folder / 'trials.log'
 
         def log(line: str, logfile=logfile) -> None:
@@ -94,9 +124,11 @@ def step(args) -> int:
 
 
 def status(args) -> int:
-    print(f'{"model":10} {"dataset":16} finished / {TRIALS}')
+    print(f'{"model":10} {"dataset":16} finished / {TRIALS}   commit')
     for model, dataset in _selected(args):
-        print(f'{model:10} {dataset:16} {finished_trials(model, dataset, args.out):3d}')
+        commit = study_dir(model, dataset, args.out) / 'commit.txt'
+        print(f'{model:10} {dataset:16} {finished_trials(model, dataset, args.out):3d}        '
+              f'{commit.read_text().strip()[:12] if commit.is_file() else "-"}')
     return 0
 
 
