@@ -1,0 +1,100 @@
+"""Paired user-level comparisons (mmssl_pyg.training.significance) against scipy and by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmssl_pyg.training.significance import (
+    bootstrap_mean_interval,
+    holm,
+    paired_user_test,
+    wilcoxon_signed_rank,
+)
+
+stats = pytest.importorskip('scipy.stats')
+
+
+@pytest.mark.parametrize('case', [
+    [0.5, -0.2, 0.1, 0.3, -0.4, 0.25, 0.05, 0.6, -0.1, 0.7],          # no ties
+    [0.1, -0.1, 0.1, 0.2, -0.2, 0.0, 0.0, 0.3, 0.1, -0.3, 0.2, 0.4],   # tied |d| and zeros
+    [1.0, 1.0, 1.0, -1.0, 0.0, 2.0],                                   # heavy ties
+])
+def test_wilcoxon_matches_scipy_normal_approximation(case):
+    w_plus, p, nonzero = wilcoxon_signed_rank(case)
+    d = np.asarray(case)
+    ref = stats.wilcoxon(d, zero_method='wilcox', correction=False, method='approx',
+                         alternative='two-sided')
+    nz = d[d != 0]
+    assert nonzero == nz.size
+    # scipy reports min(W+, W-) for two-sided tests; W+ + W- = n(n+1)/2
+    assert min(w_plus, nz.size * (nz.size + 1) / 2 - w_plus) == pytest.approx(ref.statistic)
+    assert p == pytest.approx(ref.pvalue, rel=1e-10)
+
+
+def test_wilcoxon_on_many_random_users_matches_scipy():
+    rng = np.random.default_rng(3)
+    # per-user Recall@20 of single-item users is 0 or 1: mostly zeros and massive ties
+    a = (rng.random(2000) < 0.11).astype(float)
+    b = (rng.random(2000) < 0.09).astype(float)
+    w_plus, p, _ = wilcoxon_signed_rank(a - b)
+    ref = stats.wilcoxon(a - b, zero_method='wilcox', correction=False, method='approx')
+    assert p == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_wilcoxon_by_hand_and_degenerate_cases():
+    # d = [3, -1, 2]: ranks of |d| are 3, 1, 2; W+ = 3 + 2 = 5
+    w_plus, _, n = wilcoxon_signed_rank([3.0, -1.0, 2.0])
+    assert (w_plus, n) == (5.0, 3)
+    assert wilcoxon_signed_rank([0.0, 0.0]) == (0.0, 1.0, 0)
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        wilcoxon_signed_rank([1.0, float('nan')])
+
+
+def test_bootstrap_interval_is_reproducible_covers_the_mean_and_shrinks_with_users():
+    rng = np.random.default_rng(0)
+    small = rng.normal(0.01, 0.1, 200)
+    lo, hi = bootstrap_mean_interval(small, resamples=2000, seed=1)
+    assert (lo, hi) == bootstrap_mean_interval(small, resamples=2000, seed=1)
+    assert lo < small.mean() < hi
+    # the percentile interval of a mean is close to mean +- 1.96 sd / sqrt(n)
+    half = 1.96 * small.std(ddof=1) / np.sqrt(small.size)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    big = rng.normal(0.01, 0.1, 3200)
+    blo, bhi = bootstrap_mean_interval(big, resamples=2000, seed=1)
+    assert (bhi - blo) == pytest.approx((hi - lo) / 4, rel=0.15)
+    # against scipy's own percentile bootstrap of the mean
+    ref = stats.bootstrap((small,), np.mean, n_resamples=4000, method='percentile',
+                          confidence_level=0.95, random_state=5)
+    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.003)
+    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.003)
+
+
+def test_paired_user_test_combines_both():
+    a = np.array([1.0, 0.0, 1.0, 1.0, 0.5, 0.0])
+    b = np.array([0.0, 0.0, 1.0, 0.0, 0.25, 1.0])
+    t = paired_user_test(a, b, resamples=500)
+    assert t.users == 6 and t.nonzero == 4
+    assert t.mean_difference == pytest.approx((1 + 0 + 0 + 1 + 0.25 - 1) / 6)
+    assert t.low <= t.mean_difference <= t.high
+    assert t.p_value == pytest.approx(stats.wilcoxon(a - b, method='approx').pvalue)
+
+
+@pytest.mark.parametrize('a, b, message', [
+    ([1.0, 2.0], [1.0], 'same users in the same order'),
+    ([[1.0]], [[1.0]], '1-D arrays'),
+    ([], [], 'empty'),
+    ([1.0, float('inf')], [1.0, 0.0], 'NaN or infinite'),
+])
+def test_paired_user_test_refuses_mismatched_input(a, b, message):
+    with pytest.raises(ValueError, match=message):
+        paired_user_test(a, b)
+
+
+def test_holm_by_hand():
+    # sorted p: 0.01, 0.02, 0.04 -> x3, x2, x1 = 0.03, 0.04, 0.04 (made non-decreasing)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # monotonicity: a larger raw p is never adjusted below a smaller one's; capped at 1
+    assert holm([0.5, 0.6, 0.001]) == pytest.approx([1.0, 1.0, 0.003])
+    assert holm([]) == []
+    with pytest.raises(ValueError, match=r'lie in \[0, 1\]'):
+        holm([0.5, 1.5])
