@@ -445,6 +445,12 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
                 f'mean_ndcg@{K_GROUPS}': mean_ndcg,
                 f'evaluator_ndcg@{K_GROUPS}': fit.test.get(f'ndcg@{K_GROUPS}'),
                 'abs_diff': abs(mean_ndcg - fit.test.get(f'ndcg@{K_GROUPS}', mean_ndcg))}
+            # per-user test metrics for the paired user-level tests (PROTOCOL.md Sec. 6;
+            # mmssl_pyg.training.significance); users with held-out items, in id order
+            extra['per_user'] = {
+                'k': K_GROUPS, 'users': pu['users'].tolist(),
+                f'recall@{K_GROUPS}': [round(float(v), 6) for v in pu['recall']],
+                f'ndcg@{K_GROUPS}': [round(float(v), 6) for v in pu['ndcg']]}
             extra['per_user_seconds'] = time.perf_counter() - t1
             inner.summary({f'test/group_ndcg@{K_GROUPS}/[{g["lo"]},{g["hi"]})':
                            g[f'ndcg@{K_GROUPS}'] for g in extra['groups']['user_groups']})

@@ -133,6 +133,12 @@ def test_quick_mode_end_to_end(tmp_path):
         rec = json.loads(path.read_text())
         assert 0.0 <= rec['test']['recall@20'] <= 1.0 and rec['best_epoch'] >= 1
         assert rec['per_user_check']['abs_diff'] < 1e-6
+        # the stored per-user test metrics average to the evaluator's test metrics
+        pu = rec['per_user']
+        assert len(pu['users']) == len(pu['recall@20']) == len(pu['ndcg@20']) > 0
+        assert pu['users'] == sorted(set(pu['users']))
+        assert abs(sum(pu['recall@20']) / len(pu['users']) - rec['test']['recall@20']) < 1e-5
+        assert abs(sum(pu['ndcg@20']) / len(pu['users']) - rec['test']['ndcg@20']) < 1e-5
         assert rec['stamp']['commit'] and rec['history'][0]['epoch_seconds'] > 0
         assert rec['wandb']['group'] == 'accuracy' and rec['wandb']['run_id']
     assert list((out / 'accuracy' / 'wandb').glob('offline-run-*'))
