@@ -47,9 +47,10 @@ $(ML100K): | $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Mutation testing of mmssl_pyg/nn/ and the MMSSL model with their fast tests ([mutmut] in
-# setup.cfg), then the report in benchmarks/results/mutation/. Hours on 2 cores; resumable
-# (mutants already run keep their result). Not part of `make test` / CI.
+# Mutation testing of mmssl_pyg/nn/, the models, training/ and data/ with their fast tests
+# ([mutmut] in setup.cfg), then the report in benchmarks/results/mutation/. Hours on 2 cores
+# (one module: MUTATE='"mmssl_pyg.training.sampler.*"'); resumable (mutants already run keep
+# their result). Not part of `make test` / CI.
 $(VENV)/.mutate-installed: $(STAMP) setup.cfg
 	$(BIN)/python -m pip install --quiet -e '.[mutate]'
 	touch $@

@@ -102,11 +102,12 @@ def main() -> None:
         return None
 
     per_module: dict[str, Counter] = defaultdict(Counter)
-    survivors, equivalents, paths = [], [], []
+    survivors, equivalents, paths, unrun = [], [], [], []
     for path in walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
-        if not data.exit_code_by_key:
+        if not data.exit_code_by_key:  # in scope, but no mutant of it generated or run yet
+            unrun.append(str(path))
             continue
         paths.append(Path(path))
         module = str(path)
@@ -160,6 +161,7 @@ def main() -> None:
                     for m, c in sorted(per_module.items())},
         'survivors': [{k: v for k, v in s.items() if k != 'diff'} for s in survivors],
         'stale_equivalents': [known[j] for j in range(len(known)) if not used[j]],
+        'modules_not_run': unrun,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
@@ -196,6 +198,9 @@ def main() -> None:
     lines.append(f'| **total** | {total["total"]} | {total["killed"]} | {total["timeout"]} | '
                  f'{total["survived"]} | {total["equivalent"]} | {total["environment-only"]} | '
                  f'{total["not run"]} | **{pct(total)}** |')
+    if unrun:
+        lines += ['', f'In scope but without any mutant run yet ({len(unrun)} modules, not in '
+                  'the counts above): ' + ', '.join(f'`{m}`' for m in unrun) + '.']
     lines += ['', f'## Survivors ({len(survivors)})', '']
     if not survivors:
         lines.append('None.')

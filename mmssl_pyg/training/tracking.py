@@ -97,7 +97,9 @@ class WandbTracker(Tracker):
         self.run.config.update(config, allow_val_change=True)
 
     def log(self, metrics, step):
-        self.run.log(dict(metrics), step=step)
+        # commit now: a row left pending is flushed by finish(), after summary(), and its
+        # values (the last epoch's val/*) would overwrite the selected epoch's in the summary
+        self.run.log(dict(metrics), step=step, commit=True)
 
     def summary(self, metrics):
         for k, v in metrics.items():

@@ -445,3 +445,28 @@ def test_repeated_item_rows(tables, tmp_path):
                        r"appear on more than one row \(first: 'i3' at line 4\)"):
         _build((inter, items), tmp_path / 'ds', items=items, item_id_col='item',
                text_cols=['title'], text_encoder=CountingEncoder())
+
+
+def test_feature_rows_are_in_item_index_order_for_an_unsorted_item_table(tables, tmp_path):
+    # the item table lists i3, i9, i5, i1, i4, i2 (not the id order): each text is its id and
+    # the encoder turns 'iN' into [N], so row r of text_feat.npy must be the item with index r
+    inter, _ = tables
+    items = _write_csv(tmp_path / 'shuffled.csv', ['item', 'title'],
+                       [(i, i) for i in ('i3', 'i9', 'i5', 'i1', 'i4', 'i2')])
+
+    def id_encoder(texts):
+        return np.array([[float(t[1:])] for t in texts], dtype=np.float32)
+
+    out = tmp_path / 'ds'
+    _build(tables, out, items=items, item_id_col='item', text_cols=['title'],
+           text_encoder=id_encoder)
+    index_of = _read(out, 'id_map.json')['items']
+    assert index_of == {'i1': 0, 'i2': 1, 'i3': 2}  # k-core leaves i1, i2, i3
+    feat = np.load(out / 'raw' / 'text_feat.npy')
+    assert feat[:, 0].tolist() == [1.0, 2.0, 3.0]
+    # and through the loader: every stored pair's item carries its own id
+    data = load_dataset(str(out), log=False)[0]
+    name_of = {v: int(k[1:]) for k, v in index_of.items()}
+    ei = data['user', 'interacts', 'item'].edge_index
+    assert [float(data['item'].text_feat[i, 0]) for i in ei[1].tolist()] == \
+        [name_of[i] for i in ei[1].tolist()]

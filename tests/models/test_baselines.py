@@ -28,6 +28,7 @@ from mmssl_pyg.models.bm3 import BM3
 from mmssl_pyg.models.freedom import FREEDOM
 from mmssl_pyg.models.grcn import GRCN
 from mmssl_pyg.models.lattice import LATTICE
+from mmssl_pyg.models.lightgcn import LightGCN
 from mmssl_pyg.models.mmgcn import MMGCN
 from mmssl_pyg.models.sgl import SGL
 from mmssl_pyg.models.vbpr import VBPR
@@ -534,3 +535,94 @@ def test_sgl_edge_dropout_views():
     model.train()
     out = model.loss(next(_batches(graph, 8, torch.Generator().manual_seed(0))))
     assert out['ssl'] > 0 and torch.isfinite(out['loss'])
+
+
+# ----------------------------------------------------------------------------- dense references
+# (issue 27) propagation, normalisation and loss terms against dense computations on tiny graphs
+
+def _dense_sym(edge_index, num_users, num_items):
+    """``D_u^-1/2 R D_i^-1/2`` of the user-item matrix R (users x items), dense."""
+    r = torch.zeros(num_users, num_items)
+    r[edge_index[0], edge_index[1]] = 1.0
+    du, di = r.sum(1), r.sum(0)
+    inv = lambda d: torch.where(d > 0, d.clamp(min=1e-12).rsqrt(), torch.zeros_like(d))  # noqa: E731
+    return inv(du)[:, None] * r * inv(di)[None, :]
+
+
+def _dense_lightgcn(user_x, item_x, norm, layers):
+    us, it, su, si = user_x, item_x, user_x, item_x
+    for _ in range(layers):
+        us, it = norm @ it, norm.t() @ us
+        su, si = su + us, si + it
+    return su / (layers + 1), si / (layers + 1)
+
+
+def test_lightgcn_propagation_matches_dense_symmetric_normalisation():
+    graph = make_tiny_graph(0, num_users=12, num_items=9, seed=3)
+    torch.manual_seed(0)
+    model = LightGCN(graph, embedding_dim=4, num_layers=3)
+    with torch.no_grad():
+        u, i = model.get_embedding()
+        ref_u, ref_i = _dense_lightgcn(model.user_emb.weight, model.item_emb.weight,
+                                       _dense_sym(graph.train_edge_index, 12, 9), 3)
+    assert torch.allclose(u, ref_u, atol=1e-6) and torch.allclose(i, ref_i, atol=1e-6)
+
+
+def test_lattice_frozen_knn_graph_is_symmetrically_normalised():
+    graph = make_tiny_graph(1, num_items=15, seed=2, dims=(6,))
+    k = 4
+    model = LATTICE(graph, knn_k=k, embedding_dim=4, feat_embed_dim=4)
+    f = next(iter(graph.features.values()))
+    xn = torch.nn.functional.normalize(f, dim=1)
+    sim = xn @ xn.t()
+    top = sim.topk(k, dim=1)  # self included: its similarity 1 is the row maximum
+    s = torch.zeros(15, 15).scatter_(1, top.indices, top.values)
+    d = s.sum(1).rsqrt()
+    ref = d[:, None] * s * d[None, :]
+    ei, w = model.frozen_index[0], model.frozen_weight[0]
+    got = torch.zeros(15, 15).index_put_((ei[0], ei[1]), w, accumulate=True)
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def _info_nce(a, b, tau):
+    a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+    logits = a @ b.t() / tau
+    return (torch.logsumexp(logits, 1) - logits.diag()).mean()
+
+
+def test_sgl_ssl_loss_contrasts_the_two_views():
+    torch.manual_seed(0)
+    graph = make_tiny_graph(0, num_users=16, num_items=12, seed=4)
+    model = SGL(graph, embedding_dim=4, num_layers=2, ssl_ratio=0.3, ssl_temp=0.5,
+                ssl_weight=0.7)
+    model.on_epoch_start(0)
+    batch = next(_batches(graph, 6, torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        out = model.loss(batch)
+        views = [_dense_lightgcn(model.user_emb.weight, model.item_emb.weight,
+                                 _dense_sym(e, 16, 12), 2) for e in model.view_edges]
+    (u1, i1), (u2, i2) = views
+    users, items = batch.users.unique(), batch.pos.unique()
+    ref = 0.7 * (_info_nce(u1[users], u2[users], 0.5) + _info_nce(i1[items], i2[items], 0.5))
+    assert torch.allclose(out['ssl'], ref, atol=1e-5)
+    # a view against itself would give a different (smaller) value
+    same = 0.7 * (_info_nce(u1[users], u1[users], 0.5) + _info_nce(i1[items], i1[items], 0.5))
+    assert not torch.allclose(ref, same, atol=1e-4)
+
+
+def test_freedom_modality_loss_is_bpr_of_positive_over_negative_features():
+    torch.manual_seed(0)
+    graph = make_tiny_graph(2, num_users=16, num_items=20, seed=5)
+    model = FREEDOM(graph, embedding_dim=4, knn_k=3, dropout=0.0, reg_weight=0.5)
+    batch = next(_batches(graph, 8, torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        out = model.loss(batch)
+        u, _ = _dense_lightgcn(model.user_emb.weight, model.item_emb.weight,
+                               _dense_sym(graph.train_edge_index, 16, 20), 2)
+        ub = u[batch.users]
+        ref = 0.0
+        for lin, f in zip(model.projections, (model.feat_0, model.feat_1)):
+            margin = (ub * lin(f[batch.pos])).sum(-1) - (ub * lin(f[batch.neg])).sum(-1)
+            ref = ref - torch.log(torch.sigmoid(margin)).mean()  # -log sigma(pos - neg)
+    assert torch.allclose(out['modal_bpr'], 0.5 * ref, atol=1e-5)
+    assert torch.allclose(out['loss'], out['bpr'] + out['modal_bpr'])

@@ -10,6 +10,7 @@ from test_training_utils import synthetic_graph
 from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models import LightGCN
 from mmssl_pyg.training import evaluate, evaluate_embeddings
+from mmssl_pyg.training.evaluator import exclusion_rows, per_user_metrics
 
 
 def reference(user_emb, item_emb, graph, split, ks, exclude_val_at_test=False):
@@ -144,3 +145,51 @@ def test_evaluate_switches_a_mode_dependent_model_to_eval(start_in_training):
     # the train-mode scores rank it last of the 5 candidates: not in the top 4
     wrong = evaluate_embeddings(-user_emb, torch.eye(6), graph, 'val', ks=(1, 4))
     assert wrong['recall@4'] == 0.0
+
+
+def exclusion_graph():
+    """2 users, 5 items, hand-set scores (item embeddings are the identity, so a user's
+    embedding is its score row). User 0: train {0}, val {1}, test {2}, scores
+    [9, 3, 2, 1, 0]; user 1: train {3}, val {4}, test {2}, scores [0, 1, 2, 9, 3]. With the
+    training item excluded, each user's top-1 is its val item; with the val item excluded
+    too, it is the test item 2."""
+    train = torch.tensor([[0, 1], [0, 3]])
+    val = torch.tensor([[0, 1], [1, 4]])
+    test = torch.tensor([[0, 1], [2, 2]])
+    graph = RecGraph(2, 5, train, val, test, name='exclusion')
+    user_emb = torch.tensor([[9., 3., 2., 1., 0.], [0., 1., 2., 9., 3.]])
+    return graph, user_emb, torch.eye(5)
+
+
+def test_exclusions_on_a_hand_made_graph():
+    graph, user_emb, item_emb = exclusion_graph()
+    ev = lambda split, ex=False: evaluate_embeddings(user_emb, item_emb, graph, split, (1, 2),  # noqa: E731
+                                                     exclude_val_at_test=ex)
+    assert ev('val')['recall@1'] == 1.0              # the training item is never ranked
+    assert ev('test')['recall@1'] == 0.0             # the val item is ranked first
+    assert ev('test')['recall@2'] == 1.0
+    assert ev('test', True)['recall@1'] == 1.0       # the val item excluded at test
+    assert ev('val', True)['recall@1'] == 1.0        # no effect on validation
+    rowptr, col = exclusion_rows(graph, 'test', exclude_val_at_test=True)
+    assert [sorted(col[rowptr[u]:rowptr[u + 1]].tolist()) for u in range(2)] == [[0, 1], [3, 4]]
+
+
+def test_per_user_recall_divides_by_all_held_out_items():
+    # user 0: train {0}, test {1, 2, 3}, scores rank 1, 2 first: 2 hits in the top 2 of 3
+    # held-out items -> Recall@2 = 2/3 (not 2 / min(2, 3) = 1); NDCG@2 = 1 (both slots hit).
+    # user 1: train {0}, test {4}, ranked 3rd -> Recall@2 = 0.
+    train = torch.tensor([[0, 1], [0, 0]])
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    test = torch.tensor([[0, 0, 0, 1], [1, 2, 3, 4]])
+    graph = RecGraph(2, 5, train, empty, test)
+    user_emb = torch.tensor([[9., 5., 4., 1., 0.], [9., 3., 2., 1., 0.5]])
+    out = per_user_metrics(user_emb, torch.eye(5), graph, 'test', k=2)
+    assert out['users'].tolist() == [0, 1]
+    assert out['recall'].tolist() == pytest.approx([2 / 3, 0.0])
+    assert out['ndcg'].tolist() == pytest.approx([1.0, 0.0])
+    assert out['hit'].tolist() == [1.0, 0.0]
+    assert out['item_hits'].tolist() == [0, 1, 1, 0, 0]
+    assert out['item_heldout'].tolist() == [0, 1, 1, 1, 1]
+    # the averaged evaluator agrees
+    assert evaluate_embeddings(user_emb, torch.eye(5), graph, 'test', (2,))['recall@2'] == \
+        pytest.approx((2 / 3 + 0.0) / 2)

@@ -209,3 +209,146 @@ def test_bad_config_values_name_the_field():
         TrainConfig(metric='recall@25')
     with pytest.raises(ValueError, match='device'):
         TrainConfig(device='gpu')
+
+
+# ---------------------------------------------------------------------------------------------
+# direct tests of the trainer's rules (issue 27): each fails when the rule is broken
+
+
+def _scripted_evaluate(values, calls=None):
+    """An ``evaluate`` whose validation metric is the next of ``values`` (test: -1)."""
+    it = iter(values)
+
+    def fake_evaluate(model, graph, split, ks, **kwargs):
+        if calls is not None:
+            calls.append((split, kwargs))
+        value = next(it) if split == 'val' else -1.0
+        return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
+    return fake_evaluate
+
+
+def test_early_stopping_keeps_the_first_maximum_and_stops_after_patience(monkeypatch):
+    # epoch 2 is the best; epoch 3 ties it (not an improvement), epoch 4 is worse: two
+    # evaluations without improvement = patience 2, so epoch 5 (0.9) never runs
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate([0.1, 0.3, 0.3, 0.2, 0.9]))
+    result, trainer = _fit(epochs=10, patience=2)
+    assert [h['epoch'] for h in result.history] == [1, 2, 3, 4]
+    assert result.stopped_early and result.best_epoch == 2 and trainer.bad_evals == 2
+    assert result.val['recall@20'] == 0.3
+
+
+class _RecordingLightGCN(LightGCN):
+    """Records each epoch's batches (users, positives, negatives)."""
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.epochs = []
+
+    def on_epoch_start(self, epoch):
+        self.epochs.append([])
+
+    def loss(self, batch):
+        self.epochs[-1].append(torch.stack([batch.users, batch.pos, batch.neg]).clone())
+        return super().loss(batch)
+
+
+def test_every_epoch_draws_new_batches():
+    _, trainer = _fit(epochs=3, model_cls=_RecordingLightGCN)
+    epochs = trainer.model.epochs
+    n = len(trainer.sampler)
+    assert [len(e) for e in epochs] == [n] * 3
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert not torch.equal(torch.cat(epochs[a], 1), torch.cat(epochs[b], 1))
+    # and they are the sampler's stream: a fresh sampler with the seed draws them in order
+    from mmssl_pyg.training import BPRSampler
+    fresh = BPRSampler(trainer.graph.to('cpu'), FAST['batch_size'], seed=FAST['seed'])
+    for epoch in epochs:
+        for got in epoch:
+            b = fresh.sample()
+            assert torch.equal(got.cpu(), torch.stack([b.users, b.pos, b.neg]))
+
+
+def test_optimiser_steps_every_trainable_parameter_including_1d_ones():
+    from conftest import make_tiny_graph
+
+    from mmssl_pyg.models.lattice import LATTICE
+    graph = make_tiny_graph(2)
+    torch.manual_seed(0)
+    model = LATTICE(graph, embedding_dim=8, feat_embed_dim=8, knn_k=3)
+    one_d = [n for n, p in model.named_parameters() if p.dim() == 1]
+    assert 'modal_weight' in one_d and any(n.endswith('bias') for n in one_d)
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 1}))
+    stepped = {id(p) for g in trainer.optimizer.param_groups for p in g['params']}
+    assert stepped == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize('critic_every', [1, 3])
+def test_critic_steps_every_critic_every_batches_counted_over_the_run(critic_every):
+    # 4 batches per epoch, 2 epochs: run steps 0..7; the critic runs where step % k == 0
+    _, trainer = _fit(epochs=2, model_cls=_CriticLightGCN, batches_per_epoch=4,
+                      critic_every=critic_every)
+    expected = []
+    for step in range(8):
+        # the model step sees the batch the critic just saw, or a fresh one
+        expected += ['critic', 'model'] if step % critic_every == 0 else ['model-no-cache']
+    assert trainer.model.calls == expected
+
+
+def test_resume_restores_patience_counter_and_random_state(monkeypatch, tmp_path):
+    """SGL redraws its edge-dropout views from the global torch RNG every epoch and the
+    sampler has its own generator: a resumed run equals the uninterrupted one only when both
+    are restored. Validation: best at epoch 1, then worse; patience 3 stops after epoch 4,
+    which the resumed run (cut after epoch 2, one bad evaluation) must count too."""
+    from mmssl_pyg.models.sgl import SGL
+    values = [0.5, 0.1, 0.2, 0.3, 0.4, 0.45, 0.46]
+    kw = dict(model_cls=SGL, device='cpu', patience=3)
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate(values))
+    full, _ = _fit(epochs=10, checkpoint_dir=tmp_path / 'full', **kw)
+    assert [h['epoch'] for h in full.history] == [1, 2, 3, 4] and full.stopped_early
+    scripted = _scripted_evaluate(values)  # one stream over the cut run and its resume
+    monkeypatch.setattr(trainer_module, 'evaluate', scripted)
+    _fit(epochs=2, checkpoint_dir=tmp_path / 'cut', **kw)
+    torch.manual_seed(999)  # another process's global RNG state
+    resumed, trainer = _fit(epochs=10, checkpoint_dir=tmp_path / 'cut', model_seed=123,
+                            resume=True, **kw)
+    assert resumed.resumed_from_epoch == 2
+    assert [h['epoch'] for h in resumed.history] == [1, 2, 3, 4] and resumed.stopped_early
+    assert resumed.best_epoch == 1 and trainer.bad_evals == 3
+    for a, b in zip(full.history[2:], resumed.history[2:]):  # the epochs after the cut
+        for key in ('train/loss', 'train/bpr', 'train/ssl'):
+            assert a[key] == b[key], (a['epoch'], key)
+
+
+class _FixedScores(torch.nn.Module):
+    """Hand-set embeddings, no parameters (the trainer runs one epoch without batches)."""
+    trainable = False
+    has_critic = False
+
+    def __init__(self, user_emb, item_emb):
+        super().__init__()
+        self.register_buffer('u', user_emb)
+        self.register_buffer('i', item_emb)
+
+    def model_parameters(self):
+        return []
+
+    def on_epoch_start(self, epoch):
+        pass
+
+    def on_epoch_end(self, epoch):
+        pass
+
+    def get_embedding(self):
+        return self.u, self.i
+
+
+@pytest.mark.parametrize('exclude', [True, False])
+def test_trainer_tests_with_exclude_val_at_test(exclude):
+    from test_evaluator import exclusion_graph
+    graph, user_emb, item_emb = exclusion_graph()
+    config = TrainConfig(**{**FAST, 'epochs': 1, 'ks': (1,), 'metric': 'recall@1',
+                                   'exclude_val_at_test': exclude})
+    result = Trainer(_FixedScores(user_emb, item_emb), graph, config).fit()
+    # by hand (see exclusion_graph): each user's top-1 is its val item unless it is excluded
+    assert result.test['recall@1'] == (1.0 if exclude else 0.0)
+    assert result.val['recall@1'] == 1.0

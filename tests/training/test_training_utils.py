@@ -135,3 +135,19 @@ def test_json_helpers_round_trip(tmp_path):
     graph = read_json_dataset(write_json_dataset(tmp_path / 'tiny', 10, 12, 5))
     assert graph.num_users == 10 and graph.val_edge_index.size(1) == 10
     assert graph.num_train == 30
+
+
+def test_positives_are_uniform_over_the_users_training_items():
+    # user 0 has items {1, 4, 6, 7} of 10; user 1 has {0}: every batch holds both users
+    ei = torch.tensor([[0, 0, 0, 0, 1], [1, 4, 6, 7, 0]])
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    sampler = BPRSampler(RecGraph(2, 10, ei, empty, empty), batch_size=2, seed=0)
+    pos = []
+    for _ in range(4000):
+        b = sampler.sample()
+        assert sorted(b.users.tolist()) == [0, 1]
+        pos.append(b.pos[b.users == 0])
+        assert b.pos[b.users == 1].tolist() == [0]
+    counts = torch.bincount(torch.cat(pos), minlength=10).float() / 4000
+    assert counts[[0, 2, 3, 5, 8, 9]].sum() == 0  # only real positives
+    assert torch.allclose(counts[[1, 4, 6, 7]], torch.full((4,), 0.25), atol=0.03)

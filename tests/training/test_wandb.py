@@ -67,12 +67,17 @@ def wandb_env(tmp_path, monkeypatch):
     monkeypatch.setenv('WANDB_SILENT', 'true')
 
 
-def test_offline_run_logs_config_epochs_and_test_summary(tmp_path, wandb_env):
+# Seeds of the run: the default (2023, best epoch 2 of 2), 3 (best epoch 1 of 2: the last
+# history row is not the selected one) and 11.
+@pytest.mark.parametrize('seed', [None, 3, 11])
+def test_offline_run_logs_config_epochs_and_test_summary(tmp_path, wandb_env, seed):
     data = write_json_dataset(tmp_path / 'tiny', num_users=60, num_items=60, per_user=8)
     run = tmp_path / 'run'
     argv = ['train', '--model', 'lightgcn', '--dataset', str(data), '--epochs', '2',
             '--run-dir', str(run), '--no-progress', 'num_threads=1', 'embedding_dim=8',
             'batch_size=32']  # --wandb defaults to offline
+    if seed is not None:
+        argv[1:1] = ['--seed', str(seed)]
     assert cli.main(argv) == 0
     # run.finish() can return before wandb-core has flushed the offline .wandb file; teardown
     # (what wandb's atexit hook does when the CLI process exits) waits for it.
@@ -95,11 +100,22 @@ def test_offline_run_logs_config_epochs_and_test_summary(tmp_path, wandb_env):
                     'epoch_seconds', 'eval_seconds', 'peak_memory_mb'):
             assert h[key] == pytest.approx(want[key]), key
 
+    # the summary holds the selected epoch's validation metrics (from its history row) and
+    # the test metrics, also when a later epoch was logged after it
     summary = logged['summary']
-    assert summary['best_epoch'] == metrics['best_epoch']
+    best = metrics['best_epoch']
+    if seed == 3:  # the precondition this seed is here for
+        assert best < len(steps)
+        assert steps[-1]['val/recall@20'] != steps[best - 1]['val/recall@20']
+    assert summary['best_epoch'] == best
     for k, v in metrics['test'].items():
         assert summary[f'test/{k}'] == pytest.approx(v)
-    assert summary['val/recall@20'] == pytest.approx(metrics['val']['recall@20'])
+    selected = steps[best - 1]
+    val_keys = [k for k in selected if k.startswith('val/')]
+    assert len(val_keys) == 12  # recall, precision, ndcg, hit at 10, 20 and 50
+    for k in val_keys:
+        assert summary[k] == pytest.approx(selected[k]), k
+        assert summary[k] == pytest.approx(metrics['val'][k[4:]]), k
     # config.yaml records the id, so --resume continues the same wandb run
     assert f'wandb_id: {logged["run"].run_id}' in (run / 'config.yaml').read_text()
 
