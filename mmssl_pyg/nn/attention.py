@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -62,13 +63,18 @@ class CrossModalAttention(torch.nn.Module):
         """
         n, m, d = x.shape
         dh = d // self.heads
-        q = self.query(x).view(n, m, self.heads, dh)
-        k = self.key(x).view(n, m, self.heads, dh)
-        v = self.value(x).view(n, m, self.heads, dh)
-        att = torch.einsum('nahc,nbhc->nhab', q, k) / math.sqrt(dh)
-        att = att.softmax(dim=-1)
-        o = torch.einsum('nhab,nbhc->nahc', att, v).reshape(n, m, d)
+        # one product for the three projections (the same weights as query / key / value)
+        qkv = F.linear(x, torch.cat([lin.weight for lin in (self.query, self.key, self.value)]),
+                       None if self.query.bias is None else
+                       torch.cat([lin.bias for lin in (self.query, self.key, self.value)]))
+        q, k, v = qkv.view(n, m, 3, self.heads, dh).unbind(2)
+        # M is small (one token per modality): broadcast products instead of N*H batched
+        # M x M matrix products (the same sums; several times faster on CPU)
+        att = (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1) / math.sqrt(dh)   # [n, a, b, h]
+        att = att.softmax(dim=2)
+        o = (att.unsqueeze(-1) * v.unsqueeze(1)).sum(2).reshape(n, m, d)
         out = self.out(o)
+        att = att.permute(0, 3, 1, 2)  # [n, h, a, b]
         return (out, att) if return_attention_weights else out
 
     @staticmethod

@@ -42,10 +42,15 @@ def collaborative_modality_embeddings(adj: BipartiteAdjacency, conv: BipartiteCo
                                       ) -> tuple[list[Tensor], list[Tensor]]:
     r"""Eq. 2: :math:`\mathbf{u}^m = \hat{\mathbf{A}}\mathbf{F}^m`,
     :math:`\mathbf{i}^m = \hat{\mathbf{A}}^{\top}\mathbf{u}^m` for every modality's projected
-    features :math:`\mathbf{F}^m` ``[n_i, d]``; returns ``(user_modal, item_modal)``."""
-    user_modal = [adj.to_users(conv, f) for f in features]
-    item_modal = [adj.to_items(conv, u) for u in user_modal]
-    return user_modal, item_modal
+    features :math:`\mathbf{F}^m` ``[n_i, d]``; returns ``(user_modal, item_modal)``.
+
+    Every modality propagates on the same graph, so the modalities go through each product
+    together, side by side as columns (one sparse product per direction instead of one per
+    modality; each column's sums are the same)."""
+    widths = [f.size(1) for f in features]
+    user = adj.to_users(conv, torch.cat(list(features), 1))
+    item = adj.to_items(conv, user)
+    return list(user.split(widths, 1)), list(item.split(widths, 1))
 
 
 COLD_ITEM_MODES = ('none', 'features')

@@ -50,6 +50,42 @@ def test_attention_matches_dense_reference():
     assert str(att) == 'CrossModalAttention(8, heads=2)'
 
 
+def _attention_einsum(att: CrossModalAttention, x: torch.Tensor):
+    """Eq. 9 as it was written before issue 24: three projections and two einsums (batched
+    M x M products); returns (output, attention weights [N, H, M, M])."""
+    n, m, d = x.shape
+    dh = d // att.heads
+    q, k, v = (lin(x).view(n, m, att.heads, dh) for lin in (att.query, att.key, att.value))
+    w = (torch.einsum('nahc,nbhc->nhab', q, k) / math.sqrt(dh)).softmax(dim=-1)
+    return att.out(torch.einsum('nhab,nbhc->nahc', w, v).reshape(n, m, d)), w
+
+
+@pytest.mark.parametrize('bias,m', [(False, 2), (True, 3), (False, 1)])
+def test_fused_attention_matches_the_einsum_form_values_and_gradients(bias, m):
+    torch.manual_seed(3)
+    att = CrossModalAttention(8, heads=2, bias=bias)
+    if bias:
+        for lin in (att.query, att.key, att.value, att.out):
+            torch.nn.init.normal_(lin.bias)
+    x = torch.randn(7, m, 8, requires_grad=True)
+    weight = torch.randn(7, m, 8)
+    grads = []
+    for fn in (lambda: att(x, return_attention_weights=True), lambda: _attention_einsum(att, x)):
+        att.zero_grad()
+        x.grad = None
+        out, w = fn()
+        (out * weight).sum().backward()
+        grads.append((out.detach(), w.detach(), x.grad.clone(),
+                      [p.grad.clone() for p in att.parameters()]))
+    (out, w, gx, gp), (out_ref, w_ref, gx_ref, gp_ref) = grads
+    assert w.shape == w_ref.shape == (7, 2, m, m)
+    assert torch.allclose(out, out_ref, atol=1e-6) and torch.allclose(w, w_ref, atol=1e-6)
+    assert torch.allclose(gx, gx_ref, atol=1e-5)
+    assert len(gp) == (8 if bias else 4)
+    for g, g_ref in zip(gp, gp_ref):
+        assert torch.allclose(g, g_ref, atol=1e-5)
+
+
 @pytest.mark.parametrize('name', ['key', 'value', 'query', 'out'])
 def test_attention_depends_on_every_projection(name):
     torch.manual_seed(1)

@@ -61,7 +61,7 @@ def test_mmssl_trains_with_bf16_autocast_on_cpu():
     assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
     # output dtypes of linear layers, by whether the model was training (autocast) or not
     seen = {}
-    layers = {'feature projection': model.generator.lins[0], 'attention': model.attention.query,
+    layers = {'feature projection': model.generator.lins[0], 'attention': model.attention.out,
               'critic': model.critic.lin2}
     hooks = [layer.register_forward_hook(
         lambda mod, inp, out, name=name: seen.setdefault((name, model.training), set()).add(
