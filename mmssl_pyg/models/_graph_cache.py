@@ -74,10 +74,10 @@ def cached_graph(x: Tensor, k: int, kind: str, build: Callable[[], dict[str, Ten
         graph = {n: t.detach().cpu() for n, t in build().items()}
         stats['builds'] += 1
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f'.tmp{os.getpid()}')
-            torch.save(graph, tmp)
-            os.replace(tmp, path)  # atomic: concurrent runs never read a partial file
+            from ..utils.io import atomic_write
+            # temporary file, fsync, rename: concurrent runs never read a partial file, and a
+            # failed write (full disk) leaves no partial or temporary file behind
+            atomic_write(path, lambda f: torch.save(graph, f))
     _memory[key] = graph
     while len(_memory) > MAX_ENTRIES:
         _memory.popitem(last=False)
