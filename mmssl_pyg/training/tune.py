@@ -272,9 +272,13 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
                               f'such as sqlite:///path/study.db or '
                               f'postgresql://user:pass@host/db') from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner_text = (f'PercentilePruner(percentile={prune_percentile:g}, n_startup_trials='
-                   f'{prune_startup}, n_warmup_steps={prune_warmup})') if prune else 'none'
-    pruner = optuna.pruners.PercentilePruner(prune_percentile, n_startup_trials=prune_startup,
+    # Optuna's PercentilePruner(P) keeps the top P% of trials; ``prune_percentile`` is the
+    # percentile below which a trial stops, so Optuna gets its complement (50 = the median).
+    keep = 100.0 - prune_percentile
+    pruner_text = (f'optuna PercentilePruner(percentile={keep:g}, n_startup_trials='
+                   f'{prune_startup}, n_warmup_steps={prune_warmup}): prunes below the '
+                   f'{prune_percentile:g}th percentile') if prune else 'none'
+    pruner = optuna.pruners.PercentilePruner(keep, n_startup_trials=prune_startup,
                                              n_warmup_steps=prune_warmup) if prune \
         else optuna.pruners.NopPruner()
     sampler_text = f'TPESampler(n_startup_trials={startup_trials}, multivariate={multivariate})'

@@ -328,8 +328,9 @@ def test_sampler_and_pruner_settings_are_applied_recorded_and_part_of_the_identi
     study = _study(result.storage, result.study_name)
     identity = study.user_attrs['identity']
     assert identity['sampler'] == 'TPESampler(n_startup_trials=1, multivariate=True)'
-    assert identity['pruner'] == ('PercentilePruner(percentile=25, n_startup_trials=3, '
-                                  'n_warmup_steps=7)')
+    # Optuna's percentile is the share kept: pruning below the 25th percentile keeps the top 75%
+    assert identity['pruner'] == ('optuna PercentilePruner(percentile=75, n_startup_trials=3, '
+                                  'n_warmup_steps=7): prunes below the 25th percentile')
     provenance = read_yaml(tmp_path / 'mf-tiktok-mini.yaml')['provenance']
     assert provenance['sampler'].startswith('TPESampler(n_startup_trials=1, multivariate=True, '
                                             'seed=')
@@ -356,3 +357,37 @@ def test_bad_sampler_or_pruner_settings_are_refused_before_anything_is_written(t
         tune('mf', 'tiktok-mini', trials=1, run_dir=tmp_path / 'study', overrides=TINY,
              wandb='disabled', write_preset=False, **bad)
     assert not (tmp_path / 'study').exists()
+
+
+@pytest.mark.parametrize('prune_percentile, pruned', [(25.0, False), (50.0, True), (75.0, True)])
+def test_prune_percentile_is_the_share_of_earlier_trials_a_trial_must_beat(tmp_path,
+                                                                           prune_percentile,
+                                                                           pruned):
+    """A trial at the 40th percentile of the earlier trials survives a 25th-percentile rule and
+    is pruned by the median and 75th-percentile rules (Optuna counts the share kept instead)."""
+    seen = {}
+
+    import mmssl_pyg.training.tune as tune_mod
+    real = optuna.pruners.PercentilePruner
+
+    def capture(percentile, **kwargs):
+        seen['pruner'] = real(percentile, **kwargs)
+        return seen['pruner']
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(optuna.pruners, 'PercentilePruner', capture)
+    try:
+        tune_mod.tune('mf', 'tiktok-mini', trials=1, run_dir=tmp_path / 'study',
+                      overrides=TINY, wandb='disabled', write_preset=False,
+                      log=lambda line: None, prune_percentile=prune_percentile,
+                      prune_startup=0, prune_warmup=0)
+    finally:
+        monkey.undo()
+    study = optuna.create_study(direction='maximize', pruner=seen['pruner'])
+    for value in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        t = study.ask()
+        t.report(value, 1)
+        study.tell(t, value)
+    t = study.ask()
+    t.report(0.45, 1)  # above 4 of the 10 earlier trials: their 40th percentile
+    assert bool(t.should_prune()) is pruned
