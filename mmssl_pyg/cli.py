@@ -5,6 +5,7 @@ Commands::
     mmssl-pyg train [--model M] [--dataset D] [--config FILE] [--tuned] [key=value ...]
     mmssl-pyg tune --model M --dataset D --trials N [--timeout SECONDS] [--storage URL]
     mmssl-pyg evaluate CHECKPOINT [--split val|test]
+    mmssl-pyg compare CHECKPOINT_A CHECKPOINT_B [--split test] [--metric recall@20]
     mmssl-pyg recommend CHECKPOINT (--users 1,2,3 | --output FILE.csv|FILE.parquet) [-k 20]
     mmssl-pyg datasets [NAME ...]
     mmssl-pyg build-dataset (--recipe movielens-100k | --interactions FILE --output DIR ...)
@@ -171,6 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument('--root', default=None, help="override the dataset's folder")
     ev.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     ev.add_argument('--json', action='store_true', help='print JSON instead of a table')
+
+    cmp = sub.add_parser('compare', help='paired user-level test of two runs on one dataset',
+                         description='Rank both runs on the split and compare them user by '
+                                     'user: the mean difference (A - B) of the metric with a '
+                                     'bootstrap interval over users, and the two-sided '
+                                     'Wilcoxon signed-rank p-value.')
+    cmp.add_argument('a', metavar='CHECKPOINT_A', help='best.pt, or a run folder (its best.pt)')
+    cmp.add_argument('b', metavar='CHECKPOINT_B', help='best.pt, or a run folder (its best.pt)')
+    cmp.add_argument('--split', choices=['val', 'test'], default='test')
+    cmp.add_argument('--metric', default='recall@20', help='recall@K or ndcg@K (default '
+                                                           'recall@20)')
+    cmp.add_argument('--exclude-val-at-test', action='store_true',
+                     help='also exclude validation items when ranking for test')
+    cmp.add_argument('--resamples', type=int, default=10_000, help='bootstrap resamples')
+    cmp.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
+    cmp.add_argument('--json', action='store_true', help='print JSON instead of text')
 
     rec = sub.add_parser('recommend',
                          help='top-k unseen items for users, to stdout or CSV/Parquet')
@@ -346,8 +363,36 @@ def _build_dataset(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    import re
+    from dataclasses import asdict
+
+    from .training.config import ConfigError
+    from .training.significance import compare_checkpoints
+    m = re.fullmatch(r'(recall|ndcg)@(\d+)', args.metric)
+    if m is None:
+        raise ConfigError(f'--metric must be recall@K or ndcg@K, got {args.metric!r}')
+    try:
+        out = compare_checkpoints(args.a, args.b, args.split, int(m.group(2)), m.group(1),
+                                  exclude_val_at_test=args.exclude_val_at_test,
+                                  device=args.device, resamples=args.resamples)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    t = out['test']
+    if args.json:
+        print(json.dumps({**{k: v for k, v in out.items() if k != 'test'}, **asdict(t)},
+                         indent=2))
+        return 0
+    print(f'{args.split} {out["metric"]} over {t.users} users: A {out["mean_a"]:.4f}, '
+          f'B {out["mean_b"]:.4f}')
+    print(f'A - B = {t.mean_difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}] '
+          f'({t.confidence:.0%} bootstrap over users); Wilcoxon signed-rank p = '
+          f'{t.p_value:.3g} ({t.nonzero} users differ)')
+    return 0
+
+
 COMMANDS = {'train': _train, 'tune': _tune, 'evaluate': _evaluate, 'recommend': _recommend,
-            'datasets': _datasets, 'build-dataset': _build_dataset}
+            'compare': _compare, 'datasets': _datasets, 'build-dataset': _build_dataset}
 
 
 def _split_overrides(parser: argparse.ArgumentParser, args, extra: list[str]) -> None:

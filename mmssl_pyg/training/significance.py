@@ -164,3 +164,45 @@ def holm(p_values: Sequence[float]) -> list[float]:
     out = np.empty(m, dtype=np.float64)
     out[order] = adjusted_sorted
     return out.tolist()
+
+
+def compare_checkpoints(a, b, split: str = 'test', k: int = 20, metric: str = 'recall', *,
+                        exclude_val_at_test: bool = False, device: str = 'auto',
+                        resamples: int = 10_000, confidence: float = 0.95,
+                        seed: int = 0) -> dict:
+    """Paired user-level comparison of two runs of ``mmssl-pyg train`` on the same data.
+
+    ``a`` and ``b`` are checkpoints (``best.pt``) or run folders. Both are ranked on ``split``
+    with the evaluator's protocol (:func:`~mmssl_pyg.training.evaluator.per_user_metrics`) and
+    compared with :func:`paired_user_test` on ``metric@k`` (``'recall'`` or ``'ndcg'``).
+    Runs on other data (other users, items or held-out pairs) are refused.
+
+    Returns:
+        ``{'a', 'b', 'split', 'metric', 'mean_a', 'mean_b', 'test': PairedTest}``.
+    """
+    from .evaluator import heldout_pairs, per_user_metrics
+    from .run import load_run_checkpoint
+    if split not in ('val', 'test'):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    if metric not in ('recall', 'ndcg'):
+        raise ValueError(f"metric must be 'recall' or 'ndcg', got {metric!r}")
+    loaded = [load_run_checkpoint(x, device) for x in (a, b)]
+    (_, ga, _), (_, gb, _) = loaded
+    if (ga.num_users, ga.num_items) != (gb.num_users, gb.num_items) or not bool(
+            (heldout_pairs(ga, split).cpu() == heldout_pairs(gb, split).cpu()).all()):
+        raise ValueError(f'{a} and {b} were trained on different data (users, items or {split} '
+                         f'pairs differ); compare runs of one dataset')
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= ga.num_items:
+        raise ValueError(f'k must be an integer from 1 to the number of items '
+                         f'({ga.num_items}), got {k!r}')
+    values = []
+    for model, graph, _ in loaded:
+        import torch
+        with torch.no_grad():
+            user_emb, item_emb = model.get_embedding()
+        pu = per_user_metrics(user_emb, item_emb, graph, split, k, exclude_val_at_test)
+        values.append(pu[metric].double().numpy())
+    test = paired_user_test(values[0], values[1], resamples=resamples, confidence=confidence,
+                            seed=seed)
+    return {'a': str(a), 'b': str(b), 'split': split, 'metric': f'{metric}@{k}',
+            'mean_a': float(values[0].mean()), 'mean_b': float(values[1].mean()), 'test': test}

@@ -213,3 +213,25 @@ def test_train_sizes_the_mmssl_critic_check_with_the_trainer_batch(tmp_path, mon
             '--device', 'cpu', 'num_threads=1', 'embedding_dim=8', 'batch_size=48']
     assert cli.main(argv) == 0
     assert seen and seen[0] == 2 * 48  # two modalities x the trainer's batch of users
+
+
+def test_compare_two_runs_user_by_user(trained, tmp_path, capsys):
+    data, run = trained
+    other = tmp_path / 'other'
+    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(other), *FAST,
+                     '--seed', '7']) == 0
+    capsys.readouterr()
+    assert cli.main(['compare', str(run), str(other), '--json', '--resamples', '200']) == 0
+    out = json.loads(capsys.readouterr().out)
+    # the per-user means are the evaluator's test Recall@20 of each run's selected epoch
+    for key, folder in (('mean_a', run), ('mean_b', other)):
+        metrics = json.loads((folder / 'metrics.json').read_text())
+        assert out[key] == pytest.approx(metrics['test']['recall@20'], abs=1e-6)
+    assert out['mean_difference'] == pytest.approx(out['mean_a'] - out['mean_b'], abs=1e-9)
+    assert out['low'] <= out['mean_difference'] <= out['high'] and 0 <= out['p_value'] <= 1
+    # a run against itself: no user differs
+    assert cli.main(['compare', str(run), str(run), '--metric', 'ndcg@10']) == 0
+    text = capsys.readouterr().out
+    assert 'A - B = +0.0000' in text and 'p = 1 (0 users differ)' in text
+    assert cli.main(['compare', str(run), str(other), '--metric', 'hit@20']) == 2
+    assert '--metric must be recall@K or ndcg@K' in capsys.readouterr().err
