@@ -2,11 +2,11 @@
 (shared with the recorder, tests/models/_record_grcn_mmgcn.py)."""
 from __future__ import annotations
 
-import torch
+from test_training_utils import seeded_fit
 
 from mmssl_pyg.data import RecGraph
 from mmssl_pyg.models import get_model_class
-from mmssl_pyg.training import Trainer, resolve_options
+from mmssl_pyg.training import resolve_options
 
 MODELS = ('grcn', 'mmgcn')
 SHORT = {'progress': False, 'device': 'cpu', 'num_threads': 1, 'epochs': 3,
@@ -19,18 +19,10 @@ def run(name: str, graph: RecGraph) -> dict:
     ``name`` trained on ``graph`` (tiktok-mini) with :data:`SHORT` over its preset."""
     cls = get_model_class(name)
     options = resolve_options(cls, 'tiktok-mini', model_name=name, train_updates=SHORT)
-    threads = torch.get_num_threads()
-    try:
-        torch.manual_seed(options.train.seed)
-        model = cls(graph, **options.model_kwargs)
-        result = Trainer(model, graph, options.train).fit(test=False)
-        model.eval()
-        with torch.no_grad():
-            user, item = model.get_embedding()
-    finally:
-        torch.set_num_threads(threads)
+    result, norms = seeded_fit(lambda: cls(graph, **options.model_kwargs), graph,
+                               options.train)
     return {'losses': [h['train/loss'] for h in result.history],
             'val': [{k[4:]: v for k, v in h.items() if k.startswith('val/')}
                     for h in result.history],
             'best_epoch': result.best_epoch,
-            'embedding_norms': [float(user.norm()), float(item.norm())]}
+            'embedding_norms': norms}

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / 'training'))  # seeded_fit
 from _grcn_mmgcn_run import MODELS, SHORT, run  # noqa: E402
 
 from mmssl_pyg.data import RecGraph, load_dataset  # noqa: E402

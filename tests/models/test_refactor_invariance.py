@@ -12,11 +12,11 @@ of stacking them) moves the losses by round-off only, hence the tolerances.
 from __future__ import annotations
 
 import pytest
-import torch
+from test_training_utils import seeded_fit
 
 from mmssl_pyg.data import RecGraph, load_dataset
 from mmssl_pyg.models import get_model_class
-from mmssl_pyg.training import Trainer, resolve_options
+from mmssl_pyg.training import resolve_options
 
 # Recorded from main at a310d38 (before the refactor): train losses of epochs 1-2 and the
 # validation metrics of the best epoch, and the norms of the final (user, item) embeddings.
@@ -59,19 +59,11 @@ def _run(name: str, graph: RecGraph) -> dict:
     options = resolve_options(cls, 'tiktok-mini', model_name=PRESET.get(name, name),
                               train_updates=SHORT,
                               overrides=PINNED.get(name))
-    threads = torch.get_num_threads()
-    try:
-        torch.manual_seed(options.train.seed)
-        model = cls(graph, **options.model_kwargs)
-        result = Trainer(model, graph, options.train).fit(test=False)
-        model.eval()
-        with torch.no_grad():
-            user, item = model.get_embedding()
-    finally:
-        torch.set_num_threads(threads)
+    result, norms = seeded_fit(lambda: cls(graph, **options.model_kwargs), graph,
+                               options.train)
     return {'losses': [h['train/loss'] for h in result.history],
             'val': dict(result.val), 'best_epoch': result.best_epoch,
-            'embedding_norms': [float(user.norm()), float(item.norm())]}
+            'embedding_norms': norms}
 
 
 @pytest.mark.parametrize('name', ['mmssl', 'lightgcn', 'grcn', 'sgl'])

@@ -5,8 +5,9 @@ MMSSL is trained on tiktok-mini with its default preset (the options ``mmssl-pyg
 preset's critic schedule and once with a critic step on every mini-batch. Every per-step
 loss term of ``critic_loss`` and ``loss``, the validation metrics of every epoch and the
 norms of the final embeddings are compared with constants. The constants were printed by
-this file (``python tests/models/test_speed_invariance.py``) against the code *before* the
-speed-ups (branch speed-mmssl at 8130a2c), so they record the previous implementation.
+this file (``PYTHONPATH=tests/training python tests/models/test_speed_invariance.py``)
+against the code *before* the speed-ups (branch speed-mmssl at 8130a2c), so they record the
+previous implementation.
 Three epochs cover two swaps of the generated modality graphs. Tolerance: rtol 1e-4 on
 losses and norms (the rewrites change the order of float32 sums), abs 1e-6 on metrics.
 """
@@ -15,11 +16,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from test_training_utils import seeded_fit
 
 from mmssl_pyg.data import RecGraph, load_dataset
 from mmssl_pyg.models import MMSSL
-from mmssl_pyg.training import Trainer, resolve_options
+from mmssl_pyg.training import resolve_options
 
 SHORT = {'progress': False, 'device': 'cpu', 'num_threads': 1, 'epochs': 3,
          'batches_per_epoch': 4, 'batch_size': 256, 'ks': (20,), 'seed': 2023, 'patience': 0}
@@ -96,29 +97,25 @@ def _run(graph: RecGraph, overrides: list[str]) -> dict:
     options = resolve_options(MMSSL, 'tiktok-mini', model_name='mmssl', train_updates=SHORT,
                               overrides=overrides)
     steps: list[dict] = []
-    threads = torch.get_num_threads()
-    try:
-        torch.manual_seed(options.train.seed)
-        model = MMSSL(graph, **options.model_kwargs)
-        critic_loss, loss = model.critic_loss, model.loss
 
-        def spy(kind, fn):
-            def wrapped(batch):
-                out = fn(batch)
-                steps.append({'kind': kind, **{k: float(v.detach()) for k, v in out.items()}})
-                return out
-            return wrapped
-        model.critic_loss, model.loss = spy('critic', critic_loss), spy('model', loss)
-        result = Trainer(model, graph, options.train).fit(test=False)
-        model.eval()
-        with torch.no_grad():
-            user, item = model.get_embedding()
-    finally:
-        torch.set_num_threads(threads)
+    def spy(kind, fn):
+        def wrapped(batch):
+            out = fn(batch)
+            steps.append({'kind': kind, **{k: float(v.detach()) for k, v in out.items()}})
+            return out
+        return wrapped
+
+    def build() -> MMSSL:
+        model = MMSSL(graph, **options.model_kwargs)
+        model.critic_loss = spy('critic', model.critic_loss)
+        model.loss = spy('model', model.loss)
+        return model
+
+    result, norms = seeded_fit(build, graph, options.train)
     return {'steps': steps,
             'val': [{k: v for k, v in h.items() if k.startswith('val/')}
                     for h in result.history],
-            'embedding_norms': [float(user.norm()), float(item.norm())]}
+            'embedding_norms': norms}
 
 
 @pytest.fixture(scope='module')

@@ -10,7 +10,25 @@ import pytest
 import torch
 
 from mmssl_pyg.data.graph import RecGraph
-from mmssl_pyg.training import BPRSampler
+from mmssl_pyg.training import BPRSampler, Trainer
+
+
+def seeded_fit(build, graph: RecGraph, train) -> tuple:
+    """Seed torch with ``train.seed``, build the model with ``build()``, fit it on validation only
+    and return ``(fit result, [user embedding norm, item embedding norm])`` of the selected
+    epoch; torch's thread count is restored afterwards (``train.num_threads`` changes it).
+    The recorded-numbers tests (refactor and speed invariance) share this run."""
+    threads = torch.get_num_threads()
+    try:
+        torch.manual_seed(train.seed)
+        model = build()
+        result = Trainer(model, graph, train).fit(test=False)
+        model.eval()
+        with torch.no_grad():
+            user, item = model.get_embedding()
+    finally:
+        torch.set_num_threads(threads)
+    return result, [float(user.norm()), float(item.norm())]
 
 
 def synthetic_graph(num_users: int = 60, num_items: int = 40, per_user: int = 8,
