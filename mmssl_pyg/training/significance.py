@@ -180,6 +180,8 @@ def compare_checkpoints(a, b, split: str = 'test', k: int = 20, metric: str = 'r
     Returns:
         ``{'a', 'b', 'split', 'metric', 'mean_a', 'mean_b', 'test': PairedTest}``.
     """
+    import torch
+
     from .evaluator import heldout_pairs, per_user_metrics
     from .run import load_run_checkpoint
     if split not in ('val', 'test'):
@@ -197,7 +199,6 @@ def compare_checkpoints(a, b, split: str = 'test', k: int = 20, metric: str = 'r
                          f'({ga.num_items}), got {k!r}')
     values = []
     for model, graph, _ in loaded:
-        import torch
         with torch.no_grad():
             user_emb, item_emb = model.get_embedding()
         pu = per_user_metrics(user_emb, item_emb, graph, split, k, exclude_val_at_test)
