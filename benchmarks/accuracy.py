@@ -53,6 +53,65 @@ def _per_seed(units, split='test', name='recall@20') -> dict[int, float]:
     return {u['spec']['seed']: u[split][name] for u in units if u[split].get(name) is not None}
 
 
+def user_means(units, name: str = 'recall@20') -> tuple[list[int], np.ndarray] | None:
+    """Each test user's ``name`` averaged over the row's seeds (one unit per seed; a seed run
+    twice counts once), from the per-user lists the units store, or ``None`` when a unit has
+    none (units from before per-user storage) or the units disagree on the users."""
+    by_seed = {u['spec']['seed']: u for u in units}
+    users, values = None, []
+    for seed in sorted(by_seed):
+        pu = by_seed[seed].get('per_user')
+        if not pu or name not in pu:
+            return None
+        if users is None:
+            users = list(pu['users'])
+        elif list(pu['users']) != users:
+            return None
+        values.append(np.asarray(pu[name], dtype=np.float64))
+    if users is None:
+        return None
+    return users, np.mean(values, axis=0)
+
+
+def user_level_rows(rows_units, ours: str, name: str = 'recall@20', resamples: int = 10_000):
+    """``ours`` against every other row (PROTOCOL.md Sec. 6): the seed-paired test difference
+    with its t-interval and, over test users (each user's metric averaged over the seeds both
+    rows have), the mean difference with its bootstrap interval and the Wilcoxon p-value,
+    Holm-corrected across the comparisons. A difference is a win or a loss only when the seed
+    interval excludes 0 and the Holm p is below 0.05, on the same side; otherwise a tie. Rows
+    without per-user lists are left out (and named in the returned list of skipped rows)."""
+    from mmssl_pyg.training.significance import holm, paired_user_test
+    by_name = dict(rows_units)
+    ours_units = by_name[ours]
+    ours_seeds = {u['spec']['seed'] for u in ours_units}
+    tests, skipped = [], []
+    for other, us in rows_units:
+        if other == ours:
+            continue
+        common = ours_seeds & {u['spec']['seed'] for u in us}
+        a = user_means([u for u in ours_units if u['spec']['seed'] in common], name)
+        b = user_means([u for u in us if u['spec']['seed'] in common], name)
+        if not common or a is None or b is None or a[0] != b[0]:
+            skipped.append(other)
+            continue
+        seed_diff = C.paired_difference(_per_seed(ours_units, name=name),
+                                        _per_seed(us, name=name))
+        tests.append((other, len(common), seed_diff,
+                      paired_user_test(a[1], b[1], resamples=resamples, seed=0)))
+    adjusted = holm([t.p_value for *_, t in tests])
+    rows = []
+    for (other, n, seed_diff, t), p_holm in zip(tests, adjusted):
+        verdict = 'tie'
+        if p_holm < 0.05 and seed_diff.lo > 0 and t.mean_difference > 0:
+            verdict = f'{ours} wins'
+        elif p_holm < 0.05 and seed_diff.hi < 0 and t.mean_difference < 0:
+            verdict = f'{other} wins'
+        rows.append([other, n, seed_diff, t.users,
+                     f'{t.mean_difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}]',
+                     f'{t.p_value:.3g}', f'{p_holm:.3g}', verdict])
+    return rows, skipped
+
+
 def row_notes(folder) -> dict[str, str]:
     """``{configuration digest prefix: note}`` from ``row_notes.yaml`` in the results folder:
     what a configuration is, in words (e.g. that an older preset is the paper's), shown in the
@@ -146,6 +205,25 @@ def report_accuracy(rep: C.Report):
         slug = dataset.replace('/', '_')
         rep.add_table(f'accuracy_{slug}_at20', f'Accuracy on {dataset} @20', cols, rows, notes,
                       md=(md_cols, rows))
+        for ours in [n for n, us in rows_units if us[0]['spec']['model'] == 'mmssl']:
+            user_rows, skipped = user_level_rows(rows_units, ours)
+            if not user_rows:
+                continue
+            rep.add_table(
+                f'accuracy_{slug}_users_{ours}', f'{ours} against every row on {dataset}, '
+                'over seeds and over test users (test Recall@20)',
+                ['row', 'common seeds', f'seed-paired Δ ({ours} − row) [95% t]', 'test users',
+                 'user-level Δ [95% bootstrap]', 'Wilcoxon p', 'Holm p', 'verdict'],
+                user_rows,
+                ['User level: each test user\'s Recall@20 averaged over the seeds both rows '
+                 'have; the mean paired difference with a percentile bootstrap interval '
+                 '(10,000 resamples of users, seed 0) and the two-sided Wilcoxon signed-rank '
+                 'p-value (zero differences dropped), Holm-corrected across the rows of this '
+                 'table (mmssl_pyg.training.significance; benchmarks/PROTOCOL.md Sec. 6).',
+                 'Verdict: a win only when the seed interval and the Holm p (< 0.05) agree; '
+                 'otherwise a tie.']
+                + ([f'Left out (units without per-user lists): {", ".join(skipped)}.']
+                   if skipped else []))
         for k in (10, 50):
             rows = []
             for name, us in rows_units:
