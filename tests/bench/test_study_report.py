@@ -1,0 +1,61 @@
+"""benchmarks/study_report.py reads an Optuna SQLite study without Optuna: counts by state,
+the best complete trial with decoded parameters, and the summed trial seconds."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip('optuna')
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
+
+import study_report as R  # noqa: E402
+
+
+def _study(path: Path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f'sqlite:///{path}', study_name='s',
+                                direction='maximize')
+    dists = {'lr': optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+             'model.num_layers': optuna.distributions.IntDistribution(1, 4),
+             'model.cl_pairing': optuna.distributions.CategoricalDistribution(
+                 ['overall', 'items', 'users'])}
+    rows = [  # (state, value, params, seconds)
+        (optuna.trial.TrialState.COMPLETE, 0.30, (1e-3, 2, 'items'), 10.0),
+        (optuna.trial.TrialState.COMPLETE, 0.35, (2e-3, 3, 'users'), 20.5),
+        (optuna.trial.TrialState.PRUNED, 0.50, (3e-3, 1, 'overall'), 4.0),  # never "best"
+        (optuna.trial.TrialState.FAIL, None, (4e-3, 1, 'overall'), 1.5),
+    ]
+    for state, value, (lr, layers, pairing), seconds in rows:
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, distributions=dists,
+            params={'lr': lr, 'model.num_layers': layers, 'model.cl_pairing': pairing},
+            user_attrs={'seconds': seconds, 'best_epoch': layers * 10},
+            intermediate_values={0: 0.1} if state == optuna.trial.TrialState.PRUNED else None))
+    return study
+
+
+def test_summarise_counts_best_params_and_seconds(tmp_path):
+    folder = tmp_path / 'tiktok' / 'mf'
+    folder.mkdir(parents=True)
+    _study(folder / 'study.db')
+    [s] = R.collect(tmp_path)
+    assert (s.dataset, s.model) == ('tiktok', 'mf')
+    assert s.counts == {'COMPLETE': 2, 'PRUNED': 1, 'FAIL': 1}
+    assert s.finished == 3
+    assert s.best_number == 1 and s.best_value == pytest.approx(0.35)
+    assert s.best_params == {'lr': pytest.approx(2e-3), 'model.num_layers': 3,
+                             'model.cl_pairing': 'users'}
+    assert s.best_epoch == 30
+    assert s.seconds == pytest.approx(10.0 + 20.5 + 4.0 + 1.5)
+    text = R.render([s], target=20)
+    assert '| tiktok | mf | 3 / 20 | 2 / 1 / 1 / 0 | 36 | 0.3500 (#1) | 30 |' in text
+    assert 'model.cl_pairing=users' in text and 'Studies done: 0' in text
+
+
+def test_main_refuses_a_missing_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        R.main(['--out', str(tmp_path / 'nope')])
+    assert e.value.code == 2
+    assert 'no such folder' in capsys.readouterr().err
