@@ -61,10 +61,26 @@ class CrossModalAttention(torch.nn.Module):
         With ``return_attention_weights=True`` also returns the softmax weights, shape
         :math:`(N, H, M, M)` (row ``a`` of head ``h``: how token ``a`` attends to each token).
         """
+        o, att = self._attend(x)
+        out = self.out(o)
+        att = att.permute(0, 3, 1, 2)  # [n, h, a, b]
+        return (out, att) if return_attention_weights else out
+
+    def pooled(self, x: Tensor) -> Tensor:
+        """``pool(self(x))``, the mean over the modality tokens ``(N, M, d) -> (N, d)``, with
+        the mean taken before the output projection (it is linear, bias included: the same
+        values, one :math:`M`-th of its products)."""
+        return self.out(self.pool(self._attend(x)[0]))
+
+    def _attend(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The heads' outputs concatenated, before :math:`\\mathbf{W}_O`, ``(N, M, d)``, and
+        the softmax weights ``(N, a, b, H)``."""
         n, m, d = x.shape
         dh = d // self.heads
-        # one product for the three projections (the same weights as query / key / value)
-        qkv = F.linear(x, torch.cat([lin.weight for lin in (self.query, self.key, self.value)]),
+        # one product for the three projections (the same weights as query / key / value),
+        # over the tokens as rows of one matrix
+        qkv = F.linear(x.reshape(n * m, d),
+                       torch.cat([lin.weight for lin in (self.query, self.key, self.value)]),
                        None if self.query.bias is None else
                        torch.cat([lin.bias for lin in (self.query, self.key, self.value)]))
         q, k, v = qkv.view(n, m, 3, self.heads, dh).unbind(2)
@@ -73,9 +89,7 @@ class CrossModalAttention(torch.nn.Module):
         att = (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1) / math.sqrt(dh)   # [n, a, b, h]
         att = att.softmax(dim=2)
         o = (att.unsqueeze(-1) * v.unsqueeze(1)).sum(2).reshape(n, m, d)
-        out = self.out(o)
-        att = att.permute(0, 3, 1, 2)  # [n, h, a, b]
-        return (out, att) if return_attention_weights else out
+        return o, att
 
     @staticmethod
     def pool(x: Tensor) -> Tensor:

@@ -40,7 +40,7 @@ from .critic_memory import (  # noqa: F401  (re-exported: the historical import 
     critic_memory_estimate,
 )
 from .gumbel import gumbel_noise, gumbel_transform  # noqa: F401  (re-exported)
-from .lowrank import LowRankRows
+from .lowrank import LowRankRows, linear_blocks
 
 
 class _Gram(torch.autograd.Function):
@@ -107,6 +107,13 @@ class RelationCritic(torch.nn.Module):
         if isinstance(x, LowRankRows):
             return x.linear(self.lin1.weight, self.lin1.bias)
         return self.lin1(x)
+
+    def project_blocks(self, blocks: list[Tensor | LowRankRows]) -> list[Tensor]:
+        """:meth:`project` of each block; :class:`LowRankRows` blocks share the products with
+        :math:`\\mathbf{W}_1` (:func:`~mmssl_pyg.nn.lowrank.linear_blocks`)."""
+        if blocks and all(isinstance(b, LowRankRows) for b in blocks):
+            return linear_blocks(blocks, self.lin1.weight, self.lin1.bias)
+        return [self.project(b) for b in blocks]
 
     def head(self, z: Tensor) -> Tensor:
         """Everything after the first linear layer: ``[R, n_i/4] -> [R]``."""

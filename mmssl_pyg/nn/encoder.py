@@ -104,7 +104,7 @@ def modality_dependency(attention: CrossModalAttention, user_views: Sequence[Ten
                         item_views: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     r"""Eq. 9: multi-head self-attention across each node's :math:`M` views, then the mean
     over modalities: ``(h_u [n_u, d], h_i [n_i, d])``."""
-    fused = attention.pool(attention(modality_tokens(user_views, item_views)))
+    fused = attention.pooled(modality_tokens(user_views, item_views))
     num_users = user_views[0].size(0)
     return fused[:num_users], fused[num_users:]
 

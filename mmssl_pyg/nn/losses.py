@@ -187,8 +187,10 @@ def critic_objective(critic, real, fake: list, gp_weight: float = 0.3,
     interpolates. Returns ``{'loss', 'critic'`` (the Wasserstein estimate, detached)``,
     'gradient_penalty'}``."""
     penalty = projected_gradient_penalty if penalty is None else penalty
-    z_fake = torch.cat([critic.project(r.detach()) for r in fake], 0)
-    z_real = critic.project(real).repeat(len(fake), 1)
+    # one pass over W_1 for the real and every fake block
+    z_real, *z_fake = critic.project_blocks([real] + [r.detach() for r in fake])
+    z_fake = torch.cat(z_fake, 0)
+    z_real = z_real.repeat(len(fake), 1)
     d_real, d_fake = critic.head(z_real), critic.head(z_fake)
     gp = penalty(critic, z_real, z_fake, num_samples=gp_samples)
     return {'loss': wasserstein_critic_loss(d_real, d_fake, gp, gp_weight),
@@ -205,7 +207,7 @@ def sampled_generator_loss(critic, fake: list, num_samples: int | None = None) -
         pick = torch.randperm(rows)[:num_samples].to(critic.lin1.weight.device)
         fake = [r.select_rows(pick) for r in fake]
     with frozen(critic):
-        z_fake = torch.cat([critic.project(r) for r in fake], 0)
+        z_fake = torch.cat(critic.project_blocks(fake), 0)
         return wasserstein_generator_loss(critic.head(z_fake))
 
 
