@@ -1,10 +1,9 @@
 """What the benchmark files share: the list of benchmarks, quick-mode settings, paper
 reference numbers, option helpers that turn command-line arguments into units, and the small
 helpers the reports use. Each benchmark's plan and report live in its own file
-(``accuracy.py``, ``tune_grid.py``, ``ablation.py``, ...); ``run.py`` is the command line."""
+(``accuracy.py``, ``ablation.py``, ...); ``run.py`` is the command line."""
 from __future__ import annotations
 
-import json
 import math  # noqa: F401  (re-exported to the benchmark files)
 import sys
 import time  # noqa: F401
@@ -18,14 +17,14 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # mmssl_pyg wit
 
 import _common as C  # noqa: E402
 
-BENCHMARKS = ('accuracy', 'tune', 'ablation', 'sparsity', 'convergence', 'sensitivity',
-              'efficiency', 'scaling', 'estimator')
+BENCHMARKS = ('accuracy', 'ablation', 'sparsity', 'convergence', 'sensitivity', 'efficiency',
+              'scaling', 'estimator')
 ID_DATASETS = ('amazon-baby-interactions', 'amazon-sports-interactions')
 
 # Quick mode: every benchmark end to end on tiktok-mini in a few minutes (smoke test only).
 QUICK_DATASET = 'tiktok-mini'
 QUICK_TRAIN = {'epochs': 2, 'patience': 2, 'batch_size': 128, 'batches_per_epoch': 2}
-QUICK_MODELS = {'accuracy': ['mf', 'lightgcn', 'mmssl'], 'tune': ['mf', 'mmssl'],
+QUICK_MODELS = {'accuracy': ['mf', 'lightgcn', 'mmssl'],
                 'sparsity': ['mf', 'mmssl'], 'convergence': ['mf', 'lightgcn', 'mmssl'],
                 'efficiency': ['mf', 'mmssl']}
 QUICK_SEEDS = {'accuracy': [0, 1], 'sparsity': [0, 1]}
@@ -163,21 +162,6 @@ def unit(args, bench, model, dataset, seed, label='default', model_options=None,
     kw.setdefault('paired_init', bool(getattr(args, 'paired', True)))
     return C.Unit(bench, model, dataset, seed, label, mopts,
                   train_options(args, **kw.pop('train_extra', {})), **kw)
-
-
-def load_tuned(path: str | None) -> dict:
-    """``{dataset: {model: {'model': {...}, 'train': {...}}}}`` from a ``run.py tune``
-    tuned.json; ``'presets'`` returns ``{'presets': True}`` (the tuned presets of
-    ``mmssl-pyg tune``, looked up per model and dataset by :func:`tuned_preset`)."""
-    if not path:
-        return {}
-    if path == 'presets':
-        return {'presets': True}
-    data = json.loads(Path(path).read_text())
-    if 'settings' not in data:
-        raise SystemExit(f'--tuned {path}: not a file written by `run.py tune` (no "settings" '
-                         f'key); rerun the tune benchmark or pass its tuned.json')
-    return data['settings']
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
 
 
 def plan_accuracy(args):
-    tuned = load_tuned(args.tuned)
     seeds = seeds_for(args, 'accuracy', list(range(PAIRED_SEEDS)))
     models = models_for(args, 'accuracy')
     datasets = [(dataset_for(args), models)]
@@ -16,8 +15,7 @@ def plan_accuracy(args):
     units = []
     for dataset, ms in datasets:
         for model in ms:
-            t = tuned_preset(model, dataset) if tuned.get('presets') else \
-                tuned.get(dataset, {}).get(model)
+            t = tuned_preset(model, dataset) if args.tuned == 'presets' else None
             for seed in seeds:
                 units.append(unit(args, 'accuracy', model, dataset, seed,
                                   'tuned' if t else 'preset', (t or {}).get('model'),

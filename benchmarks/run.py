@@ -2,7 +2,6 @@
 """Benchmarks of mmssl-pyg: one entry point, one subcommand per benchmark.
 
     python benchmarks/run.py accuracy    --dataset tiktok --seeds 0 1 2   # paper Table 2
-    python benchmarks/run.py tune        --dataset tiktok                 # validation-only grid
     python benchmarks/run.py ablation    --seeds 0 1 2                    # Table 3
     python benchmarks/run.py sparsity                                     # Table 4
     python benchmarks/run.py convergence                                  # Figure 3
@@ -35,7 +34,6 @@ import estimator  # noqa: E402
 import scaling  # noqa: E402
 import sensitivity  # noqa: E402
 import sparsity  # noqa: E402
-import tune_grid  # noqa: E402
 from _plan import (  # noqa: E402
     BENCHMARKS,
     ID_DATASETS,
@@ -45,7 +43,7 @@ from _plan import (  # noqa: E402
     SWEEPS,
 )
 
-MODULES = {'accuracy': accuracy, 'tune': tune_grid, 'ablation': ablation, 'sparsity': sparsity,
+MODULES = {'accuracy': accuracy, 'ablation': ablation, 'sparsity': sparsity,
            'convergence': convergence, 'sensitivity': sensitivity, 'efficiency': efficiency,
            'scaling': scaling, 'estimator': estimator}
 PLANS = {name: m.PLAN for name, m in MODULES.items()}
@@ -106,17 +104,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument('--id-datasets', nargs='*', default=None,
                    help=f'ID-only datasets for accuracy/efficiency (default {list(ID_DATASETS)}'
                         f'; with --quick: accuracy {ID_DATASETS[0]}, efficiency none)')
-    p.add_argument('--tuned', default=None, metavar='FILE|presets',
-                   help='accuracy: settings chosen by `run.py tune` (its tuned.json), or '
-                        '"presets": the tuned presets of `mmssl-pyg tune` '
+    p.add_argument('--tuned', default=None, choices=['presets'],
+                   help='accuracy: "presets": the tuned presets of `mmssl-pyg tune` '
                         '(mmssl_pyg/configs/tuned/<model>-<dataset>.yaml, where present)')
     p.add_argument('--paired', action=argparse.BooleanOptionalAction, default=True,
                    help='paired seeds (default on): the same seed gives every model the same '
                         'initial ID embeddings (see benchmarks/README.md)')
-    p.add_argument('--lr-factors', nargs='+', type=float, default=None,
-                   help='tune: multiples of the preset lr (default 0.5 1 2)')
-    p.add_argument('--reg-factors', nargs='+', type=float, default=None,
-                   help='tune: multiples of the preset reg_weight (default 0.1 1 10)')
     p.add_argument('--params', nargs='+', choices=list(SWEEPS), default=None,
                    help='sensitivity: parameters to sweep (default all)')
     p.add_argument('--axes', nargs='+', choices=list(SCALING_AXES), default=None,
@@ -181,7 +174,7 @@ def main(argv=None) -> int:
     resolve_device(args.device)  # fail early when cuda is asked for and absent
     benches = BENCHMARKS if args.command == 'all' else (args.command,)
     if args.command == 'all':  # accuracy first: its units are reused by the others
-        benches = ('accuracy', 'ablation', 'sparsity', 'convergence', 'sensitivity', 'tune',
+        benches = ('accuracy', 'ablation', 'sparsity', 'convergence', 'sensitivity',
                    'efficiency', 'scaling')
     failures, t0 = [], time.perf_counter()
     for b in benches:

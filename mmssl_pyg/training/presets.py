@@ -1,16 +1,25 @@
-"""The preset loader (``mmssl_pyg/configs/<model>.yaml``) and the merge of a run's options.
+"""The preset loader and the merge of a run's options.
 
-Presets have a ``model:`` and a ``train:`` section, each with a ``default:`` block and
-optional per-dataset blocks (see ``docs/CONTRIBUTING.md``), and may have a ``search:`` section
-(the hyper-parameter search space of ``mmssl-pyg tune``, :mod:`mmssl_pyg.training.tune`).
+Two kinds of preset ship in ``mmssl_pyg/configs/`` (see ``docs/CONTRIBUTING.md``):
+
+- a **model preset**, ``<model>.yaml``: a ``model:`` and a ``train:`` section, each with an
+  optional ``default:`` block and optional per-dataset blocks (only what differs for that model
+  and dataset; a dataset without a block has no key), and optionally a ``search:`` section (the
+  hyper-parameter search space of ``mmssl-pyg tune``, :mod:`mmssl_pyg.training.tune`);
+- a **dataset preset**, ``datasets/<dataset>.yaml``: a ``train:`` section of the trainer options
+  every model shares on that dataset (the sample ``tiktok-mini`` runs 50 epochs, patience 5).
+
 Options are merged in this order, later wins::
 
-    class defaults <- preset default <- preset <dataset> <- tuned preset (--tuned)
-        <- --config FILE <- key=value overrides
+    class defaults <- model preset default <- dataset preset <- model preset <dataset>
+        <- tuned preset (--tuned) <- --config FILE <- key=value overrides
 
-A tuned preset, ``configs/tuned/<model>-<dataset>.yaml``, is the best configuration a
-``mmssl-pyg tune`` study found on validation, with its provenance; it is applied only when asked
-for (``tuned=True``, ``mmssl-pyg train --tuned``) and is also a valid ``--config`` file.
+so a dataset's shared run settings replace a model's general ones, and what a model needs on
+that dataset replaces both. A tuned preset, ``configs/tuned/<model>-<dataset>.yaml``, is the
+best configuration a ``mmssl-pyg tune`` study found on validation, with its provenance; it is
+applied only when asked for (``tuned=True``, ``mmssl-pyg train --tuned``) and is also a valid
+``--config`` file. :func:`resolve_options` records which of these set each value
+(:attr:`RunOptions.sources`).
 
 Every key is checked against the model class signature (``model:``) or the fields of
 :class:`TrainConfig` (``train:``); an unknown key fails with a message naming it, where it came
@@ -37,10 +46,13 @@ from .options import (
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'
 TUNED_DIR = CONFIG_DIR / 'tuned'
+#: Dataset presets: ``<dataset>.yaml`` with the trainer options every model shares there.
+DATASET_DIR = CONFIG_DIR / 'datasets'
 #: Top-level keys of a ``--config`` file (``provenance`` is metadata of a tuned preset).
 CONFIG_FILE_KEYS = ('model', 'train', 'provenance')
 #: Suffix of the ID-only copy of a dataset (``amazon-baby-interactions``): it uses the preset
-#: blocks, search blocks and tuned presets of the dataset it copies, unless it has its own.
+#: blocks, dataset preset, search blocks and tuned presets of the dataset it copies, unless it
+#: has its own.
 ID_ONLY_SUFFIX = '-interactions'
 
 
@@ -60,6 +72,29 @@ def preset_block_key(block: dict, dataset: str) -> str:
 
 def preset_path(model_name: str) -> Path:
     return CONFIG_DIR / f'{model_name.lower()}.yaml'
+
+
+def dataset_preset_path(dataset: str, folder: str | os.PathLike | None = None) -> Path | None:
+    """The dataset preset of ``dataset`` (``<name>-interactions`` falls back to ``<name>``'s,
+    as model preset blocks do), or ``None``."""
+    for name in preset_names(dataset):
+        path = Path(folder or DATASET_DIR) / f'{name}.yaml'
+        if path.is_file():
+            return path
+    return None
+
+
+def read_dataset_preset(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``train:`` options of a dataset preset (checked against :class:`TrainConfig` by
+    :func:`resolve_options`)."""
+    data = read_yaml(path)
+    other = [k for k in data if k != 'train']
+    if other:
+        raise ConfigError(
+            f'dataset preset {str(path)!r}: only a train: section is allowed, got {other}. Fix: '
+            f'put options that differ by model in the <dataset> block of that model\'s preset, '
+            f'{CONFIG_DIR}/<model>.yaml')
+    return dict(data.get('train') or {})
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -98,13 +133,24 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def _preset_section(preset: dict, section: str, dataset: str) -> tuple[dict, dict]:
-    """``(default, per-dataset)`` blocks of one preset section. ``<name>-interactions``
-    (the ID-only copy of a dataset) falls back to the ``<name>`` block."""
-    block = preset.get(section) or {}
-    default = dict(block.get('default') or {})
-    per_dataset = dict(block.get(preset_block_key(block, dataset)) or {})
-    return default, per_dataset
+def preset_layers(model_name: str, dataset: str) -> list[tuple[str, dict, str]]:
+    """The preset layers of ``model_name`` on ``dataset`` in merge order (later wins), as
+    ``(section, values, source)``: the model preset's ``default`` blocks, the dataset preset,
+    then the model preset's blocks of ``dataset`` (``<name>-interactions``, the ID-only copy of
+    a dataset, falls back to the ``<name>`` block). A missing file or block adds nothing."""
+    path = preset_path(model_name)
+    preset = (load_yaml(path.read_text()) or {}) if path.is_file() else {}
+    sections = {s: preset.get(s) or {} for s in ('model', 'train')}
+    layers = [(s, dict(block.get('default') or {}), f'preset {path.name} ({s}.default)')
+              for s, block in sections.items()]
+    dataset_path = dataset_preset_path(dataset)
+    if dataset_path is not None:
+        layers.append(('train', read_dataset_preset(dataset_path),
+                       f'dataset preset datasets/{dataset_path.name} (train)'))
+    for s, block in sections.items():
+        key = preset_block_key(block, dataset)
+        layers.append((s, dict(block.get(key) or {}), f'preset {path.name} ({s}.{key})'))
+    return layers
 
 
 def _file_section(data: dict, section: str, dataset: str) -> dict:
@@ -167,12 +213,13 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
                     train_updates: dict[str, Any] | None = None,
                     base: tuple[dict, dict] | None = None,
                     tuned: bool | str | os.PathLike = False) -> RunOptions:
-    """Merge preset default <- preset dataset <- tuned preset <- ``config_file`` <-
-    ``overrides``.
+    """Merge the preset layers (:func:`preset_layers`: model preset default <- dataset preset
+    <- model preset dataset block) <- tuned preset <- ``config_file`` <- ``overrides`` <-
+    ``train_updates``; :attr:`RunOptions.sources` names the layer that set each value.
 
     Args:
         model_cls: the model class (its signature validates ``model:`` keys).
-        dataset: dataset name selecting the per-dataset preset blocks.
+        dataset: dataset name selecting the dataset preset and the per-dataset blocks.
         model_name: preset file name (defaults to the lower-cased class name).
         config_file: a YAML file with ``model:`` / ``train:`` sections.
         overrides: ``key=value`` strings (or parsed pairs); a key goes to the model options
@@ -205,13 +252,8 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
         apply(dict(base[0]), 'model', 'saved run options')
         apply(dict(base[1]), 'train', 'saved run options')
     else:
-        path = preset_path(model_name)
-        if path.is_file():
-            preset = load_yaml(path.read_text()) or {}
-            for section in ('model', 'train'):
-                default, per_dataset = _preset_section(preset, section, dataset)
-                apply(default, section, f'preset {path.name} ({section}.default)')
-                apply(per_dataset, section, f'preset {path.name} ({section}.{dataset})')
+        for section, values, source in preset_layers(model_name, dataset):
+            apply(values, section, source)
         if tuned:
             tuned_path = _tuned_file(model_name, dataset, tuned)
             data = read_yaml(tuned_path)

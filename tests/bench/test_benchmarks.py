@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import _common as C  # noqa: E402
 
-BENCHMARKS = ('accuracy', 'tune', 'ablation', 'sparsity', 'convergence', 'sensitivity',
-              'efficiency', 'scaling')
+BENCHMARKS = ('accuracy', 'ablation', 'sparsity', 'convergence', 'sensitivity', 'efficiency',
+              'scaling')
 FIGURES = ('convergence', 'sensitivity', 'scaling')
 STAMP_KEYS = ('command:', 'git commit:', 'machine:', 'torch ', 'torch_geometric ', 'date:')
 
@@ -147,8 +147,6 @@ def test_quick_mode_end_to_end(tmp_path):
     eff = [json.loads(p.read_text()) for p in (out / 'efficiency' / 'units').glob('*.json')]
     assert all(u['peak_memory_mb'] >= u['rss_before_model_mb'] > 0 for u in eff)
     assert (out / 'accuracy' / 'accuracy_amazon-baby-interactions_at20.csv').is_file()
-    tuned = json.loads((out / 'tune' / 'tuned.json').read_text())
-    assert set(tuned['settings']['tiktok-mini']) == {'mf', 'mmssl'}
 
     # resumable: a second run trains nothing; report rebuilds every table from the units
     again = _run('accuracy', '--quick', '--out', str(out), '--wandb', 'disabled')
@@ -159,13 +157,7 @@ def test_quick_mode_end_to_end(tmp_path):
     strip = [ln for ln in before.splitlines() if not ln.startswith('#')]
     assert strip == [ln for ln in after.splitlines() if not ln.startswith('#')]
 
-    # --tuned applies the tune benchmark's choice; --max-minutes cuts a unit after an epoch
-    out2 = tmp_path / 'bench2'
-    _run('accuracy', '--quick', '--models', 'mf', '--seeds', '0', '--id-datasets',
-         '--out', str(out2), '--tuned', str(out / 'tune' / 'tuned.json'), '--wandb', 'disabled')
-    (rec,) = [json.loads(p.read_text()) for p in (out2 / 'accuracy' / 'units').glob('*.json')]
-    assert rec['spec']['label'] == 'tuned'
-    assert rec['train']['lr'] == tuned['settings']['tiktok-mini']['mf']['train']['lr']
+    # --max-minutes cuts a unit after an epoch
     out3 = tmp_path / 'bench3'
     _run('accuracy', '--quick', '--models', 'mf', '--seeds', '0', '--id-datasets', '--epochs', '5',
          '--patience', '0', '--max-minutes', '1e-6', '--out', str(out3), '--wandb', 'disabled')
@@ -173,6 +165,25 @@ def test_quick_mode_end_to_end(tmp_path):
     assert rec['budget_cut_at_epoch'] == 1 and rec['epochs_run'] == 1
     assert 'stopped by the --max-minutes budget: 1' in (out3 / 'accuracy' / 'accuracy.md') \
         .read_text()
+
+
+def test_accuracy_plans_the_tuned_presets_where_they_exist():
+    """``run.py accuracy --tuned presets``: a model with a tuned preset on the dataset
+    (``mmssl_pyg/configs/tuned/<model>-<dataset>.yaml``) runs its values, labelled ``tuned``
+    with the preset's provenance; one without runs its preset."""
+    import run as R
+
+    from mmssl_pyg.training.presets import find_tuned_preset, read_yaml
+    args = R.parse(['accuracy', '--tuned', 'presets', '--dataset', 'tiktok', '--models', 'mf',
+                    'pop', '--seeds', '0', '--id-datasets'])
+    units = {u.model: u for u in R.PLANS['accuracy'](args)}
+    tuned = read_yaml(find_tuned_preset('mf', 'tiktok'))
+    assert units['mf'].label == 'tuned' and units['mf'].meta['tuned_preset'] == 'mf-tiktok.yaml'
+    assert units['mf'].model_options == tuned.get('model', {})
+    assert units['mf'].train_options['lr'] == tuned['train']['lr']
+    assert units['pop'].label == 'preset' and not units['pop'].meta
+    with pytest.raises(SystemExit):  # the grid's tuned.json (run.py tune) is gone
+        R.parse(['accuracy', '--tuned', 'tuned.json'])
 
 
 def test_stored_units_keep_their_hashes_when_options_are_added():

@@ -18,7 +18,8 @@ def test_lightgcn_preset_default_and_dataset_blocks():
     assert opts.train.lr == 1e-3 and opts.train.epochs == 1000 and opts.train.patience == 10
     mini = resolve_options(LightGCN, 'tiktok-mini')
     assert mini.train.epochs == 50 and mini.train.patience == 5
-    assert mini.sources['train.epochs'] == 'preset lightgcn.yaml (train.tiktok-mini)'
+    assert mini.sources['train.epochs'] == 'dataset preset datasets/tiktok-mini.yaml (train)'
+    assert mini.sources['train.batch_size'] == 'preset lightgcn.yaml (train.tiktok-mini)'
 
 
 def test_merge_order_and_type_parsing(tmp_path):
