@@ -187,7 +187,7 @@ def load_tuned(path: str | None) -> dict:
 def tuned_preset(model: str, dataset: str) -> dict | None:
     """The tuned preset ``mmssl-pyg tune`` wrote for ``model`` on ``dataset``
     (``mmssl_pyg/configs/tuned/``), as ``{'model', 'train', 'meta'}``, or ``None``."""
-    from mmssl_pyg.training.config import find_tuned_preset, read_yaml
+    from mmssl_pyg.training.presets import find_tuned_preset, read_yaml
     path = find_tuned_preset(model, dataset)
     if path is None:
         return None

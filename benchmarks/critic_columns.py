@@ -41,21 +41,17 @@ def accuracy_worker(dataset: str, columns: int | None, seed: int, epochs: int,
                     result: str) -> None:
     import torch
 
-    from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training import Trainer
-    from mmssl_pyg.training.config import resolve_options
-    from mmssl_pyg.training.run import build_model, load_graph
-    from mmssl_pyg.training.trainer import seed_everything
+    from mmssl_pyg.training.device import seed_everything
+    from mmssl_pyg.training.run import RunRequest, prepare_run
 
     torch.set_num_threads(1)
     overrides = [f'epochs={epochs}', 'patience=0', f'seed={seed}', 'progress=false',
                  'device=cpu', 'num_threads=1']
     if columns:
         overrides.append(f'model.critic_columns={columns}')
-    options = resolve_options(get_model_class('mmssl'), dataset, 'mmssl', overrides=overrides)
-    graph = load_graph(dataset)
-    seed_everything(seed)
-    model = build_model('mmssl', graph, options.model_kwargs)
+    run = prepare_run(RunRequest(model='mmssl', dataset=dataset, overrides=overrides))
+    model, graph, options = run.model, run.graph, run.options
     trainer = Trainer(model, graph, options.train)
     # validation only: fit() would also test the selected epoch, which is not reported here
     from mmssl_pyg.training import evaluate

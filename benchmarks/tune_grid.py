@@ -19,7 +19,7 @@ def plan_tune(args):
         reg0 = base.model_kwargs.get('reg_weight')
         if reg0 is None:
             from mmssl_pyg.models import get_model_class
-            from mmssl_pyg.training.config import model_option_types
+            from mmssl_pyg.training.options import model_option_types
             reg0 = (model_option_types(get_model_class(model)) or {}).get('reg_weight')
         for fl in lr_f:
             for fr in reg_f:
