@@ -5,18 +5,10 @@ helpers the reports use. Each benchmark's plan and report live in its own file
 from __future__ import annotations
 
 import json
-import math  # noqa: F401  (re-exported to the benchmark files)
-import sys
-import time  # noqa: F401
-from collections import defaultdict  # noqa: F401
+from collections import defaultdict
 from pathlib import Path
 
-import numpy as np  # noqa: F401
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # mmssl_pyg without installing
-
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 BENCHMARKS = ('accuracy', 'tune', 'ablation', 'sparsity', 'convergence', 'sensitivity',
               'efficiency', 'scaling', 'estimator')
@@ -246,6 +238,3 @@ def same_train(a: dict, b: dict) -> bool:
         return {k: v for k, v in u['key']['train'].items() if k != 'seed'}
     return strip(a) == strip(b)
 
-
-#: everything above, for ``from _plan import *`` in the benchmark files
-__all__ = [n for n in dir() if not n.startswith('__') and n not in ('annotations',)]

@@ -1,7 +1,11 @@
 """Validation-only tuning grid: lr x reg_weight factors of each preset."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+import math
+from collections import defaultdict
+
+from benchmarks import _common as C
+from benchmarks._plan import _by, _metric, _ok, dataset_for, models_for, seeds_for, unit
 
 
 def plan_tune(args):

@@ -294,13 +294,7 @@ def prepare_run(request: RunRequest, *, base: tuple[dict, dict] | None = None,
     built right after seeding with the trainer's ``seed``, so the same request builds the same
     weights in every entry point.
     """
-    from ..models import get_model_class
-    model_cls = get_model_class(request.model_name)
-    options = resolve_options(
-        model_cls, preset_dataset or _dataset_key(request.dataset_name),
-        model_name=request.model_name, config_file=request.config_file,
-        overrides=request.overrides, train_updates=request.train_updates(), base=base,
-        tuned=request.tuned)
+    model_cls, options = resolve_request(request, base=base, preset_dataset=preset_dataset)
     if before_data is not None:
         before_data(options)
     graph, identity = data if data is not None else _load_request_data(request, ctx)
@@ -312,6 +306,20 @@ def prepare_run(request: RunRequest, *, base: tuple[dict, dict] | None = None,
     seed_everything(options.train.seed)
     model = model_cls(graph, **model_kwargs)
     return Run(request, model_cls, options, graph, identity, model_kwargs, model)
+
+
+def resolve_request(request: RunRequest, *, base: tuple[dict, dict] | None = None,
+                    preset_dataset: str | None = None) -> tuple[type, RunOptions]:
+    """``(model class, resolved options)`` of a request: the first stage of
+    :func:`prepare_run`, alone where only the options are needed (a benchmark unit's key)."""
+    from ..models import get_model_class
+    model_cls = get_model_class(request.model_name)
+    options = resolve_options(
+        model_cls, preset_dataset or _dataset_key(request.dataset_name),
+        model_name=request.model_name, config_file=request.config_file,
+        overrides=request.overrides, train_updates=request.train_updates(), base=base,
+        tuned=request.tuned)
+    return model_cls, options
 
 
 def _load_request_data(request: RunRequest, ctx: DistContext | None):
