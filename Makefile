@@ -57,7 +57,7 @@ $(VENV)/.mutate-installed: $(STAMP) setup.cfg
 
 mutate: $(VENV)/.mutate-installed
 	nice -n 15 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTATE)
-	$(BIN)/python benchmarks/mutation_report.py
+	$(BIN)/python -m benchmarks.mutation_report
 
 clean:
 	rm -rf $(VENV) datasets/*/processed runs wandb mutants

@@ -74,6 +74,14 @@ def machine(device: str | None = None) -> str:
     return text
 
 
+def command_line() -> str:
+    """This process's command as typed: ``python -m benchmarks.<name> ...`` for a module."""
+    spec = getattr(sys.modules.get('__main__'), '__spec__', None)
+    if spec is not None and spec.name:
+        return 'python -m ' + shlex.join([spec.name, *sys.argv[1:]])
+    return 'python ' + shlex.join(sys.argv)
+
+
 def stamp(device: str | None = None, command: str | None = None) -> dict[str, Any]:
     """Provenance of an output: command, git commit and dirty flag, machine, versions, date."""
     import torch_geometric
@@ -82,7 +90,7 @@ def stamp(device: str | None = None, command: str | None = None) -> dict[str, An
     commit = _git('rev-parse', 'HEAD') or 'unknown (not a git checkout)'
     status = _git('status', '--porcelain')
     return {
-        'command': command or 'python ' + shlex.join(sys.argv),
+        'command': command or command_line(),
         'commit': commit,
         'dirty': bool(status) or status is None,  # unknown counts as dirty
         'dirty_paths': len(status.splitlines()) if status else 0,
@@ -155,18 +163,27 @@ class Unit:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def resolve(unit: Unit, device: str, progress: bool = False):
-    """``RunOptions`` of the unit: preset <- unit overrides <- seed/device."""
-    from mmssl_pyg.models import get_model_class
-    from mmssl_pyg.training import resolve_options
-    from mmssl_pyg.training.run import batch_sized_kwargs
-    cls = get_model_class(unit.model)
+def unit_request(unit: Unit, device: str, progress: bool = False):
+    """The :class:`~mmssl_pyg.training.run.RunRequest` of a unit: its model and dataset, its
+    options as ``model.`` / ``train.`` overrides of the preset, its seed and the device."""
+    from mmssl_pyg.training.run import RunRequest
     overrides = [(f'model.{k}', v) for k, v in unit.model_options.items()]
     overrides += [(f'train.{k}', v) for k, v in unit.train_options.items()]
-    options = resolve_options(
-        cls, unit.dataset if unit.kind == 'train' else 'default',
-        model_name=unit.model, overrides=overrides,
-        train_updates={'seed': unit.seed, 'device': device, 'progress': progress})
+    return RunRequest(model=unit.model, dataset=unit.dataset, overrides=overrides,
+                      seed=unit.seed, device=device, progress=progress)
+
+
+def preset_block(unit: Unit) -> str:
+    """The preset's dataset block a unit uses (``default`` for a synthetic timing graph)."""
+    return unit.dataset if unit.kind == 'train' else 'default'
+
+
+def resolve(unit: Unit, device: str, progress: bool = False):
+    """``RunOptions`` of the unit: preset <- unit overrides <- seed/device, with the model
+    options sized by the mini-batch set as a run sets them."""
+    from mmssl_pyg.training.run import batch_sized_kwargs, resolve_request
+    cls, options = resolve_request(unit_request(unit, device, progress),
+                                   preset_dataset=preset_block(unit))
     options.model_kwargs = batch_sized_kwargs(cls, options)  # as train_run does
     return options
 
@@ -366,14 +383,31 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
              max_minutes: float | None = None, progress: bool = False,
              command: str | None = None) -> dict[str, Any]:
     """Train one unit and return its record (see the module docstring)."""
-    from mmssl_pyg.models import get_model_class
-    from mmssl_pyg.training import Trainer, make_tracker, resolve_device, seed_everything
-    from mmssl_pyg.training.tracking import BudgetTracker
+    from mmssl_pyg.training import resolve_device
     options = resolve(unit, device, progress)
     key = unit_key(unit, options, device)
     dev = resolve_device(device)
     if dev.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(dev)
+    record: dict[str, Any] = {
+        'spec': unit.to_dict(), 'key': key, 'hash': key_hash(key),
+        'stamp': stamp(str(dev), command), 'status': 'ok', 'max_minutes': max_minutes,
+        'model_kwargs': key['model_kwargs'], 'train': options.train.to_dict()}
+    run = _assemble_unit(unit, device, progress, record)
+    if run is None:
+        return record  # skipped: recorded, not fatal
+    inner = _unit_tracker(unit, run, out, wandb, record)
+    fit, tracker, extra = _fit_unit(unit, run, out, inner, max_minutes, record)
+    record.update(_fit_record(fit, tracker, dev), **extra)
+    return _plain(record)
+
+
+def _assemble_unit(unit: Unit, device: str, progress: bool, record: dict[str, Any]):
+    """The unit's run (:func:`~mmssl_pyg.training.run.prepare_run` on its graph: the bundled
+    dataset, or a synthetic one for a timing unit), with the graph, load time and memory
+    before the model in ``record``; ``None`` when a timing unit's model cannot be built (a
+    critic that cannot fit: recorded as skipped)."""
+    from mmssl_pyg.training.run import prepare_run
     t_load = time.perf_counter()
     if unit.kind == 'timing':
         s = unit.synthetic
@@ -382,83 +416,110 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
     else:
         graph = load_graph(unit.dataset)
     load_seconds = time.perf_counter() - t_load
-    rss_before = _rss_mb()
-    record: dict[str, Any] = {
-        'spec': unit.to_dict(), 'key': key, 'hash': key_hash(key),
-        'stamp': stamp(str(dev), command), 'status': 'ok', 'max_minutes': max_minutes,
-        'model_kwargs': key['model_kwargs'], 'train': options.train.to_dict(),
-        'graph': {'users': graph.num_users, 'items': graph.num_items,
-                  'train_edges': graph.num_train,
-                  'modalities': {m: int(f.size(1)) for m, f in graph.features.items()}},
-        'load_seconds': load_seconds, 'rss_before_model_mb': rss_before,
-    }
-    model_cls = get_model_class(unit.model)
-    seed_everything(unit.seed)
-    no_critic = ('wo_asl', 'rp_gae')
-    if unit.kind == 'timing' and options.model_kwargs.get('ablation') not in no_critic:
-        from mmssl_pyg.nn.critic import critic_memory_estimate
-        rows = len(graph.features) * options.train.batch_size
-        params, need = critic_memory_estimate(graph.num_items, rows)
-        record['critic_estimate'] = {'parameters': params, 'bytes': need}
+    built_from = []
+
+    def before_model(options, graph) -> None:
+        built_from.append(graph)
+        record.update({
+            'graph': {'users': graph.num_users, 'items': graph.num_items,
+                      'train_edges': graph.num_train,
+                      'modalities': {m: int(f.size(1)) for m, f in graph.features.items()}},
+            'load_seconds': load_seconds, 'rss_before_model_mb': _rss_mb()})
+        if unit.kind == 'timing' and options.model_kwargs.get('ablation') not in NO_CRITIC:
+            from mmssl_pyg.nn.critic import critic_memory_estimate
+            rows = len(graph.features) * options.train.batch_size
+            params, need = critic_memory_estimate(graph.num_items, rows)
+            record['critic_estimate'] = {'parameters': params, 'bytes': need}
+
     try:
-        model = model_cls(graph, **options.model_kwargs)
-    except ValueError as err:  # e.g. a critic that cannot fit: recorded, not fatal
-        if unit.kind != 'timing':
+        run = prepare_run(unit_request(unit, device, progress), data=(graph, None),
+                          preset_dataset=preset_block(unit), after_data=before_model)
+    except ValueError as err:  # the model's own checks, e.g. a critic that cannot fit
+        if unit.kind != 'timing' or not built_from:
             raise
         record.update(status='skipped', reason=str(err))
-        return record
+        return None
     if unit.paired_init:
         from mmssl_pyg.training.seeding import pair_id_embeddings
-        record['paired_init'] = pair_id_embeddings(model, unit.seed)  # roles redrawn
-    record['parameters'] = sum(p.numel() for p in model.parameters())
+        record['paired_init'] = pair_id_embeddings(run.model, unit.seed)  # roles redrawn
+    record['parameters'] = sum(p.numel() for p in run.model.parameters())
+    return run
+
+
+#: Ablations without the critic (no critic memory estimate for their timing units).
+NO_CRITIC = ('wo_asl', 'rp_gae')
+
+
+def _unit_tracker(unit: Unit, run, out: Path, wandb: str, record: dict[str, Any]):
+    """The unit's wandb run (grouped by benchmark), its id in ``record``."""
     run_name = f'{unit.benchmark}-{unit.model}-{unit.dataset}-{unit.label}-s{unit.seed}'
-    inner = make_tracker(wandb, dir=Path(out) / unit.benchmark, name=run_name,
-                         group=unit.benchmark, project=WANDB_PROJECT, job_type=unit.kind,
-                         config={'unit': unit.to_dict(), 'hash': record['hash']}) \
-        if wandb != 'disabled' else make_tracker('disabled')
+    inner = run.start_tracker(
+        wandb, dir=Path(out) / unit.benchmark, name=run_name, group=unit.benchmark,
+        project=WANDB_PROJECT, job_type=unit.kind,
+        config={'unit': unit.to_dict(), 'hash': record['hash']}) \
+        if wandb != 'disabled' else run.start_tracker('disabled')
     record['wandb'] = {'mode': wandb, 'run_id': getattr(inner, 'run_id', None),
                        'group': unit.benchmark}
+    return inner
+
+
+def _fit_unit(unit: Unit, run, out: Path, inner, max_minutes: float | None,
+              record: dict[str, Any]):
+    """Fit the unit with per-epoch checkpoints (a unit killed mid-way continues from its last
+    epoch and ends as if uninterrupted; they are removed once the record is complete);
+    returns ``(fit, tracker, per-user extras)``."""
+    from mmssl_pyg.training import Trainer
+    from mmssl_pyg.training.tracking import BudgetTracker
     tracker = BudgetTracker(inner, None if not max_minutes else 60.0 * max_minutes)
     t0 = time.perf_counter()
+    ckpt_dir = Path(out) / unit.benchmark / 'checkpoints' / record['hash']
     try:
-        # Per-epoch checkpoints make a long unit resumable across sessions: a unit killed
-        # mid-way continues from its last epoch (same options hash) and ends as if uninterrupted.
-        ckpt_dir = Path(out) / unit.benchmark / 'checkpoints' / record['hash']
-        trainer = Trainer(model, graph, options.train, tracker=tracker, checkpoint_dir=ckpt_dir,
+        trainer = Trainer(run.model, run.graph, run.options.train, tracker=tracker,
+                          checkpoint_dir=ckpt_dir,
                           meta={'model': unit.model, 'dataset': unit.dataset,
                                 'benchmark': unit.benchmark, 'label': unit.label})
         tracker.trainer = trainer
         fit = trainer.fit(resume=True)
         record['resumed_from_epoch'] = fit.resumed_from_epoch
         record['fit_seconds'] = time.perf_counter() - t0
-        extra = {}
-        if unit.kind == 'train':  # the model holds the selected epoch's weights again
-            t1 = time.perf_counter()
-            trainer.model.eval()
-            user_emb, item_emb = trainer.model.get_embedding()
-            pu = per_user_metrics(user_emb, item_emb, trainer.graph, 'test',
-                                  exclude_val_at_test=options.train.exclude_val_at_test,
-                                  batch_size=options.train.eval_batch_size)
-            extra['groups'] = group_metrics(pu, graph)
-            mean_ndcg = float(pu['ndcg'].mean()) if pu['ndcg'].numel() else 0.0
-            extra['per_user_check'] = {
-                f'mean_ndcg@{K_GROUPS}': mean_ndcg,
-                f'evaluator_ndcg@{K_GROUPS}': fit.test.get(f'ndcg@{K_GROUPS}'),
-                'abs_diff': abs(mean_ndcg - fit.test.get(f'ndcg@{K_GROUPS}', mean_ndcg))}
-            # per-user test metrics for the paired user-level tests (PROTOCOL.md Sec. 6;
-            # mmssl_pyg.training.significance); users with held-out items, in id order
-            extra['per_user'] = {
-                'k': K_GROUPS, 'users': pu['users'].tolist(),
-                f'recall@{K_GROUPS}': [round(float(v), 6) for v in pu['recall']],
-                f'ndcg@{K_GROUPS}': [round(float(v), 6) for v in pu['ndcg']]}
-            extra['per_user_seconds'] = time.perf_counter() - t1
-            inner.summary({f'test/group_ndcg@{K_GROUPS}/[{g["lo"]},{g["hi"]})':
-                           g[f'ndcg@{K_GROUPS}'] for g in extra['groups']['user_groups']})
+        extra = _per_user_extra(trainer, fit, run, inner) if unit.kind == 'train' else {}
     finally:
         tracker.finish()
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the record below is what is kept
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the record is what is kept
+    return fit, tracker, extra
+
+
+def _per_user_extra(trainer, fit, run, inner) -> dict[str, Any]:
+    """Per-user test metrics of the selected epoch (the model holds its weights again): the
+    group tables, the check against the evaluator's mean, and the per-user values for the
+    paired user-level tests (PROTOCOL.md Sec. 6; users with held-out items, in id order)."""
+    train = run.options.train
+    t1 = time.perf_counter()
+    trainer.model.eval()
+    user_emb, item_emb = trainer.model.get_embedding()
+    pu = per_user_metrics(user_emb, item_emb, trainer.graph, 'test',
+                          exclude_val_at_test=train.exclude_val_at_test,
+                          batch_size=train.eval_batch_size)
+    extra: dict[str, Any] = {'groups': group_metrics(pu, run.graph)}
+    mean_ndcg = float(pu['ndcg'].mean()) if pu['ndcg'].numel() else 0.0
+    extra['per_user_check'] = {
+        f'mean_ndcg@{K_GROUPS}': mean_ndcg,
+        f'evaluator_ndcg@{K_GROUPS}': fit.test.get(f'ndcg@{K_GROUPS}'),
+        'abs_diff': abs(mean_ndcg - fit.test.get(f'ndcg@{K_GROUPS}', mean_ndcg))}
+    extra['per_user'] = {
+        'k': K_GROUPS, 'users': pu['users'].tolist(),
+        f'recall@{K_GROUPS}': [round(float(v), 6) for v in pu['recall']],
+        f'ndcg@{K_GROUPS}': [round(float(v), 6) for v in pu['ndcg']]}
+    extra['per_user_seconds'] = time.perf_counter() - t1
+    inner.summary({f'test/group_ndcg@{K_GROUPS}/[{g["lo"]},{g["hi"]})': g[f'ndcg@{K_GROUPS}']
+                   for g in extra['groups']['user_groups']})
+    return extra
+
+
+def _fit_record(fit, tracker, dev: torch.device) -> dict[str, Any]:
+    """The record's training part: selected epoch, metrics, history, times and memory."""
     hist = fit.history
-    record.update({
+    return {
         'best_epoch': fit.best_epoch, 'epochs_run': len(hist),
         'stopped_early': bool(fit.stopped_early and tracker.cut_at is None),
         'budget_cut_at_epoch': tracker.cut_at,
@@ -470,9 +531,7 @@ def run_unit(unit: Unit, out: Path, device: str = 'auto', wandb: str = 'offline'
         else 'process peak RSS (VmHWM)',
         'trainer_peak_memory_mb': max((h.get('peak_memory_mb', 0.0) for h in hist),
                                       default=None),
-        **extra,
-    })
-    return _plain(record)
+    }
 
 
 def _peak_memory(dev: torch.device, hist: list[dict]) -> float | None:
@@ -570,13 +629,15 @@ def _summary(rec: dict) -> str:
 
 
 def _run_isolated(unit: Unit, args) -> dict:
-    """Run the unit in a fresh interpreter (``run.py _unit``) so that the peak RSS is its own."""
+    """Run the unit in a fresh interpreter (``python -m benchmarks.run _unit``, from the
+    repository root) so that the peak RSS is its own."""
     with tempfile.TemporaryDirectory() as tmp:
         spec, result = Path(tmp) / 'unit.json', Path(tmp) / 'result.json'
         spec.write_text(json.dumps(unit.to_dict()))
-        cmd = [sys.executable, str(REPO / 'benchmarks' / 'run.py'), '_unit', '--spec', str(spec),
-               '--result', str(result), '--out', str(args.out), '--device', args.device,
-               '--wandb', args.wandb, '--stamp-command', 'python ' + shlex.join(sys.argv)]
+        cmd = [sys.executable, '-m', 'benchmarks.run', '_unit', '--spec', str(spec),
+               '--result', str(result), '--out', str(Path(args.out).resolve()),
+               '--device', args.device, '--wandb', args.wandb,
+               '--stamp-command', command_line()]
         if args.max_minutes:
             cmd += ['--max-minutes', str(args.max_minutes)]
         if args.progress:

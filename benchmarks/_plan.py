@@ -4,18 +4,9 @@ helpers the reports use. Each benchmark's plan and report live in its own file
 (``accuracy.py``, ``ablation.py``, ...); ``run.py`` is the command line."""
 from __future__ import annotations
 
-import math  # noqa: F401  (re-exported to the benchmark files)
-import sys
-import time  # noqa: F401
-from collections import defaultdict  # noqa: F401
-from pathlib import Path
+from collections import defaultdict
 
-import numpy as np  # noqa: F401
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # mmssl_pyg without installing
-
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 BENCHMARKS = ('accuracy', 'ablation', 'sparsity', 'convergence', 'sensitivity', 'efficiency',
               'scaling', 'estimator')
@@ -171,7 +162,7 @@ def unit(args, bench, model, dataset, seed, label='default', model_options=None,
 def tuned_preset(model: str, dataset: str) -> dict | None:
     """The tuned preset ``mmssl-pyg tune`` wrote for ``model`` on ``dataset``
     (``mmssl_pyg/configs/tuned/``), as ``{'model', 'train', 'meta'}``, or ``None``."""
-    from mmssl_pyg.training.config import find_tuned_preset, read_yaml
+    from mmssl_pyg.training.presets import find_tuned_preset, read_yaml
     path = find_tuned_preset(model, dataset)
     if path is None:
         return None
@@ -230,6 +221,3 @@ def same_train(a: dict, b: dict) -> bool:
         return {k: v for k, v in u['key']['train'].items() if k != 'seed'}
     return strip(a) == strip(b)
 
-
-#: everything above, for ``from _plan import *`` in the benchmark files
-__all__ = [n for n in dir() if not n.startswith('__') and n not in ('annotations',)]

@@ -1,7 +1,21 @@
 """Ablation (paper Table 3): MMSSL against w/o-ASL, w/o-CL, w/o-GT and r/p-GAE."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+import math
+
+from benchmarks import _common as C
+from benchmarks._plan import (
+    ABLATIONS,
+    PAIRED_SEEDS,
+    PAPER_TABLE3_TIKTOK,
+    _by,
+    _long_csv,
+    _metric,
+    _ok,
+    dataset_for,
+    seeds_for,
+    unit,
+)
 
 
 def plan_ablation(args):

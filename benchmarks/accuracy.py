@@ -2,7 +2,31 @@
 difference to the best baseline chosen on validation."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import _common as C
+from benchmarks._plan import (
+    ID_DATASETS,
+    OURS,
+    PAIRED_SEEDS,
+    PAPER_TABLE2,
+    _by,
+    _config_id,
+    _long_csv,
+    _metric,
+    _ok,
+    all_models,
+    dataset_for,
+    id_only,
+    models_for,
+    seeds_for,
+    tuned_preset,
+    unit,
+)
 
 
 def plan_accuracy(args):

@@ -1,7 +1,8 @@
 """Convergence (paper Figure 3): validation Recall@20 against epoch and seconds."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+from benchmarks import _common as C
+from benchmarks._plan import _by, _ok, all_models, dataset_for, models_for, seeds_for, unit
 
 
 def plan_convergence(args):

@@ -12,7 +12,7 @@
 
 Writes ``benchmarks/results/scaling/critic_columns.{csv,md}`` (stamped). Usage::
 
-    python benchmarks/critic_columns.py --columns 512 1024 --seeds 0 1 --epochs 10
+    python -m benchmarks.critic_columns --columns 512 1024 --seeds 0 1 --epochs 10
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import _common as C
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 OUT = HERE / 'results' / 'scaling'
 
 
@@ -41,21 +42,17 @@ def accuracy_worker(dataset: str, columns: int | None, seed: int, epochs: int,
                     result: str) -> None:
     import torch
 
-    from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training import Trainer
-    from mmssl_pyg.training.config import resolve_options
-    from mmssl_pyg.training.run import build_model, load_graph
-    from mmssl_pyg.training.trainer import seed_everything
+    from mmssl_pyg.training.device import seed_everything
+    from mmssl_pyg.training.run import RunRequest, prepare_run
 
     torch.set_num_threads(1)
     overrides = [f'epochs={epochs}', 'patience=0', f'seed={seed}', 'progress=false',
                  'device=cpu', 'num_threads=1']
     if columns:
         overrides.append(f'model.critic_columns={columns}')
-    options = resolve_options(get_model_class('mmssl'), dataset, 'mmssl', overrides=overrides)
-    graph = load_graph(dataset)
-    seed_everything(seed)
-    model = build_model('mmssl', graph, options.model_kwargs)
+    run = prepare_run(RunRequest(model='mmssl', dataset=dataset, overrides=overrides))
+    model, graph, options = run.model, run.graph, run.options
     trainer = Trainer(model, graph, options.train)
     # validation only: fit() would also test the selected epoch, which is not reported here
     from mmssl_pyg.training import evaluate
@@ -78,8 +75,8 @@ def accuracy_worker(dataset: str, columns: int | None, seed: int, epochs: int,
 
 def memory_worker(items: int, columns: int, users: int, result: str) -> None:
     import torch
-    from scale_distributed import synthetic_graph
 
+    from benchmarks.scale_distributed import synthetic_graph
     from mmssl_pyg.models.mmssl import MMSSL
     from mmssl_pyg.training import BPRSampler
 
@@ -109,8 +106,8 @@ def memory_worker(items: int, columns: int, users: int, result: str) -> None:
 
 def _run(cmd: list[str]) -> subprocess.Popen:
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(cmd, env=env, cwd=C.REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def main(argv=None) -> int:
@@ -140,12 +137,10 @@ def main(argv=None) -> int:
 
     import tempfile
 
-    import _common as C
-
     from mmssl_pyg.nn.critic import critic_memory_estimate
-    stamp = C.stamp('cpu', 'python ' + ' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
+    stamp = C.stamp('cpu', C.command_line())
     load = os.getloadavg()
-    script = str(Path(__file__).resolve())
+    script = ['-m', 'benchmarks.critic_columns']  # a worker process, from the repository root
     acc, mem = [], []
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
@@ -153,19 +148,19 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 for cols in [0, *args.columns]:
                     res = Path(tmp) / f'acc-{cols}-{seed}.json'
-                    jobs.append(([sys.executable, script, '--worker', 'acc', args.dataset,
+                    jobs.append(([sys.executable, *script, '--worker', 'acc', args.dataset,
                                   str(cols), str(seed), str(args.epochs), str(res)], res, acc))
         if args.mode in ('all', 'mem'):
             for cols in args.mem_columns:
                 res = Path(tmp) / f'mem-{cols}.json'
-                jobs.append(([sys.executable, script, '--worker', 'mem', str(args.mem_items),
+                jobs.append(([sys.executable, *script, '--worker', 'mem', str(args.mem_items),
                               str(cols), str(args.mem_users), str(res)], res, mem))
         running: list = []
         t0 = time.perf_counter()
         while jobs or running:
             while jobs and len(running) < args.parallel:
                 cmd, res, sink = jobs.pop(0)
-                running.append((_run(cmd), res, sink, ' '.join(cmd[3:-1]), time.perf_counter()))
+                running.append((_run(cmd), res, sink, ' '.join(cmd[4:-1]), time.perf_counter()))
             time.sleep(2)
             for item in list(running):
                 proc, res, sink, what, started = item
@@ -184,7 +179,6 @@ def main(argv=None) -> int:
 
 
 def write(acc, mem, args, stamp, load, estimate, out: Path) -> None:
-    import _common as C
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in acc:

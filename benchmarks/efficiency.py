@@ -1,7 +1,8 @@
 """Efficiency: seconds per epoch and peak memory of every model."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+from benchmarks import _common as C
+from benchmarks._plan import ID_DATASETS, _ok, all_models, dataset_for, id_only, models_for, unit
 
 
 def plan_efficiency(args):

@@ -25,9 +25,9 @@ the stamp (command, commit, machine) like the other benchmarks. A dataset that i
 
 Usage::
 
-    python benchmarks/efficiency_full.py --datasets tiktok movielens-100k --device cpu \\
+    python -m benchmarks.efficiency_full --datasets tiktok movielens-100k --device cpu \\
         --threads 2 --epochs 4
-    python benchmarks/efficiency_full.py --datasets tiktok-mini --epochs 2 --models lightgcn grcn
+    python -m benchmarks.efficiency_full --datasets tiktok-mini --epochs 2 --models lightgcn grcn
 """
 from __future__ import annotations
 
@@ -44,14 +44,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._common import _rss_mb, stamp, stamp_lines
+from mmssl_pyg.models import MODELS, get_model_class
+from mmssl_pyg.training import Trainer
+from mmssl_pyg.training.run import RunRequest, load_graph, prepare_run
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _common import _rss_mb, stamp, stamp_lines  # noqa: E402
-
-from mmssl_pyg.models import MODELS, get_model_class  # noqa: E402
-from mmssl_pyg.training import Trainer, resolve_options  # noqa: E402
-from mmssl_pyg.training.run import load_graph  # noqa: E402
 
 OUT = HERE / 'results' / 'efficiency'
 ACCURACY_UNITS = HERE / 'results' / 'accuracy' / 'units'
@@ -109,17 +107,16 @@ def typical_trial(model: str, dataset: str) -> tuple[float | None, float | None,
 def time_model(name: str, dataset: str, graph, args) -> dict:
     """Train ``name`` for ``args.epochs`` epochs with its preset; timings and peak memory."""
     device = torch.device(args.device)
-    cls = get_model_class(name)
-    options = resolve_options(cls, dataset, model_name=name, train_updates={
-        'epochs': args.epochs, 'patience': 0, 'progress': False, 'device': args.device,
-        'num_threads': args.threads, 'seed': args.seed})
+    request = RunRequest(model=name, dataset=dataset, epochs=args.epochs, seed=args.seed,
+                         device=args.device, progress=False,
+                         overrides=['train.patience=0', f'train.num_threads={args.threads}'])
     gc.collect()
     if device.type == 'cuda':
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     with PeakRSS() as rss:
-        torch.manual_seed(options.train.seed)
-        model = cls(graph, **options.model_kwargs)
+        run = prepare_run(request, data=(graph, None), preset_dataset=dataset)
+        model, options = run.model, run.options
         params = sum(p.numel() for p in model.parameters())
         t0 = time.perf_counter()
         result = Trainer(model, graph, options.train).fit(test=False)

@@ -1,7 +1,8 @@
 """MMSSL's speed estimators against the paper's, paired by seed, on validation."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+from benchmarks import _common as C
+from benchmarks._plan import PAIRED_SEEDS, _by, _long_csv, _ok, dataset_for, seeds_for, unit
 
 #: MMSSL's training estimators: the paper's exact one (every interpolate in the gradient
 #: penalty, every batch user in L_G, a critic step every mini-batch) and the library default.

@@ -15,7 +15,7 @@ an entry that no longer matches a survivor is reported as stale.
 
 Usage (from the repository root, after ``mutmut run``)::
 
-    python benchmarks/mutation_report.py [--out benchmarks/results/mutation]
+    python -m benchmarks.mutation_report [--out benchmarks/results/mutation]
 """
 from __future__ import annotations
 

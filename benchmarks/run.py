@@ -1,18 +1,19 @@
 #!/usr/bin/env python
 """Benchmarks of mmssl-pyg: one entry point, one subcommand per benchmark.
 
-    python benchmarks/run.py accuracy    --dataset tiktok --seeds 0 1 2   # paper Table 2
-    python benchmarks/run.py ablation    --seeds 0 1 2                    # Table 3
-    python benchmarks/run.py sparsity                                     # Table 4
-    python benchmarks/run.py convergence                                  # Figure 3
-    python benchmarks/run.py sensitivity                                  # Figure 4
-    python benchmarks/run.py efficiency                                   # time and memory
-    python benchmarks/run.py scaling                                      # synthetic, timing only
-    python benchmarks/run.py all --quick                                  # everything, smoke size
-    python benchmarks/run.py report                                       # rebuild all tables
+    python -m benchmarks.run accuracy    --dataset tiktok --seeds 0 1 2   # paper Table 2
+    python -m benchmarks.run ablation    --seeds 0 1 2                    # Table 3
+    python -m benchmarks.run sparsity                                     # Table 4
+    python -m benchmarks.run convergence                                  # Figure 3
+    python -m benchmarks.run sensitivity                                  # Figure 4
+    python -m benchmarks.run efficiency                                   # time and memory
+    python -m benchmarks.run scaling                                      # synthetic, timing only
+    python -m benchmarks.run all --quick                                  # everything, smoke size
+    python -m benchmarks.run report                                       # rebuild all tables
 
 Every benchmark is a list of units (model, dataset, seed, configuration) trained by the one
-runner of ``benchmarks/_common.py``; see ``benchmarks/README.md``.
+runner of ``benchmarks/_common.py``; see ``benchmarks/README.md``. Run it from the repository
+root (``benchmarks`` is a package).
 """
 from __future__ import annotations
 
@@ -22,19 +23,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # mmssl_pyg without installing
+from benchmarks import _common as C
 
-import _common as C  # noqa: E402
-import ablation  # noqa: E402
-import accuracy  # noqa: E402  (one module per benchmark: its plan and its report)
-import convergence  # noqa: E402
-import efficiency  # noqa: E402
-import estimator  # noqa: E402
-import scaling  # noqa: E402
-import sensitivity  # noqa: E402
-import sparsity  # noqa: E402
-from _plan import (  # noqa: E402
+# one module per benchmark: its plan and its report
+from benchmarks import (
+    ablation,
+    accuracy,
+    convergence,
+    efficiency,
+    estimator,
+    scaling,
+    sensitivity,
+    sparsity,
+)
+from benchmarks._plan import (
     BENCHMARKS,
     ID_DATASETS,
     QUICK_DATASET,

@@ -20,8 +20,8 @@ timed. The graphs and features are random: nothing here says anything about accu
 Writes ``benchmarks/results/scaling/distributed_scale.{csv,md}`` stamped with the command, git
 commit, machine and date. Usage::
 
-    python benchmarks/scale_distributed.py                        # 10k .. 1M users, 1 and 2
-    python benchmarks/scale_distributed.py --users 10000 --procs 1 2 --steps 2   # quick
+    python -m benchmarks.scale_distributed                        # 10k .. 1M users, 1 and 2
+    python -m benchmarks.scale_distributed --users 10000 --procs 1 2 --steps 2   # quick
 """
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import _common as C
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 OUT = HERE / 'results' / 'scaling'
 
 
@@ -192,16 +193,16 @@ def run_one(args, users: int, procs: int, tmp: Path) -> dict | None:
                    '--batch-size', str(args.batch_size), '--steps', str(args.steps),
                    '--warmup', str(args.warmup), '--threads', str(args.threads),
                    '--seed', str(args.seed), '--result', str(result)]
-    script = str(Path(__file__).resolve())
+    module = ['-m', 'benchmarks.scale_distributed']  # workers run from the repository root
     if procs == 1:
-        cmd = [sys.executable, script, *worker_args]
+        cmd = [sys.executable, *module, *worker_args]
     else:
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={procs}',
-               '--standalone', script, *worker_args]
+               '--standalone', *module, *worker_args]
     env = {**os.environ, 'OMP_NUM_THREADS': str(args.threads)}
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+        proc = subprocess.run(cmd, env=env, cwd=C.REPO, capture_output=True, text=True,
                               timeout=args.timeout)
     except subprocess.TimeoutExpired:
         print(f'  users={users:,} procs={procs}: timed out after {args.timeout} s', flush=True)
@@ -261,7 +262,6 @@ def _fmt(v) -> str:
 
 
 def write(rows: list[dict], args, stamp: dict, cuts: list[str], load: tuple) -> None:
-    import _common as C
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / 'distributed_scale.csv', 'w', newline='') as f:
@@ -334,8 +334,7 @@ def main(argv=None) -> int:
 
     import tempfile
 
-    import _common as C
-    stamp = C.stamp('cpu', 'python ' + ' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
+    stamp = C.stamp('cpu', C.command_line())
     load = os.getloadavg()
     rows, cuts = [], []
     per_proc: dict[int, list[tuple[int, float]]] = {}

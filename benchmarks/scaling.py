@@ -1,7 +1,10 @@
 """MMSSL scaling on synthetic graphs (timing and memory only)."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+from collections import defaultdict
+
+from benchmarks import _common as C
+from benchmarks._plan import QUICK_SCALING, SCALING_AXES, SCALING_X
 
 
 def plan_scaling(args):

@@ -1,7 +1,21 @@
 """Hyper-parameter sensitivity (paper Figure 4): one-at-a-time sweeps of MMSSL's options."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+import math
+from collections import defaultdict
+
+from benchmarks import _common as C
+from benchmarks._plan import (
+    QUICK_SWEEPS,
+    SWEEPS,
+    _metric,
+    _ok,
+    _value,
+    dataset_for,
+    same_train,
+    seeds_for,
+    unit,
+)
 
 
 def plan_sensitivity(args):

@@ -1,7 +1,10 @@
 """Sparsity (paper Table 4): metrics by user-degree and item-popularity group."""
 from __future__ import annotations
 
-from _plan import *  # noqa: F403  (shared helpers, constants and _common as C)
+import math
+
+from benchmarks import _common as C
+from benchmarks._plan import OURS, _by, _ok, all_models, dataset_for, models_for, seeds_for, unit
 
 
 def plan_sparsity(args):

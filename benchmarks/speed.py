@@ -12,29 +12,25 @@ machine. Writes ``benchmarks/results/speed/speed.{json,md}`` (stamped).
 
 Usage::
 
-    python benchmarks/speed.py --dataset tiktok --threads 2            # full epochs
-    python benchmarks/speed.py --dataset tiktok-mini --paper-batches 2  # quick check
+    python -m benchmarks.speed --dataset tiktok --threads 2            # full epochs
+    python -m benchmarks.speed --dataset tiktok-mini --paper-batches 2  # quick check
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from benchmarks._common import _rss_mb, stamp, stamp_lines, write_json
+from mmssl_pyg.training import Trainer
+from mmssl_pyg.training.evaluator import evaluate
+from mmssl_pyg.training.run import RunRequest, load_graph, prepare_run
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _common import _rss_mb, stamp, stamp_lines, write_json  # noqa: E402
-
-from mmssl_pyg.models import get_model_class  # noqa: E402
-from mmssl_pyg.training import Trainer, resolve_options  # noqa: E402
-from mmssl_pyg.training.evaluator import evaluate  # noqa: E402
-from mmssl_pyg.training.run import load_graph  # noqa: E402
 
 OUT = HERE / 'results' / 'speed'
 #: MMSSL configurations: name -> overrides on top of the preset
@@ -88,14 +84,13 @@ def _sync_for(device):
 
 
 def _trainer(model_name, graph, dataset, overrides, device, threads, batches=None):
-    cls = get_model_class(model_name)
-    opts = resolve_options(cls, dataset, model_name, overrides=overrides,
-                           train_updates={'device': device, 'num_threads': threads,
-                                          'progress': False, 'seed': 0,
-                                          'batches_per_epoch': batches})
-    torch.manual_seed(0)
-    model = cls(graph, **opts.model_kwargs)
-    return Trainer(model, graph, opts.train), opts
+    """A trainer of the run assembled on ``graph`` (preset <- ``overrides``, seed 0)."""
+    updates = {'num_threads': threads, 'batches_per_epoch': batches}
+    request = RunRequest(model=model_name, dataset=dataset, seed=0, device=device,
+                         progress=False, overrides=[*overrides, *(
+                             f'train.{k}={v}' for k, v in updates.items() if v is not None)])
+    run = prepare_run(request, data=(graph, None), preset_dataset=dataset)
+    return Trainer(run.model, graph, run.options.train), run.options
 
 
 def instrument(trainer, timers: Timers):

@@ -5,8 +5,8 @@ same learning-rate range, an L2 range of at least [1e-6, 1], the same epoch cap 
 its own sampler seed. Each trial runs in its own process (``step`` runs one trial and exits), so a
 kill loses at most one trial and the study databases can be committed between trials::
 
-    python benchmarks/study.py status                 # finished trials per study
-    python benchmarks/study.py step [--models M ...] [--datasets D ...]   # one trial, then exit
+    python -m benchmarks.study status                 # finished trials per study
+    python -m benchmarks.study step [--models M ...] [--datasets D ...]   # one trial, then exit
     benchmarks/study_loop.sh [--models M ...]         # step until every selected study is done
 
 Results go to ``benchmarks/results/study/<dataset>/<model>/``: ``study.db`` (the Optuna
@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # this checkout's mmssl_pyg, not another one installed
 
 #: Finished (complete or pruned) trials per study.
 TRIALS = 20

@@ -6,7 +6,7 @@
 cd "$(dirname "$0")/.." || exit 1
 PY=${PYTHON:-.venv/bin/python}
 while :; do
-    "$PY" benchmarks/study.py step "$@"
+    "$PY" -m benchmarks.study step "$@"
     rc=$?
     [ "$rc" -eq 0 ] || break
 done

@@ -29,9 +29,9 @@ import warnings
 
 def _checked(section: str, key: str, label: str = ''):
     """An argparse ``type`` that validates with the one option table
-    (:func:`mmssl_pyg.training.config.check_option`)."""
+    (:func:`mmssl_pyg.training.options.check_option`)."""
     def parse(text: str):
-        from .training.config import ConfigError, check_option
+        from .training.options import ConfigError, check_option
         try:
             value = check_option(section, key, text, source='', label=label)
         except ConfigError as err:
@@ -45,17 +45,28 @@ def _str_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training.tune import (
-        PRUNER_PERCENTILE,
-        PRUNER_STARTUP_TRIALS,
-        PRUNER_WARMUP_EPOCHS,
-        TPE_STARTUP_TRIALS,
-    )
+    """The ``mmssl-pyg`` parser: one subparser per command (see the module docstring)."""
     parser = argparse.ArgumentParser(
         prog='mmssl-pyg',
         description='Multi-modal self-supervised recommendation (MMSSL) on PyTorch Geometric.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    train = _add_train_parser(sub)
+    _add_tune_parser(sub)
+    ev = _add_evaluate_parser(sub)
+    _add_compare_parser(sub)
+    rec = _add_recommend_parser(sub)
+    ds = _add_datasets_parser(sub)
+    _add_build_dataset_parser(sub)
+    parser.commands = sub.choices  # subcommand parsers, for their own error messages
+    for command in (train, ev, rec, ds):
+        command.add_argument('--force-reload', action='store_true',
+                             help="rebuild the dataset's processed/ cache from the raw files "
+                                  '(it is rebuilt anyway when a raw file changed)')
+    return parser
 
+
+def _add_train_parser(sub) -> argparse.ArgumentParser:
+    """mmssl-pyg train: the fields of :class:`~mmssl_pyg.training.run.RunRequest`."""
     train = sub.add_parser(
         'train', help='train a model (default: MMSSL on the bundled TikTok data)',
         description='Train a model with its preset (mmssl_pyg/configs/<model>.yaml), select the '
@@ -104,7 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help='apply the tuned preset written by `mmssl-pyg tune` '
                             '(mmssl_pyg/configs/tuned/<model>-<dataset>.yaml) on top of the '
                             'preset')
+    return train
 
+
+def _add_tune_parser(sub) -> argparse.ArgumentParser:
+    """mmssl-pyg tune: the fields of :class:`~mmssl_pyg.training.tune.TuneOptions`."""
+    from .training.tune import (
+        PRUNER_PERCENTILE,
+        PRUNER_STARTUP_TRIALS,
+        PRUNER_WARMUP_EPOCHS,
+        TPE_STARTUP_TRIALS,
+    )
     tune = sub.add_parser(
         'tune', help='search hyper-parameters with Optuna (validation only)',
         description='Run or continue an Optuna study (TPE sampler, percentile pruning on the '
@@ -160,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument('--force', action='store_true',
                       help='replace an existing tuned preset (otherwise refused before the '
                            'study runs)')
+    return tune
 
+
+def _add_evaluate_parser(sub) -> argparse.ArgumentParser:
+    """mmssl-pyg evaluate CHECKPOINT."""
     ev = sub.add_parser('evaluate', help='evaluate a checkpoint on the validation or test split')
     ev.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
     ev.add_argument('--split', choices=['val', 'test'], default='test')
@@ -172,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument('--root', default=None, help="override the dataset's folder")
     ev.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     ev.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    return ev
 
+
+def _add_compare_parser(sub) -> argparse.ArgumentParser:
+    """mmssl-pyg compare CHECKPOINT_A CHECKPOINT_B."""
     cmp = sub.add_parser('compare', help='paired user-level test of two runs on one dataset',
                          description='Rank both runs on the split and compare them user by '
                                      'user: the mean difference (A - B) of the metric with a '
@@ -188,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument('--resamples', type=int, default=10_000, help='bootstrap resamples')
     cmp.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     cmp.add_argument('--json', action='store_true', help='print JSON instead of text')
+    return cmp
 
+
+def _add_recommend_parser(sub) -> argparse.ArgumentParser:
+    """mmssl-pyg recommend CHECKPOINT (--users | --output)."""
     rec = sub.add_parser('recommend',
                          help='top-k unseen items for users, to stdout or CSV/Parquet')
     rec.add_argument('checkpoint', help='best.pt / last.pt, or a run folder (its best.pt)')
@@ -206,17 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
                           'all known interactions (train, val and test)')
     rec.add_argument('--root', default=None, help="override the dataset's folder")
     rec.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
+    return rec
 
+
+def _add_datasets_parser(sub) -> argparse.ArgumentParser:
+    """mmssl-pyg datasets [NAME ...]."""
     ds = sub.add_parser('datasets', help='list datasets and print their statistics')
     ds.add_argument('names', nargs='*', help='dataset names or folders (default: list all)')
     ds.add_argument('--root', default=None, help='folder holding one folder per dataset')
-    _add_build_dataset_parser(sub)
-    parser.commands = sub.choices  # subcommand parsers, for their own error messages
-    for command in (train, ev, rec, ds):
-        command.add_argument('--force-reload', action='store_true',
-                             help="rebuild the dataset's processed/ cache from the raw files "
-                                  '(it is rebuilt anyway when a raw file changed)')
-    return parser
+    return ds
 
 
 def _add_build_dataset_parser(sub) -> None:
@@ -277,14 +308,9 @@ def _add_build_dataset_parser(sub) -> None:
 
 
 def _train(args) -> int:
-    from .training.run import format_metrics, train_run
-    result = train_run(
-        model=args.model, dataset=args.dataset, root=args.root, modalities=args.modalities,
-        config_file=args.config_file, overrides=args.overrides, epochs=args.epochs,
-        seed=args.seed, device=args.device, run_dir=args.run_dir, resume=args.resume,
-        wandb=args.wandb, progress=False if args.no_progress else None,
-        precision=args.precision, force=args.force, force_reload=args.force_reload,
-        tuned=args.tuned)
+    from .training.recommend import format_metrics
+    from .training.run import RunRequest, train_run
+    result = train_run(_fields(RunRequest, args, progress=False if args.no_progress else None))
     if int(os.environ.get('RANK', '0') or 0) != 0:
         return 0  # torchrun: rank 0 prints
     fit = result.fit
@@ -300,22 +326,23 @@ def _train(args) -> int:
 
 
 def _tune(args) -> int:
-    from .training.tune import tune
-    tune(args.model, args.dataset, args.trials, args.timeout, force=args.force,
-         storage=args.storage,
-         study_name=args.study_name, seed=args.seed, overrides=args.overrides,
-         config_file=args.config_file, root=args.root, modalities=args.modalities,
-         device=args.device, wandb=args.wandb, prune=not args.no_prune, run_dir=args.run_dir,
-         write_preset=not args.no_write, preset_dir=args.preset_dir,
-         startup_trials=args.startup_trials, multivariate=args.multivariate,
-         prune_percentile=args.prune_percentile, prune_warmup=args.prune_warmup,
-         prune_startup=args.prune_startup)
+    from .training.tune import TuneOptions, tune
+    tune(_fields(TuneOptions, args, prune=not args.no_prune, write_preset=not args.no_write))
     return 0
+
+
+def _fields(cls, args, **extra):
+    """``cls`` (a request dataclass) from the parsed arguments of the same names, plus
+    ``extra`` (the flags whose name differs, e.g. ``--no-progress``)."""
+    from dataclasses import fields
+    given = vars(args)
+    return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given}, **extra)
 
 
 def _evaluate(args) -> int:
     from .training.options import DEFAULT_KS
-    from .training.run import evaluate_checkpoint, format_metrics
+    from .training.recommend import format_metrics
+    from .training.run import evaluate_checkpoint
     ks = list(DEFAULT_KS) if args.ks is None else args.ks
     out = evaluate_checkpoint(args.checkpoint, args.split, ks,
                               exclude_val_at_test=args.exclude_val_at_test, device=args.device,
@@ -329,14 +356,14 @@ def _evaluate(args) -> int:
 
 
 def _recommend(args) -> int:
-    from .training.config import check_option
-    from .training.run import (
+    from .training.options import check_option
+    from .training.recommend import (
         check_output_path,
         format_recommendations,
-        load_run_checkpoint,
         recommend,
         write_recommendations,
     )
+    from .training.run import load_run_checkpoint
     check_option('cli', 'k', args.k, source='', label='-k')  # before the (long) computation
     if args.output is not None:
         check_output_path(args.output, args.force)
@@ -367,7 +394,7 @@ def _compare(args) -> int:
     import re
     from dataclasses import asdict
 
-    from .training.config import ConfigError
+    from .training.options import ConfigError
     from .training.significance import compare_checkpoints
     m = re.fullmatch(r'(recall|ndcg)@(\d+)', args.metric)
     if m is None:

@@ -65,12 +65,12 @@ echo "phase 2: ${per_unit} min per unit"
 for d in $DATASETS; do
   [ "$left" -gt 30 ] || break
   for m in $EVAL_MODELS; do
-    timeout $(( left - 5 )) python3 benchmarks/run.py accuracy --dataset "$d" --models "$m" \
+    timeout $(( left - 5 )) python3 -m benchmarks.run accuracy --dataset "$d" --models "$m" \
       --tuned presets --id-datasets --seeds 0 1 2 3 4 --device "$DEVICE" --wandb disabled \
       --max-minutes "$per_unit" --no-reuse --no-progress --out "$OUT/acc/$m-$d" \
       > "$OUT/logs/acc-$m-$d.log" 2>&1 &
   done
-  [ "$PRESET_ROW" = 1 ] && timeout $(( left - 5 )) python3 benchmarks/run.py accuracy --dataset "$d" --models mmssl \
+  [ "$PRESET_ROW" = 1 ] && timeout $(( left - 5 )) python3 -m benchmarks.run accuracy --dataset "$d" --models mmssl \
     --id-datasets --seeds 0 1 2 3 4 --device "$DEVICE" --wandb disabled \
     --max-minutes "$per_unit" --no-reuse --no-progress --out "$OUT/acc/mmssl-preset-$d" \
     > "$OUT/logs/acc-mmssl-preset-$d.log" 2>&1 &

@@ -7,8 +7,10 @@ Typical use::
     print(result.best_epoch, result.val['recall@20'], result.test['recall@20'])
 """
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ConfigError, TrainConfig, resolve_options
+from .device import peak_memory_mb, resolve_device, seed_everything
 from .evaluator import DEFAULT_KS, evaluate, evaluate_embeddings
+from .options import ConfigError, TrainConfig
+from .presets import resolve_options
 from .sampler import BPRSampler
 from .seeding import pair_id_embeddings
 from .tracking import (
@@ -19,14 +21,7 @@ from .tracking import (
     WandbTracker,
     make_tracker,
 )
-from .trainer import (
-    FitResult,
-    NonFiniteLossError,
-    Trainer,
-    peak_memory_mb,
-    resolve_device,
-    seed_everything,
-)
+from .trainer import FitResult, NonFiniteLossError, Trainer
 
 __all__ = [
     'Trainer', 'TrainConfig', 'FitResult', 'NonFiniteLossError', 'evaluate',

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -12,14 +13,17 @@ import torch
 
 from ..data.graph import RecGraph
 from ..models.base import Batch, Recommender, graph_signature
-from .checkpoint import BEST, LAST
-from .config import ConfigError, TrainConfig, check_cutoffs
-from .device import _amp_dtype, peak_memory_mb, resolve_device, seed_everything  # noqa: F401
-from .distributed import DistContext
+from .checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .device import _amp_dtype, peak_memory_mb, resolve_device, seed_everything
+from .distributed import DistContext, state_digests
 from .evaluator import evaluate
+from .options import ConfigError, TrainConfig, check_cutoffs
 from .sampler import BPRSampler
 from .tracking import NullTracker, Tracker
-from .trainer_state import NonFiniteLossError, TrainerStateMixin  # noqa: F401
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; training stopped before the optimiser step."""
 
 
 @dataclass
@@ -55,7 +59,7 @@ class FitResult:
                 else str(self.checkpoint_dir)}
 
 
-class Trainer(TrainerStateMixin):
+class Trainer:
     """Trains any :class:`~mmssl_pyg.models.base.Recommender` with BPR mini-batches.
 
     Per mini-batch, for a model with ``has_critic``: ``critic_loss(batch)`` -> backward ->
@@ -180,58 +184,72 @@ class Trainer(TrainerStateMixin):
             test: evaluate the best epoch on the test split (``False``: the test split is never
                 read and ``FitResult.test`` is empty; hyper-parameter search uses this).
         """
-        cfg = self.config
-        last = self.checkpoint_dir / LAST if self.checkpoint_dir else None
-        resumed_from = None
-        has_last = self.dist.broadcast_object(
-            bool(resume and last is not None and last.is_file()))
-        if has_last:
-            self._restore(self._load_on_rank0(last))
-            resumed_from = self.epoch
-            if self.stopped_early and (not cfg.patience or self.bad_evals < cfg.patience):
-                self.stopped_early = False  # resumed with more patience: it trains on
-        else:
-            # each process its own noise stream (dropout, Gumbel, ...); rank 0 is the
-            # single-process stream; every process draws the same batches
-            seed_everything(cfg.seed + self.dist.rank)
-            self.sampler.generator.manual_seed(cfg.seed)
-        self.tracker.log_config({'train': cfg.to_dict(), **self.meta})
-
-        last_epoch = cfg.epochs if self.trains else 1  # nothing changes after one epoch
-        epochs = range(self.epoch + 1, last_epoch + 1)
-        bar = _tqdm(epochs, self._progress, desc='epochs', unit='epoch', initial=self.epoch,
-                    total=last_epoch)
+        resumed_from = self._start(resume)
+        self.tracker.log_config({'train': self.config.to_dict(), **self.meta})
+        last_epoch = self.config.epochs if self.trains else 1  # nothing changes after one epoch
+        bar = _tqdm(range(self.epoch + 1, last_epoch + 1), self._progress, desc='epochs',
+                    unit='epoch', initial=self.epoch, total=last_epoch)
         for epoch in bar:
             if self.stopped_early:
                 break
             record = self._train_epoch(epoch)
-            improved = False
-            if epoch % cfg.eval_every == 0 or epoch == last_epoch:
-                t0 = time.perf_counter()
-                val = evaluate(self.model, self.graph, 'val', cfg.ks,
-                               batch_size=cfg.eval_batch_size, progress=self._progress,
-                               **self._eval_kwargs())
-                record['eval_seconds'] = self._elapsed(t0)
-                record.update({f'val/{k}': v for k, v in val.items()})
-                if val[cfg.metric] > self.best_metric:
-                    improved = True
-                    self.best_metric, self.best_epoch, self.best_val = val[cfg.metric], epoch, val
-                    self.bad_evals = 0
-                else:
-                    self.bad_evals += 1
-                if cfg.patience and self.bad_evals >= cfg.patience:
-                    self.stopped_early = True
-            record['peak_memory_mb'] = self._peak_memory_mb()
-            self.epoch = epoch
-            self.history.append(record)
-            self.tracker.log({k: v for k, v in record.items() if k != 'epoch'}, step=epoch)
-            self._save(improved)
-            if hasattr(bar, 'set_postfix'):
-                bar.set_postfix({k: f'{v:.4g}' for k, v in record.items()
-                                 if k in ('train/loss', f'val/{cfg.metric}')})
+            improved = self._validate(epoch, last_epoch, record)
+            self._end_epoch(epoch, record, improved, bar)
         if hasattr(bar, 'close'):
             bar.close()
+        return self._finish(test, resumed_from)
 
+    def _start(self, resume: bool) -> int | None:
+        """Restore ``last.pt`` when resuming (returns its epoch), else seed a fresh start."""
+        cfg = self.config
+        last = self.checkpoint_dir / LAST if self.checkpoint_dir else None
+        has_last = self.dist.broadcast_object(
+            bool(resume and last is not None and last.is_file()))
+        if not has_last:
+            # each process its own noise stream (dropout, Gumbel, ...); rank 0 is the
+            # single-process stream; every process draws the same batches
+            seed_everything(cfg.seed + self.dist.rank)
+            self.sampler.generator.manual_seed(cfg.seed)
+            return None
+        self._restore(self._load_on_rank0(last))
+        if self.stopped_early and (not cfg.patience or self.bad_evals < cfg.patience):
+            self.stopped_early = False  # resumed with more patience: it trains on
+        return self.epoch
+
+    def _validate(self, epoch: int, last_epoch: int, record: dict[str, Any]) -> bool:
+        """On an evaluation epoch: validation metrics into ``record``, best epoch and patience
+        updated; returns whether validation improved."""
+        cfg = self.config
+        if epoch % cfg.eval_every != 0 and epoch != last_epoch:
+            return False
+        t0 = time.perf_counter()
+        val = evaluate(self.model, self.graph, 'val', cfg.ks, batch_size=cfg.eval_batch_size,
+                       progress=self._progress, **self._eval_kwargs())
+        record['eval_seconds'] = self._elapsed(t0)
+        record.update({f'val/{k}': v for k, v in val.items()})
+        improved = val[cfg.metric] > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.best_val = val[cfg.metric], epoch, val
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        if cfg.patience and self.bad_evals >= cfg.patience:
+            self.stopped_early = True
+        return improved
+
+    def _end_epoch(self, epoch: int, record: dict[str, Any], improved: bool, bar) -> None:
+        """Record the epoch (history, tracker, progress bar) and save the checkpoints."""
+        record['peak_memory_mb'] = self._peak_memory_mb()
+        self.epoch = epoch
+        self.history.append(record)
+        self.tracker.log({k: v for k, v in record.items() if k != 'epoch'}, step=epoch)
+        self._save(improved)
+        if hasattr(bar, 'set_postfix'):
+            bar.set_postfix({k: f'{v:.4g}' for k, v in record.items()
+                             if k in ('train/loss', f'val/{self.config.metric}')})
+
+    def _finish(self, test: bool, resumed_from: int | None) -> FitResult:
+        """Test the best epoch once (unless ``test`` is false), log the summary, return."""
         test = self._test_best() if test else {}
         summary = {'best_epoch': self.best_epoch, **{f'val/{k}': v for k, v in
                                                       self.best_val.items()},
@@ -299,6 +317,8 @@ class Trainer(TrainerStateMixin):
             optimizer.step()
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of mini-batch steps (a critic step when due, then a model step); returns
+        the epoch's record: mean loss terms and seconds."""
         model = self.model
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -316,40 +336,61 @@ class Trainer(TrainerStateMixin):
         for step in bar:
             batch = self._next_batch(batches, step)
             contributors = min(world, n - step * world)  # processes with a batch this step
-            batch_idx = step * world + self.dist.rank
+            where = (epoch, step * world + self.dist.rank, n)
             # the critic schedule counts steps over the run, so a resumed run keeps its phase
             critic_due = ((epoch - 1) * steps + step) % self.config.critic_every == 0
             if self.critic_optimizer is not None and critic_due:
                 critic_batches += contributors
-                self.critic_optimizer.zero_grad(set_to_none=True)
-                out = None
-                if batch is not None:
-                    with self._autocast():
-                        out = model.critic_loss(batch)
-                values = self._check_finite(out, 'critic_loss', epoch, batch_idx, n)
-                self._backward_step(None if out is None else out['loss'],
-                                    self.critic_optimizer, self.critic_scaler,
-                                    self._critic_params, contributors)
-                for k, v in values.items():
-                    key = f'train/{_critic_key(k, values)}'
-                    sums[key] = sums.get(key, 0.0) + v
-                    self._critic_keys.add(key)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.critic_optimizer is not None:  # L_G backpropagates into the critic too
-                self.critic_optimizer.zero_grad(set_to_none=True)
-            out = None
-            if batch is not None:
-                with self._autocast():
-                    out = model.loss(batch)
-            values = self._check_finite(out, 'loss', epoch, batch_idx, n)
-            self._backward_step(None if out is None else out['loss'], self.optimizer,
-                                self.scaler, self._model_params, contributors)
-            for k, v in values.items():
-                sums[f'train/{k}'] = sums.get(f'train/{k}', 0.0) + v
+                self._critic_step(batch, contributors, where, sums)
+            values = self._model_step(batch, contributors, where, sums)
             if hasattr(bar, 'set_postfix') and step % 10 == 0:
                 bar.set_postfix(loss=f'{values["loss"] / contributors:.4g}')
         if hasattr(bar, 'close'):
             bar.close()
+        return self._end_train_epoch(epoch, sums, critic_batches, n, t0)
+
+    def _critic_step(self, batch: Batch | None, contributors: int, where: tuple,
+                     sums: dict[str, float]) -> None:
+        """``critic_loss`` -> backward -> critic optimiser step; its terms added to ``sums``.
+        ``where``: ``(epoch, batch index, batches in the epoch)`` for error messages."""
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        values = self._loss_step(batch, 'critic_loss', self.critic_optimizer,
+                                 self.critic_scaler, self._critic_params, contributors, where)
+        for k, v in values.items():
+            key = f'train/{_critic_key(k, values)}'
+            sums[key] = sums.get(key, 0.0) + v
+            self._critic_keys.add(key)
+
+    def _model_step(self, batch: Batch | None, contributors: int, where: tuple,
+                    sums: dict[str, float]) -> dict[str, float]:
+        """``loss`` -> backward -> model optimiser step; returns its terms (also added to
+        ``sums``)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic_optimizer is not None:  # L_G backpropagates into the critic too
+            self.critic_optimizer.zero_grad(set_to_none=True)
+        values = self._loss_step(batch, 'loss', self.optimizer, self.scaler,
+                                 self._model_params, contributors, where)
+        for k, v in values.items():
+            sums[f'train/{k}'] = sums.get(f'train/{k}', 0.0) + v
+        return values
+
+    def _loss_step(self, batch: Batch | None, fn: str, optimizer, scaler, params,
+                   contributors: int, where: tuple) -> dict[str, float]:
+        """``model.<fn>(batch)`` (under autocast; skipped on a process without a batch) ->
+        finite check -> backward -> optimiser step; returns the loss terms."""
+        out = None
+        if batch is not None:
+            with self._autocast():
+                out = getattr(self.model, fn)(batch)
+        values = self._check_finite(out, fn, *where)
+        self._backward_step(None if out is None else out['loss'], optimizer, scaler, params,
+                            contributors)
+        return values
+
+    def _end_train_epoch(self, epoch: int, sums: dict[str, float], critic_batches: int,
+                         n: int, t0: float) -> dict[str, Any]:
+        """Merge the replicas' epoch state, end the model's epoch, average the loss terms."""
+        model = self.model
         if self.dist.enabled:  # merge what each replica collected, so all swap in the same
             model.gather_epoch_state(self.dist.all_gather)
             self.dist.average_buffers(model)
@@ -359,9 +400,141 @@ class Trainer(TrainerStateMixin):
                                      for k, v in sums.items()}}
         if self.dist.enabled:
             self._check_replicas(epoch)
-            record['dist/world_size'] = world
+            record['dist/world_size'] = self.dist.world_size
         record['epoch_seconds'] = self._elapsed(t0)
         return record
+
+    # -----------------------------------------------------------------------------------------
+    # checks between steps
+
+    def _check_replicas(self, epoch: int) -> None:
+        """Stop if the replicas' states (weights, buffers, generated graphs) differ."""
+        digests = self.dist.all_gather_object(state_digests(self.model))
+        self.dist_log.append({'epoch': epoch, 'digests': digests})
+        if any(d != digests[0] for d in digests):
+            bad = [r for r, d in enumerate(digests) if d != digests[0]]
+            raise RuntimeError(f'data-parallel replicas diverged after epoch {epoch}: the model '
+                               f'state of rank(s) {bad} differs from rank 0 ({digests})')
+
+    def _check_finite(self, out: dict | None, fn: str, epoch: int, batch_idx: int,
+                      num_batches: int) -> dict[str, float]:
+        """The loss terms as floats (under torchrun: summed over the processes that had a
+        batch; ``out`` is ``None`` on a process without one); raises, on every process, if one
+        is not finite."""
+        if out is not None and (not isinstance(out, dict) or 'loss' not in out):
+            raise TypeError(f'{type(self.model).__name__}.{fn}(batch) must return a dict with '
+                            f"key 'loss', got {type(out).__name__}")
+        if out is not None:
+            names = list(out)
+            values = torch.stack([torch.as_tensor(out[k]).detach().float().mean().cpu()
+                                  for k in names])
+            self._term_names[fn] = names
+        else:  # no batch left for this process in the epoch's last step
+            names = self._term_names[fn]
+            values = torch.zeros(len(names))
+        local_finite = bool(torch.isfinite(values).all())
+        if self.dist.enabled:
+            values = self.dist.all_reduce_(values.to(self.device)).cpu()
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            bad = [names[i] for i in range(len(names)) if not finite[i]]
+            term = next((k for k in bad if k != 'loss'), bad[0])
+            where = (f'; the last good checkpoint is {self.checkpoint_dir / LAST} '
+                     f'(epoch {self.epoch})' if self.checkpoint_dir and self.epoch else '')
+            what = (f'batch index {batch_idx} (0-based, of {num_batches})'
+                    if local_finite is False or not self.dist.enabled else
+                    f'the batch of another process in step {batch_idx // self.dist.world_size}'
+                    f' (0-based, of {num_batches} batches)')
+            raise NonFiniteLossError(
+                f'non-finite loss term {term!r} (= {float(values[names.index(term)])}) from '
+                f'{type(self.model).__name__}.{fn} at epoch {epoch}, {what}; non-finite terms: '
+                f'{bad}. Training stopped before the optimiser step{where}. Try a lower lr or '
+                f'check the input features.')
+        return dict(zip(names, values.tolist()))
+
+    # -----------------------------------------------------------------------------------------
+    # checkpoint state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (what ``last.pt`` / ``best.pt`` hold). Under torchrun
+        every process must call it (it gathers each process's random state)."""
+        state = {
+            'model': self.model.state_dict(),
+            'optimizer': None if self.optimizer is None else self.optimizer.state_dict(),
+            'critic_optimizer': None if self.critic_optimizer is None
+            else self.critic_optimizer.state_dict(),
+            'sampler': self.sampler.state_dict(),
+            'rng': rng_state(),
+            'epoch': self.epoch,
+            'best_metric': self.best_metric,
+            'best_epoch': self.best_epoch,
+            'best_val': dict(self.best_val),
+            'bad_evals': self.bad_evals,
+            'stopped_early': self.stopped_early,
+            'history': list(self.history),
+            'config': self.config.to_dict(),
+            'meta': self.meta,
+        }
+        for name, scaler in (('scaler', self.scaler), ('critic_scaler', self.critic_scaler)):
+            if scaler is not None:
+                state[name] = scaler.state_dict()
+        if self.dist.enabled:  # each process's noise stream, for an identical resume
+            state['rng_ranks'] = self.dist.all_gather_object(state['rng'])
+            state['world_size'] = self.dist.world_size
+        return state
+
+    def _load_on_rank0(self, path: Path) -> dict[str, Any]:
+        """``load_checkpoint(path)`` on rank 0, broadcast to the other processes (so the run
+        folder need only be readable where rank 0 runs)."""
+        if not self.dist.enabled:
+            return load_checkpoint(path)
+        return self.dist.broadcast_object(load_checkpoint(path) if self.dist.is_main else None)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state['model'])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state['optimizer'])
+        if self.critic_optimizer is not None and state.get('critic_optimizer') is not None:
+            self.critic_optimizer.load_state_dict(state['critic_optimizer'])
+        self.sampler.load_state_dict(state['sampler'])
+        self.epoch = int(state['epoch'])
+        self.best_metric = float(state['best_metric'])
+        self.best_epoch = int(state['best_epoch'])
+        self.best_val = dict(state['best_val'])
+        self.bad_evals = int(state['bad_evals'])
+        self.stopped_early = bool(state['stopped_early'])
+        self.history = list(state['history'])
+        for name, scaler in (('scaler', self.scaler), ('critic_scaler', self.critic_scaler)):
+            if scaler is not None and state.get(name) is not None:
+                scaler.load_state_dict(state[name])
+        ranks = state.get('rng_ranks')
+        if self.dist.rank == 0:
+            set_rng_state(state['rng'])
+        elif ranks is not None and len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        else:  # saved with another number of processes: a fresh stream for this one
+            seed_everything(self.config.seed + 1_000_003 * self.dist.rank + self.epoch)
+        # Killed between writing last.pt and best.pt: last.pt is the best state.
+        if self.dist.is_main and self.checkpoint_dir is not None and \
+                self.best_epoch == self.epoch:
+            best = self.checkpoint_dir / BEST
+            if not best.is_file() or load_checkpoint(best)['epoch'] != self.epoch:
+                save_checkpoint(state, best)
+
+    def _save(self, improved: bool) -> None:
+        if self.checkpoint_dir is None:
+            if improved:
+                self._best_state = copy.deepcopy(
+                    {k: v.detach().cpu() if torch.is_tensor(v) else v
+                     for k, v in self.model.state_dict().items()})
+            return
+        state = self.state_dict()
+        if not self.dist.is_main:
+            return
+        # last.pt first: if the process dies before best.pt is written, _restore repairs it.
+        save_checkpoint(state, self.checkpoint_dir / LAST)
+        if improved:
+            save_checkpoint(state, self.checkpoint_dir / BEST)
 
     def _elapsed(self, t0: float) -> float:
         if self.device.type == 'cuda':

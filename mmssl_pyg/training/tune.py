@@ -34,6 +34,7 @@ preset; the file is also a valid ``--config`` file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
 import shlex
@@ -48,17 +49,11 @@ from typing import Any
 import yaml
 
 from .options import ConfigError
-from .presets import parse_overrides, resolve_options, tuned_preset_path
-from .search_space import (  # noqa: F401 - re-exported: the historical import path
-    PARAM_FIELDS,
-    SEARCH_SECTION,
-    SearchParam,
-    SearchSpace,
+from .presets import parse_overrides, tuned_preset_path
+from .search_space import (
     _git_commit,
     _hide_password,
     load_search_space,
-    parse_param,
-    parse_search_space,
     split_sections,
     write_tuned_preset,
 )
@@ -146,22 +141,11 @@ def _fmt(value: Any) -> str:
     return f'{value:.4g}' if isinstance(value, float) else str(value)
 
 
-def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
-         storage: str | None = None, study_name: str | None = None, seed: int = 0,
-         overrides: list[str] | None = None, config_file: str | os.PathLike | None = None,
-         root: str | None = None, modalities: list[str] | None = None,
-         device: str | None = None, wandb: str = 'offline', prune: bool = True,
-         run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = 'runs',
-         write_preset: bool = True, preset_dir: str | os.PathLike | None = None,
-         force: bool = False,
-         heartbeat_interval: int = 60, grace_period: int = 180,
-         startup_trials: int = TPE_STARTUP_TRIALS, multivariate: bool = False,
-         prune_percentile: float = PRUNER_PERCENTILE,
-         prune_warmup: int = PRUNER_WARMUP_EPOCHS, prune_startup: int = PRUNER_STARTUP_TRIALS,
-         log: Callable[[str], None] | None = None) -> TuneResult:
-    """Run (or continue) the Optuna study of ``model`` on ``dataset``; write the tuned preset.
+@dataclass
+class TuneOptions:
+    """What :func:`tune` is asked for (the ``mmssl-pyg tune`` flags, one field each).
 
-    Args:
+    Attributes:
         model, dataset: what to tune (the dataset as ``mmssl-pyg train --dataset`` takes it).
         trials: finished (complete or pruned) trials the study should have; a resumed or shared
             study counts the trials it already has.
@@ -177,7 +161,7 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
             ``overrides=['seed=N']``).
         overrides, config_file: options fixed for every trial (``key=value`` strings / a YAML
             file); a searched option cannot also be fixed.
-        root, modalities: as for :func:`~mmssl_pyg.training.run.train_run`.
+        root, modalities: as for :class:`~mmssl_pyg.training.run.RunRequest`.
         device: trainer device (default: the preset's, ``auto``).
         wandb: ``'offline'`` (default; one run per trial under ``<run_dir>/wandb``),
             ``'online'`` or ``'disabled'``.
@@ -196,138 +180,232 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
             beaten for ``grace_period`` is marked failed and retried once with its parameters.
         log: receives the progress lines (default ``print``; one line per trial).
     """
+    model: str
+    dataset: str
+    trials: int
+    timeout: float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    seed: int = 0
+    overrides: list[str] | None = None
+    config_file: str | os.PathLike | None = None
+    root: str | None = None
+    modalities: list[str] | None = None
+    device: str | None = None
+    wandb: str = 'offline'
+    prune: bool = True
+    run_dir: str | os.PathLike | None = None
+    runs_root: str | os.PathLike = 'runs'
+    write_preset: bool = True
+    preset_dir: str | os.PathLike | None = None
+    force: bool = False
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    startup_trials: int = TPE_STARTUP_TRIALS
+    multivariate: bool = False
+    prune_percentile: float = PRUNER_PERCENTILE
+    prune_warmup: int = PRUNER_WARMUP_EPOCHS
+    prune_startup: int = PRUNER_STARTUP_TRIALS
+    log: Callable[[str], None] | None = None
+
+    def check(self) -> None:
+        """Refuse bad counts, budgets and search settings before anything runs."""
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise ConfigError(f'--trials must be a positive integer, got {self.trials!r}')
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f'--timeout must be a positive number of seconds, got '
+                              f'{self.timeout!r}')
+        _check_search_settings(self.startup_trials, self.prune_percentile, self.prune_warmup,
+                               self.prune_startup)
+
+
+def tune(options: TuneOptions | str, /, *args, **fields) -> TuneResult:
+    """Run (or continue) the Optuna study of a model on a dataset; write the tuned preset.
+
+    ``options`` is a :class:`TuneOptions`, or its fields are given directly
+    (``tune('mf', 'tiktok-mini', trials=20, timeout=3600)``). Each trial is a run assembled by
+    :func:`~mmssl_pyg.training.run.prepare_run` and scored on validation only.
+    """
+    if not isinstance(options, TuneOptions):
+        options = TuneOptions(options, *args, **fields)
+    elif args:
+        raise TypeError('tune(TuneOptions(...)) takes its other fields as keywords')
+    elif fields:
+        options = dataclasses.replace(options, **fields)
+    search = _Search(options)
+    search.prepare()
+    search.open_study()
+    search.optimize()
+    return search.result()
+
+
+def _optuna():
     try:
         import optuna
-        from optuna.storages import RDBStorage, RetryFailedTrialCallback
-        from optuna.trial import TrialState
     except ImportError:
         raise ImportError('mmssl-pyg tune needs Optuna, which is not installed. Run `pip install '
                           '"mmssl-pyg[tune]"` (or `pip install optuna`).') from None
-    from ..models import get_model_class
-    from ..utils.io import check_folder
-    from .run import (
-        _dataset_key,
-        build_model,
-        check_root_option,
-        load_data,
-        load_graph,
-        run_model_kwargs,
-    )
-    from .tracking import make_tracker
-    from .trainer import NonFiniteLossError, Trainer, seed_everything
+    return optuna
 
-    log = log or (lambda line: print(line, flush=True))
-    if not isinstance(trials, int) or trials < 1:
-        raise ConfigError(f'--trials must be a positive integer, got {trials!r}')
-    if timeout is not None and not timeout > 0:
-        raise ConfigError(f'--timeout must be a positive number of seconds, got {timeout!r}')
-    _check_search_settings(startup_trials, prune_percentile, prune_warmup, prune_startup)
-    model_cls = get_model_class(model)
-    model = model.lower()
-    if not getattr(model_cls, 'trainable', True):
-        raise ConfigError(f'{model} has no hyper-parameters to tune (it is not trained)')
-    key = _dataset_key(dataset)
-    space = load_search_space(model, key)
-    fixed = parse_overrides(overrides)
-    both = sorted({k for k, _ in fixed} & set(space.names))
-    if both:
-        raise ConfigError(f'{both} are searched ({space.path}: search:) and fixed on the command '
-                          f'line; drop the key=value or remove it from the search space')
-    updates = {'device': device, 'progress': False}
-    # Fail on bad option names or values before any data loading (one point of the space).
-    probe = [(p.name, p.choices[0] if p.kind == 'categorical' else p.low) for p in space.params]
-    first = resolve_options(model_cls, key, model_name=model, config_file=config_file,
-                            overrides=fixed + probe, train_updates=updates)
-    metric = first.train.metric
-    # Before any file is written (study folder, database): the data, whose content digest is
-    # part of the study's identity, one model built on it (its own checks), and the preset.
-    check_root_option(dataset, root)
-    for option, folder in (('--run-dir', run_dir), ('--preset-dir', preset_dir)):
-        if folder is not None:
-            check_folder(folder, option, 'give a folder path')  # '' would mean the current one
-    graph, data_identity = load_data(dataset, root, modalities)
-    seed_everything(first.train.seed)
-    build_model(model, graph, run_model_kwargs(model_cls, first))
-    if write_preset:
-        _check_preset_target(tuned_preset_path(model, key, preset_dir), force)
-    study_name = study_name or f'{model}-{key}'
-    run_dir = Path(run_dir) if run_dir is not None else Path(runs_root) / 'tune' / study_name
-    created_run_dir = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if storage is None:
-        storage = f'sqlite:///{(run_dir / "study.db").resolve()}'
-    with warnings.catch_warnings():  # heartbeats are marked experimental
-        warnings.simplefilter('ignore')
-        engine = {'connect_args': {'timeout': 60}} if storage.startswith('sqlite') else None
+
+class _Search:
+    """One :func:`tune` call, in stages: :meth:`prepare` (options, data, one model, the
+    preset target: every check before a file is written), :meth:`open_study` (database,
+    pruner, sampler, identity), :meth:`optimize` (the trials) and :meth:`result` (the tuned
+    preset)."""
+
+    def __init__(self, options: TuneOptions):
+        self.optuna = _optuna()
+        options.check()
+        self.o = options
+        self.log = options.log or (lambda line: print(line, flush=True))
+        self.stopped_by: str | None = None
+
+    # -- stage 1: everything checked before a file is written
+
+    def prepare(self) -> None:
+        from ..models import get_model_class
+        from ..utils.io import check_folder
+        from .run import _dataset_key, check_root_option, prepare_run
+        o = self.o
+        self.model_cls = get_model_class(o.model)
+        self.model = o.model.lower()
+        if not getattr(self.model_cls, 'trainable', True):
+            raise ConfigError(f'{self.model} has no hyper-parameters to tune (it is not trained)')
+        self.key = _dataset_key(o.dataset)
+        self.space = load_search_space(self.model, self.key)
+        self.fixed = parse_overrides(o.overrides)
+        both = sorted({k for k, _ in self.fixed} & set(self.space.names))
+        if both:
+            raise ConfigError(f'{both} are searched ({self.space.path}: search:) and fixed on the '
+                              f'command line; drop the key=value or remove it from the search '
+                              f'space')
+
+        def check_paths(_options) -> None:
+            check_root_option(o.dataset, o.root)
+            for option, folder in (('--run-dir', o.run_dir), ('--preset-dir', o.preset_dir)):
+                if folder is not None:
+                    check_folder(folder, option, 'give a folder path')  # '' means the current
+
+        # One point of the space, assembled like every trial: bad option names or values fail
+        # before the data is loaded; then the data (its content digest is part of the study's
+        # identity) and one model built on it (its own checks).
+        probe = [(p.name, p.choices[0] if p.kind == 'categorical' else p.low)
+                 for p in self.space.params]
+        first = prepare_run(self.request(probe), before_data=check_paths)
+        self.first, self.data = first.options, (first.graph, first.identity)
+        self.metric = self.first.train.metric
+        if o.write_preset:
+            _check_preset_target(tuned_preset_path(self.model, self.key, o.preset_dir), o.force)
+
+    def request(self, params: list[tuple[str, Any]]):
+        """The run request of one point of the space (the fixed options, then ``params``)."""
+        from .run import RunRequest
+        o = self.o
+        return RunRequest(model=self.model, dataset=o.dataset, root=o.root,
+                          modalities=o.modalities, config_file=o.config_file,
+                          overrides=self.fixed + list(params), device=o.device, progress=False)
+
+    # -- stage 2: the study
+
+    def open_study(self) -> None:
+        o, optuna = self.o, self.optuna
+        self.study_name = o.study_name or f'{self.model}-{self.key}'
+        self.run_dir = Path(o.run_dir) if o.run_dir is not None \
+            else Path(o.runs_root) / 'tune' / self.study_name
+        self.storage = o.storage or f'sqlite:///{(self.run_dir / "study.db").resolve()}'
+        rdb = self._storage()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        pruner = self._pruner()
+        self.sampler_text = (f'TPESampler(n_startup_trials={o.startup_trials}, '
+                             f'multivariate={o.multivariate})')
+        self.study = optuna.create_study(storage=rdb, study_name=self.study_name,
+                                         direction='maximize', pruner=pruner,
+                                         load_if_exists=True)
+        self.identity = {
+            **_data_and_options(self.data[1], self.first, self.space.names),
+            'model': self.model, 'dataset': self.key, 'metric': f'val/{self.metric}',
+            'search_space': self.space.to_dict(),
+            'fixed': [f'{k}={v}' for k, v in self.fixed] +
+            ([f'--config {o.config_file}'] if o.config_file else []),
+            'train_seed': self.first.train.seed, 'sampler': self.sampler_text,
+            'pruner': self.pruner_text}
+        _check_identity(self.study, self.identity, self.study_name, self.storage)
+        self.existing = len(self.study.get_trials(deepcopy=False))
+        self.sampler_seed = (o.seed * 1_000_003 + self.existing) % 2**32
+        with warnings.catch_warnings():  # multivariate TPE is marked experimental
+            warnings.simplefilter('ignore')
+            self.study.sampler = optuna.samplers.TPESampler(
+                seed=self.sampler_seed, n_startup_trials=o.startup_trials,
+                multivariate=o.multivariate)
+        self.safe_url = _hide_password(self.storage)
+        self.log(f'[tune {self.study_name}] {self.model} on {self.key}: {self.existing} '
+                 f'trial(s) in {self.safe_url}; target {o.trials} finished trials' +
+                 (f', budget {o.timeout:.0f}s' if o.timeout else '') +
+                 f'; searching {", ".join(self.space.names)}')
+
+    def _storage(self):
+        """The study database (the study folder is created for it, and removed again when
+        the database cannot be opened and the folder was new)."""
+        from optuna.storages import RDBStorage, RetryFailedTrialCallback
+        created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        storage = self.storage
+        with warnings.catch_warnings():  # heartbeats are marked experimental
+            warnings.simplefilter('ignore')
+            engine = {'connect_args': {'timeout': 60}} if storage.startswith('sqlite') else None
+            try:
+                return RDBStorage(storage, engine_kwargs=engine,
+                                  heartbeat_interval=self.o.heartbeat_interval,
+                                  grace_period=self.o.grace_period,
+                                  failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+            except Exception as err:  # noqa: BLE001 - SQLAlchemy/driver errors vary
+                if created:  # a refused command leaves no empty study folder
+                    with contextlib.suppress(OSError):
+                        self.run_dir.rmdir()
+                raise ConfigError(f'--storage {_hide_password(storage)}: cannot open the study '
+                                  f'database ({type(err).__name__}: {err}). Use a SQLAlchemy '
+                                  f'URL such as sqlite:///path/study.db or '
+                                  f'postgresql://user:pass@host/db') from None
+
+    def _pruner(self):
+        """Optuna's PercentilePruner(P) keeps the top P% of trials; ``prune_percentile`` is the
+        percentile below which a trial stops, so Optuna gets its complement (50 = the
+        median)."""
+        o, optuna = self.o, self.optuna
+        keep = 100.0 - o.prune_percentile
+        self.pruner_text = (f'optuna PercentilePruner(percentile={keep:g}, n_startup_trials='
+                            f'{o.prune_startup}, n_warmup_steps={o.prune_warmup}): prunes below '
+                            f'the {o.prune_percentile:g}th percentile') if o.prune else 'none'
+        if not o.prune:
+            return optuna.pruners.NopPruner()
+        return optuna.pruners.PercentilePruner(keep, n_startup_trials=o.prune_startup,
+                                               n_warmup_steps=o.prune_warmup)
+
+    # -- stage 3: the trials
+
+    def objective(self, trial) -> float:
+        """One trial: the run of the suggested point, fitted on validation only."""
+        from .run import prepare_run
+        from .trainer import NonFiniteLossError, Trainer
+        o, t0 = self.o, time.perf_counter()
+        params = self.space.suggest(trial)
+        run = prepare_run(self.request(params), data=self.data)
+        remaining = None if o.timeout is None else \
+            max(o.timeout - spent_seconds(self.study), 0.0)
+        inner = run.start_tracker(
+            o.wandb, dir=self.run_dir, name=f'{self.study_name}-trial{trial.number}',
+            project=TUNE_PROJECT, group=self.study_name, job_type='trial',
+            config={'study': self.study_name, 'trial': trial.number, 'params': dict(params),
+                    'fixed': self.identity['fixed']})
+        tracker = _TrialTracker(inner, trial, f'val/{self.metric}', remaining)
         try:
-            rdb = RDBStorage(storage, engine_kwargs=engine,
-                             heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                             failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
-        except Exception as err:  # noqa: BLE001 - SQLAlchemy/driver errors vary
-            if created_run_dir:  # a refused command leaves no empty study folder
-                with contextlib.suppress(OSError):
-                    run_dir.rmdir()
-            raise ConfigError(f'--storage {_hide_password(storage)}: cannot open the study '
-                              f'database ({type(err).__name__}: {err}). Use a SQLAlchemy URL '
-                              f'such as sqlite:///path/study.db or '
-                              f'postgresql://user:pass@host/db') from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Optuna's PercentilePruner(P) keeps the top P% of trials; ``prune_percentile`` is the
-    # percentile below which a trial stops, so Optuna gets its complement (50 = the median).
-    keep = 100.0 - prune_percentile
-    pruner_text = (f'optuna PercentilePruner(percentile={keep:g}, n_startup_trials='
-                   f'{prune_startup}, n_warmup_steps={prune_warmup}): prunes below the '
-                   f'{prune_percentile:g}th percentile') if prune else 'none'
-    pruner = optuna.pruners.PercentilePruner(keep, n_startup_trials=prune_startup,
-                                             n_warmup_steps=prune_warmup) if prune \
-        else optuna.pruners.NopPruner()
-    sampler_text = f'TPESampler(n_startup_trials={startup_trials}, multivariate={multivariate})'
-    study = optuna.create_study(storage=rdb, study_name=study_name, direction='maximize',
-                                pruner=pruner, load_if_exists=True)
-    identity = {**_data_and_options(data_identity, first, space.names),
-                'model': model, 'dataset': key, 'metric': f'val/{metric}',
-                'search_space': space.to_dict(),
-                'fixed': [f'{k}={v}' for k, v in fixed] +
-                ([f'--config {config_file}'] if config_file else []),
-                'train_seed': first.train.seed, 'sampler': sampler_text, 'pruner': pruner_text}
-    _check_identity(study, identity, study_name, storage)
-    existing = len(study.get_trials(deepcopy=False))
-    sampler_seed = (seed * 1_000_003 + existing) % 2**32
-    with warnings.catch_warnings():  # multivariate TPE is marked experimental
-        warnings.simplefilter('ignore')
-        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed,
-                                                   n_startup_trials=startup_trials,
-                                                   multivariate=multivariate)
-    safe_url = _hide_password(storage)
-    log(f'[tune {study_name}] {model} on {key}: {existing} trial(s) in {safe_url}; target '
-        f'{trials} finished trials' + (f', budget {timeout:.0f}s' if timeout else '') +
-        f'; searching {", ".join(space.names)}')
-
-    graph_cache: dict[str, Any] = {'graph': graph}
-
-    def objective(trial) -> float:
-        t0 = time.perf_counter()
-        params = space.suggest(trial)
-        options = resolve_options(model_cls, key, model_name=model, config_file=config_file,
-                                  overrides=fixed + params, train_updates=updates)
-        if 'graph' not in graph_cache:
-            graph_cache['graph'] = load_graph(dataset, root, modalities)
-        graph = graph_cache['graph']
-        seed_everything(options.train.seed)
-        net = build_model(model, graph, run_model_kwargs(model_cls, options))
-        remaining = None if timeout is None else max(timeout - spent_seconds(study), 0.0)
-        inner = make_tracker(wandb, dir=run_dir, name=f'{study_name}-trial{trial.number}',
-                             project=TUNE_PROJECT, group=study_name, job_type='trial',
-                             config={'study': study_name, 'trial': trial.number,
-                                     'params': dict(params), 'fixed': identity['fixed']})
-        tracker = _TrialTracker(inner, trial, f'val/{metric}', remaining)
-        try:
-            trainer = Trainer(net, graph, options.train, tracker=tracker)
+            trainer = Trainer(run.model, run.graph, run.options.train, tracker=tracker)
             tracker.trainer = trainer
             fit = trainer.fit(test=False)  # selection on validation: test is never read
         except NonFiniteLossError as err:
             trial.set_user_attr('diverged', str(err)[:500])
-            raise optuna.TrialPruned(f'diverged: {str(err)[:200]}') from None
+            raise self.optuna.TrialPruned(f'diverged: {str(err)[:200]}') from None
         finally:
             trial.set_user_attr('seconds', time.perf_counter() - t0)
             tracker.finish()
@@ -336,95 +414,124 @@ def tune(model: str, dataset: str, trials: int, timeout: float | None = None, *,
         trial.set_user_attr('val', fit.val)
         if tracker.cut_at is not None:
             trial.set_user_attr('budget_cut_at_epoch', tracker.cut_at)
-        return float(fit.val[metric])
+        return float(fit.val[self.metric])
 
-    def finished() -> int:
-        c = _counts(study)
+    def finished(self) -> int:
+        c = _counts(self.study)
         return c['complete'] + c['pruned']
 
-    state = {'stopped_by': None}
-
-    def after_trial(study, frozen) -> None:
-        done, spent = finished(), spent_seconds(study)
-        what = frozen.state.name
-        if frozen.state == TrialState.COMPLETE:
-            what += (f' val {metric} {frozen.value:.4f} at epoch '
-                     f'{frozen.user_attrs.get("best_epoch")}/{frozen.user_attrs.get("epochs_run")}')
-            if frozen.user_attrs.get('budget_cut_at_epoch'):
-                what += ' (budget cut)'
-        elif frozen.state == TrialState.PRUNED:
-            what += (' (diverged)' if 'diverged' in frozen.user_attrs else
-                     f' after epoch {frozen.user_attrs.get("pruned_at_epoch")}')
-        params = ' '.join(f'{k}={_fmt(v)}' for k, v in frozen.params.items())
+    def after_trial(self, study, frozen) -> None:
+        """Log the trial's line; stop the study at its trial count or budget."""
+        o = self.o
+        done, spent = self.finished(), spent_seconds(study)
         try:
             best = f'best {study.best_value:.4f} (trial {study.best_trial.number})'
         except ValueError:
             best = 'no complete trial yet'
-        log(f'[tune {study_name}] trial {frozen.number}: {what}; {params}; '
-            f'{frozen.user_attrs.get("seconds", float("nan")):.1f}s | {done}/{trials} finished, '
-            f'{spent:.0f}s' + (f' of {timeout:.0f}s' if timeout else '') + f'; {best}')
-        if done >= trials:
-            state['stopped_by'] = 'trials'
+        params = ' '.join(f'{k}={_fmt(v)}' for k, v in frozen.params.items())
+        self.log(f'[tune {self.study_name}] trial {frozen.number}: '
+                 f'{_trial_outcome(frozen, self.metric)}; {params}; '
+                 f'{frozen.user_attrs.get("seconds", float("nan")):.1f}s | {done}/{o.trials} '
+                 f'finished, {spent:.0f}s' + (f' of {o.timeout:.0f}s' if o.timeout else '') +
+                 f'; {best}')
+        if done >= o.trials:
+            self.stopped_by = 'trials'
             study.stop()
-        elif timeout is not None and spent >= timeout:
-            state['stopped_by'] = 'timeout'
+        elif o.timeout is not None and spent >= o.timeout:
+            self.stopped_by = 'timeout'
             study.stop()
 
-    if finished() >= trials:
-        state['stopped_by'] = 'trials'
-    elif timeout is not None and spent_seconds(study) >= timeout:
-        state['stopped_by'] = 'timeout'
-    if state['stopped_by'] is None:
+    def optimize(self) -> None:
+        o = self.o
+        if self.finished() >= o.trials:
+            self.stopped_by = 'trials'
+        elif o.timeout is not None and spent_seconds(self.study) >= o.timeout:
+            self.stopped_by = 'timeout'
+        if self.stopped_by is not None:
+            self.log(f'[tune {self.study_name}] nothing to run: the study already reached its '
+                     f'{"trial count" if self.stopped_by == "trials" else "budget"}')
+            return
         with warnings.catch_warnings():
-            warnings.simplefilter('ignore', category=optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, callbacks=[after_trial])
-    else:
-        log(f'[tune {study_name}] nothing to run: the study already reached its '
-            f'{"trial count" if state["stopped_by"] == "trials" else "budget"}')
+            warnings.simplefilter('ignore', category=self.optuna.exceptions.ExperimentalWarning)
+            self.study.optimize(self.objective, callbacks=[self.after_trial])
 
-    counts, spent = _counts(study), spent_seconds(study)
-    result = TuneResult(study_name, safe_url, counts, spent, stopped_by=state['stopped_by'])
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        log(f'[tune {study_name}] no complete trial, so no tuned preset was written')
+    # -- stage 4: the result
+
+    def result(self) -> TuneResult:
+        from optuna.trial import TrialState
+        counts, spent = _counts(self.study), spent_seconds(self.study)
+        result = TuneResult(self.study_name, self.safe_url, counts, spent,
+                            stopped_by=self.stopped_by)
+        if not self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self.log(f'[tune {self.study_name}] no complete trial, so no tuned preset was '
+                     f'written')
+            return result
+        best = self.study.best_trial
+        result.best_trial, result.best_value = best.number, float(best.value)
+        result.best_params = dict(best.params)
+        self.log(f'[tune {self.study_name}] best trial {best.number}: val {self.metric} '
+                 f'{best.value:.4f} ({" ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())}'
+                 f'); trials {counts}')
+        if self.o.write_preset:
+            result.preset = self.write_preset(best, counts, spent)
         return result
-    best = study.best_trial
-    result.best_trial, result.best_value = best.number, float(best.value)
-    result.best_params = dict(best.params)
-    log(f'[tune {study_name}] best trial {best.number}: val {metric} {best.value:.4f} '
-        f'({" ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())}); trials {counts}')
-    if write_preset:
-        path = tuned_preset_path(model, key, preset_dir)
-        provenance = {
-            'study': study_name, 'storage': safe_url, 'metric': f'validation {metric}',
+
+    def provenance(self, best, counts: dict[str, int], spent: float) -> dict[str, Any]:
+        o = self.o
+        return {
+            'study': self.study_name, 'storage': self.safe_url,
+            'metric': f'validation {self.metric}',
             'best_trial': best.number, 'best_value': float(best.value),
             'best_epoch': best.user_attrs.get('best_epoch'),
             'trials': {'complete': counts['complete'], 'pruned': counts['pruned'],
-                       'failed': counts['failed'], 'target': trials},
-            'budget_seconds': timeout, 'spent_seconds': round(spent, 1),
-            'sampler': f'{sampler_text[:-1]}, seed={sampler_seed}) (--seed {seed}, {existing} '
-                       f'trials already in the study when this process started)',
-            'pruner': pruner_text,
-            'train_seed': first.train.seed, 'fixed': identity['fixed'],
-            'search_space': space.to_dict(),
+                       'failed': counts['failed'], 'target': o.trials},
+            'budget_seconds': o.timeout, 'spent_seconds': round(spent, 1),
+            'sampler': f'{self.sampler_text[:-1]}, seed={self.sampler_seed}) (--seed {o.seed}, '
+                       f'{self.existing} trials already in the study when this process '
+                       f'started)',
+            'pruner': self.pruner_text,
+            'train_seed': self.first.train.seed, 'fixed': self.identity['fixed'],
+            'search_space': self.space.to_dict(),
             'date': _dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
             'commit': _git_commit(),
             'command': 'mmssl-pyg ' + shlex.join(sys.argv[1:]) if sys.argv[0].endswith(
                 'mmssl-pyg') else shlex.join(sys.argv),
         }
-        if path.is_file() and not force:  # written by another process during the study
-            log(f'[tune {study_name}] {path} appeared while the study ran; it was not replaced '
-                f'(pass --force to replace it, or --preset-dir DIR to write elsewhere)')
-            return result
+
+    def write_preset(self, best, counts: dict[str, int], spent: float) -> Path | None:
+        """Write the tuned preset (never replacing one that appeared meanwhile without
+        ``force``)."""
+        o, name = self.o, self.study_name
+        path = tuned_preset_path(self.model, self.key, o.preset_dir)
+        provenance = self.provenance(best, counts, spent)
+        if path.is_file() and not o.force:  # written by another process during the study
+            self.log(f'[tune {name}] {path} appeared while the study ran; it was not replaced '
+                     f'(pass --force to replace it, or --preset-dir DIR to write elsewhere)')
+            return None
         if path.is_file():
             old = (yaml.safe_load(path.read_text()) or {}).get('provenance') or {}
-            log(f'[tune {study_name}] replacing {path} (study {old.get("study")!r}, best '
-                f'{old.get("best_value")}, {old.get("date")})')
-        sections = split_sections(best.params, model_cls)
-        result.preset = write_tuned_preset(path, model, key, sections, provenance)
-        log(f'[tune {study_name}] wrote {path}; use it with: mmssl-pyg train --model {model} '
-            f'--dataset {dataset} --tuned')
-    return result
+            self.log(f'[tune {name}] replacing {path} (study {old.get("study")!r}, best '
+                     f'{old.get("best_value")}, {old.get("date")})')
+        sections = split_sections(best.params, self.model_cls)
+        written = write_tuned_preset(path, self.model, self.key, sections, provenance)
+        self.log(f'[tune {name}] wrote {path}; use it with: mmssl-pyg train --model '
+                 f'{self.model} --dataset {o.dataset} --tuned')
+        return written
+
+
+def _trial_outcome(frozen, metric: str) -> str:
+    """``COMPLETE val recall@20 0.1234 at epoch 7/12``, ``PRUNED after epoch 5``, ..."""
+    from optuna.trial import TrialState
+    what = frozen.state.name
+    if frozen.state == TrialState.COMPLETE:
+        what += (f' val {metric} {frozen.value:.4f} at epoch '
+                 f'{frozen.user_attrs.get("best_epoch")}/{frozen.user_attrs.get("epochs_run")}')
+        if frozen.user_attrs.get('budget_cut_at_epoch'):
+            what += ' (budget cut)'
+    elif frozen.state == TrialState.PRUNED:
+        what += (' (diverged)' if 'diverged' in frozen.user_attrs else
+                 f' after epoch {frozen.user_attrs.get("pruned_at_epoch")}')
+    return what
 
 
 def _check_search_settings(startup_trials, prune_percentile, prune_warmup, prune_startup):

@@ -2,15 +2,10 @@
 (PROTOCOL.md Sec. 6), on hand-made units."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
-
-import accuracy as A  # noqa: E402
+from benchmarks import accuracy as A
 
 
 def _unit(model, seed, per_user, users=(0, 1, 2, 3)):

@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / 'benchmarks' / 'run.py'
-sys.path.insert(0, str(ROOT / 'benchmarks'))
+from benchmarks import _common as C
 
-import _common as C  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BENCHMARKS = ('accuracy', 'ablation', 'sparsity', 'convergence', 'sensitivity', 'efficiency',
               'scaling')
@@ -74,8 +72,8 @@ def test_unit_key_ignores_benchmark_and_label_but_not_options():
 
 
 def _run(*args, timeout=900):
-    proc = subprocess.run([sys.executable, str(RUN), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, '-m', 'benchmarks.run', *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f'{args}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
     return proc.stdout
 

@@ -3,13 +3,8 @@ and CSV with LightGCN's ratio 1, and the typical trial comes from the committed 
 from __future__ import annotations
 
 import csv
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / 'benchmarks'))
-
-import efficiency_full as E  # noqa: E402
+from benchmarks import efficiency_full as E
 
 
 def test_typical_trial_reads_the_committed_accuracy_units():

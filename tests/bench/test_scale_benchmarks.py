@@ -22,7 +22,7 @@ def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_scale_distributed_smoke(tmp_path):
-    _run(['benchmarks/scale_distributed.py', '--users', '3000', '--items', '4000', '--procs',
+    _run(['-m', 'benchmarks.scale_distributed', '--users', '3000', '--items', '4000', '--procs',
           '1', '2', '--steps', '1', '--warmup', '1', '--critic-columns', '256', '--dims', '8',
           '4', '--embedding-dim', '16', '--out', str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / 'distributed_scale.csv')))
@@ -38,7 +38,7 @@ def test_scale_distributed_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_critic_columns_smoke(tmp_path):
-    _run(['benchmarks/critic_columns.py', '--epochs', '1', '--seeds', '0', '--columns', '256',
+    _run(['-m', 'benchmarks.critic_columns', '--epochs', '1', '--seeds', '0', '--columns', '256',
           '--mem-items', '4000', '--mem-users', '2000', '--mem-columns', '256',
           '--out', str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / 'critic_columns.csv')))

@@ -2,15 +2,13 @@
 the best complete trial with decoded parameters, and the summed trial seconds."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-optuna = pytest.importorskip('optuna')
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
+from benchmarks import study_report as R
 
-import study_report as R  # noqa: E402
+optuna = pytest.importorskip('optuna')
 
 
 def _study(path: Path):

@@ -38,7 +38,7 @@ def test_train_prints_table_and_writes_run_folder(trained, capsys):
                                                'config.yaml'}
     assert not (run / 'wandb').exists()  # --wandb disabled writes nothing
     # printing happened in the fixture; rerun the table formatting through the library
-    from mmssl_pyg.training.run import format_metrics
+    from mmssl_pyg.training.recommend import format_metrics
     table = format_metrics({'val': metrics['val'], 'test': metrics['test']})
     assert 'test recall' in table and '@50' in table
 
@@ -183,7 +183,8 @@ def test_no_command_prints_help(capsys):
 
 
 def test_recommend_excluding_all_known_items(trained):
-    from mmssl_pyg.training.run import load_run_checkpoint, recommend
+    from mmssl_pyg.training.recommend import recommend
+    from mmssl_pyg.training.run import load_run_checkpoint
     data, run = trained
     model, graph, _ = load_run_checkpoint(run, 'cpu')
     users, items, _ = recommend(model, graph, torch.arange(5), k=4, exclude='all')

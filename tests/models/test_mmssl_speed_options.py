@@ -12,7 +12,7 @@ from mmssl_pyg.models import MMSSL
 from mmssl_pyg.nn.critic import RelationCritic
 from mmssl_pyg.nn.losses import projected_gradient_penalty
 from mmssl_pyg.training import TrainConfig, Trainer
-from mmssl_pyg.training.config import ConfigError
+from mmssl_pyg.training.options import ConfigError
 
 FAST = dict(batch_size=8, progress=False, seed=3, ks=(10, 20), num_threads=1, device='cpu',
             patience=0)

@@ -147,7 +147,8 @@ def test_views_pairing_needs_two_modalities_and_names_the_fix():
 
 
 def test_cl_pairing_in_the_options_table():
-    from mmssl_pyg.training.config import ConfigError, resolve_options
+    from mmssl_pyg.training.options import ConfigError
+    from mmssl_pyg.training.presets import resolve_options
     with pytest.raises(ConfigError, match='cl_pairing'):
         resolve_options(MMSSL, 'tiktok', overrides=['cl_pairing=both'])
     opts = resolve_options(MMSSL, 'tiktok', overrides=['cl_pairing=views'])

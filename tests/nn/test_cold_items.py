@@ -84,7 +84,8 @@ def test_cold_items_option_is_checked():
 
 
 def test_cold_items_option_in_the_options_table():
-    from mmssl_pyg.training.config import ConfigError, resolve_options
+    from mmssl_pyg.training.options import ConfigError
+    from mmssl_pyg.training.presets import resolve_options
     with pytest.raises(ConfigError, match="cold_items"):
         resolve_options(MMSSL, 'tiktok', overrides=['cold_items=all'])
     opts = resolve_options(MMSSL, 'tiktok', overrides=['cold_items=features'])

@@ -10,7 +10,7 @@ from mmssl_pyg.models.mmssl import MMSSL
 from mmssl_pyg.nn.critic import RelationCritic
 from mmssl_pyg.nn.losses import gradient_penalty, projected_gradient_penalty
 from mmssl_pyg.training import TrainConfig, Trainer
-from mmssl_pyg.training.config import ConfigError
+from mmssl_pyg.training.options import ConfigError
 
 
 def _critic():

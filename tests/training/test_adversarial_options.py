@@ -1,5 +1,5 @@
 """Adversarial options: every option is typed and bounded in one place
-(``mmssl_pyg.training.config.OPTION_RULES``); a bad value ends in one
+(``mmssl_pyg.training.options.OPTION_RULES``); a bad value ends in one
 ``mmssl-pyg <command>: error:`` line naming the option and the value, exit status 2, before
 anything is loaded or written."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from test_training_utils import write_json_dataset
 
 from mmssl_pyg.models import MMSSL, LightGCN
 from mmssl_pyg.training import ConfigError, TrainConfig, resolve_options
-from mmssl_pyg.training.config import OPTION_RULES, check_option
+from mmssl_pyg.training.options import OPTION_RULES, check_option
 
 
 @pytest.fixture(scope='module')
@@ -155,7 +155,7 @@ def test_every_rule_accepts_the_shipped_defaults():
     from mmssl_pyg.models import MODELS
     for f in dataclasses.fields(TrainConfig):
         assert check_option('train', f.name, f.default, f.default) == f.default
-    from mmssl_pyg.training.config import model_option_types
+    from mmssl_pyg.training.options import model_option_types
     for cls in MODELS.values():
         for name, default in (model_option_types(cls) or {}).items():
             if f'model.{name}' in OPTION_RULES and default is not None:

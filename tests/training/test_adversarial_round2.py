@@ -18,7 +18,7 @@ from _adversarial import FAST, REPO, assert_user_error, copy_mini, run_cli, tree
 from test_training_utils import write_json_dataset
 
 from mmssl_pyg.models import get_model_class
-from mmssl_pyg.training.config import ConfigError
+from mmssl_pyg.training.options import ConfigError
 from mmssl_pyg.training.presets import resolve_options
 from mmssl_pyg.utils.io import FolderLock, FolderLockedError
 
@@ -299,9 +299,9 @@ def test_evaluate_leaves_no_tmp_files(finished, capsys):
 
 @pytest.fixture(scope='module')
 def model_and_graph(tiny):
-    from mmssl_pyg.training.run import build_model, load_graph
+    from mmssl_pyg.training.run import load_graph
     graph = load_graph(str(tiny))
-    return build_model('lightgcn', graph, {'embedding_dim': 8}), graph
+    return get_model_class('lightgcn')(graph, embedding_dim=8), graph
 
 
 @pytest.mark.parametrize('users', [[-1], [0, -5], [10**6]])
@@ -536,7 +536,8 @@ def test_python_api_run_leaves_no_generated_module_at_exit(tiny, tmp_path):
     tmp = tmp_path / 'tmp'
     tmp.mkdir()
     code = ('import sys; from mmssl_pyg.training.run import train_run; '
-            f'train_run("lightgcn", {str(tiny)!r}, run_dir={str(tmp_path / "run")!r}, '
+            f'train_run(model="lightgcn", dataset={str(tiny)!r}, '
+            f'run_dir={str(tmp_path / "run")!r}, '
             'epochs=1, wandb="disabled", progress=False, device="cpu", '
             'overrides=["num_threads=1", "embedding_dim=8", "batch_size=64"])')
     env = {**os.environ, 'TMPDIR': str(tmp), 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}

@@ -28,7 +28,7 @@ from _adversarial import (
 from test_training_utils import write_json_dataset
 
 from mmssl_pyg.training import load_checkpoint
-from mmssl_pyg.training.run import RUN_FILES
+from mmssl_pyg.training.run_folder import RUN_FILES
 from mmssl_pyg.utils import io as io_module
 from mmssl_pyg.utils.io import FolderLock, FolderLockedError, OutputError, atomic_write
 

@@ -3,32 +3,22 @@ accuracy table built from unit files."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import _common as C
+from benchmarks import _plan
+from benchmarks import run as bench_run
 from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models import GRCN, MF, MMSSL, LightGCN
 from mmssl_pyg.training.seeding import id_embedding_tables, pair_id_embeddings
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / 'benchmarks'))
-import _common as C  # noqa: E402
-
 # Student-t quantiles t(0.975, df) from a printed table (not from scipy)
 T975 = {2: 4.302652729911275, 4: 2.7764451051977987}
-
-
-def _bench_run():
-    spec = importlib.util.spec_from_file_location('bench_run', ROOT / 'benchmarks' / 'run.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +136,7 @@ def test_accuracy_table_reports_paired_difference_to_the_best_baseline(tmp_path)
     folder.mkdir(parents=True)
     for i, u in enumerate(units):
         (folder / f'u{i}__{u["hash"]}.json').write_text(json.dumps(u))
-    _bench_run().build_report(tmp_path, 'accuracy')
+    bench_run.build_report(tmp_path, 'accuracy')
     rows = {r['model']: r for r in _read_csv(tmp_path / 'accuracy' /
                                              'accuracy_tiktok-mini_at20.csv')}
     names = list(rows)
@@ -185,8 +175,7 @@ def test_accuracy_settings_name_budget_cuts_notes_and_mmssl_paper_is_ours(tmp_pa
     folder.mkdir(parents=True)
     for i, u in enumerate(units):
         (folder / f'u{i}__{u["hash"]}.json').write_text(json.dumps(u))
-    bench = _bench_run()
-    import _plan
+    bench = bench_run
     cfg = _plan._config_id(units[5])
     (tmp_path / 'accuracy' / 'row_notes.yaml').write_text(yaml.safe_dump({cfg[:6]: 'the paper'}))
     bench.build_report(tmp_path, 'accuracy')

@@ -6,7 +6,7 @@ import yaml
 
 from mmssl_pyg.models import LightGCN
 from mmssl_pyg.training import ConfigError, TrainConfig, resolve_options
-from mmssl_pyg.training.config import CONFIG_DIR, parse_overrides
+from mmssl_pyg.training.presets import CONFIG_DIR, parse_overrides
 from mmssl_pyg.training.run import full_model_kwargs
 
 

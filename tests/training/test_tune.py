@@ -15,15 +15,16 @@ from mmssl_pyg import cli
 from mmssl_pyg.models import MODELS, LightGCN
 from mmssl_pyg.training import Trainer, resolve_options
 from mmssl_pyg.training import presets as presets_mod
-from mmssl_pyg.training.config import ConfigError, find_tuned_preset, read_yaml
-from mmssl_pyg.training.tune import (
+from mmssl_pyg.training.options import ConfigError
+from mmssl_pyg.training.presets import find_tuned_preset, read_yaml
+from mmssl_pyg.training.search_space import (
     SearchParam,
     load_search_space,
     parse_search_space,
     split_sections,
-    tune,
     write_tuned_preset,
 )
+from mmssl_pyg.training.tune import tune
 
 optuna = pytest.importorskip('optuna')
 from optuna.trial import TrialState  # noqa: E402
