@@ -169,8 +169,7 @@ def test_accuracy_plans_the_tuned_presets_where_they_exist():
     """``run.py accuracy --tuned presets``: a model with a tuned preset on the dataset
     (``mmssl_pyg/configs/tuned/<model>-<dataset>.yaml``) runs its values, labelled ``tuned``
     with the preset's provenance; one without runs its preset."""
-    import run as R
-
+    from benchmarks import run as R
     from mmssl_pyg.training.presets import find_tuned_preset, read_yaml
     args = R.parse(['accuracy', '--tuned', 'presets', '--dataset', 'tiktok', '--models', 'mf',
                     'pop', '--seeds', '0', '--id-datasets'])
