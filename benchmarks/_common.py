@@ -426,7 +426,7 @@ def _assemble_unit(unit: Unit, device: str, progress: bool, record: dict[str, An
                       'modalities': {m: int(f.size(1)) for m, f in graph.features.items()}},
             'load_seconds': load_seconds, 'rss_before_model_mb': _rss_mb()})
         if unit.kind == 'timing' and options.model_kwargs.get('ablation') not in NO_CRITIC:
-            from mmssl_pyg.nn.critic import critic_memory_estimate
+            from mmssl_pyg.nn.critic_memory import critic_memory_estimate
             rows = len(graph.features) * options.train.batch_size
             params, need = critic_memory_estimate(graph.num_items, rows)
             record['critic_estimate'] = {'parameters': params, 'bytes': need}

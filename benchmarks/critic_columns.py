@@ -5,7 +5,7 @@
    VALIDATION Recall@20 per epoch and at the best epoch (the test split is not looked at).
    Each run is a fresh process (``--parallel`` at a time, one thread each).
 2. Memory on a large catalogue (default 200,000 items): the critic's parameters and the
-   estimate of :func:`mmssl_pyg.nn.critic.critic_memory_estimate` for each width, and a
+   estimate of :func:`mmssl_pyg.nn.critic_memory.critic_memory_estimate` for each width, and a
    MEASURED critic step (peak RSS, seconds) for each ``C`` on a synthetic random graph
    (TIMING / MEMORY ONLY); the full width is refused by the memory check, so only its estimate
    is shown.
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     import tempfile
 
-    from mmssl_pyg.nn.critic import critic_memory_estimate
+    from mmssl_pyg.nn.critic_memory import critic_memory_estimate
     stamp = C.stamp('cpu', C.command_line())
     load = os.getloadavg()
     script = ['-m', 'benchmarks.critic_columns']  # a worker process, from the repository root

@@ -133,7 +133,7 @@ def worker(args) -> None:
     # its share of them (users rank, rank + W, ...), as after an epoch of data-parallel steps
     g = torch.Generator().manual_seed(args.seed + rank)
     users = torch.arange(rank, args.users, world)
-    model._pending = [(users, [torch.randint(0, args.items, (users.numel(), k), generator=g,
+    model.graphs.pending = [(users, [torch.randint(0, args.items, (users.numel(), k), generator=g,
                                              dtype=torch.int32)
                                for _ in range(model.num_modalities)])]
     ctx.barrier()

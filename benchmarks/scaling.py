@@ -57,7 +57,7 @@ def report_scaling(rep: C.Report):
                    'features: timings and memory only, never an accuracy. Each point trains '
                    '2 epochs of a few mini-batches (critic step + model step each) in its own '
                    'process; the warm column is the second epoch. The critic has n_items²/4 '
-                   'first-layer weights; the estimate is mmssl_pyg.nn.critic.'
+                   'first-layer weights; the estimate is mmssl_pyg.nn.critic_memory.'
                    'critic_memory_estimate, and MMSSL refuses a critic that does not fit.'])
     axes_present = [a for a in SCALING_X if series.get(a)]
     fig, axes = plt.subplots(1, max(len(axes_present), 1),

@@ -1,33 +1,28 @@
 """Datasets, raw-format readers, validation and the shared :class:`RecGraph` view."""
-from .builder import BuildResult, Table, build_dataset, read_table
-from .dataset import (
+from .build_output import BuildResult
+from .builder import BuildRequest, build_dataset
+from .catalog import (
     DATASETS,
     Allrecipes,
     AmazonBaby,
     AmazonSports,
-    DatasetInfo,
-    MMSSLDataset,
     MovieLens100K,
     TikTok,
     TikTokMini,
-    available_modalities,
-    build_hetero_data,
-    dataset_stats,
     datasets_command,
-    default_root,
-    detect_raw_format,
-    format_stats,
     load_dataset,
-    print_stats,
-    read_mmssl_folder,
 )
+from .dataset import DatasetInfo, MMSSLDataset, default_root
+from .folder import available_modalities, build_hetero_data, detect_raw_format, read_mmssl_folder
 from .graph import EDGE, FEAT_SUFFIX, ITEM, REV_EDGE, USER, RecGraph, modality_features
 from .readers import SplitPairs, read_features, read_json_split, read_sparse_matrix
+from .stats import dataset_stats, format_stats, print_stats
+from .table import Table, read_table
 from .validation import DatasetFormatError, DatasetNotFoundError
 
 __all__ = [
     'MMSSLDataset', 'TikTok', 'TikTokMini', 'AmazonBaby', 'AmazonSports', 'Allrecipes',
-    'MovieLens100K', 'build_dataset', 'BuildResult', 'Table', 'read_table',
+    'MovieLens100K', 'build_dataset', 'BuildRequest', 'BuildResult', 'Table', 'read_table',
     'DATASETS', 'DatasetInfo', 'load_dataset', 'default_root', 'read_mmssl_folder',
     'build_hetero_data', 'detect_raw_format', 'available_modalities',
     'dataset_stats', 'format_stats', 'print_stats', 'datasets_command',

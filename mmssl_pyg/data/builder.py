@@ -38,16 +38,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
-from .build_output import (  # noqa: F401 - re-exported: the historical import path
-    BUILD_INFO_FILE,
-    ID_MAP_FILE,
+from .build_output import (
     BuildResult,
-    OutputExistsError,
     _image_paths,
     _prepare_output,
     _staging_dir,
@@ -56,12 +54,11 @@ from .build_output import (  # noqa: F401 - re-exported: the historical import p
     _write_output,
     item_texts,
 )
-from .dataset import dataset_stats, read_mmssl_folder
 from .encoders import SentenceEncoder, encode_cached, torchvision_image_encoder
-from .table import (  # noqa: F401 - re-exported: the historical import path
-    PARQUET_SUFFIXES,
+from .folder import read_mmssl_folder
+from .stats import dataset_stats
+from .table import (
     SPLIT_MODES,
-    TAB_SUFFIXES,
     Table,
     _as_table,
     _examples,
@@ -71,7 +68,6 @@ from .table import (  # noqa: F401 - re-exported: the historical import path
     _timestamps,
     heldout_counts,
     kcore_filter,
-    read_table,
     split_per_user,
 )
 from .validation import DatasetFormatError
@@ -89,46 +85,15 @@ def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     return ratios
 
 
+@dataclass
+class BuildRequest:
+    r"""Every option of :func:`build_dataset`, in one object (the command line's
+    ``mmssl-pyg build-dataset`` flags carry the same names, ``--text-model`` being
+    :obj:`text_encoder` and ``--force`` :obj:`overwrite`).
 
-
-def build_dataset(
-    interactions: str | PathLike | Table | Mapping,
-    output: str | PathLike,
-    items: str | PathLike | Table | Mapping | None = None,
-    *,
-    user_col: str = 'user_id',
-    item_col: str = 'item_id',
-    rating_col: str | None = None,
-    time_col: str | None = None,
-    item_id_col: str | None = None,
-    text_cols: Sequence[str] = (),
-    text_template: str | None = None,
-    image_col: str | None = None,
-    image_root: str | PathLike | None = None,
-    min_rating: float | None = None,
-    kcore: int = 0,
-    split: str = 'random',
-    ratios: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    text_encoder: Callable | str | PathLike | None = None,
-    image_encoder: Callable | None = None,
-    image_weights: str | PathLike | None = None,
-    image_model: str = 'resnet50',
-    batch_size: int = 64,
-    device: str = 'cpu',
-    cache_dir: str | PathLike | None = None,
-    sep: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    name: str | None = None,
-    sources: Mapping[str, str] | None = None,
-) -> BuildResult:
-    r"""Build a dataset folder in the library's raw format from an interaction table and an
-    item table (see the module docstring for the steps and the layout).
-
-    Args:
+    Attributes:
         interactions (str, PathLike, Table or dict): the interaction table (CSV / TSV /
-            Parquet file, a :class:`Table`, or a dict of columns).
+            Parquet file, a :class:`~mmssl_pyg.data.table.Table`, or a dict of columns).
         output (str or PathLike): the dataset folder to write.
         items (str, PathLike, Table or dict, optional): the item table; needed for text and
             image features, and then every interacted item must have a row.
@@ -174,6 +139,93 @@ def build_dataset(
         name (str, optional): dataset name in ``build_info.json`` and the loaded data.
             (default: the output folder's name)
         sources (dict, optional): provenance lines recorded in ``build_info.json``.
+    """
+    interactions: str | PathLike | Table | Mapping
+    output: str | PathLike
+    items: str | PathLike | Table | Mapping | None = None
+    user_col: str = 'user_id'
+    item_col: str = 'item_id'
+    rating_col: str | None = None
+    time_col: str | None = None
+    item_id_col: str | None = None
+    text_cols: Sequence[str] = ()
+    text_template: str | None = None
+    image_col: str | None = None
+    image_root: str | PathLike | None = None
+    min_rating: float | None = None
+    kcore: int = 0
+    split: str = 'random'
+    ratios: Sequence[float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    text_encoder: Callable | str | PathLike | None = None
+    image_encoder: Callable | None = None
+    image_weights: str | PathLike | None = None
+    image_model: str = 'resnet50'
+    batch_size: int = 64
+    device: str = 'cpu'
+    cache_dir: str | PathLike | None = None
+    sep: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+    name: str | None = None
+    sources: Mapping[str, str] | None = None
+
+    @property
+    def root(self) -> Path:
+        """The output folder."""
+        return Path(self.output).expanduser()
+
+    @property
+    def id_col(self) -> str:
+        """The item table's id column."""
+        return self.item_id_col or self.item_col
+
+    def check(self) -> tuple[float, float, float]:
+        """Raise :class:`ValueError` naming the option and the fix for options that cannot
+        go together; return the three split ratios as floats. Normalises :attr:`text_cols`
+        to a list and :attr:`name` to the output folder's name when not given."""
+        for option, folder in (('--output / output', self.output),
+                               ('--cache-dir / cache_dir', self.cache_dir)):
+            if folder is not None and str(folder).strip() == '':
+                raise ValueError(f'{option} is empty: it would name the current folder. Fix: '
+                                 'give a folder path, e.g. datasets/my-data')
+        self.name = self.name or self.root.resolve().name
+        if self.split not in SPLIT_MODES:
+            raise ValueError(f'split must be one of {SPLIT_MODES}, got {self.split!r}')
+        ratios = _check_ratios(self.ratios)
+        if self.split == 'temporal' and self.time_col is None:
+            raise ValueError("split='temporal' needs the timestamp column: pass --time-col / "
+                             'time_col=NAME')
+        if self.min_rating is not None and self.rating_col is None:
+            raise ValueError('min_rating needs the rating column: pass --rating-col / '
+                             'rating_col=NAME')
+        if self.kcore < 0:
+            raise ValueError(f'kcore must be >= 0, got {self.kcore}')
+        self.text_cols = list(self.text_cols or [])
+        if (self.text_cols or self.image_col) and self.items is None:
+            raise ValueError('text and image features come from the item table: pass --items '
+                             '/ items=FILE')
+        if self.text_template is not None and not self.text_cols:
+            raise ValueError('text_template needs the text columns: pass --text-cols / '
+                             'text_cols')
+        return ratios
+
+
+def build_dataset(interactions: BuildRequest | str | PathLike | Table | Mapping,
+                  output: str | PathLike | None = None,
+                  items: str | PathLike | Table | Mapping | None = None,
+                  **options) -> BuildResult:
+    r"""Build a dataset folder in the library's raw format from an interaction table and an
+    item table (see the module docstring for the steps and the layout).
+
+    Args:
+        interactions (BuildRequest, str, PathLike, Table or dict): every option as one
+            :class:`BuildRequest`; or the interaction table, with :obj:`output`,
+            :obj:`items` and the other fields of :class:`BuildRequest` as keyword arguments
+            (their meaning and defaults are listed there).
+        output (str or PathLike): the dataset folder to write (not with a request).
+        items (str, PathLike, Table or dict, optional): the item table (not with a request).
+        **options: the other fields of :class:`BuildRequest` (not with a request).
 
     Returns:
         BuildResult: the folder, its statistics and the counts of each step.
@@ -184,125 +236,195 @@ def build_dataset(
         ...                        text_cols=['title', 'genres'])
         >>> dataset = load_dataset('datasets/my-data')
     """
-    for option, folder in (('--output / output', output), ('--cache-dir / cache_dir', cache_dir)):
-        if folder is not None and str(folder).strip() == '':
-            raise ValueError(f'{option} is empty: it would name the current folder. Fix: give '
-                             f'a folder path, e.g. datasets/my-data')
-    root = Path(output).expanduser()
-    name = name or root.resolve().name
-    if split not in SPLIT_MODES:
-        raise ValueError(f'split must be one of {SPLIT_MODES}, got {split!r}')
-    _, val_ratio, test_ratio = _check_ratios(ratios)
-    if split == 'temporal' and time_col is None:
-        raise ValueError("split='temporal' needs the timestamp column: pass --time-col / "
-                         'time_col=NAME')
-    if min_rating is not None and rating_col is None:
-        raise ValueError('min_rating needs the rating column: pass --rating-col / '
-                         'rating_col=NAME')
-    if kcore < 0:
-        raise ValueError(f'kcore must be >= 0, got {kcore}')
-    text_cols = list(text_cols or [])
-    if (text_cols or image_col) and items is None:
-        raise ValueError('text and image features come from the item table: pass --items / '
-                         'items=FILE')
-    if text_template is not None and not text_cols:
-        raise ValueError('text_template needs the text columns: pass --text-cols / text_cols')
-    _prepare_output(root, overwrite)
+    if isinstance(interactions, BuildRequest):
+        if output is not None or items is not None or options:
+            raise TypeError('build_dataset takes a BuildRequest alone: set the other options '
+                            'as its fields (dataclasses.replace(request, ...))')
+        request = replace(interactions)  # check() fills in defaults: not in the caller's
+    elif output is None:
+        raise TypeError('build_dataset needs the output folder: build_dataset(interactions, '
+                        'output, ...), or a BuildRequest')
+    else:
+        request = BuildRequest(interactions, output, items, **options)
+    _, val_ratio, test_ratio = request.check()
+    _prepare_output(request.root, request.overwrite)
+    pairs = _read_interactions(request)
+    item_table, catalog = _read_item_table(request, pairs)
+    _keep_positives(request, pairs)
+    _merge_repeated(pairs)
+    _kcore(request, pairs)
+    _index(pairs)
+    splits = _split(request, pairs, val_ratio, test_ratio)
+    features, encoded, modality_info = _features(request, pairs, item_table, catalog)
+    info = _build_info(request, pairs, item_table, features, modality_info)
+    stats = _write_checked(request, pairs, splits, features, info)
+    return BuildResult(request.root, stats, pairs.counts, encoded)
 
-    # --- interactions -----------------------------------------------------------------
-    inter = _as_table(interactions, [user_col, item_col, rating_col, time_col], sep)
-    users = _ids(inter, user_col, '--user-col')
-    item_ids = _ids(inter, item_col, '--item-col')
+
+# --------------------------------------------------------------------------------------------
+# The stages of build_dataset, in order
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Interactions:
+    r"""The interaction rows a build keeps, updated stage by stage.
+
+    ``users`` / ``items`` hold the original ids (:func:`_read_interactions`), then codes into
+    the sorted unique ids ``user_ids`` / ``item_ids`` (:func:`_merge_repeated`), then the
+    dataset's indices, ``user_ids`` / ``item_ids`` becoming the original id of each index
+    (:func:`_index`). ``rows`` is each row's position in the table, ``times`` its timestamp
+    (when the table has them) and ``counts`` what each stage removed.
+    """
+    table: Table
+    users: np.ndarray
+    items: np.ndarray
+    rows: np.ndarray
+    times: np.ndarray | None
+    counts: dict
+    keep: np.ndarray
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
+
+    def take(self, index: np.ndarray) -> None:
+        """Keep the rows ``index`` (a mask or positions) of every per-row array."""
+        self.users, self.items, self.rows = self.users[index], self.items[index], \
+            self.rows[index]
+        self.times = self.times[index] if self.times is not None else None
+
+    @property
+    def num_users(self) -> int:
+        return int(self.user_ids.size)
+
+    @property
+    def num_items(self) -> int:
+        return int(self.item_ids.size)
+
+
+def _read_interactions(request: BuildRequest) -> _Interactions:
+    """Read the interaction table: ids, timestamps, and which rows reach the minimum rating."""
+    r = request
+    inter = _as_table(r.interactions, [r.user_col, r.item_col, r.rating_col, r.time_col], r.sep)
+    users = _ids(inter, r.user_col, '--user-col')
+    item_ids = _ids(inter, r.item_col, '--item-col')
     if inter.num_rows == 0:
         raise DatasetFormatError(inter.source, 'rows', 'the table has no interaction',
                                  'give one row per (user, item) interaction')
-    rows = np.arange(inter.num_rows)
     counts: dict = {'rows': int(inter.num_rows)}
-    times = _timestamps(inter, time_col, '--time-col') if time_col else None
+    times = _timestamps(inter, r.time_col, '--time-col') if r.time_col else None
     keep = np.ones(inter.num_rows, dtype=bool)
-    if rating_col is not None:
-        ratings = _numbers(inter, rating_col, '--rating-col', 'rating')
-        if min_rating is not None:
-            keep = ratings >= float(min_rating)
+    if r.rating_col is not None:
+        ratings = _numbers(inter, r.rating_col, '--rating-col', 'rating')
+        if r.min_rating is not None:
+            keep = ratings >= float(r.min_rating)
             counts['below_min_rating'] = int((~keep).sum())
+    return _Interactions(inter, users, item_ids, np.arange(inter.num_rows), times, counts, keep)
 
-    # --- item table and the join ---------------------------------------------------------
-    item_table, catalog, id_col = None, None, item_id_col or item_col
-    if items is not None:
-        item_table = _as_table(items, [id_col, *text_cols, image_col], sep)
-        catalog = _ids(item_table, id_col, '--item-id-col')
-        uniq, first, n = np.unique(catalog, return_index=True, return_counts=True)
-        if (n > 1).any():
-            k = int(first[np.flatnonzero(n > 1)[0]])
-            raise DatasetFormatError(
-                item_table.source, f'column "{id_col}"',
-                f'{int((n > 1).sum())} item id(s) appear on more than one row (first: '
-                f'{str(catalog[k])!r} at {item_table.where(k)})', 'give each item one row')
-        missing = np.setdiff1d(np.unique(item_ids), uniq)
-        if missing.size:
-            raise DatasetFormatError(
-                inter.source, f'column "{item_col}"',
-                f'{missing.size} item id(s) have no row in the item table {item_table.source} '
-                f'(column "{id_col}"): {_examples(missing)}',
-                'add those items to the item table, remove their interactions, or name the '
-                'matching id columns with --item-col / --item-id-col')
 
-    # --- positives, repeated pairs, k-core ---------------------------------------------------
-    users, item_ids, rows = users[keep], item_ids[keep], rows[keep]
-    times = times[keep] if times is not None else None
-    if users.size == 0:
-        raise DatasetFormatError(inter.source, f'column "{rating_col}"',
-                                 f'no row has a rating >= {min_rating}',
+def _read_item_table(request: BuildRequest, pairs: _Interactions
+                     ) -> tuple[Table | None, np.ndarray | None]:
+    """Read the item table (when given) and check that it has one row per item and a row for
+    every item of the interaction table; returns the table and its item ids."""
+    if request.items is None:
+        return None, None
+    id_col = request.id_col
+    item_table = _as_table(request.items, [id_col, *request.text_cols, request.image_col],
+                           request.sep)
+    catalog = _ids(item_table, id_col, '--item-id-col')
+    uniq, first, n = np.unique(catalog, return_index=True, return_counts=True)
+    if (n > 1).any():
+        k = int(first[np.flatnonzero(n > 1)[0]])
+        raise DatasetFormatError(
+            item_table.source, f'column "{id_col}"',
+            f'{int((n > 1).sum())} item id(s) appear on more than one row (first: '
+            f'{str(catalog[k])!r} at {item_table.where(k)})', 'give each item one row')
+    missing = np.setdiff1d(np.unique(pairs.items), uniq)
+    if missing.size:
+        raise DatasetFormatError(
+            pairs.table.source, f'column "{request.item_col}"',
+            f'{missing.size} item id(s) have no row in the item table {item_table.source} '
+            f'(column "{id_col}"): {_examples(missing)}',
+            'add those items to the item table, remove their interactions, or name the '
+            'matching id columns with --item-col / --item-id-col')
+    return item_table, catalog
+
+
+def _keep_positives(request: BuildRequest, pairs: _Interactions) -> None:
+    """Drop the rows below the minimum rating."""
+    pairs.take(pairs.keep)
+    if pairs.users.size == 0:
+        raise DatasetFormatError(pairs.table.source, f'column "{request.rating_col}"',
+                                 f'no row has a rating >= {request.min_rating}',
                                  'lower --min-rating / min_rating')
-    u_uniq, u_code = np.unique(users, return_inverse=True)
-    i_uniq, i_code = np.unique(item_ids, return_inverse=True)
-    pair = u_code.astype(np.int64) * len(i_uniq) + i_code
-    latest = times if times is not None else -rows.astype(np.float64)  # else the first row
+
+
+def _merge_repeated(pairs: _Interactions) -> None:
+    """Code the ids and keep one row per (user, item) pair: the latest by timestamp, else
+    the first."""
+    pairs.user_ids, u_code = np.unique(pairs.users, return_inverse=True)
+    pairs.item_ids, i_code = np.unique(pairs.items, return_inverse=True)
+    pairs.users, pairs.items = u_code, i_code
+    pair = u_code.astype(np.int64) * len(pairs.item_ids) + i_code
+    latest = pairs.times if pairs.times is not None else -pairs.rows.astype(np.float64)
     order = np.lexsort((latest, pair))
     last_of_pair = np.r_[pair[order][1:] != pair[order][:-1], True]
     chosen = np.sort(order[last_of_pair])
-    counts['duplicates'] = int(pair.size - chosen.size)
-    u_code, i_code, rows = u_code[chosen], i_code[chosen], rows[chosen]
-    times = times[chosen] if times is not None else None
-    if kcore > 1:
-        core = kcore_filter(u_code, i_code, kcore)
-        counts.update(kcore=int(kcore), kcore_interactions=int((~core).sum()),
-                      kcore_users=int(np.unique(u_code).size - np.unique(u_code[core]).size),
-                      kcore_items=int(np.unique(i_code).size - np.unique(i_code[core]).size))
-        if not core.any():
-            raise DatasetFormatError(inter.source, 'interactions',
-                                     f'the {kcore}-core is empty: no user and item have '
-                                     f'{kcore} interactions together', 'lower --kcore / kcore')
-        u_code, i_code, rows = u_code[core], i_code[core], rows[core]
-        times = times[core] if times is not None else None
+    pairs.counts['duplicates'] = int(pair.size - chosen.size)
+    pairs.take(chosen)
 
-    # --- indices: sorted original ids ----------------------------------------------------
-    def reindex(uniq: np.ndarray, code: np.ndarray):
-        used = np.unique(code)
-        orig = uniq[used][_natural_order(uniq[used])]
-        lookup = np.full(uniq.size, -1, dtype=np.int64)
-        lookup[np.searchsorted(uniq, orig)] = np.arange(orig.size)
-        return orig, lookup[code]
-    user_orig, u_idx = reindex(u_uniq, u_code)
-    item_orig, i_idx = reindex(i_uniq, i_code)
-    num_users, num_items = int(user_orig.size), int(item_orig.size)
 
-    # --- split -------------------------------------------------------------------------------
-    if split == 'random':
+def _kcore(request: BuildRequest, pairs: _Interactions) -> None:
+    """Drop users and items with fewer than ``kcore`` interactions, repeatedly."""
+    kcore = request.kcore
+    if kcore <= 1:
+        return
+    u_code, i_code = pairs.users, pairs.items
+    core = kcore_filter(u_code, i_code, kcore)
+    pairs.counts.update(
+        kcore=int(kcore), kcore_interactions=int((~core).sum()),
+        kcore_users=int(np.unique(u_code).size - np.unique(u_code[core]).size),
+        kcore_items=int(np.unique(i_code).size - np.unique(i_code[core]).size))
+    if not core.any():
+        raise DatasetFormatError(pairs.table.source, 'interactions',
+                                 f'the {kcore}-core is empty: no user and item have '
+                                 f'{kcore} interactions together', 'lower --kcore / kcore')
+    pairs.take(core)
+
+
+def _reindex(uniq: np.ndarray, code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The original ids still used, in natural order, and each code's index among them."""
+    used = np.unique(code)
+    orig = uniq[used][_natural_order(uniq[used])]
+    lookup = np.full(uniq.size, -1, dtype=np.int64)
+    lookup[np.searchsorted(uniq, orig)] = np.arange(orig.size)
+    return orig, lookup[code]
+
+
+def _index(pairs: _Interactions) -> None:
+    """Index users and items by their sorted original ids."""
+    pairs.user_ids, pairs.users = _reindex(pairs.user_ids, pairs.users)
+    pairs.item_ids, pairs.items = _reindex(pairs.item_ids, pairs.items)
+
+
+def _split(request: BuildRequest, pairs: _Interactions, val_ratio: float,
+           test_ratio: float) -> dict[str, dict[int, list[int]]]:
+    """Split each user's interactions into train / val / test (at random, or the latest
+    held out); returns ``{split: {user: sorted items}}``."""
+    u_idx, i_idx = pairs.users, pairs.items
+    if request.split == 'random':
         canonical = np.lexsort((i_idx, u_idx))  # keys independent of the table's row order
         key = np.empty(u_idx.size)
-        key[canonical] = np.random.default_rng(seed).random(u_idx.size)
+        key[canonical] = np.random.default_rng(request.seed).random(u_idx.size)
     else:  # latest first; ties: the later row first
-        key = np.lexsort((-rows, -times)).argsort().astype(np.float64)
-    assign = split_per_user(u_idx, key, num_users, val_ratio, test_ratio)
+        key = np.lexsort((-pairs.rows, -pairs.times)).argsort().astype(np.float64)
+    assign = split_per_user(u_idx, key, pairs.num_users, val_ratio, test_ratio)
     splits: dict[str, dict[int, list[int]]] = {}
     for s, code in (('train', 0), ('val', 1), ('test', 2)):
         m = assign == code
         if not m.any():
             raise DatasetFormatError(
-                inter.source, 'interactions', f'the {s} split is empty: every user has too few '
-                'interactions to hold one out with ratios '
-                f'{tuple(float(r) for r in ratios)}',
+                pairs.table.source, 'interactions', f'the {s} split is empty: every user has '
+                'too few interactions to hold one out with ratios '
+                f'{tuple(float(r) for r in request.ratios)}',
                 'raise --kcore (5 gives every user a val and a test item at 8:1:1) or the '
                 'held-out ratios')
         su, si = u_idx[m], i_idx[m]
@@ -310,70 +432,100 @@ def build_dataset(
         su, si = su[o], si[o]
         bounds = np.flatnonzero(np.r_[True, su[1:] != su[:-1], True])
         splits[s] = {int(su[a]): si[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])}
-    n_user = np.bincount(u_idx, minlength=num_users)
+    n_user = np.bincount(u_idx, minlength=pairs.num_users)
     val_n, test_n = heldout_counts(n_user, val_ratio, test_ratio)
-    counts['users_train_only'] = int(((val_n + test_n) == 0).sum())
+    pairs.counts['users_train_only'] = int(((val_n + test_n) == 0).sum())
+    return splits
 
-    # --- features ----------------------------------------------------------------------------
+
+def _encoders(request: BuildRequest, texts: list[str] | None, paths: list[Path] | None
+              ) -> tuple[dict[str, Callable], dict[str, dict]]:
+    """The encoder of each modality that has inputs, and its ``build_info.json`` entry."""
+    r = request
+    encoders: dict[str, Callable] = {}
+    modality_info: dict[str, dict] = {}
+    if texts is not None:
+        encoders['text'] = r.text_encoder
+        if r.text_encoder is None or isinstance(r.text_encoder, (str, PathLike)):
+            encoders['text'] = SentenceEncoder(r.text_encoder, batch_size=r.batch_size,
+                                               device=r.device, progress=r.progress)
+        modality_info['text'] = {'columns': r.text_cols, 'template': r.text_template}
+    if paths is not None:
+        encoders['image'] = r.image_encoder
+        if r.image_encoder is None:
+            encoders['image'] = torchvision_image_encoder(
+                r.image_model, r.image_weights, batch_size=r.batch_size, device=r.device,
+                progress=r.progress)
+        modality_info['image'] = {'column': r.image_col}
+    return encoders, modality_info
+
+
+def _features(request: BuildRequest, pairs: _Interactions, item_table: Table | None,
+              catalog: np.ndarray | None
+              ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, dict]]:
+    """Encode the item texts and images (through the encoder cache): returns the features
+    (``image`` first), how each was obtained, and each modality's ``build_info.json`` entry.
+    The inputs and encoders are all checked first, so a bad row or model stops the build
+    before any encoding."""
+    if item_table is None:
+        return {}, {}, {}
+    r = request
+    cache = Path(r.cache_dir).expanduser() if r.cache_dir is not None else r.root / 'cache'
+    row_of = dict(zip(catalog.tolist(), range(catalog.size)))
+    item_rows = [row_of[i] for i in pairs.item_ids.tolist()]
+    pairs.counts['catalog_items_unused'] = int(catalog.size - pairs.num_items)
+    texts = item_texts(item_table, r.text_cols, r.text_template, item_rows, r.id_col) \
+        if r.text_cols else None
+    paths = _image_paths(item_table, r.image_col, r.image_root, item_rows, r.id_col) \
+        if r.image_col else None
+    encoders, modality_info = _encoders(r, texts, paths)
     features: dict[str, np.ndarray] = {}
     encoded: dict[str, str] = {}
-    modality_info: dict[str, dict] = {}
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else root / 'cache'
-    if item_table is not None:
-        row_of = dict(zip(catalog.tolist(), range(catalog.size)))
-        item_rows = [row_of[i] for i in item_orig.tolist()]
-        counts['catalog_items_unused'] = int(catalog.size - num_items)
-        # inputs and encoders first: a bad row or model stops the build before any encoding
-        texts = item_texts(item_table, text_cols, text_template, item_rows, id_col) \
-            if text_cols else None
-        paths = _image_paths(item_table, image_col, image_root, item_rows, id_col) \
-            if image_col else None
-        encoders = {}
-        if texts is not None:
-            encoders['text'] = text_encoder
-            if text_encoder is None or isinstance(text_encoder, (str, PathLike)):
-                encoders['text'] = SentenceEncoder(text_encoder, batch_size=batch_size,
-                                                   device=device, progress=progress)
-            modality_info['text'] = {'columns': text_cols, 'template': text_template}
-        if paths is not None:
-            encoders['image'] = image_encoder
-            if image_encoder is None:
-                encoders['image'] = torchvision_image_encoder(
-                    image_model, image_weights, batch_size=batch_size, device=device,
-                    progress=progress)
-            modality_info['image'] = {'column': image_col}
-        for m, inputs in (('text', texts), ('image', paths)):
-            if inputs is None:
-                continue
-            enc = encoders[m]
-            features[m], hit = encode_cached(enc, inputs, m, cache)
-            encoded[m] = f'read from cache {hit}' if hit else f'encoded with {enc!r}'
-            modality_info[m]['encoder'] = repr(enc)
+    for m, inputs in (('text', texts), ('image', paths)):
+        if inputs is None:
+            continue
+        enc = encoders[m]
+        features[m], hit = encode_cached(enc, inputs, m, cache)
+        encoded[m] = f'read from cache {hit}' if hit else f'encoded with {enc!r}'
+        modality_info[m]['encoder'] = repr(enc)
     features = {m: features[m] for m in ('image', 'text') if m in features}
+    return features, encoded, modality_info
 
-    # --- write and read back -------------------------------------------------------------
-    id_map = {'user_column': user_col, 'item_column': item_col,
-              'users': dict(zip(user_orig.tolist(), range(num_users))),
-              'items': dict(zip(item_orig.tolist(), range(num_items)))}
-    info = {
-        'name': name,
-        'sources': dict(sources or {'interactions': inter.source,
-                                    **({'items': item_table.source} if item_table else {})}),
-        'options': {'user_col': user_col, 'item_col': item_col, 'rating_col': rating_col,
-                    'time_col': time_col, 'item_id_col': item_id_col, 'text_cols': text_cols,
-                    'text_template': text_template, 'image_col': image_col,
-                    'min_rating': min_rating, 'kcore': kcore, 'split': split,
-                    'ratios': [float(r) for r in ratios], 'seed': seed},
+
+def _build_info(request: BuildRequest, pairs: _Interactions, item_table: Table | None,
+                features: dict[str, np.ndarray], modality_info: dict[str, dict]) -> dict:
+    """The content of ``build_info.json`` (without the statistics, added once read back)."""
+    r = request
+    sources = r.sources or {'interactions': pairs.table.source,
+                            **({'items': item_table.source} if item_table else {})}
+    return {
+        'name': r.name,
+        'sources': dict(sources),
+        'options': {'user_col': r.user_col, 'item_col': r.item_col, 'rating_col': r.rating_col,
+                    'time_col': r.time_col, 'item_id_col': r.item_id_col,
+                    'text_cols': r.text_cols, 'text_template': r.text_template,
+                    'image_col': r.image_col, 'min_rating': r.min_rating, 'kcore': r.kcore,
+                    'split': r.split, 'ratios': [float(x) for x in r.ratios], 'seed': r.seed},
         'modalities': {m: {'dim': int(f.shape[1]), **modality_info[m]}
                        for m, f in features.items()},
-        'counts': counts,
+        'counts': pairs.counts,
     }
-    # Built into a sibling folder, read back, then swapped in with renames: a failure (a full
-    # disk, a kill) leaves the dataset already in the output folder as it was.
+
+
+def _write_checked(request: BuildRequest, pairs: _Interactions,
+                   splits: dict[str, dict[int, list[int]]], features: dict[str, np.ndarray],
+                   info: dict) -> dict:
+    """Write the folder into a sibling staging folder, read it back, check it, then swap it
+    in with renames: a failure (a full disk, a kill) leaves the dataset already in the output
+    folder as it was. Returns the statistics of the data read back."""
+    root, num_users, num_items = request.root, pairs.num_users, pairs.num_items
+    id_map = {'user_column': request.user_col, 'item_column': request.item_col,
+              'users': dict(zip(pairs.user_ids.tolist(), range(num_users))),
+              'items': dict(zip(pairs.item_ids.tolist(), range(num_items)))}
     stage = _staging_dir(root)
     try:
         _write_output(stage, splits, features, id_map, info)
-        data = read_mmssl_folder(stage / 'raw', list(features), name)
+        data = read_mmssl_folder(stage / 'raw', list(features), request.name)
         stats = dataset_stats(data)
         expected = {s: sum(map(len, splits[s].values())) for s in splits}
         if (stats['users'], stats['items']) != (num_users, num_items) or \
@@ -383,8 +535,8 @@ def build_dataset(
                                'please report this bug')
         info['stats'] = {k: v for k, v in stats.items() if k != 'name'}
         _write_info(stage, info)
-        _prepare_output(root, overwrite)  # again: another process may have written meanwhile
+        _prepare_output(root, request.overwrite)  # again: another may have written meanwhile
         _swap_in(stage, root)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return BuildResult(root, stats, counts, encoded)
+    return stats

@@ -1,6 +1,7 @@
 """The bundled and published datasets: their provenance (:class:`DatasetInfo`), one
 :class:`~mmssl_pyg.data.dataset.MMSSLDataset` subclass each, the registry of names and
-aliases (:data:`DATASETS`) and :func:`load_dataset`."""
+aliases (:data:`DATASETS`), :func:`load_dataset` and the text of ``mmssl-pyg datasets``
+(:func:`datasets_command`)."""
 from __future__ import annotations
 
 import os.path as osp
@@ -8,9 +9,9 @@ from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
-#: Modalities come in this order when they are discovered from file names (others follow,
-#: alphabetically).
 from .dataset import DatasetInfo, MMSSLDataset, default_root
+from .folder import available_modalities, raw_files_missing, resolve_raw_dir
+from .stats import format_stats
 
 # --------------------------------------------------------------------------------------------
 # Dataset descriptions (the paper's Table 1 and where the files come from)
@@ -238,3 +239,61 @@ def load_dataset(name: str, root: str | PathLike | None = None,
     raise ValueError(f'unknown dataset {name!r}: not a known name and not a folder. Known '
                      f'names: {", ".join(DATASETS)}; or pass the path to a folder holding '
                      'train.json, val.json, test.json and <modality>_feat.npy files')
+
+
+def datasets_command(names: list[str] | None = None,
+                     root: str | PathLike | None = None, force_reload: bool = False) -> str:
+    r"""The text of the ``mmssl-pyg datasets`` command.
+
+    Args:
+        names (list[str], optional): registry names or folder paths. Empty or :obj:`None`
+            lists the known datasets and whether their raw files are present; otherwise the
+            datasets are loaded (processed on first use) and their statistics formatted as
+            Table 1. (default: :obj:`None`)
+        root (str, optional): the folder holding one sub-folder per dataset (like the
+            repository's ``datasets/``); :obj:`None` uses :func:`default_root`.
+            (default: :obj:`None`)
+        force_reload (bool, optional): re-process the named datasets from their raw
+            files. (default: :obj:`False`)
+
+    Raises:
+        DatasetNotFoundError: when a named dataset's raw files are missing (the message says
+            which and where to get them).
+        DatasetFormatError: when a raw file is malformed.
+    """
+    def folder(key: str) -> Path:
+        return Path(root) / key if root is not None else default_root(key)
+
+    if names:
+        loaded = []
+        for n in names:
+            key = _registry_key(n)
+            known = key in DATASETS and not _is_path(n)
+            loaded.append(load_dataset(n, root=folder(key) if known else None,
+                                       force_reload=force_reload))
+        return format_stats(loaded)
+
+    rows = []
+    for key, (cls, defaults) in DATASETS.items():
+        declared = defaults.get('modalities')
+        if declared is None:
+            declared = [m for m, _ in cls.info.modality_dims] if cls.info else []
+        path = folder(key)
+        missing = raw_files_missing(path, declared)
+        found = available_modalities(resolve_raw_dir(path))
+        if not missing:
+            status = 'present'
+        elif not resolve_raw_dir(path).is_dir():
+            status = 'missing (no raw folder)'
+        else:
+            status = f'missing {", ".join(missing)}'
+        mods = ', '.join(found) if found else 'none'
+        rows.append((key, status, mods, str(path)))
+    head = ('name', 'raw files', 'feature files', 'folder')
+    widths = [max(len(r[j]) for r in [head, *rows]) for j in range(3)]
+    lines = ['  '.join(f'{c:<{w}}' for c, w in zip(r[:3], widths)) + '  ' + r[3]
+             for r in [head, *rows]]
+    lines.append('')
+    lines.append('Statistics: mmssl-pyg datasets NAME [NAME ...] (a folder path works too); '
+                 'for a missing dataset this says which files to get and where.')
+    return '\n'.join(lines)

@@ -44,24 +44,15 @@ from .cache import (
     raw_fingerprint,
     save_processed,
 )
-from .folder import (  # noqa: F401  (also re-exported: the historical import path)
-    MODALITY_ORDER,
+from .folder import (
     available_modalities,
-    build_hetero_data,
     detect_raw_format,
-    order_modalities,
-    raw_files_missing,
     read_mmssl_folder,
     resolve_raw_dir,
 )
 from .graph import EDGE, ITEM, USER
 from .readers import FEATURE_FILE, RAW_FORMATS, modality_from_file
-from .stats import (  # noqa: F401  (also re-exported)
-    dataset_stats,
-    datasets_command,
-    format_stats,
-    print_stats,
-)
+from .stats import dataset_stats
 from .validation import DatasetNotFoundError
 
 
@@ -402,18 +393,3 @@ def _modality_typos(missing: list[str], found: list[str]) -> list[str]:
                          f'(--modalities {close[0]})?')
     return lines
 
-
-# the modules split out of this one, under their historical import path
-
-
-# the concrete datasets and the registry, under their historical import path
-from .catalog import (  # noqa: E402, F401
-    DATASETS,
-    Allrecipes,
-    AmazonBaby,
-    AmazonSports,
-    MovieLens100K,
-    TikTok,
-    TikTokMini,
-    load_dataset,
-)

@@ -115,6 +115,42 @@ def build_hetero_data(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor
     return data
 
 
+def _node_counts(raw: Path, files: dict[str, Path], splits: dict[str, SplitPairs],
+                 feats: dict[str, np.ndarray]) -> tuple[int, int, str | None, str]:
+    """``(num_users, num_items, users_from, items_from)``: the node counts and where each
+    comes from. Features fix the items, matrices fix both, else the largest ids do
+    (``users_from`` is :obj:`None` then)."""
+    shapes = {s: p.shape for s, p in splits.items() if p.shape is not None}
+    if len(set(shapes.values())) > 1:
+        listing = ', '.join(f'{files[s].name}: {u} x {i}' for s, (u, i) in shapes.items())
+        raise DatasetFormatError(raw, 'shape', f'the split matrices disagree ({listing})',
+                                 'save every split as a num_users x num_items matrix')
+    shape = next(iter(shapes.values()), None)
+    users_from = None
+    if feats:
+        num_items = check_feature_rows({FEATURE_FILE.format(m): f.shape[0]
+                                        for m, f in feats.items()}, raw)
+        items_from = f'the rows of {FEATURE_FILE.format(next(iter(feats)))}'
+        if shape is not None and shape[1] != num_items:
+            s = next(iter(shapes))
+            raise DatasetFormatError(
+                files[s], 'shape', f'the matrix has {shape[1]} item columns but the feature '
+                f'files have {num_items} rows', 'the feature files need one row per item '
+                'column of the interaction matrices; use the files of one release together')
+    elif shape is not None:
+        num_items = shape[1]
+        items_from = f'the columns of {files[next(iter(shapes))].name}'
+    else:
+        num_items = 1 + max(int(p.items.max()) for p in splits.values())
+        items_from = 'the largest item id of all splits (no feature file loaded)'
+    if shape is not None:
+        num_users = shape[0]
+        users_from = f'the rows of {files[next(iter(shapes))].name}'
+    else:
+        num_users = 1 + max(int(p.users.max()) for p in splits.values())
+    return num_users, num_items, users_from, items_from
+
+
 def read_mmssl_folder(raw_dir: str | PathLike, modalities: Sequence[str] | None = None,
                       name: str = 'custom', raw_format: str | None = None) -> HeteroData:
     r"""Read and validate a raw MMSSL/LATTICE/DiffMM folder into one :class:`HeteroData`.
@@ -153,42 +189,15 @@ def read_mmssl_folder(raw_dir: str | PathLike, modalities: Sequence[str] | None 
 
     feats = {m: read_features(raw / FEATURE_FILE.format(m)) for m in modalities}
 
-    # Node counts: features fix the items, matrices fix both, else the largest ids do.
-    shapes = {s: p.shape for s, p in splits.items() if p.shape is not None}
-    if len(set(shapes.values())) > 1:
-        listing = ', '.join(f'{files[s].name}: {u} x {i}' for s, (u, i) in shapes.items())
-        raise DatasetFormatError(raw, 'shape', f'the split matrices disagree ({listing})',
-                                 'save every split as a num_users x num_items matrix')
-    shape = next(iter(shapes.values()), None)
-    users_from = None
-    if feats:
-        num_items = check_feature_rows({FEATURE_FILE.format(m): f.shape[0]
-                                        for m, f in feats.items()}, raw)
-        items_from = f'the rows of {FEATURE_FILE.format(next(iter(feats)))}'
-        if shape is not None and shape[1] != num_items:
-            s = next(iter(shapes))
-            raise DatasetFormatError(
-                files[s], 'shape', f'the matrix has {shape[1]} item columns but the feature '
-                f'files have {num_items} rows', 'the feature files need one row per item '
-                'column of the interaction matrices; use the files of one release together')
-    elif shape is not None:
-        num_items = shape[1]
-        items_from = f'the columns of {files[next(iter(shapes))].name}'
-    else:
-        num_items = 1 + max(int(p.items.max()) for p in splits.values())
-        items_from = 'the largest item id of all splits (no feature file loaded)'
-    if shape is not None:
-        num_users = shape[0]
-        users_from = f'the rows of {files[next(iter(shapes))].name}'
-    else:
-        num_users = 1 + max(int(p.users.max()) for p in splits.values())
+    num_users, num_items, users_from, items_from = _node_counts(raw, files, splits, feats)
+    from_matrix = any(p.shape is not None for p in splits.values())
     for pairs in splits.values():
         check_id_range(pairs.path, pairs.users, pairs.items, num_users, num_items,
                        items_from, users_from)
     check_id_span(raw, 'user', num_users, np.concatenate([p.users for p in splits.values()]),
                   users_from or 'the largest user id', users_from and 'matrix')
     check_id_span(raw, 'item', num_items, np.concatenate([p.items for p in splits.values()]),
-                  items_from, 'features' if feats else shape is not None and 'matrix' or None)
+                  items_from, 'features' if feats else 'matrix' if from_matrix else None)
 
     report_duplicates_and_overlaps(
         {s: (p.users, p.items) for s, p in splits.items()}, num_items,

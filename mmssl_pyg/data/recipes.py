@@ -23,8 +23,10 @@ from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 
-from .builder import BuildResult, Table, build_dataset, read_table
+from .build_output import BuildResult
+from .builder import build_dataset
 from .dataset import default_root
+from .table import Table, read_table
 from .validation import DatasetFormatError
 
 ML100K_FILES = ('ml-100k.inter', 'ml-100k.item')

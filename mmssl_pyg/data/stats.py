@@ -1,21 +1,10 @@
-"""Dataset statistics (the paper's Table 1) and the text of ``mmssl-pyg datasets``."""
+"""Dataset statistics (the paper's Table 1) and their text table."""
 from __future__ import annotations
-
-from os import PathLike
-from pathlib import Path
 
 from torch_geometric.data import HeteroData, InMemoryDataset
 
-from .folder import (
-    available_modalities,
-    order_modalities,
-    raw_files_missing,
-    resolve_raw_dir,
-)
+from .folder import order_modalities
 from .graph import EDGE, ITEM, USER, modality_features
-
-#: Modalities come in this order when they are discovered from file names (others follow,
-#: alphabetically).
 
 # --------------------------------------------------------------------------------------------
 # Statistics (the paper's Table 1)
@@ -50,9 +39,8 @@ def dataset_stats(data: HeteroData) -> dict:
 def _as_stats(obj) -> dict:
     if isinstance(obj, dict):
         return obj
-    from .dataset import MMSSLDataset
-    if isinstance(obj, MMSSLDataset):
-        return obj.stats()
+    if isinstance(obj, InMemoryDataset) and callable(getattr(type(obj), 'stats', None)):
+        return obj.stats()  # MMSSLDataset: the processed data, without the transform
     if isinstance(obj, InMemoryDataset):
         return dataset_stats(obj[0])
     return dataset_stats(obj)
@@ -100,64 +88,3 @@ def format_stats(*items) -> str:
 def print_stats(*items) -> None:
     """Print :func:`format_stats` of datasets, graphs or stats dicts."""
     print(format_stats(*items))
-
-
-def datasets_command(names: list[str] | None = None,
-                     root: str | PathLike | None = None, force_reload: bool = False) -> str:
-    r"""The text of the ``mmssl-pyg datasets`` command.
-
-    Args:
-        names (list[str], optional): registry names or folder paths. Empty or :obj:`None`
-            lists the known datasets and whether their raw files are present; otherwise the
-            datasets are loaded (processed on first use) and their statistics formatted as
-            Table 1. (default: :obj:`None`)
-        root (str, optional): the folder holding one sub-folder per dataset (like the
-            repository's ``datasets/``); :obj:`None` uses :func:`default_root`.
-            (default: :obj:`None`)
-        force_reload (bool, optional): re-process the named datasets from their raw
-            files. (default: :obj:`False`)
-
-    Raises:
-        DatasetNotFoundError: when a named dataset's raw files are missing (the message says
-            which and where to get them).
-        DatasetFormatError: when a raw file is malformed.
-    """
-    from .catalog import DATASETS, _is_path, _registry_key, load_dataset
-    from .dataset import default_root
-
-    def folder(key: str) -> Path:
-        return Path(root) / key if root is not None else default_root(key)
-
-    if names:
-        loaded = []
-        for n in names:
-            key = _registry_key(n)
-            known = key in DATASETS and not _is_path(n)
-            loaded.append(load_dataset(n, root=folder(key) if known else None,
-                                       force_reload=force_reload))
-        return format_stats(loaded)
-
-    rows = []
-    for key, (cls, defaults) in DATASETS.items():
-        declared = defaults.get('modalities')
-        if declared is None:
-            declared = [m for m, _ in cls.info.modality_dims] if cls.info else []
-        path = folder(key)
-        missing = raw_files_missing(path, declared)
-        found = available_modalities(resolve_raw_dir(path))
-        if not missing:
-            status = 'present'
-        elif not resolve_raw_dir(path).is_dir():
-            status = 'missing (no raw folder)'
-        else:
-            status = f'missing {", ".join(missing)}'
-        mods = ', '.join(found) if found else 'none'
-        rows.append((key, status, mods, str(path)))
-    head = ('name', 'raw files', 'feature files', 'folder')
-    widths = [max(len(r[j]) for r in [head, *rows]) for j in range(3)]
-    lines = ['  '.join(f'{c:<{w}}' for c, w in zip(r[:3], widths)) + '  ' + r[3]
-             for r in [head, *rows]]
-    lines.append('')
-    lines.append('Statistics: mmssl-pyg datasets NAME [NAME ...] (a folder path works too); '
-                 'for a missing dataset this says which files to get and where.')
-    return '\n'.join(lines)

@@ -10,7 +10,8 @@ from ..data.graph import RecGraph, csr_rowptr, unique_edges
 from ..nn.adjacency import LAYOUTS, BipartiteAdjacency
 from ..nn.attention import CrossModalAttention
 from ..nn.conv import BipartiteConv
-from ..nn.critic import RelationCritic, check_critic_memory
+from ..nn.critic import RelationCritic
+from ..nn.critic_memory import check_critic_memory
 from ..nn.encoder import (
     COLD_ITEM_MODES,
     CONTENT_SCALES,
@@ -38,13 +39,13 @@ from ..nn.lowrank import LowRankRows
 from ..nn.topk import _csr_gather
 from ._common import check_optional_int, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
-from .modality_graphs import GeneratedGraphsMixin, ModalityGraphs
+from .modality_graphs import ModalityGraphs
 
 ABLATIONS = (None, 'wo_asl', 'wo_cl', 'wo_gt', 'rp_gae')
 _CACHE_KEY = 'mmssl_forward'
 
 
-class MMSSL(GeneratedGraphsMixin, Recommender):
+class MMSSL(Recommender):
     r"""MMSSL from Wei et al., `"Multi-Modal Self-Supervised Learning for Recommendation"
     <https://arxiv.org/abs/2302.10632>`_ (WWW 2023).
 
@@ -384,3 +385,34 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
                 f'modalities={self.modalities}, embedding_dim={self.embedding_dim}, '
                 f'num_layers={self.num_layers}, num_heads={self.num_heads}, k={self.k}, '
                 f'ablation={self.ablation})')
+
+    # ------------------------------------------------------------------ generated graphs
+    # The Recommender hooks of the modality graphs kept in self.graphs (ModalityGraphs): the
+    # swap at each epoch's end, the data-parallel gather, the checkpointed neighbours.
+    def on_epoch_end(self, epoch: int) -> None:
+        self.update_modality_graphs()
+
+    def gather_epoch_state(self, all_gather) -> None:
+        """Data-parallel training: every replica swaps in the same modality graphs (see
+        :meth:`~mmssl_pyg.models.modality_graphs.ModalityGraphs.gather`)."""
+        self.graphs.gather(all_gather)
+
+    def update_modality_graphs(self) -> int:
+        """Swap in the modality graphs collected since the last swap; returns the number of
+        users whose neighbours changed."""
+        return self.graphs.update()
+
+    def modality_edge_index(self, modality: int) -> Tensor:
+        """Current (user, item) edges of the modality graph :math:`\\hat{\\mathcal{G}}^m`."""
+        return self.graphs.edge_index(modality)
+
+    @property
+    def train_edge_index(self) -> Tensor:
+        """Deduplicated training edges, sorted by (user, item)."""
+        return self.graphs.train_edge_index
+
+    def get_extra_state(self) -> dict:
+        return self.graphs.state()  # copies: the live tensors are updated in place
+
+    def set_extra_state(self, state: dict) -> None:
+        self.graphs.load_state(state)

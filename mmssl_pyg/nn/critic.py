@@ -4,10 +4,10 @@ The critic of Wei et al., `"Multi-Modal Self-Supervised Learning for Recommendat
 <https://arxiv.org/abs/2302.10632>`_ (WWW 2023) reads one user's row of ``num_items`` relation
 values. Its first layer therefore holds :math:`n_i \cdot n_i/4` weights: the parameter count grows
 as :math:`n_i^2/4` (11.3M for TikTok's 6,710 items, 10^12 for two million items).
-:func:`critic_memory_estimate` checks the budget before anything is allocated. MMSSL's
-``critic_columns=C`` option bounds it: the critic then reads ``C`` random item columns per
-mini-batch (:meth:`LowRankRows.select_columns`) and has :math:`\approx C^2/4 + C^2/32`
-parameters whatever the catalogue size.
+:func:`~mmssl_pyg.nn.critic_memory.critic_memory_estimate` checks the budget before anything
+is allocated. MMSSL's ``critic_columns=C`` option bounds it: the critic then reads ``C``
+random item columns per mini-batch (:meth:`LowRankRows.select_columns`) and has
+:math:`\approx C^2/4 + C^2/32` parameters whatever the catalogue size.
 
 The rows arrive in factored form (:class:`~mmssl_pyg.nn.lowrank.LowRankRows`, so the first
 layer never sees a dense ``B x n_i`` block); the memory check is in
@@ -33,13 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .critic_memory import (  # noqa: F401  (re-exported: the historical import path)
-    available_memory,
-    check_critic_memory,
-    critic_hidden_sizes,
-    critic_memory_estimate,
-)
-from .gumbel import gumbel_noise, gumbel_transform  # noqa: F401  (re-exported)
+from .critic_memory import critic_hidden_sizes
 from .lowrank import LowRankRows, linear_blocks
 
 
@@ -67,7 +61,8 @@ class RelationCritic(torch.nn.Module):
         + \mathbf{b}_2))) + \mathbf{b}_3\big)
 
     with :math:`\phi` = LeakyReLU(0.2) and widths :math:`n_i \to n_i/4 \to n_i/8 \to 1`.
-    The parameter count grows as :math:`n_i^2/4`; see :func:`check_critic_memory`.
+    The parameter count grows as :math:`n_i^2/4`; see
+    :func:`~mmssl_pyg.nn.critic_memory.check_critic_memory`.
 
     Args:
         num_items: row width :math:`n_i`.

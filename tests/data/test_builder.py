@@ -16,13 +16,8 @@ import torch
 
 from mmssl_pyg.cli import main
 from mmssl_pyg.data import DatasetNotFoundError, load_dataset
-from mmssl_pyg.data.builder import (
-    OutputExistsError,
-    Table,
-    build_dataset,
-    heldout_counts,
-    kcore_filter,
-)
+from mmssl_pyg.data.build_output import OutputExistsError
+from mmssl_pyg.data.builder import BuildRequest, build_dataset
 from mmssl_pyg.data.encoders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -32,6 +27,7 @@ from mmssl_pyg.data.encoders import (
     encode_cached,
 )
 from mmssl_pyg.data.recipes import build_movielens_100k, ml100k_item_text
+from mmssl_pyg.data.table import Table, heldout_counts, kcore_filter
 from mmssl_pyg.data.validation import DatasetFormatError
 
 # user, item, rating, timestamp. With min_rating=4: A and B rate i1, i2, i3; C rates i1, i5;
@@ -119,6 +115,27 @@ def test_counts_kcore_id_maps_and_load_dataset(tables, tmp_path):
     assert data.modalities == []
     assert data['user', 'interacts', 'item'].edge_index.size(1) == 2
     assert data['user', 'interacts', 'item'].test_edge_index.size(1) == 2
+
+
+def test_a_build_request_builds_what_the_keywords_build(tables, tmp_path):
+    inter, items = tables
+    options = dict(user_col='user', item_col='item', rating_col='rating', time_col='ts',
+                   min_rating=4, kcore=2, ratios=THIRDS, progress=False)
+    by_keywords = build_dataset(inter, tmp_path / 'a', **options)
+    request = BuildRequest(inter, tmp_path / 'b', **options)
+    by_request = build_dataset(request)
+    assert by_request.counts == by_keywords.counts and by_request.root == tmp_path / 'b'
+    for f in ('train.json', 'val.json', 'test.json', 'id_map.json'):
+        assert _read(tmp_path / 'a', f) == _read(tmp_path / 'b', f)
+    info = [json.loads((tmp_path / d / 'build_info.json').read_text()) for d in 'ab']
+    assert info[0]['options'] == info[1]['options'] and info[1]['name'] == 'b'
+    assert request.name is None  # the caller's request is not filled in
+    with pytest.raises(TypeError, match='BuildRequest alone'):
+        build_dataset(request, overwrite=True)
+    with pytest.raises(TypeError, match='output folder'):
+        build_dataset(inter)
+    with pytest.raises(TypeError, match='kcor'):
+        build_dataset(inter, tmp_path / 'c', kcor=5)
 
 
 @pytest.mark.parametrize('iso', [False, True])

@@ -137,7 +137,7 @@ def test_eq3_fake_rows_and_topk_for_a_batch():
         # the batch's top-k neighbours: k strongest non-training items
         cand = s.detach().masked_fill(a_b.bool(), float('-inf'))
         ref_idx = cand.topk(model.k, dim=1).indices.sort(1).values
-        got = model._pending[-1][1][m].long().sort(1).values
+        got = model.graphs.pending[-1][1][m].long().sort(1).values
         assert torch.equal(got, ref_idx)
     assert model.k == max(1, math.floor(0.15 * NI))
 
@@ -269,7 +269,7 @@ def test_critic_step_caches_forward_and_detaches_fake_rows(monkeypatch):
     assert all(p.grad is None for p in model.critic_parameters())  # critic frozen for L_G
     assert model.generator.lins[0].weight.grad.abs().sum() > 0
     assert all(p.requires_grad for p in model.critic_parameters())
-    assert len(model._pending) == 1  # one top-k collection per batch
+    assert len(model.graphs.pending) == 1  # one top-k collection per batch
 
 
 @pytest.mark.parametrize('num_modalities', [1, 2, 3])

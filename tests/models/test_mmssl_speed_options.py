@@ -76,9 +76,9 @@ def test_deferred_topk_gives_the_same_run_and_searches_fewer_rows(monkeypatch):
     assert searched < sum(rows) == 2 * 6 * FAST['batch_size']
     assert _strip(fast.history) == _strip(full.history)
     assert fast.val == full.val and fast.test == full.test
-    for a, b in zip(model_a._neighbours, model_b._neighbours):
+    for a, b in zip(model_a.graphs.neighbours, model_b.graphs.neighbours):
         assert torch.equal(a, b)
-    assert torch.equal(model_a._has_generated, model_b._has_generated)
+    assert torch.equal(model_a.graphs.has_generated, model_b.graphs.has_generated)
     sa, sb = model_a.state_dict(), model_b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
 
@@ -184,7 +184,7 @@ def test_bad_critic_every(bad):
 
 
 def test_select_rows_matches_the_dense_rows():
-    from mmssl_pyg.nn.critic import LowRankRows
+    from mmssl_pyg.nn.lowrank import LowRankRows
     torch.manual_seed(0)
     rows, n, r = 6, 30, 3
     index = torch.stack([torch.randint(0, rows, (25,)), torch.randint(0, n, (25,))])

@@ -7,7 +7,8 @@ import torch
 from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models.base import Batch
 from mmssl_pyg.models.mmssl import MMSSL
-from mmssl_pyg.nn.critic import LowRankRows, check_critic_memory, critic_memory_estimate
+from mmssl_pyg.nn.critic_memory import check_critic_memory, critic_memory_estimate
+from mmssl_pyg.nn.lowrank import LowRankRows
 
 
 def _graph(num_users=30, num_items=64, edges=150, seed=0):

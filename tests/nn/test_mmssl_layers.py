@@ -16,7 +16,8 @@ from mmssl_pyg.nn import (
     gradient_penalty,
     projected_gradient_penalty,
 )
-from mmssl_pyg.nn.critic import critic_memory_estimate, gumbel_noise, gumbel_transform
+from mmssl_pyg.nn.critic_memory import critic_memory_estimate
+from mmssl_pyg.nn.gumbel import gumbel_noise, gumbel_transform
 
 
 # --------------------------------------------------------------------------- Eq. 9

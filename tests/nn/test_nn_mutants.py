@@ -27,15 +27,14 @@ from mmssl_pyg.nn import (
     sparse_matmul,
 )
 from mmssl_pyg.nn.conv import is_sparse_tensor_available
-from mmssl_pyg.nn.critic import (
+from mmssl_pyg.nn.critic_memory import (
     available_memory,
     check_critic_memory,
     critic_hidden_sizes,
     critic_memory_estimate,
-    gumbel_noise,
-    gumbel_transform,
 )
 from mmssl_pyg.nn.generator import _accumulate_dtype
+from mmssl_pyg.nn.gumbel import gumbel_noise, gumbel_transform
 from mmssl_pyg.nn.losses import projected_gradient_penalty, relation_reconstruction_loss
 
 
@@ -724,7 +723,7 @@ def test_a_loaded_state_is_copied_not_shared():
     torch.manual_seed(0)
     source = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15)
     _run_epoch(source, graph, _optimisers(source), batches=1)  # graphs for 6 of 12 users
-    assert not source._has_generated.all()
+    assert not source.graphs.has_generated.all()
     source.critic_loss(_batch(graph, seed=4))  # pending rows in the state too
     state = source.state_dict()
     saved = {k: v.clone() for k, v in (('has', state['_extra_state']['has_generated']),
@@ -751,16 +750,16 @@ def test_gather_when_a_process_has_no_rows():
     models = [MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15) for _ in range(3)]
     users = torch.tensor([1, 4, 7])
     idx = [torch.tensor([[2, 3, 5]] * 3, dtype=torch.int32) for _ in range(2)]
-    models[1]._pending = [(users, idx)]
+    models[1].graphs.pending = [(users, idx)]
     _gather_two(models[0], models[1])  # rank 0 had no batch
-    got_users, got_idx = models[0]._pending[0]
+    got_users, got_idx = models[0].graphs.pending[0]
     assert torch.equal(got_users, users) and got_users.dtype == torch.long
     assert all(torch.equal(a, b) for a, b in zip(got_idx, idx))
     assert all(a.dtype == torch.int32 and a.shape == (3, 3) for a in got_idx)
     # no process has rows: nothing pending, no graph built
     _gather_two(models[2], MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.15))
-    assert models[2]._pending == [] and models[2].update_modality_graphs() == 0
-    assert models[2]._has_generated is None
+    assert models[2].graphs.pending == [] and models[2].update_modality_graphs() == 0
+    assert models[2].graphs.has_generated is None
 
 
 def test_gather_at_one_step_the_highest_rank_wins_for_many_rows():
@@ -773,10 +772,10 @@ def test_gather_at_one_step_the_highest_rank_wins_for_many_rows():
     for rank, model in enumerate(models):
         idx = torch.full((400, 3), rank, dtype=torch.int32) + torch.tensor([0, 10, 20],
                                                                             dtype=torch.int32)
-        model._pending = [(users, [idx, idx + 2])]
+        model.graphs.pending = [(users, [idx, idx + 2])]
     _gather_two(models[0], models[1])
     models[0].update_modality_graphs()
-    assert torch.equal(models[0]._neighbours[0][users],
+    assert torch.equal(models[0].graphs.neighbours[0][users],
                        torch.tensor([[1, 11, 21]] * 400, dtype=torch.int32))
 
 

@@ -172,13 +172,14 @@ def test_mmssl_gathers_every_process_generated_neighbours():
     replicas[0].gather_epoch_state(lambda t: [t, next(it)])
     replicas[0].on_epoch_end(1)
     replicas[1].on_epoch_end(1)
-    has = replicas[0]._has_generated
+    has = replicas[0].graphs.has_generated
     assert set(has.nonzero().view(-1).tolist()) == mine[0] | mine[1]
     only1 = sorted(mine[1] - mine[0])
     assert only1, 'the batches should give rank 1 users of its own'
     # users seen only by rank 1 got rank 1's neighbours on rank 0
     for m in range(2):
-        assert torch.equal(replicas[0]._neighbours[m][only1], replicas[1]._neighbours[m][only1])
+        assert torch.equal(replicas[0].graphs.neighbours[m][only1],
+                           replicas[1].graphs.neighbours[m][only1])
     assert state_digests(replicas[0])['extra'] != state_digests(replicas[1])['extra']
 
 
@@ -209,7 +210,7 @@ def test_gathered_graphs_equal_one_process_on_the_concatenated_batches():
     stale = set(batches[1].users.tolist()) & set(batches[2].users.tolist())
     stale -= set(batches[3].users.tolist())
     assert stale, 'the batches should draw a user at rank 1, step 0 and rank 0, step 1'
-    step0 = {int(u): [n[m][j] for m in range(2)] for n_u, n in models[1]._pending[:1]
+    step0 = {int(u): [n[m][j] for m in range(2)] for n_u, n in models[1].graphs.pending[:1]
              for j, u in enumerate(n_u)}
     # a two-process all_gather: rank 0's tensor, then rank 1's (calls in the same order)
     sent = []
@@ -218,11 +219,11 @@ def test_gathered_graphs_equal_one_process_on_the_concatenated_batches():
     models[0].gather_epoch_state(lambda t: [t, next(it)])
     for model in (models[0], models[2]):
         model.on_epoch_end(1)
-    assert torch.equal(models[0]._has_generated, models[2]._has_generated)
+    assert torch.equal(models[0].graphs.has_generated, models[2].graphs.has_generated)
     for m in range(2):
-        assert torch.equal(models[0]._neighbours[m], models[2]._neighbours[m])
+        assert torch.equal(models[0].graphs.neighbours[m], models[2].graphs.neighbours[m])
     # the step-1 neighbours won over rank 1's step-0 ones, which differ for some such user
-    assert any(not torch.equal(step0[u][m], models[0]._neighbours[m][u])
+    assert any(not torch.equal(step0[u][m], models[0].graphs.neighbours[m][u])
                for u in stale for m in range(2))
 
 
