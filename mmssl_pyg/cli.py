@@ -251,7 +251,7 @@ def _add_datasets_parser(sub) -> argparse.ArgumentParser:
 
 
 def _add_build_dataset_parser(sub) -> None:
-    # Every option defaults to None so that build_dataset's signature holds the defaults.
+    # Every option defaults to None so that BuildRequest's fields hold the defaults.
     bd = sub.add_parser(
         'build-dataset', help='build a dataset folder from an interaction table and item texts',
         description='Turn an interaction table (CSV/TSV/Parquet: user, item, optional rating and '
