@@ -29,9 +29,16 @@ never import ``torch.distributed``.
 State that is not a parameter (a generated graph, a frozen kNN graph) must survive
 ``state_dict`` / ``load_state_dict`` (use ``get_extra_state`` / ``set_extra_state``) so
 that a resumed run reproduces the uninterrupted one.
+
+**Options.** A model's options are the keywords of its constructor, each declared once there
+with its type, bounds or choices (:mod:`mmssl_pyg.utils.options`). Every construction checks
+the given values against those declarations (:meth:`Recommender.__init_subclass__`); the
+command line, presets, tuner and benchmarks derive their checks from the same declarations.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +46,7 @@ import torch
 from torch import Tensor
 
 from ..data.graph import RecGraph
+from ..utils.options import check_declared, current_names
 
 
 @dataclass
@@ -99,6 +107,26 @@ class Recommender(torch.nn.Module):
     #: ``item_id``): ``'xavier_uniform'`` or ``'xavier_normal'``. Paired seeds
     #: (:func:`~mmssl_pyg.training.seeding.pair_id_embeddings`) redraw the tables with it.
     id_init: str = 'xavier_uniform'
+
+    def __init_subclass__(cls, **kwargs):
+        """Check the options of every construction against the constructor's declarations
+        (:func:`~mmssl_pyg.utils.options.check_declared`; a value is converted to its declared
+        type, e.g. a list to a tuple) before the constructor runs; an option saved under a
+        former name is accepted under it."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def checked_init(self, *args, **kw):
+            bound = signature.bind(self, *args, **current_names(cls, kw))
+            arguments = check_declared(cls, dict(list(bound.arguments.items())[1:]))
+            bound.arguments.update(arguments)
+            init(*bound.args, **bound.kwargs)
+
+        cls.__init__ = checked_init
 
     def __init__(self, graph: RecGraph):
         super().__init__()

@@ -9,10 +9,10 @@ from torch import Tensor
 
 from ..data.graph import RecGraph, bipartite_adjacency
 from ..nn.conv import BipartiteConv
+from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
+from ..utils.options import NonNegative, NonNegativeInt, PositiveInt, Ratio
 from ._common import (
-    check_positive_int,
-    check_ratio,
     degree_sensitive_prune,
     item_adjacency,
     knn_graph,
@@ -69,17 +69,17 @@ class FREEDOM(Recommender):
     """
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 2,
-                 num_item_layers: int = 1, knn_k: int = 10, dropout: float = 0.8,
-                 reg_weight: float = 1e-4,
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 num_layers: NonNegativeInt = 2, num_item_layers: NonNegativeInt = 1,
+                 knn_k: PositiveInt = 10, dropout: Ratio = 0.8, reg_weight: NonNegative = 1e-4,
                  modality_weights: Sequence[float] | dict[str, float] | None = None,
-                 feat_norm: str = 'l2', cache_dir: str | os.PathLike | None = None):
+                 feat_norm: FeatureNorm = 'l2', cache_dir: str | os.PathLike | None = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
         self.num_item_layers = num_item_layers
-        self.knn_k = check_positive_int('knn_k', knn_k)
-        self.dropout = check_ratio('dropout', dropout)
+        self.knn_k = knn_k
+        self.dropout = dropout
         self.reg_weight = reg_weight
         self.modality_names = register_features(self, graph.features, feat_norm)
         feats = modality_features(self)

@@ -8,8 +8,10 @@ from torch_geometric.utils import softmax
 
 from ..data.graph import RecGraph
 from ..nn.edge_weighted import EdgeWeightedGraph
+from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate
-from ._common import check_positive_int, modality_features, register_features
+from ..utils.options import NonNegative, PositiveInt
+from ._common import modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -60,14 +62,15 @@ class GRCN(Recommender):
     min_modalities = 1
     id_init = 'xavier_normal'
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, latent_dim: int = 64,
-                 num_routing: int = 3, num_layers: int = 2, reg_weight: float = 1e-4,
-                 feat_norm: str = 'l2'):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 latent_dim: PositiveInt = 64, num_routing: PositiveInt = 3,
+                 num_layers: PositiveInt = 2, reg_weight: NonNegative = 1e-4,
+                 feat_norm: FeatureNorm = 'l2'):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.latent_dim = latent_dim
         self.num_routing = num_routing
-        self.num_layers = check_positive_int('num_layers', num_layers)
+        self.num_layers = num_layers
         self.reg_weight = reg_weight
         self.modality_names = register_features(self, graph.features, feat_norm)
         num_mod = len(self.modality_names)

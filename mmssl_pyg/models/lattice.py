@@ -10,15 +10,11 @@ from torch_geometric.utils import coalesce
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
 from ..nn.topk import blockwise_topk
-from ._common import (
-    check_positive_int,
-    knn_graph,
-    knn_normalize,
-    modality_features,
-    register_features,
-)
+from ..utils.options import NonNegative, NonNegativeInt, PositiveInt, UnitInterval
+from ._common import knn_graph, knn_normalize, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -72,16 +68,17 @@ class LATTICE(Recommender):
     """
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, feat_embed_dim: int = 64,
-                 num_layers: int = 2, num_item_layers: int = 1, knn_k: int = 10,
-                 lambda_coeff: float = 0.9, reg_weight: float = 1e-5, feat_norm: str = 'l2',
-                 cache_dir: str | os.PathLike | None = None):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 feat_embed_dim: PositiveInt = 64, num_layers: NonNegativeInt = 2,
+                 num_item_layers: NonNegativeInt = 1, knn_k: PositiveInt = 10,
+                 lambda_coeff: UnitInterval = 0.9, reg_weight: NonNegative = 1e-5,
+                 feat_norm: FeatureNorm = 'l2', cache_dir: str | os.PathLike | None = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.feat_embed_dim = feat_embed_dim
         self.num_layers = num_layers
         self.num_item_layers = num_item_layers
-        self.knn_k = check_positive_int('knn_k', knn_k)
+        self.knn_k = knn_k
         self.lambda_coeff = lambda_coeff
         self.reg_weight = reg_weight
         self.modality_names = register_features(self, graph.features, feat_norm)

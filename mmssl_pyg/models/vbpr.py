@@ -5,6 +5,8 @@ import torch
 from torch import Tensor
 
 from ..data.graph import RecGraph
+from ..nn.features import FeatureNorm
+from ..utils.options import NonNegative, PositiveInt
 from ._common import modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
@@ -45,8 +47,9 @@ class VBPR(Recommender):
     """
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, visual_dim: int = 64,
-                 reg_weight: float = 1e-4, use_bias: bool = True, feat_norm: str = 'l2'):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 visual_dim: PositiveInt = 64, reg_weight: NonNegative = 1e-4,
+                 use_bias: bool = True, feat_norm: FeatureNorm = 'l2'):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.visual_dim = visual_dim
