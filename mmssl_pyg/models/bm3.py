@@ -13,6 +13,7 @@ from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
 from ..utils.options import (
     Choice,
+    Formerly,
     NoneMeans,
     NonNegative,
     NonNegativeInt,
@@ -80,7 +81,7 @@ class BM3(Recommender):
         dropout: dropout ratio :math:`p` of the target views (default ``0.5``).
         reg_weight: :math:`\lambda_{reg}` (default ``0.1``).
         cl_weight: :math:`\lambda_{cl}` (default ``2.0``).
-        feat_norm: feature scaling before the projections (default ``'l2'``).
+        feature_norm: feature scaling before the projections (default ``'l2'``).
         train_features: learn the item features (default ``True``, the authors' code).
         pair_sampling: ``'interactions'`` (default, the authors' code) or ``'batch'``.
         batch_size: pairs per step with ``pair_sampling='interactions'``; ``None`` (default)
@@ -95,7 +96,8 @@ class BM3(Recommender):
     def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
                  num_layers: NonNegativeInt = 1, dropout: Ratio = 0.5,
                  reg_weight: NonNegative = 0.1, cl_weight: NonNegative = 2.0,
-                 feat_norm: FeatureNorm = 'l2', train_features: bool = True,
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2',
+                 train_features: bool = True,
                  pair_sampling: Annotated[str, Choice('interactions', 'batch')] = 'interactions',
                  batch_size: Annotated[int | None, Range(1),
                                        NoneMeans("as many pairs as the trainer's batch")] = None):
@@ -108,7 +110,7 @@ class BM3(Recommender):
         self.pair_sampling = pair_sampling
         self.batch_size = batch_size
         self.train_features = train_features
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         if self.train_features:  # the scaled features become the initial value of a parameter
             for j in range(len(self.modality_names)):
                 setattr(self, f'feat_{j}',

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor
@@ -11,7 +12,7 @@ from ..data.graph import RecGraph, bipartite_adjacency
 from ..nn.conv import BipartiteConv
 from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
-from ..utils.options import NonNegative, NonNegativeInt, PositiveInt, Ratio
+from ..utils.options import Formerly, NonNegative, NonNegativeInt, PositiveInt, Ratio
 from ._common import (
     degree_sensitive_prune,
     item_adjacency,
@@ -60,7 +61,7 @@ class FREEDOM(Recommender):
         modality_weights: mixing weights :math:`w_m` of the modality graphs, a list in modality
             order or a ``{modality: weight}`` dict (names the dataset lacks are ignored);
             rescaled to sum to 1 (default: equal; the authors use ``{image: 0.1, text: 0.9}``).
-        feat_norm: feature scaling before the projections (default ``'l2'``).
+        feature_norm: feature scaling before the projections (default ``'l2'``).
         cache_dir: directory of the on-disk frozen-graph cache (default
             ``$MMSSL_PYG_GRAPH_CACHE``; memory only when unset).
 
@@ -73,7 +74,8 @@ class FREEDOM(Recommender):
                  num_layers: NonNegativeInt = 2, num_item_layers: NonNegativeInt = 1,
                  knn_k: PositiveInt = 10, dropout: Ratio = 0.8, reg_weight: NonNegative = 1e-4,
                  modality_weights: Sequence[float] | dict[str, float] | None = None,
-                 feat_norm: FeatureNorm = 'l2', cache_dir: str | os.PathLike | None = None):
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2',
+                 cache_dir: str | os.PathLike | None = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
@@ -81,7 +83,7 @@ class FREEDOM(Recommender):
         self.knn_k = knn_k
         self.dropout = dropout
         self.reg_weight = reg_weight
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         feats = modality_features(self)
         self.modality_weights = self._modality_weights(modality_weights)
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)

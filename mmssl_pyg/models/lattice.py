@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from ..nn.conv import BipartiteConv
 from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
 from ..nn.topk import blockwise_topk
-from ..utils.options import NonNegative, NonNegativeInt, PositiveInt, UnitInterval
+from ..utils.options import Formerly, NonNegative, NonNegativeInt, PositiveInt, UnitInterval
 from ._common import knn_graph, knn_normalize, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
@@ -58,7 +59,7 @@ class LATTICE(Recommender):
         knn_k: neighbours per item in both graphs (default ``10``).
         lambda_coeff: weight :math:`\lambda` of the frozen graph (default ``0.9``).
         reg_weight: L2 weight (default ``1e-5``, the authors' ``regs[0]``).
-        feat_norm: feature scaling before the projections (default ``'l2'``; the frozen graph
+        feature_norm: feature scaling before the projections (default ``'l2'``; the frozen graph
             is the same for any row scaling).
         cache_dir: directory of the on-disk frozen-graph cache (default
             ``$MMSSL_PYG_GRAPH_CACHE``; memory only when unset).
@@ -72,7 +73,8 @@ class LATTICE(Recommender):
                  feat_embed_dim: PositiveInt = 64, num_layers: NonNegativeInt = 2,
                  num_item_layers: NonNegativeInt = 1, knn_k: PositiveInt = 10,
                  lambda_coeff: UnitInterval = 0.9, reg_weight: NonNegative = 1e-5,
-                 feat_norm: FeatureNorm = 'l2', cache_dir: str | os.PathLike | None = None):
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2',
+                 cache_dir: str | os.PathLike | None = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.feat_embed_dim = feat_embed_dim
@@ -81,7 +83,7 @@ class LATTICE(Recommender):
         self.knn_k = knn_k
         self.lambda_coeff = lambda_coeff
         self.reg_weight = reg_weight
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         feats = modality_features(self)
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)

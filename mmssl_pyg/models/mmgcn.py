@@ -10,7 +10,7 @@ from torch import Tensor
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
 from ..nn.features import FeatureNorm
-from ..utils.options import NoneMeans, NonNegative, PositiveInt, Range
+from ..utils.options import Formerly, NoneMeans, NonNegative, PositiveInt, Range
 from ._common import modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
@@ -98,7 +98,7 @@ class MMGCN(Recommender):
         num_layers: graph convolution layers per modality (default ``2``, MMRec's
             ``MMGCN.yaml``).
         reg_weight: L2 weight (default ``1e-4``, a value of MMRec's grid; not tuned here).
-        feat_norm: feature scaling (default ``'l2'``; the layer also L2-normalises its input).
+        feature_norm: feature scaling (default ``'l2'``; the layer also L2-normalises its input).
     """
     min_modalities = 1
     id_init = 'xavier_normal'
@@ -106,12 +106,12 @@ class MMGCN(Recommender):
     def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
                  latent_dim: Annotated[int | None, Range(1), NoneMeans('the feature size')] = 256,
                  num_layers: PositiveInt = 2, reg_weight: NonNegative = 1e-4,
-                 feat_norm: FeatureNorm = 'l2'):
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2'):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
         self.reg_weight = reg_weight
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         self.user_id = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_id = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.gcns = torch.nn.ModuleList([

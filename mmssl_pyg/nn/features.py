@@ -8,7 +8,8 @@ looks alike and the offset dominates the inner products of Eq. 3. The modalities
 also differ (mean row norm 33 for image, 4.5 for audio). Standardising removes the offset,
 puts the modalities on one scale, keeps the per-dimension contrast (``'l2'``, unit rows,
 keeps the offset) and uses no interaction data, so it cannot leak held-out information.
-``'none'`` reproduces the release. The baselines default to ``feat_norm='l2'``.
+``'none'`` reproduces the release. The baselines default to ``feature_norm='l2'`` (called
+``feat_norm`` before; options saved under that name are still read).
 """
 from __future__ import annotations
 

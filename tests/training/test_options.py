@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
+import torch
 from conftest import make_tiny_graph
 
 from mmssl_pyg.models import MMSSL, MODELS, Recommender
@@ -110,3 +111,22 @@ def test_a_model_with_keyword_arguments_takes_any_option():
     assert (model.size, model.extra) == (4, {'colour': 'red'})
     with pytest.raises(ConfigError, match="^Loose: option 'size' expects an integer, got 'x'$"):
         Loose(make_tiny_graph(), size='x')
+
+
+def test_a_renamed_option_is_read_under_its_former_name():
+    """``feat_norm`` became ``feature_norm`` (one name for all models): checkpoints and saved
+    run options with the former name still build the same model, unit keys keep it."""
+    from mmssl_pyg.models import VBPR
+    graph = make_tiny_graph()
+    old = VBPR(graph, feat_norm='none')  # as a checkpoint's model_kwargs would
+    assert torch.equal(old.feat_0, graph.features['m0'])
+    with pytest.raises(ConfigError, match="'feat_norm' is the former name of 'feature_norm'"):
+        VBPR(graph, feat_norm='none', feature_norm='l2')
+    with pytest.raises(ConfigError, match="^VBPR: option 'feature_norm' expects one of"):
+        VBPR(graph, feat_norm='minmax')
+    saved = resolve_options(VBPR, 'tiktok', base=({'feat_norm': 'none'}, {}))
+    assert saved.model_kwargs == {'feature_norm': 'none'}
+    with pytest.raises(ConfigError, match="unknown model option 'feat_norm'"):  # new input
+        resolve_options(VBPR, 'tiktok', overrides=['model.feat_norm=none'])
+    assert stored_model_kwargs(VBPR, {'feature_norm': 'l2'}) == {'feat_norm': 'l2'}
+    assert stored_model_kwargs(MMSSL, {'feature_norm': 'l2'}) == {'feature_norm': 'l2'}
