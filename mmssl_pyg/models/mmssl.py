@@ -83,6 +83,13 @@ class MMSSL(GeneratedGraphsMixin, Recommender):
     items``, in factored form); a critic (:math:`n_i^2/4` weights) that does not fit in memory
     is refused (:mod:`mmssl_pyg.nn.critic_memory`; ``critic_columns`` bounds it).
 
+    **Defaults.** ``MMSSL(graph)`` gives the paper's and released code's values (those of
+    ``configs/mmssl-paper.yaml``, whose ``default`` block is empty). ``mmssl-pyg train --model
+    mmssl`` runs this library's preset instead (``configs/mmssl.yaml``: 3 layers, relative
+    content terms, tuned weights); :meth:`from_preset` builds that model in Python,
+    ``MMSSL.from_preset(graph, 'tiktok')``, and ``preset='mmssl-paper'`` the paper's with its
+    per-dataset values.
+
     **Training protocol** (:mod:`mmssl_pyg.models.base`): per mini-batch :meth:`critic_loss`
     (Adam on :meth:`critic_parameters`), then :meth:`loss`, which reuses the forward pass
     cached on ``batch.cache``; :meth:`on_epoch_end` after each epoch.
