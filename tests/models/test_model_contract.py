@@ -71,9 +71,12 @@ class _Built(BaseException):
 
 
 def _constructor_kwargs(monkeypatch, cls, build) -> dict:
-    """The keyword arguments ``build()`` hands to ``cls``'s constructor."""
+    """The keyword arguments ``build()`` hands to ``cls``'s constructor (the spy keeps the
+    constructor's signature: the option checks read it, and cache what they read)."""
+    import functools
     seen = {}
 
+    @functools.wraps(cls.__init__)
     def spy(self, graph, **kwargs):
         seen.update(kwargs)
         raise _Built

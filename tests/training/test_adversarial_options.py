@@ -156,12 +156,12 @@ def test_every_rule_accepts_the_shipped_defaults():
     from mmssl_pyg.models import MODELS
     for f in dataclasses.fields(TrainConfig):
         assert check_option('train', f.name, f.default, f.default) == f.default
-    from mmssl_pyg.training.options import model_option_rules, model_option_types
+    from mmssl_pyg.utils.options import declared_options
     for cls in MODELS.values():
-        defaults = model_option_types(cls)
-        for name in model_option_rules(cls):
-            got = check_option('model', name, defaults[name], defaults[name], model_cls=cls)
-            assert got == defaults[name]
+        for name, opt in declared_options(cls).items():
+            if opt.rule is not None:
+                got = check_option('model', name, opt.default, opt.default, model_cls=cls)
+                assert got == opt.default
 
 
 def test_python_api_is_checked_by_the_same_table():
