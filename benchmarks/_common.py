@@ -36,6 +36,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from mmssl_pyg.models import MODELS
+from mmssl_pyg.training.options import neutral_values, stored_model_kwargs
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / 'benchmarks' / 'results'
 WANDB_PROJECT = 'mmssl-pyg-benchmarks'
@@ -190,21 +193,23 @@ def resolve(unit: Unit, device: str, progress: bool = False):
 
 #: Model options added after units were stored, with the value that reproduces the code before
 #: them: left out of a unit's key at that value (like ``paired_init``), so that the earlier
-#: units keep their hashes and are found, resumed and grouped as before.
-LATER_OPTIONS = {'cold_items': 'none', 'cl_pairing': 'overall'}
+#: units keep their hashes and are found, resumed and grouped as before. Derived from the
+#: models' declarations (``Neutral(...)`` in a constructor's signature), as is the former name
+#: a renamed option keeps in the key (``stored_model_kwargs``).
+LATER_OPTIONS = neutral_values(MODELS.values())
 
 
 def unit_key(unit: Unit, options, device: str) -> dict[str, Any]:
     from mmssl_pyg.models import get_model_class
     from mmssl_pyg.training.options import NON_RESULT_TRAIN_KEYS
     from mmssl_pyg.training.run import full_model_kwargs
+    model_cls = get_model_class(unit.model)
     train = {k: v for k, v in options.train.to_dict().items() if k not in NON_RESULT_TRAIN_KEYS}
     key = {'model': unit.model, 'dataset': unit.dataset, 'seed': unit.seed,
            'kind': unit.kind, 'synthetic': unit.synthetic,
            'device_type': _device_type(device),
-           'model_kwargs': {k: v for k, v in full_model_kwargs(
-               get_model_class(unit.model), options.model_kwargs).items()
-               if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]},
+           'model_kwargs': stored_model_kwargs(model_cls, full_model_kwargs(
+               model_cls, options.model_kwargs)),
            'train': train}
     if unit.paired_init:  # only when set, so that units without it keep their hashes
         key['paired_init'] = True

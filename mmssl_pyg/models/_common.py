@@ -6,7 +6,6 @@ Nothing here builds a dense ``users x items`` or ``items x items`` tensor: kNN g
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -22,15 +21,15 @@ from . import _graph_cache
 # --------------------------------------------------------------------------- item features
 
 def register_features(module: torch.nn.Module, features: dict[str, Tensor],
-                      mode: str, option: str = 'feat_norm') -> list[str]:
+                      mode: str) -> list[str]:
     """Register each modality's features, scaled by
-    :func:`~mmssl_pyg.nn.features.scale_features` (``mode``, the model's option ``option``),
-    as a non-persistent buffer
+    :func:`~mmssl_pyg.nn.features.scale_features` (``mode``, the model's feature-scaling
+    option), as a non-persistent buffer
     ``feat_<j>`` (they come from the dataset, not from checkpoints); return the modality
     names."""
     names = list(features)
     for j, name in enumerate(names):
-        module.register_buffer(f'feat_{j}', scale_features(features[name], mode, option),
+        module.register_buffer(f'feat_{j}', scale_features(features[name], mode),
                                persistent=False)
     return names
 
@@ -93,9 +92,8 @@ def item_adjacency(edge_index: Tensor, weight: Tensor, num_items: int) -> tuple[
 # --------------------------------------------------------------------------- edge sampling
 
 def edge_dropout(edge_index: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """Keep ``int(E * (1 - p))`` edges drawn uniformly without replacement (SGL's ED view)."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f'edge dropout ratio must be in [0, 1), got {p}')
+    """Keep ``int(E * (1 - p))`` edges drawn uniformly without replacement (SGL's ED view;
+    ``p`` in ``[0, 1)``, checked where SGL declares it)."""
     num_edges = edge_index.size(1)
     keep = int(num_edges * (1.0 - p))
     perm = torch.randperm(num_edges, generator=generator, device='cpu')[:keep]
@@ -109,10 +107,9 @@ def degree_sensitive_prune(edge_index: Tensor, num_users: int, num_items: int, p
     :math:`1 / \sqrt{|N_u| |N_i|}`, so edges between high-degree nodes are dropped more often.
 
     Sampling uses the Gumbel top-k trick, which draws exactly the same distribution as
-    sequential multinomial sampling without replacement and has no category limit.
+    sequential multinomial sampling without replacement and has no category limit. ``p`` is in
+    ``[0, 1)`` (checked where FREEDOM declares it).
     """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f'edge pruning ratio must be in [0, 1), got {p}')
     u, i = edge_index
     num_edges = u.numel()
     keep = int(num_edges * (1.0 - p))
@@ -141,25 +138,3 @@ def xavier_normal_linear(in_dim: int, out_dim: int, bias: bool = True) -> torch.
     if bias:
         torch.nn.init.zeros_(lin.bias)
     return lin
-
-
-def check_positive_int(name: str, value: int) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f'{name} must be a positive integer, got {value!r}')
-    return int(value)
-
-
-def check_optional_int(name: str, value: int | None, minimum: int, none_means: str) -> int | None:
-    """``value`` if it is ``None`` or an integer (not a bool) ``>= minimum``, else a
-    :class:`ValueError` that says what ``None`` means (``none_means``)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < minimum):
-        raise ValueError(f'{name} must be None {none_means} or an integer >= {minimum}, '
-                         f'got {value!r}')
-    return value
-
-
-def check_ratio(name: str, value: float) -> float:
-    if not (0.0 <= value < 1.0) or math.isnan(value):
-        raise ValueError(f'{name} must be in [0, 1), got {value!r}')
-    return float(value)

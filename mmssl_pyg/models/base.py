@@ -29,16 +29,26 @@ never import ``torch.distributed``.
 State that is not a parameter (a generated graph, a frozen kNN graph) must survive
 ``state_dict`` / ``load_state_dict`` (use ``get_extra_state`` / ``set_extra_state``) so
 that a resumed run reproduces the uninterrupted one.
+
+**Options.** A model's options are the keywords of its constructor, each declared once there
+with its type, bounds or choices (:mod:`mmssl_pyg.utils.options`). Every construction checks
+the given values against those declarations (:meth:`Recommender.__init_subclass__`); the
+command line, presets, tuner and benchmarks derive their checks from the same declarations.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..data.graph import RecGraph
+from ..utils.options import check_declared, current_names
 
 
 @dataclass
@@ -86,7 +96,12 @@ def graph_signature(graph: RecGraph) -> tuple[int, int, int, int]:
 
 
 class Recommender(torch.nn.Module):
-    """Base class: see the module docstring for the contract."""
+    """Base class: see the module docstring for the contract.
+
+    ``Model(graph)`` builds the model with its constructor defaults (each model's docstring
+    says where they come from); :meth:`from_preset` builds it with the options
+    ``mmssl-pyg train`` uses for a dataset.
+    """
 
     #: Whether the trainer must run a critic step (``critic_loss``) before each model step.
     has_critic: bool = False
@@ -99,6 +114,54 @@ class Recommender(torch.nn.Module):
     #: ``item_id``): ``'xavier_uniform'`` or ``'xavier_normal'``. Paired seeds
     #: (:func:`~mmssl_pyg.training.seeding.pair_id_embeddings`) redraw the tables with it.
     id_init: str = 'xavier_uniform'
+
+    def __init_subclass__(cls, **kwargs):
+        """Check the options of every construction against the constructor's declarations
+        (:func:`~mmssl_pyg.utils.options.check_declared`; a value is converted to its declared
+        type, e.g. a list to a tuple) before the constructor runs; an option saved under a
+        former name is accepted under it."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def checked_init(self, *args, **kw):
+            bound = signature.bind(self, *args, **current_names(cls, kw))
+            arguments = check_declared(cls, dict(list(bound.arguments.items())[1:]))
+            bound.arguments.update(arguments)
+            init(*bound.args, **bound.kwargs)
+
+        cls.__init__ = checked_init
+
+    @classmethod
+    def from_preset(cls, graph: RecGraph, dataset: str | os.PathLike | None = None,
+                    preset: str | None = None, **options: Any) -> Recommender:
+        """The model ``mmssl-pyg train --model <preset> --dataset <dataset>`` builds: the
+        options of ``configs/<preset>.yaml`` (its ``default`` block, then the dataset's
+        block, resolved as the command line does) over the constructor defaults, then
+        ``options``. Model options sized by the mini-batch (MMSSL's ``critic_batch_size``,
+        BM3's ``batch_size``) get the preset's trainer batch size, as in a run.
+
+        Args:
+            graph: the training graph.
+            dataset: the dataset name (or folder) whose preset block applies; default
+                ``graph.name``. A dataset without a block gets the preset's ``default``.
+            preset: the preset name (default: the lower-cased class name; e.g.
+                ``'mmssl-paper'`` for MMSSL with the paper's values).
+            **options: model options set last, like ``model.<key>=<value>`` overrides.
+        """
+        # The presets and their resolution belong to the training layer (the command line's
+        # path); imported here, at call time, so that importing a model never loads them.
+        from ..training.presets import resolve_options
+        from ..training.run import run_model_kwargs
+        from ..training.run_folder import _dataset_key
+        resolved = resolve_options(
+            cls, _dataset_key(str(dataset if dataset is not None else graph.name)),
+            model_name=preset or cls.__name__.lower(),
+            overrides=[(f'model.{k}', v) for k, v in options.items()])
+        return cls(graph, **run_model_kwargs(cls, resolved))
 
     def __init__(self, graph: RecGraph):
         super().__init__()

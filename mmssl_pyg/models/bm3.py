@@ -1,24 +1,28 @@
 """BM3: bootstrapped multimodal latent representations, trained without negative samples."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
-from ._common import (
-    check_optional_int,
-    check_ratio,
-    modality_features,
-    register_features,
-    xavier_normal_linear,
+from ..utils.options import (
+    Choice,
+    Formerly,
+    NoneMeans,
+    NonNegative,
+    NonNegativeInt,
+    PositiveInt,
+    Range,
+    Ratio,
 )
+from ._common import modality_features, register_features, xavier_normal_linear
 from .base import Batch, Recommender
-
-#: Values of ``BM3(pair_sampling=...)``.
-PAIR_SAMPLINGS = ('interactions', 'batch')
 
 
 def _cosine_loss(online: Tensor, target: Tensor) -> Tensor:
@@ -77,7 +81,7 @@ class BM3(Recommender):
         dropout: dropout ratio :math:`p` of the target views (default ``0.5``).
         reg_weight: :math:`\lambda_{reg}` (default ``0.1``).
         cl_weight: :math:`\lambda_{cl}` (default ``2.0``).
-        feat_norm: feature scaling before the projections (default ``'l2'``).
+        feature_norm: feature scaling before the projections (default ``'l2'``).
         train_features: learn the item features (default ``True``, the authors' code).
         pair_sampling: ``'interactions'`` (default, the authors' code) or ``'batch'``.
         batch_size: pairs per step with ``pair_sampling='interactions'``; ``None`` (default)
@@ -89,24 +93,24 @@ class BM3(Recommender):
     """
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 1,
-                 dropout: float = 0.5, reg_weight: float = 0.1, cl_weight: float = 2.0,
-                 feat_norm: str = 'l2', train_features: bool = True,
-                 pair_sampling: str = 'interactions', batch_size: int | None = None):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 num_layers: NonNegativeInt = 1, dropout: Ratio = 0.5,
+                 reg_weight: NonNegative = 0.1, cl_weight: NonNegative = 2.0,
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2',
+                 train_features: bool = True,
+                 pair_sampling: Annotated[str, Choice('interactions', 'batch')] = 'interactions',
+                 batch_size: Annotated[int | None, Range(1),
+                                       NoneMeans("as many pairs as the trainer's batch")] = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
-        self.dropout = check_ratio('dropout', dropout)
+        self.dropout = dropout
         self.reg_weight = reg_weight
         self.cl_weight = cl_weight
-        if pair_sampling not in PAIR_SAMPLINGS:
-            raise ValueError(f'pair_sampling must be one of {PAIR_SAMPLINGS}, '
-                             f'got {pair_sampling!r}')
         self.pair_sampling = pair_sampling
-        self.batch_size = check_optional_int('batch_size', batch_size, 1,
-                                             "(as many pairs as the trainer's batch)")
-        self.train_features = bool(train_features)
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.batch_size = batch_size
+        self.train_features = train_features
+        self.modality_names = register_features(self, graph.features, feature_norm)
         if self.train_features:  # the scaled features become the initial value of a parameter
             for j in range(len(self.modality_names)):
                 setattr(self, f'feat_{j}',

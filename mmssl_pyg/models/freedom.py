@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
 from ..data.graph import RecGraph, bipartite_adjacency
 from ..nn.conv import BipartiteConv
+from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
+from ..utils.options import Formerly, NonNegative, NonNegativeInt, PositiveInt, Ratio
 from ._common import (
-    check_positive_int,
-    check_ratio,
     degree_sensitive_prune,
     item_adjacency,
     knn_graph,
@@ -60,7 +61,7 @@ class FREEDOM(Recommender):
         modality_weights: mixing weights :math:`w_m` of the modality graphs, a list in modality
             order or a ``{modality: weight}`` dict (names the dataset lacks are ignored);
             rescaled to sum to 1 (default: equal; the authors use ``{image: 0.1, text: 0.9}``).
-        feat_norm: feature scaling before the projections (default ``'l2'``).
+        feature_norm: feature scaling before the projections (default ``'l2'``).
         cache_dir: directory of the on-disk frozen-graph cache (default
             ``$MMSSL_PYG_GRAPH_CACHE``; memory only when unset).
 
@@ -69,19 +70,20 @@ class FREEDOM(Recommender):
     """
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 2,
-                 num_item_layers: int = 1, knn_k: int = 10, dropout: float = 0.8,
-                 reg_weight: float = 1e-4,
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 num_layers: NonNegativeInt = 2, num_item_layers: NonNegativeInt = 1,
+                 knn_k: PositiveInt = 10, dropout: Ratio = 0.8, reg_weight: NonNegative = 1e-4,
                  modality_weights: Sequence[float] | dict[str, float] | None = None,
-                 feat_norm: str = 'l2', cache_dir: str | os.PathLike | None = None):
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2',
+                 cache_dir: str | os.PathLike | None = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
         self.num_item_layers = num_item_layers
-        self.knn_k = check_positive_int('knn_k', knn_k)
-        self.dropout = check_ratio('dropout', dropout)
+        self.knn_k = knn_k
+        self.dropout = dropout
         self.reg_weight = reg_weight
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         feats = modality_features(self)
         self.modality_weights = self._modality_weights(modality_weights)
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)

@@ -1,6 +1,8 @@
 """GRCN: graph-refined convolutional network (content-based edge weights and pruning)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -8,8 +10,10 @@ from torch_geometric.utils import softmax
 
 from ..data.graph import RecGraph
 from ..nn.edge_weighted import EdgeWeightedGraph
+from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate
-from ._common import check_positive_int, modality_features, register_features
+from ..utils.options import Formerly, NonNegative, PositiveInt
+from ._common import modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -55,21 +59,22 @@ class GRCN(Recommender):
         num_routing: routing rounds (default ``3``, MMRec's ``n_layers``).
         num_layers: propagation layers of the ID embeddings (default ``2``, as in MMRec).
         reg_weight: L2 weight (default ``1e-4``, a value of MMRec's grid; not tuned here).
-        feat_norm: feature scaling (default ``'l2'``).
+        feature_norm: feature scaling (default ``'l2'``).
     """
     min_modalities = 1
     id_init = 'xavier_normal'
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, latent_dim: int = 64,
-                 num_routing: int = 3, num_layers: int = 2, reg_weight: float = 1e-4,
-                 feat_norm: str = 'l2'):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 latent_dim: PositiveInt = 64, num_routing: PositiveInt = 3,
+                 num_layers: PositiveInt = 2, reg_weight: NonNegative = 1e-4,
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2'):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.latent_dim = latent_dim
         self.num_routing = num_routing
-        self.num_layers = check_positive_int('num_layers', num_layers)
+        self.num_layers = num_layers
         self.reg_weight = reg_weight
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         num_mod = len(self.modality_names)
         self.user_id = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_id = torch.nn.Embedding(graph.num_items, embedding_dim)

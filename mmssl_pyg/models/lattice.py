@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -10,15 +11,11 @@ from torch_geometric.utils import coalesce
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
+from ..nn.features import FeatureNorm
 from ..nn.propagation import light_propagate, sparse_aggregations
 from ..nn.topk import blockwise_topk
-from ._common import (
-    check_positive_int,
-    knn_graph,
-    knn_normalize,
-    modality_features,
-    register_features,
-)
+from ..utils.options import Formerly, NonNegative, NonNegativeInt, PositiveInt, UnitInterval
+from ._common import knn_graph, knn_normalize, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -62,7 +59,7 @@ class LATTICE(Recommender):
         knn_k: neighbours per item in both graphs (default ``10``).
         lambda_coeff: weight :math:`\lambda` of the frozen graph (default ``0.9``).
         reg_weight: L2 weight (default ``1e-5``, the authors' ``regs[0]``).
-        feat_norm: feature scaling before the projections (default ``'l2'``; the frozen graph
+        feature_norm: feature scaling before the projections (default ``'l2'``; the frozen graph
             is the same for any row scaling).
         cache_dir: directory of the on-disk frozen-graph cache (default
             ``$MMSSL_PYG_GRAPH_CACHE``; memory only when unset).
@@ -72,19 +69,21 @@ class LATTICE(Recommender):
     """
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, feat_embed_dim: int = 64,
-                 num_layers: int = 2, num_item_layers: int = 1, knn_k: int = 10,
-                 lambda_coeff: float = 0.9, reg_weight: float = 1e-5, feat_norm: str = 'l2',
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 feat_embed_dim: PositiveInt = 64, num_layers: NonNegativeInt = 2,
+                 num_item_layers: NonNegativeInt = 1, knn_k: PositiveInt = 10,
+                 lambda_coeff: UnitInterval = 0.9, reg_weight: NonNegative = 1e-5,
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2',
                  cache_dir: str | os.PathLike | None = None):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.feat_embed_dim = feat_embed_dim
         self.num_layers = num_layers
         self.num_item_layers = num_item_layers
-        self.knn_k = check_positive_int('knn_k', knn_k)
+        self.knn_k = knn_k
         self.lambda_coeff = lambda_coeff
         self.reg_weight = reg_weight
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         feats = modality_features(self)
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)

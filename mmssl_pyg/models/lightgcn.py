@@ -7,6 +7,7 @@ from torch import Tensor
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
 from ..nn.propagation import light_propagate, sparse_aggregations
+from ..utils.options import NonNegative, NonNegativeInt, PositiveInt
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -28,8 +29,8 @@ class LightGCN(Recommender):
         reg_weight: L2 weight on the batch's layer-0 embeddings (default ``1e-4``).
     """
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 3,
-                 reg_weight: float = 1e-4):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 num_layers: NonNegativeInt = 3, reg_weight: NonNegative = 1e-4):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from ..data.graph import RecGraph
+from ..utils.options import NonNegative, PositiveInt
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -26,7 +27,8 @@ class MF(Recommender):
             value of MMRec's ``BPR.yaml`` search grid; not tuned here).
     """
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, reg_weight: float = 1e-4):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 reg_weight: NonNegative = 1e-4):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.reg_weight = reg_weight

@@ -1,13 +1,17 @@
 """MMGCN: one graph convolution network per modality on the user-item graph."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.graph import RecGraph
 from ..nn.conv import BipartiteConv
-from ._common import check_positive_int, modality_features, register_features
+from ..nn.features import FeatureNorm
+from ..utils.options import Formerly, NoneMeans, NonNegative, PositiveInt, Range
+from ._common import modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -94,18 +98,20 @@ class MMGCN(Recommender):
         num_layers: graph convolution layers per modality (default ``2``, MMRec's
             ``MMGCN.yaml``).
         reg_weight: L2 weight (default ``1e-4``, a value of MMRec's grid; not tuned here).
-        feat_norm: feature scaling (default ``'l2'``; the layer also L2-normalises its input).
+        feature_norm: feature scaling (default ``'l2'``; the layer also L2-normalises its input).
     """
     min_modalities = 1
     id_init = 'xavier_normal'
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, latent_dim: int | None = 256,
-                 num_layers: int = 2, reg_weight: float = 1e-4, feat_norm: str = 'l2'):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 latent_dim: Annotated[int | None, Range(1), NoneMeans('the feature size')] = 256,
+                 num_layers: PositiveInt = 2, reg_weight: NonNegative = 1e-4,
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2'):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
-        self.num_layers = check_positive_int('num_layers', num_layers)
+        self.num_layers = num_layers
         self.reg_weight = reg_weight
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         self.user_id = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_id = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.gcns = torch.nn.ModuleList([

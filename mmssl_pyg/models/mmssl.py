@@ -2,19 +2,20 @@ r"""MMSSL: multi-modal self-supervised learning for recommendation (WWW 2023).""
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
 from ..data.graph import RecGraph, csr_rowptr, unique_edges
-from ..nn.adjacency import LAYOUTS, BipartiteAdjacency
+from ..nn.adjacency import AdjLayout, BipartiteAdjacency
 from ..nn.attention import CrossModalAttention
 from ..nn.conv import BipartiteConv
 from ..nn.critic import RelationCritic
 from ..nn.critic_memory import check_critic_memory
 from ..nn.encoder import (
-    COLD_ITEM_MODES,
-    CONTENT_SCALES,
+    ColdItems,
+    ContentScale,
     MMSSLEmbeddings,
     cold_item_modal,
     collaborative_modality_embeddings,
@@ -24,10 +25,11 @@ from ..nn.encoder import (
     modality_dependency,
     modality_tokens,
 )
+from ..nn.features import FeatureNorm
 from ..nn.generator import ModalityRelationGenerator
-from ..nn.gumbel import gumbel_real_rows, normalised_rows, softmax_is_sparse
+from ..nn.gumbel import GumbelFormula, gumbel_real_rows, normalised_rows, softmax_is_sparse
 from ..nn.losses import (
-    CL_PAIRINGS,
+    ClPairing,
     contrastive_pairs,
     critic_objective,
     cross_modal_info_nce,
@@ -37,7 +39,19 @@ from ..nn.losses import (
 )
 from ..nn.lowrank import LowRankRows
 from ..nn.topk import _csr_gather
-from ._common import check_optional_int, modality_features, register_features
+from ..utils.options import (
+    Choice,
+    Neutral,
+    NoneMeans,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    PositiveInt,
+    Range,
+    Ratio,
+    UnitInterval,
+)
+from ._common import modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 from .modality_graphs import ModalityGraphs
 
@@ -69,6 +83,13 @@ class MMSSL(Recommender):
     Nothing ``users x items`` or ``items x items`` is allocated (relation rows are ``batch x
     items``, in factored form); a critic (:math:`n_i^2/4` weights) that does not fit in memory
     is refused (:mod:`mmssl_pyg.nn.critic_memory`; ``critic_columns`` bounds it).
+
+    **Defaults.** ``MMSSL(graph)`` gives the paper's and released code's values (those of
+    ``configs/mmssl-paper.yaml``, whose ``default`` block is empty). ``mmssl-pyg train --model
+    mmssl`` runs this library's preset instead (``configs/mmssl.yaml``: 3 layers, relative
+    content terms, tuned weights); :meth:`from_preset` builds that model in Python,
+    ``MMSSL.from_preset(graph, 'tiktok')``, and ``preset='mmssl-paper'`` the paper's with its
+    per-dataset values.
 
     **Training protocol** (:mod:`mmssl_pyg.models.base`): per mini-batch :meth:`critic_loss`
     (Adam on :meth:`critic_parameters`), then :meth:`loss`, which reuses the forward pass
@@ -133,34 +154,35 @@ class MMSSL(Recommender):
 
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 2,
-                 num_heads: int = 4, feature_dropout: float = 0.2, norm: str = 'sym',
-                 feature_norm: str = 'standard', topk_rate: float = 0.01,
-                 modality_mix: float = 0.36, fusion_weight: float = 0.55,
-                 mix_scale: str = 'unit', fusion_scale: str = 'unit', cold_items: str = 'none',
-                 cl_weight: float = 0.03, cl_temperature: float = 0.5,
-                 cl_intra_view_negatives: bool = False, cl_pairing: str = 'overall',
-                 adv_weight: float = 1e-4,
-                 gumbel_scale: float = 1e-5, gumbel_temperature: float = 0.005,
-                 gumbel_formula: str = 'paper', aux_weight: float = 100.0,
-                 gp_weight: float = 0.3, critic_dropout: tuple[float, float] = (0.31, 0.5),
-                 critic_negative_slope: float = 0.2, critic_output_scale: float = 1.0,
-                 max_critic_memory: int | None = None, critic_batch_size: int = 1024,
-                 critic_columns: int | None = None, gp_samples: int | None = 64,
-                 adv_samples: int | None = 128, reg_weight: float = 1e-5,
-                 modality_reg_weight: float = 1e-5, ablation: str | None = None,
-                 item_block_size: int = 4096, adj_layout: str = 'csr'):
+    def __init__(
+            self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+            num_layers: NonNegativeInt = 2, num_heads: PositiveInt = 4,
+            feature_dropout: Ratio = 0.2, norm: Annotated[str, Choice('sym', 'row')] = 'sym',
+            feature_norm: FeatureNorm = 'standard',
+            topk_rate: Annotated[float, Range(0, 1, low_open=True)] = 0.01,
+            modality_mix: UnitInterval = 0.36, fusion_weight: UnitInterval = 0.55,
+            mix_scale: ContentScale = 'unit', fusion_scale: ContentScale = 'unit',
+            cold_items: Annotated[ColdItems, Neutral('none')] = 'none',
+            cl_weight: NonNegative = 0.03, cl_temperature: Positive = 0.5,
+            cl_intra_view_negatives: bool = False,
+            cl_pairing: Annotated[ClPairing, Neutral('overall')] = 'overall',
+            adv_weight: NonNegative = 1e-4, gumbel_scale: NonNegative = 1e-5,
+            gumbel_temperature: Positive = 0.005, gumbel_formula: GumbelFormula = 'paper',
+            aux_weight: NonNegative = 100.0, gp_weight: NonNegative = 0.3,
+            critic_dropout: Annotated[tuple[float, float],
+                                      Range(0, 1, high_open=True)] = (0.31, 0.5),
+            critic_negative_slope: NonNegative = 0.2, critic_output_scale: Positive = 1.0,
+            max_critic_memory: Annotated[int | None, Range(1),
+                                         NoneMeans('free device memory')] = None,
+            critic_batch_size: PositiveInt = 1024,
+            critic_columns: Annotated[int | None, Range(8),
+                                      NoneMeans('every item column')] = None,
+            gp_samples: Annotated[int | None, Range(2), NoneMeans('every interpolate')] = 64,
+            adv_samples: Annotated[int | None, Range(2), NoneMeans('every batch user')] = 128,
+            reg_weight: NonNegative = 1e-5, modality_reg_weight: NonNegative = 1e-5,
+            ablation: Annotated[str | None, Choice(*ABLATIONS)] = None,
+            item_block_size: PositiveInt = 4096, adj_layout: AdjLayout = 'csr'):
         super().__init__(graph)
-        for name, value, choices in (('ablation', ablation, ABLATIONS),
-                                     ('norm', norm, ('sym', 'row')),
-                                     ('adj_layout', adj_layout, LAYOUTS),
-                                     ('gumbel_formula', gumbel_formula, ('paper', 'release')),
-                                     ('mix_scale', mix_scale, CONTENT_SCALES),
-                                     ('fusion_scale', fusion_scale, CONTENT_SCALES),
-                                     ('cold_items', cold_items, COLD_ITEM_MODES),
-                                     ('cl_pairing', cl_pairing, CL_PAIRINGS)):
-            if value not in choices:
-                raise ValueError(f'{name} must be one of {choices}, got {value!r}')
         if cl_pairing == 'views' and len(graph.modalities) < 2:
             raise ValueError("cl_pairing='views' contrasts one modality's view with another's "
                              f'and needs two or more modalities; this graph has '
@@ -168,10 +190,8 @@ class MMSSL(Recommender):
         self.modalities, self.num_modalities = graph.modalities, len(graph.modalities)
         self.ablation = ablation
         self.has_critic = ablation not in ('wo_asl', 'rp_gae')
-        self.critic_columns = check_optional_int('critic_columns', critic_columns, 8,
-                                                 '(every item column)')
-        self.gp_samples = check_optional_int('gp_samples', gp_samples, 2, '(every interpolate)')
-        self.adv_samples = check_optional_int('adv_samples', adv_samples, 2, '(every batch user)')
+        self.critic_columns, self.gp_samples = critic_columns, gp_samples
+        self.adv_samples = adv_samples
         #: the critic's input width: ``min(critic_columns, n_items)`` (``n_items`` if None)
         self.critic_width = graph.num_items if critic_columns is None else \
             min(critic_columns, graph.num_items)
@@ -195,7 +215,7 @@ class MMSSL(Recommender):
         self.item_block_size = item_block_size
 
         self.modality_names = register_features(  # scaled once; content only
-            self, {m: graph.features[m] for m in self.modalities}, feature_norm, 'feature_norm')
+            self, {m: graph.features[m] for m in self.modalities}, feature_norm)
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.item_emb = torch.nn.Embedding(graph.num_items, embedding_dim)
         self.generator = ModalityRelationGenerator(

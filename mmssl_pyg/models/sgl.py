@@ -7,7 +7,8 @@ from torch import Tensor
 from ..data.graph import RecGraph, bipartite_adjacency
 from ..nn.conv import BipartiteConv
 from ..nn.propagation import light_propagate, sparse_aggregations
-from ._common import check_positive_int, check_ratio, edge_dropout, info_nce
+from ..utils.options import NonNegative, NonNegativeInt, Positive, PositiveInt, Ratio
+from ._common import edge_dropout, info_nce
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
 
@@ -46,14 +47,14 @@ class SGL(Recommender):
     All defaults are the authors' ``conf/SGL.ini`` (wujcan/SGL-Torch).
     """
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 3,
-                 reg_weight: float = 1e-4, ssl_ratio: float = 0.1, ssl_temp: float = 0.2,
-                 ssl_weight: float = 0.1):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 num_layers: NonNegativeInt = 3, reg_weight: NonNegative = 1e-4,
+                 ssl_ratio: Ratio = 0.1, ssl_temp: Positive = 0.2, ssl_weight: NonNegative = 0.1):
         super().__init__(graph)
-        self.embedding_dim = check_positive_int('embedding_dim', embedding_dim)
+        self.embedding_dim = embedding_dim
         self.num_layers = num_layers
         self.reg_weight = reg_weight
-        self.ssl_ratio = check_ratio('ssl_ratio', ssl_ratio)
+        self.ssl_ratio = ssl_ratio
         self.ssl_temp = ssl_temp
         self.ssl_weight = ssl_weight
         self.user_emb = torch.nn.Embedding(graph.num_users, embedding_dim)

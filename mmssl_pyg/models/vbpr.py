@@ -1,10 +1,14 @@
 """VBPR: BPR matrix factorisation with a visual (content) factor."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from ..data.graph import RecGraph
+from ..nn.features import FeatureNorm
+from ..utils.options import Formerly, NonNegative, PositiveInt
 from ._common import modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
 
@@ -40,19 +44,21 @@ class VBPR(Recommender):
             tuned here).
         use_bias: include the item bias and the visual bias (default ``True``, as in the
             paper; MMRec's version has neither).
-        feat_norm: feature scaling, see :func:`~mmssl_pyg.nn.features.scale_features`
+        feature_norm: feature scaling, see :func:`~mmssl_pyg.nn.features.scale_features`
             (default ``'l2'`` per modality; ``'none'`` feeds raw features like MMRec).
     """
     min_modalities = 1
 
-    def __init__(self, graph: RecGraph, embedding_dim: int = 64, visual_dim: int = 64,
-                 reg_weight: float = 1e-4, use_bias: bool = True, feat_norm: str = 'l2'):
+    def __init__(self, graph: RecGraph, embedding_dim: PositiveInt = 64,
+                 visual_dim: PositiveInt = 64, reg_weight: NonNegative = 1e-4,
+                 use_bias: bool = True,
+                 feature_norm: Annotated[FeatureNorm, Formerly('feat_norm')] = 'l2'):
         super().__init__(graph)
         self.embedding_dim = embedding_dim
         self.visual_dim = visual_dim
         self.reg_weight = reg_weight
         self.use_bias = use_bias
-        self.modality_names = register_features(self, graph.features, feat_norm)
+        self.modality_names = register_features(self, graph.features, feature_norm)
         feat_dim = sum(f.size(1) for f in modality_features(self))
         self.user_id = torch.nn.Embedding(graph.num_users, embedding_dim)
         self.user_visual = torch.nn.Embedding(graph.num_users, visual_dim)

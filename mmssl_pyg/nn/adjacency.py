@@ -1,13 +1,18 @@
 """A normalised bipartite adjacency in the layout the message-passing layers read."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from ..data.graph import bipartite_adjacency
+from ..utils.options import Choice
 from .conv import BipartiteConv
 
 LAYOUTS = ('csr', 'coo', 'edge_index', 'sparse_tensor')
+#: A model option naming one of :data:`LAYOUTS` (see :mod:`mmssl_pyg.utils.options`).
+AdjLayout = Annotated[str, Choice(*LAYOUTS)]
 
 
 class BipartiteAdjacency(torch.nn.Module):

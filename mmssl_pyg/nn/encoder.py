@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..utils.options import Choice
 from .adjacency import BipartiteAdjacency
 from .attention import CrossModalAttention
 from .conv import BipartiteConv
@@ -53,7 +54,8 @@ def collaborative_modality_embeddings(adj: BipartiteAdjacency, conv: BipartiteCo
     return list(user.split(widths, 1)), list(item.split(widths, 1))
 
 
-COLD_ITEM_MODES = ('none', 'features')
+#: MMSSL's ``cold_items`` option: the ``mode`` of :func:`cold_item_modal`.
+ColdItems = Annotated[str, Choice('none', 'features')]
 
 
 def cold_item_modal(item_modal: Sequence[Tensor], features: Sequence[Tensor], cold: Tensor,
@@ -68,8 +70,6 @@ def cold_item_modal(item_modal: Sequence[Tensor], features: Sequence[Tensor], co
     other items' :math:`\mathbf{i}^m` (detached), so its relation scores are on the warm
     items' scale. With no cold items the input is returned unchanged.
     """
-    if mode not in COLD_ITEM_MODES:
-        raise ValueError(f'cold_items must be one of {COLD_ITEM_MODES}, got {mode!r}')
     if mode == 'none' or cold.numel() == 0:
         return list(item_modal)
     out = []
@@ -109,7 +109,8 @@ def modality_dependency(attention: CrossModalAttention, user_views: Sequence[Ten
     return fused[:num_users], fused[num_users:]
 
 
-CONTENT_SCALES = ('unit', 'relative')
+#: MMSSL's ``mix_scale`` / ``fusion_scale`` options: the ``scale`` of :func:`content_scale`.
+ContentScale = Annotated[str, Choice('unit', 'relative')]
 
 
 def content_scale(reference: Tensor, scale: str) -> Tensor | float:
@@ -123,9 +124,7 @@ def content_scale(reference: Tensor, scale: str) -> Tensor | float:
     """
     if scale == 'unit':
         return 1.0
-    if scale == 'relative':
-        return reference.detach().norm(dim=1).mean()
-    raise ValueError(f'content scale must be one of {CONTENT_SCALES}, got {scale!r}')
+    return reference.detach().norm(dim=1).mean()  # 'relative
 
 
 def high_order_connectivity(adj: BipartiteAdjacency, conv: BipartiteConv, user_x: Tensor,

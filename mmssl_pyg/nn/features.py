@@ -8,29 +8,33 @@ looks alike and the offset dominates the inner products of Eq. 3. The modalities
 also differ (mean row norm 33 for image, 4.5 for audio). Standardising removes the offset,
 puts the modalities on one scale, keeps the per-dimension contrast (``'l2'``, unit rows,
 keeps the offset) and uses no interaction data, so it cannot leak held-out information.
-``'none'`` reproduces the release. The baselines default to ``feat_norm='l2'``.
+``'none'`` reproduces the release. The baselines default to ``feature_norm='l2'`` (called
+``feat_norm`` before; options saved under that name are still read).
 """
 from __future__ import annotations
+
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FEATURE_NORMS = ('standard', 'l2', 'none')
+from ..utils.options import Choice
+
+#: The models' feature-scaling option (see :mod:`mmssl_pyg.utils.options`).
+FeatureNorm = Annotated[str, Choice('standard', 'l2', 'none')]
 
 
-def scale_features(x: Tensor, how: str, option: str = 'feature_norm') -> Tensor:
+def scale_features(x: Tensor, how: str) -> Tensor:
     """Scale ``[num_items, d]`` raw features; returns float32.
 
     Args:
         x: the features.
         how: ``'standard'`` (each column to zero mean and unit population variance; constant
             columns only centred), ``'l2'`` (each item's row to unit length; keeps the cosine
-            geometry) or ``'none'`` (as given).
-        option: the option's name in the error message (``feature_norm`` / ``feat_norm``).
+            geometry) or ``'none'`` (as given); checked where the option is declared
+            (:data:`FeatureNorm`).
     """
-    if how not in FEATURE_NORMS:
-        raise ValueError(f'{option} must be one of {FEATURE_NORMS}, got {how!r}')
     x = x.float()
     if how == 'standard':
         std = x.std(0, unbiased=False)

@@ -13,12 +13,17 @@ when the softmax is not sparse (and the reference the tests compare with).
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
+from ..utils.options import Choice
 from .generator import row_scale
 from .lowrank import LowRankRows
 
+#: MMSSL's ``gumbel_formula`` option: the ``formula`` of :func:`gumbel_transform`.
+GumbelFormula = Annotated[str, Choice('paper', 'release')]
 #: the largest gap between two Gumbel samples of :func:`gumbel_noise` (eps = 1e-8)
 GUMBEL_RANGE = 21.4
 
@@ -41,10 +46,8 @@ def gumbel_transform(interactions: Tensor, noise: Tensor, scale: float = 1e-5,
     """
     if formula == 'paper':
         logits = (interactions + scale * noise) / temperature
-    elif formula == 'release':
+    else:  # 'release'
         logits = interactions + (scale / temperature) * noise
-    else:
-        raise ValueError(f"formula must be 'paper' or 'release', got {formula!r}")
     return torch.softmax(logits, dim=-1)
 
 

@@ -4,11 +4,13 @@ the cross-modal InfoNCE (Eq. 11)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..utils.options import Choice
 from .critic import frozen
 
 
@@ -48,8 +50,9 @@ def cross_modal_info_nce(anchor: Tensor, target: Tensor, temperature: float = 0.
     return F.cross_entropy(logits, target_idx)
 
 
-#: Which views Eq. 11 contrasts (``cl_pairing``, :func:`contrastive_pairs`).
-CL_PAIRINGS = ('overall', 'items', 'views')
+#: Which views Eq. 11 contrasts: MMSSL's ``cl_pairing`` option, the ``pairing`` of
+#: :func:`contrastive_pairs` (the paper's first).
+ClPairing = Annotated[str, Choice('overall', 'items', 'views')]
 
 
 def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user_rows: Tensor,
@@ -65,7 +68,7 @@ def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user_rows: Ten
       batch's positive items (a repeated item is not its own negative, through ``ids``).
     - ``'views'``: view to view, :math:`(\mathbf{H}^m_u, \mathbf{H}^{m'}_u)` for every ordered
       pair :math:`m \neq m'`; :math:`\mathbf{e}^*_u`, which BPR trains, is not contrasted.
-      Needs at least two modalities.
+      Needs at least two modalities (MMSSL checks both when it is built).
 
     Args:
         user_views, item_views: :math:`\mathbf{H}^m_u` ``[n_u, d]``, :math:`\mathbf{H}^m_i`
@@ -74,12 +77,7 @@ def contrastive_pairs(pairing: str, user_views: Sequence[Tensor], user_rows: Ten
             batch's users and positive items ``[B, d]`` (the rows BPR already gathered).
         users, items: the batch's (distinct) user ids and positive item ids ``[B]``.
     """
-    if pairing not in CL_PAIRINGS:
-        raise ValueError(f'cl_pairing must be one of {CL_PAIRINGS}, got {pairing!r}')
     if pairing == 'views':
-        if len(user_views) < 2:
-            raise ValueError("cl_pairing='views' needs at least two modalities, got "
-                             f"{len(user_views)}; use the default 'overall'")
         return [(a[users], b[users], None) for m, a in enumerate(user_views)
                 for n, b in enumerate(user_views) if m != n]
     pairs = [(h[users], user_rows, None) for h in user_views]

@@ -1,8 +1,10 @@
-"""Trainer options (:class:`TrainConfig`) and the rules every option value is checked against.
+"""Trainer options (:class:`TrainConfig`) and the checks of every option value.
 
-One place defines each option's type and bounds (:data:`OPTION_RULES`, through
-:func:`check_option`), the default cut-offs and metric names, and which trainer options
-never change a result or may change on resume. The preset loader is
+A trainer option's type and bounds are in :data:`OPTION_RULES`; a model option's are declared
+in its model's signature (:mod:`mmssl_pyg.utils.options`). :func:`check_option` checks both
+with one conversion. Also here: the default cut-offs and metric names, which trainer options
+never change a result or may change on resume, and what benchmark unit keys derive from the
+model declarations (:func:`neutral_values`, :func:`stored_model_kwargs`). The preset loader is
 :mod:`mmssl_pyg.training.presets`.
 """
 from __future__ import annotations
@@ -10,14 +12,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..nn.encoder import COLD_ITEM_MODES, CONTENT_SCALES
-from ..nn.losses import CL_PAIRINGS
-from ..utils.yamlio import load_yaml
+from ..utils.options import ConfigError, Rule, convert, declared_options
 
 #: Cut-offs of the reported metrics (``TrainConfig.ks``, ``mmssl-pyg evaluate --ks``).
 DEFAULT_KS = (10, 20, 50)
@@ -30,10 +29,6 @@ NON_RESULT_TRAIN_KEYS = ('progress', 'device', 'num_threads', 'eval_batch_size')
 #: Trainer options that may differ when a run is resumed: those that never change a result,
 #: and the stopping rule (a resumed run may be given more epochs or patience).
 RESUMABLE = ('epochs', 'patience') + NON_RESULT_TRAIN_KEYS
-
-
-class ConfigError(ValueError):
-    """A bad option name or value in a preset, a config file or a ``key=value`` override."""
 
 
 @dataclass
@@ -159,61 +154,17 @@ def check_keys(values: dict, valid: dict | None, source: str, section: str) -> N
             f'{", ".join(map(repr, unknown))}; valid {section} options: {", ".join(sorted(valid))}')
 
 
-@dataclass(frozen=True)
-class Rule:
-    """Type and bounds of one option (see :data:`OPTION_RULES`).
-
-    Args:
-        kind: ``int``, ``float``, ``bool``, ``str`` or ``tuple``.
-        low, high: bounds (``None``: unbounded); ``low_open`` / ``high_open`` exclude them.
-        optional: ``None`` is a valid value.
-        item: the rule of each element (``tuple`` options).
-        length: the required number of elements (``tuple`` options).
-        choices: the valid values (``str`` options).
-    """
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    optional: bool = False
-    item: Rule | None = None
-    length: int | None = None
-    choices: tuple[str, ...] | None = None
-
-    def describe(self, plural: bool = False) -> str:
-        if self.kind is tuple:
-            n = f'{self.length} ' if self.length else ''
-            text = f'a list of {n}{self.item.describe(True) if self.item else "values"}'
-        elif self.choices:
-            text = f'one of {", ".join(self.choices)}'
-        else:
-            names = {int: ('an integer', 'integers'), float: ('a number', 'numbers'),
-                     bool: ('true or false', 'booleans'), str: ('a string', 'strings')}
-            text = names[self.kind][plural]
-            if self.low is not None and self.high is not None:
-                text += (f' in {"(" if self.low_open else "["}{_num(self.low)}, '
-                         f'{_num(self.high)}{")" if self.high_open else "]"}')
-            elif self.low is not None:
-                text += f' {">" if self.low_open else ">="} {_num(self.low)}'
-        return text + (' (or null)' if self.optional else '')
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
-
-
 _POS_INT = Rule(int, 1)
 _NONNEG_INT = Rule(int, 0)
 _POS = Rule(float, 0, low_open=True)
 _NONNEG = Rule(float, 0)
-_UNIT = Rule(float, 0, 1)
 _RATIO = Rule(float, 0, 1, high_open=True)
 _SEED_MAX = 2 ** 32 - 1  # numpy's seed range
 
-#: Type and bounds of every option, keyed by ``'train.<name>'`` or ``'model.<name>'``. A model
-#: option shares the rule of its name whatever the model; an option not listed here is checked
-#: against the type of its default value.
+#: Type and bounds of every trainer option (``'train.<name>'``) and command-line value
+#: (``'cli.<name>'``). Model options are declared in their model's signature
+#: (:mod:`mmssl_pyg.utils.options`, :func:`model_option_rules`); an option without a rule is
+#: checked against the type of its default value.
 OPTION_RULES: dict[str, Rule] = {
     'train.lr': _POS, 'train.weight_decay': _NONNEG, 'train.critic_lr': _POS,
     'train.critic_betas': Rule(tuple, item=_RATIO, length=2),
@@ -226,35 +177,20 @@ OPTION_RULES: dict[str, Rule] = {
     'train.seed': Rule(int, 0, _SEED_MAX), 'train.device': Rule(str),
     'train.num_threads': Rule(int, 1, optional=True), 'train.progress': Rule(bool),
     'train.precision': Rule(str, choices=PRECISIONS),
-    'model.embedding_dim': _POS_INT, 'model.num_layers': _NONNEG_INT,
-    'model.num_item_layers': _NONNEG_INT, 'model.num_heads': _POS_INT,
-    'model.latent_dim': Rule(int, 1, optional=True), 'model.feat_embed_dim': _POS_INT,
-    'model.visual_dim': _POS_INT, 'model.knn_k': _POS_INT, 'model.num_routing': _POS_INT,
-    'model.dropout': _RATIO, 'model.feature_dropout': _RATIO, 'model.ssl_ratio': _RATIO,
-    'model.critic_dropout': Rule(tuple, item=_RATIO, length=2),
-    'model.reg_weight': _NONNEG, 'model.modality_reg_weight': _NONNEG,
-    'model.cl_weight': _NONNEG, 'model.adv_weight': _NONNEG, 'model.aux_weight': _NONNEG,
-    'model.gp_weight': _NONNEG, 'model.ssl_weight': _NONNEG, 'model.gumbel_scale': _NONNEG,
-    'model.critic_negative_slope': _NONNEG, 'model.cl_temperature': _POS,
-    'model.ssl_temp': _POS, 'model.gumbel_temperature': _POS,
-    'model.critic_output_scale': _POS, 'model.topk_rate': Rule(float, 0, 1, low_open=True),
-    'model.modality_mix': _UNIT, 'model.fusion_weight': _UNIT, 'model.lambda_coeff': _UNIT,
-    'model.max_critic_memory': Rule(int, 1, optional=True),
-    'model.critic_batch_size': _POS_INT, 'model.critic_columns': Rule(int, 1, optional=True),
-    'model.gp_samples': Rule(int, 2, optional=True),
-    'model.adv_samples': Rule(int, 2, optional=True),
-    'model.item_block_size': _POS_INT, 'model.use_bias': Rule(bool),
-    'model.cl_intra_view_negatives': Rule(bool),
-    'model.mix_scale': Rule(str, choices=CONTENT_SCALES),
-    'model.fusion_scale': Rule(str, choices=CONTENT_SCALES),
-    'model.cold_items': Rule(str, choices=COLD_ITEM_MODES),
-    'model.cl_pairing': Rule(str, choices=CL_PAIRINGS),
     'cli.k': _POS_INT, 'cli.users': Rule(tuple, item=Rule(int, 0)),
 }
 
 
-def _rule_for(section: str, key: str, reference: Any) -> Rule | None:
+def model_option_rules(model_cls) -> dict[str, Rule]:
+    """``{keyword: Rule}`` of the options ``model_cls`` declares with a checkable type."""
+    return {name: opt.rule for name, opt in declared_options(model_cls).items()
+            if opt.rule is not None}
+
+
+def _rule_for(section: str, key: str, reference: Any, model_cls=None) -> Rule | None:
     rule = OPTION_RULES.get(f'{section}.{key}')
+    if rule is None and section == 'model' and model_cls is not None:
+        rule = model_option_rules(model_cls).get(key)
     if rule is not None:
         return rule
     if isinstance(reference, bool):
@@ -266,93 +202,20 @@ def _rule_for(section: str, key: str, reference: Any) -> Rule | None:
     return None  # strings, None defaults, lists, paths: the model checks them
 
 
-def _convert(value: Any, rule: Rule, source: str, key: str, element: bool = False,
-             label: str | None = None) -> Any:
-    """``value`` as ``rule.kind`` within its bounds; :class:`ConfigError` naming the source
-    and the option (``label`` replaces ``option '<key>'``)."""
-    def bad(extra: str = '') -> ConfigError:
-        what = f'option {key!r}' if label is None else label
-        if element:
-            what = f'each value of {what}' if what else 'each value'
-        got = 'nothing' if value is None else repr(value)
-        prefix = f'{source}: ' if source else ''
-        return ConfigError(f'{prefix}{what} expects {rule.describe()}, got {got}{extra}'
-                           .strip())
-
-    if value is None:
-        if rule.optional:
-            return None
-        raise bad()
-    kind = rule.kind
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ('true', 'false', 'yes', 'no', '1', '0'):
-            return value.lower() in ('true', 'yes', '1')
-        raise bad()
-    if kind is tuple:
-        items = value
-        if isinstance(value, str):  # "10,20,50"
-            items = [load_yaml(v) for v in value.split(',') if v.strip()]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            items = [value]
-        if not isinstance(items, (list, tuple)) or not items:
-            raise bad()
-        if rule.length is not None and len(items) != rule.length:
-            raise bad(f' ({len(items)} values)')
-        out = tuple(_convert(v, rule.item, source, key, True, label) if rule.item else v
-                    for v in items)
-        if len(set(out)) != len(out) and rule.length is None:
-            prefix = f'{source}: ' if source else ''
-            what = f'option {key!r}' if label is None else label
-            raise ConfigError(f'{prefix}{what} lists a value more than once: {list(out)}'
-                              .strip())
-        return out
-    if kind is str:
-        if not isinstance(value, str):
-            raise bad()
-        if rule.choices is not None and value not in rule.choices:
-            raise bad()
-        return value
-    # numbers
-    if isinstance(value, bool):
-        raise bad()
-    if isinstance(value, str):
-        try:
-            value = float(value.strip()) if kind is float or not value.strip().lstrip(
-                '+-').isdigit() else int(value.strip())
-        except ValueError:
-            raise bad() from None
-    if not isinstance(value, (int, float)):
-        raise bad()
-    if kind is int:
-        if isinstance(value, float):
-            if not (math.isfinite(value) and value.is_integer()):
-                raise bad()
-            value = int(value)
-    else:
-        value = float(value)
-        if not math.isfinite(value):
-            raise bad()
-    if rule.low is not None and (value < rule.low or (rule.low_open and value == rule.low)):
-        raise bad()
-    if rule.high is not None and (value > rule.high or (rule.high_open and value == rule.high)):
-        raise bad()
-    return value
-
-
 def check_option(section: str, key: str, value: Any, reference: Any = None,
-                 source: str = 'options', label: str | None = None) -> Any:
-    """Type-check and bound-check one option value (the one place where every option of the
-    trainer and of the models is validated).
+                 source: str = 'options', label: str | None = None, model_cls=None) -> Any:
+    """Type-check and bound-check one option value: a trainer option against
+    :data:`OPTION_RULES`, a model option against its declaration in ``model_cls``'s signature
+    (the same check the model runs when it is built).
 
     Args:
-        section: ``'model'`` or ``'train'``.
+        section: ``'model'``, ``'train'`` or ``'cli'``.
         key: the option name.
         value: the value as given (YAML-typed, or a string from the command line).
         reference: the option's default (its type is used for options without a rule).
         source: where the value came from (named in the error).
         label: how the error names the option (default ``option '<key>'``).
+        model_cls: the model class (``section='model'``).
 
     Returns:
         The value converted to the option's type (``'1e-3'`` -> ``0.001``, ``2.0`` -> ``2``
@@ -362,10 +225,39 @@ def check_option(section: str, key: str, value: Any, reference: Any = None,
         ConfigError: naming the source, the option, the expected type and bounds, and the
             value.
     """
-    rule = _rule_for(section, key, reference)
+    rule = _rule_for(section, key, reference, model_cls)
     if rule is None:
         return value
-    return _convert(value, rule, source, key, label=label)
+    return convert(value, rule, source, key, label=label)
+
+
+def neutral_values(model_classes) -> dict[str, Any]:
+    """``{option: neutral value}`` over ``model_classes``: the options added after results were
+    stored (declared with :class:`~mmssl_pyg.utils.options.Neutral`)."""
+    out: dict[str, Any] = {}
+    for cls in model_classes:
+        for name, opt in declared_options(cls).items():
+            if opt.has_neutral:
+                if out.get(name, opt.neutral) != opt.neutral:
+                    raise ConfigError(f'option {name!r} has two neutral values: '
+                                      f'{out[name]!r} and {opt.neutral!r} ({cls.__name__})')
+                out[name] = opt.neutral
+    return out
+
+
+def stored_model_kwargs(model_cls, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``model_kwargs`` as results stored before later options and renames recorded them: an
+    option at its neutral value is left out, a renamed option is under its former name (see
+    :mod:`mmssl_pyg.utils.options`). Benchmark unit keys are built from this, so stored units
+    keep their hashes."""
+    options = declared_options(model_cls)
+    out = {}
+    for name, value in model_kwargs.items():
+        opt = options.get(name)
+        if opt is not None and opt.has_neutral and value == opt.neutral:
+            continue
+        out[opt.formerly if opt is not None and opt.formerly else name] = value
+    return out
 
 
 def coerce(value: Any, reference: Any, key: str, source: str, section: str = 'train') -> Any:

@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from ..utils.options import current_names
 from ..utils.yamlio import load_yaml
 from .options import (
     ConfigError,
@@ -245,11 +246,12 @@ def resolve_options(model_cls, dataset: str, model_name: str | None = None,
         target = model_kw if section == 'model' else train_kw
         for k, v in values.items():
             ref = (valid or {}).get(k)
-            target[k] = check_option(section, k, v, ref, source)
+            target[k] = check_option(section, k, v, ref, source, model_cls=model_cls)
             sources[f'{section}.{k}'] = source
 
     if base is not None:
-        apply(dict(base[0]), 'model', 'saved run options')
+        # options saved under a former name (a run from before a rename) keep their value
+        apply(current_names(model_cls, dict(base[0])), 'model', 'saved run options')
         apply(dict(base[1]), 'train', 'saved run options')
     else:
         for section, values, source in preset_layers(model_name, dataset):

@@ -202,3 +202,19 @@ def test_stored_units_keep_their_hashes_when_options_are_added():
         **record['spec']['model_options'], 'cold_items': 'features'}})
     assert C.unit_key(other, C.resolve(other, 'cpu'), 'cpu')['model_kwargs']['cold_items'] == \
         'features'
+
+
+def test_stored_units_keep_their_hashes_when_an_option_is_renamed():
+    """A committed FREEDOM unit from before ``feat_norm`` became ``feature_norm`` is found
+    again: its key keeps the former name (``Formerly('feat_norm')`` in the signature)."""
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / \
+        'benchmarks/results/accuracy/units/freedom__tiktok__tuned__s0__2581f78e54eb.json'
+    record = json.loads(path.read_text())
+    assert record['key']['model_kwargs']['feat_norm'] == 'l2'
+    unit = C.Unit(**record['spec'])
+    options = C.resolve(unit, 'cpu')
+    assert 'feature_norm' not in options.model_kwargs  # the class default, l2
+    key = C.unit_key(unit, options, 'cpu')
+    assert key == record['key'] and C.key_hash(key) == record['hash'] == '2581f78e54eb'

@@ -59,7 +59,7 @@ def test_loss_matches_the_objective_computed_by_hand(train_features):
     torch.manual_seed(0)
     graph = make_tiny_graph(2)
     model = BM3(graph, embedding_dim=6, dropout=0.0, reg_weight=0.3, cl_weight=1.5,
-                feat_norm='none', train_features=train_features, pair_sampling='batch')
+                feature_norm='none', train_features=train_features, pair_sampling='batch')
     for lin in [model.predictor, *model.projections]:  # non-zero biases enter the check
         torch.nn.init.normal_(lin.bias)
     model.train()
@@ -134,7 +134,7 @@ def test_training_pairs_are_interactions_drawn_uniformly():
 def test_features_are_trained_like_the_authors_embeddings():
     torch.manual_seed(0)
     graph = make_tiny_graph(2)
-    model = BM3(graph, feat_norm='none')
+    model = BM3(graph, feature_norm='none')
     params = dict(model.named_parameters())
     assert 'feat_0' in params and 'feat_1' in params
     assert torch.equal(model.feat_0.detach(), graph.features['m0'].float())  # raw start

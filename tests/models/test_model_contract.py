@@ -63,3 +63,72 @@ def test_every_model_keeps_the_contract(name, tiny_graph):
         seen = set(col[rowptr[u]:rowptr[u + 1]].tolist())
         assert not seen & set(top[r].tolist())  # training items are excluded
         assert torch.all(scores[r, :-1] >= scores[r, 1:])  # best first
+
+
+# --------------------------------------------------------------------------- one default per name
+class _Built(BaseException):
+    """Stops a command (or a call) once the model's keyword arguments are known."""
+
+
+def _constructor_kwargs(monkeypatch, cls, build) -> dict:
+    """The keyword arguments ``build()`` hands to ``cls``'s constructor (the spy keeps the
+    constructor's signature: the option checks read it, and cache what they read)."""
+    import functools
+    seen = {}
+
+    @functools.wraps(cls.__init__)
+    def spy(self, graph, **kwargs):
+        seen.update(kwargs)
+        raise _Built
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cls, '__init__', spy)
+        with pytest.raises(_Built):
+            build()
+    return seen
+
+
+@pytest.fixture(scope='module')
+def no_block_dataset(tmp_path_factory):
+    """TikTok-mini's files under a name no preset has a block for."""
+    import shutil
+    from pathlib import Path
+    folder = tmp_path_factory.mktemp('from-preset') / 'my-data'
+    shutil.copytree(Path(__file__).resolve().parents[2] / 'datasets' / 'tiktok-mini' / 'raw',
+                    folder / 'raw')
+    return str(folder)
+
+
+@pytest.mark.parametrize('where', ['tiktok', 'no block'])
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_from_preset_builds_what_the_command_line_builds(name, where, monkeypatch, tmp_path,
+                                                         no_block_dataset):
+    """``Model.from_preset(graph, dataset)`` and ``mmssl-pyg train --model <name> --dataset
+    <dataset>`` give the constructor the same options: on TikTok (a preset block) and on a
+    dataset without a block (the preset's default)."""
+    from mmssl_pyg import cli
+    from mmssl_pyg.training.run import load_graph
+    cls = MODELS[name]
+    dataset = 'tiktok' if where == 'tiktok' else no_block_dataset
+    graph = load_graph(dataset)
+    command = _constructor_kwargs(monkeypatch, cls, lambda: cli.main(
+        ['train', '--model', name, '--dataset', dataset, '--device', 'cpu',
+         '--wandb', 'disabled', '--run-dir', str(tmp_path / 'run')]))
+    python = _constructor_kwargs(monkeypatch, cls, lambda: cls.from_preset(
+        graph, dataset, preset=name))
+    assert python == command
+    assert not (tmp_path / 'run').exists()
+    if name == 'mmssl':  # the preset, not the constructor's (the paper's) values
+        assert python['num_layers'] == 3 and python['fusion_scale'] == 'relative'
+
+
+def test_from_preset_defaults_to_the_class_preset_and_takes_overrides(tiny_graph):
+    from mmssl_pyg.models import MMSSL
+    model = MMSSL.from_preset(tiny_graph, 'tiktok', embedding_dim=8, num_heads=2)
+    assert (model.num_layers, model.fusion_scale, model.embedding_dim) == (3, 'relative', 8)
+    assert model.gumbel_temperature == 0.002  # the TikTok block
+    paper = MMSSL.from_preset(tiny_graph, 'tiktok', preset='mmssl-paper', embedding_dim=8,
+                              num_heads=2)
+    assert (paper.num_layers, paper.fusion_scale) == (2, 'unit')
+    bare = MMSSL(tiny_graph, embedding_dim=8, num_heads=2)  # the constructor: the paper's
+    assert (bare.num_layers, bare.fusion_scale, bare.cl_weight) == (2, 'unit', 0.03)

@@ -31,10 +31,10 @@ def test_sample_options_defaults_minimum_and_messages():
     small = _model(graph, gp_samples=2, adv_samples=2)  # the minimum is accepted
     assert (small.gp_samples, small.adv_samples) == (2, 2)
     assert _model(graph, gp_samples=None, adv_samples=None).gp_samples is None
-    cases = [({'gp_samples': 1},
-              'gp_samples must be None (every interpolate) or an integer >= 2, got 1'),
-             ({'adv_samples': 1},
-              'adv_samples must be None (every batch user) or an integer >= 2, got 1')]
+    cases = [({'gp_samples': 1}, "MMSSL: option 'gp_samples' expects an integer >= 2 (or "
+                                 "null: every interpolate), got 1"),
+             ({'adv_samples': 1}, "MMSSL: option 'adv_samples' expects an integer >= 2 (or "
+                                  "null: every batch user), got 1")]
     for kwargs, message in cases:
         with pytest.raises(ValueError) as err:
             _model(graph, **kwargs)

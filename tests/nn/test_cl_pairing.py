@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models.base import Batch
 from mmssl_pyg.models.mmssl import MMSSL
-from mmssl_pyg.nn.losses import CL_PAIRINGS, contrastive_pairs, cross_modal_info_nce
+from mmssl_pyg.nn.losses import contrastive_pairs, cross_modal_info_nce
+from mmssl_pyg.utils.options import declared_options
 
 E = math.e
 
@@ -71,11 +72,10 @@ def test_contrastive_pairs_by_pairing():
     three = contrastive_pairs('views', uv + [user], user[users], iv, item[items], users, items)
     assert len(three) == 6  # every ordered pair of 3 modalities
 
-    with pytest.raises(ValueError, match="needs at least two modalities, got 1"):
-        contrastive_pairs('views', uv[:1], user[users], iv[:1], item[items], users, items)
-    with pytest.raises(ValueError, match=r"cl_pairing must be one of \('overall', 'items', "):
-        contrastive_pairs('pairs', uv, user[users], iv, item[items], users, items)
-    assert CL_PAIRINGS[0] == 'overall'  # the paper's pairing is the default and listed first
+    # the paper's pairing is the default, listed first, and the neutral value of unit keys
+    option = declared_options(MMSSL)['cl_pairing']
+    assert option.rule.choices == ('overall', 'items', 'views')
+    assert option.default == option.neutral == 'overall'
 
 
 def _graph(num_modalities=2):
@@ -141,7 +141,8 @@ def test_views_pairing_needs_two_modalities_and_names_the_fix():
     with pytest.raises(ValueError, match=r"needs two or more modalities; this graph has "
                                          r"\['m0'\]\. Use cl_pairing='overall'"):
         MMSSL(_graph(1), embedding_dim=8, num_heads=2, cl_pairing='views')
-    with pytest.raises(ValueError, match='cl_pairing must be one of'):
+    with pytest.raises(ValueError, match=r"^MMSSL: option 'cl_pairing' expects one of overall, "
+                                         r"items, views, got 'both'$"):
         MMSSL(_graph(), embedding_dim=8, num_heads=2, cl_pairing='both')
     MMSSL(_graph(1), embedding_dim=8, num_heads=2, cl_pairing='items')  # fine with one
 

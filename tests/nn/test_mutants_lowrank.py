@@ -197,14 +197,18 @@ def test_softmax_is_sparse_default_formula_and_the_boundary():
 
 
 # --------------------------------------------------------------------------- features
-def test_scale_features_error_names_the_default_option():
+def test_feature_norm_choices_are_declared_once_for_every_model():
+    """``scale_features`` trusts its mode: the choices are the ``FeatureNorm`` declaration,
+    which every model with features uses, and which its constructor checks."""
+    from mmssl_pyg.models import MODELS
+    from mmssl_pyg.nn.features import FeatureNorm
+    from mmssl_pyg.utils.options import declared_options, rule_of
     x = torch.ones(2, 3)
-    with pytest.raises(ValueError) as err:
-        scale_features(x, 'minmax')
-    assert str(err.value) == ("feature_norm must be one of ('standard', 'l2', 'none'), "
-                              "got 'minmax'")
-    with pytest.raises(ValueError, match=r"^feat_norm must be one of"):
-        scale_features(x, 'minmax', option='feat_norm')
+    assert torch.equal(scale_features(x, 'none'), x)
+    rules = [opt.rule for cls in set(MODELS.values())
+             for opt in declared_options(cls).values() if opt.name.endswith('_norm')]
+    assert len(rules) == 7 and all(r == rule_of(FeatureNorm) for r in rules)
+    assert rule_of(FeatureNorm).choices == ('standard', 'l2', 'none')
 
 
 def test_standard_scaling_of_narrow_and_constant_columns():

@@ -34,7 +34,7 @@ from mmssl_pyg.nn.critic_memory import (
     critic_memory_estimate,
 )
 from mmssl_pyg.nn.generator import _accumulate_dtype
-from mmssl_pyg.nn.gumbel import gumbel_noise, gumbel_transform
+from mmssl_pyg.nn.gumbel import gumbel_noise, gumbel_transform, softmax_is_sparse
 from mmssl_pyg.nn.losses import projected_gradient_penalty, relation_reconstruction_loss
 
 
@@ -133,16 +133,15 @@ def test_sparse_tensor_availability_follows_the_installed_package():
 
 
 # --------------------------------------------------------------------------- critic
-def test_gumbel_transform_defaults_and_bad_formula():
+def test_gumbel_transform_defaults_and_release_formula():
     torch.manual_seed(0)
     a = (torch.rand(3, 6) < 0.4).float()
     g = torch.randn(3, 6)
     # documented defaults: scale 1e-5, temperature 0.005, the paper's formula
     want = torch.softmax((a + 1e-5 * g) / 0.005, dim=1)
     assert torch.allclose(gumbel_transform(a, g), want, atol=1e-6)
-    with pytest.raises(ValueError) as err:
-        gumbel_transform(a, g, formula='other')
-    assert str(err.value) == "formula must be 'paper' or 'release', got 'other'"
+    release = torch.softmax(a + (1e-5 / 0.005) * g, dim=1)
+    assert torch.allclose(gumbel_transform(a, g, formula='release'), release, atol=1e-6)
 
 
 def test_relation_critic_documented_defaults_and_repr():
@@ -451,16 +450,19 @@ def test_mmssl_documented_defaults(monkeypatch):
 def test_mmssl_argument_errors_in_full():
     graph = _tiny_graph()
     cases = [
-        ({'ablation': 'x'}, "ablation must be one of (None, 'wo_asl', 'wo_cl', 'wo_gt', "
-                            "'rp_gae'), got 'x'"),
-        ({'norm': 'x'}, "norm must be one of ('sym', 'row'), got 'x'"),
-        ({'feature_norm': 'x'}, "feature_norm must be one of ('standard', 'l2', 'none'), "
-                                "got 'x'"),
-        ({'adj_layout': 'x'}, "adj_layout must be one of ('csr', 'coo', 'edge_index', "
-                              "'sparse_tensor'), got 'x'"),
-        ({'gumbel_formula': 'x'}, "gumbel_formula must be one of ('paper', 'release'), got 'x'"),
-        ({'critic_columns': 7}, 'critic_columns must be None (every item column) or an integer '
-                                '>= 8, got 7'),
+        ({'ablation': 'x'}, "MMSSL: option 'ablation' expects one of wo_asl, wo_cl, wo_gt, "
+                            "rp_gae (or null), got 'x'"),
+        ({'norm': 'x'}, "MMSSL: option 'norm' expects one of sym, row, got 'x'"),
+        ({'feature_norm': 'x'}, "MMSSL: option 'feature_norm' expects one of standard, l2, "
+                                "none, got 'x'"),
+        ({'adj_layout': 'x'}, "MMSSL: option 'adj_layout' expects one of csr, coo, edge_index, "
+                              "sparse_tensor, got 'x'"),
+        ({'gumbel_formula': 'x'}, "MMSSL: option 'gumbel_formula' expects one of paper, "
+                                  "release, got 'x'"),
+        ({'critic_columns': 7}, "MMSSL: option 'critic_columns' expects an integer >= 8 (or "
+                                "null: every item column), got 7"),
+        ({'gumbel_scale': -0.001}, "MMSSL: option 'gumbel_scale' expects a number >= 0, "
+                                   "got -0.001"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError) as err:
@@ -485,13 +487,16 @@ def test_mmssl_argument_errors_in_full():
     (1e-5, 0.005, 'paper'), (0.001, 0.00815, 'paper'), (0.001, 0.00816, 'paper'),
     (0.0, 1 / 119.5, 'paper'), (1e-5, 0.005, 'release'), (-0.001, 0.00815, 'paper')])
 def test_softmax_is_sparse_threshold_by_hand(scale, temperature, formula):
-    """Documented rule: the paper's formula with (1 - |s| 21.4) / tau >= 120."""
-    model = MMSSL(_tiny_graph(), embedding_dim=8, num_heads=2, gumbel_scale=scale,
-                  gumbel_temperature=temperature, gumbel_formula=formula)
+    """Documented rule: the paper's formula with (1 - |s| 21.4) / tau >= 120 (a negative
+    scale is refused by MMSSL, not by the function)."""
     # by hand: 0.9786 / 0.00815 = 120.07 (sparse), 0.9786 / 0.00816 = 119.93 (dense),
     # 1 / (1 / 119.5) = 119.5 (dense)
     want = formula == 'paper' and (1 - abs(scale) * 21.4) / temperature >= 120
-    assert model._softmax_is_sparse() == want
+    assert softmax_is_sparse(scale, temperature, formula) == want
+    if scale >= 0:
+        model = MMSSL(_tiny_graph(), embedding_dim=8, num_heads=2, gumbel_scale=scale,
+                      gumbel_temperature=temperature, gumbel_formula=formula)
+        assert model._softmax_is_sparse() == want
     assert want == (formula == 'paper' and temperature in (0.005, 0.00815))
 
 

@@ -1,5 +1,6 @@
-"""Adversarial options: every option is typed and bounded in one place
-(``mmssl_pyg.training.options.OPTION_RULES``); a bad value ends in one
+"""Adversarial options: every option is typed and bounded in one place (a trainer option in
+``mmssl_pyg.training.options.OPTION_RULES``, a model option in its constructor's signature,
+``mmssl_pyg.utils.options``); a bad value ends in one
 ``mmssl-pyg <command>: error:`` line naming the option and the value, exit status 2, before
 anything is loaded or written."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ from test_training_utils import write_json_dataset
 
 from mmssl_pyg.models import MMSSL, LightGCN
 from mmssl_pyg.training import ConfigError, TrainConfig, resolve_options
-from mmssl_pyg.training.options import OPTION_RULES, check_option
+from mmssl_pyg.training.options import check_option
 
 
 @pytest.fixture(scope='module')
@@ -155,11 +156,12 @@ def test_every_rule_accepts_the_shipped_defaults():
     from mmssl_pyg.models import MODELS
     for f in dataclasses.fields(TrainConfig):
         assert check_option('train', f.name, f.default, f.default) == f.default
-    from mmssl_pyg.training.options import model_option_types
+    from mmssl_pyg.utils.options import declared_options
     for cls in MODELS.values():
-        for name, default in (model_option_types(cls) or {}).items():
-            if f'model.{name}' in OPTION_RULES and default is not None:
-                check_option('model', name, default, default)
+        for name, opt in declared_options(cls).items():
+            if opt.rule is not None:
+                got = check_option('model', name, opt.default, opt.default, model_cls=cls)
+                assert got == opt.default
 
 
 def test_python_api_is_checked_by_the_same_table():
