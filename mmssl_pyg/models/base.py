@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -99,8 +97,8 @@ class Recommender(torch.nn.Module):
     """Base class: see the module docstring for the contract.
 
     ``Model(graph)`` builds the model with its constructor defaults (each model's docstring
-    says where they come from); :meth:`from_preset` builds it with the options
-    ``mmssl-pyg train`` uses for a dataset.
+    says where they come from); :func:`mmssl_pyg.training.from_preset` builds it with the
+    options ``mmssl-pyg train`` uses for a dataset.
     """
 
     #: Whether the trainer must run a critic step (``critic_loss``) before each model step.
@@ -134,34 +132,6 @@ class Recommender(torch.nn.Module):
             init(*bound.args, **bound.kwargs)
 
         cls.__init__ = checked_init
-
-    @classmethod
-    def from_preset(cls, graph: RecGraph, dataset: str | os.PathLike | None = None,
-                    preset: str | None = None, **options: Any) -> Recommender:
-        """The model ``mmssl-pyg train --model <preset> --dataset <dataset>`` builds: the
-        options of ``configs/<preset>.yaml`` (its ``default`` block, then the dataset's
-        block, resolved as the command line does) over the constructor defaults, then
-        ``options``. Model options sized by the mini-batch (MMSSL's ``critic_batch_size``,
-        BM3's ``batch_size``) get the preset's trainer batch size, as in a run.
-
-        Args:
-            graph: the training graph.
-            dataset: the dataset name (or folder) whose preset block applies; default
-                ``graph.name``. A dataset without a block gets the preset's ``default``.
-            preset: the preset name (default: the lower-cased class name; e.g.
-                ``'mmssl-paper'`` for MMSSL with the paper's values).
-            **options: model options set last, like ``model.<key>=<value>`` overrides.
-        """
-        # The presets and their resolution belong to the training layer (the command line's
-        # path); imported here, at call time, so that importing a model never loads them.
-        from ..training.presets import resolve_options
-        from ..training.run import run_model_kwargs
-        from ..training.run_folder import _dataset_key
-        resolved = resolve_options(
-            cls, _dataset_key(str(dataset if dataset is not None else graph.name)),
-            model_name=preset or cls.__name__.lower(),
-            overrides=[(f'model.{k}', v) for k, v in options.items()])
-        return cls(graph, **run_model_kwargs(cls, resolved))
 
     def __init__(self, graph: RecGraph):
         super().__init__()

@@ -87,9 +87,9 @@ class MMSSL(Recommender):
     **Defaults.** ``MMSSL(graph)`` gives the paper's and released code's values (those of
     ``configs/mmssl-paper.yaml``, whose ``default`` block is empty). ``mmssl-pyg train --model
     mmssl`` runs this library's preset instead (``configs/mmssl.yaml``: 3 layers, relative
-    content terms, tuned weights); :meth:`from_preset` builds that model in Python,
-    ``MMSSL.from_preset(graph, 'tiktok')``, and ``preset='mmssl-paper'`` the paper's with its
-    per-dataset values.
+    content terms, tuned weights); :func:`mmssl_pyg.training.from_preset` builds that model in
+    Python, ``from_preset('mmssl', graph, 'tiktok')``, and ``from_preset('mmssl-paper', graph,
+    'tiktok')`` the paper's with its per-dataset values.
 
     **Training protocol** (:mod:`mmssl_pyg.models.base`): per mini-batch :meth:`critic_loss`
     (Adam on :meth:`critic_parameters`), then :meth:`loss`, which reuses the forward pass

@@ -11,6 +11,7 @@ from .device import peak_memory_mb, resolve_device, seed_everything
 from .evaluator import DEFAULT_KS, evaluate, evaluate_embeddings
 from .options import ConfigError, TrainConfig
 from .presets import resolve_options
+from .run import from_preset
 from .sampler import BPRSampler
 from .seeding import pair_id_embeddings
 from .tracking import (
@@ -26,6 +27,7 @@ from .trainer import FitResult, NonFiniteLossError, Trainer
 __all__ = [
     'Trainer', 'TrainConfig', 'FitResult', 'NonFiniteLossError', 'evaluate',
     'evaluate_embeddings', 'DEFAULT_KS', 'BPRSampler', 'ConfigError', 'resolve_options',
+    'from_preset',
     'save_checkpoint', 'load_checkpoint', 'Tracker', 'NullTracker', 'MemoryTracker',
     'WandbTracker', 'BudgetTracker', 'make_tracker', 'pair_id_embeddings', 'resolve_device',
     'seed_everything', 'peak_memory_mb',

@@ -129,6 +129,32 @@ def run_model_kwargs(model_cls, options) -> dict[str, Any]:
     return full_model_kwargs(model_cls, batch_sized_kwargs(model_cls, options))
 
 
+def from_preset(model: str | type, graph: RecGraph, dataset: str | os.PathLike | None = None,
+                **options: Any):
+    """The model ``mmssl-pyg train --model <model> --dataset <dataset>`` builds, in Python: the
+    options of ``configs/<model>.yaml`` (its ``default`` block, the dataset layer, then the
+    dataset's block, resolved as the command line does) over the constructor defaults, then
+    ``options``. Model options sized by the mini-batch (MMSSL's ``critic_batch_size``, BM3's
+    ``batch_size``) get the preset's trainer batch size, as in a run. ``Model(graph)`` instead
+    gives the constructor's defaults (for MMSSL the paper's values, ``'mmssl-paper'``'s).
+
+    Args:
+        model: a model name of :data:`mmssl_pyg.models.MODELS` (``'mmssl'``, ``'mmssl-paper'``,
+            ``'lightgcn'``, ...) or a model class (its preset is its lower-cased name).
+        graph: the training graph.
+        dataset: the dataset name (or folder) whose preset block applies; default
+            ``graph.name``. A dataset without a block gets the preset's ``default``.
+        **options: model options set last, like ``model.<key>=<value>`` overrides.
+    """
+    from ..models import get_model_class
+    name = model if isinstance(model, str) else model.__name__.lower()
+    model_cls = get_model_class(name)
+    resolved = resolve_options(
+        model_cls, _dataset_key(str(dataset if dataset is not None else graph.name)),
+        model_name=name, overrides=[(f'model.{k}', v) for k, v in options.items()])
+    return model_cls(graph, **run_model_kwargs(model_cls, resolved))
+
+
 # ---------------------------------------------------------------------------------------------
 # the request and its assembly
 

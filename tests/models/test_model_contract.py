@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_batch
 
 from mmssl_pyg.models import MODELS
+from mmssl_pyg.training import from_preset
 
 #: small sizes so every model builds in milliseconds (options of the model's own signature)
 SMALL = {'embedding_dim': 8, 'knn_k': 4, 'num_heads': 2, 'topk_rate': 0.1}
@@ -103,7 +104,7 @@ def no_block_dataset(tmp_path_factory):
 @pytest.mark.parametrize('name', sorted(MODELS))
 def test_from_preset_builds_what_the_command_line_builds(name, where, monkeypatch, tmp_path,
                                                          no_block_dataset):
-    """``Model.from_preset(graph, dataset)`` and ``mmssl-pyg train --model <name> --dataset
+    """``from_preset(name, graph, dataset)`` and ``mmssl-pyg train --model <name> --dataset
     <dataset>`` give the constructor the same options: on TikTok (a preset block) and on a
     dataset without a block (the preset's default)."""
     from mmssl_pyg import cli
@@ -114,21 +115,19 @@ def test_from_preset_builds_what_the_command_line_builds(name, where, monkeypatc
     command = _constructor_kwargs(monkeypatch, cls, lambda: cli.main(
         ['train', '--model', name, '--dataset', dataset, '--device', 'cpu',
          '--wandb', 'disabled', '--run-dir', str(tmp_path / 'run')]))
-    python = _constructor_kwargs(monkeypatch, cls, lambda: cls.from_preset(
-        graph, dataset, preset=name))
+    python = _constructor_kwargs(monkeypatch, cls, lambda: from_preset(name, graph, dataset))
     assert python == command
     assert not (tmp_path / 'run').exists()
     if name == 'mmssl':  # the preset, not the constructor's (the paper's) values
         assert python['num_layers'] == 3 and python['fusion_scale'] == 'relative'
 
 
-def test_from_preset_defaults_to_the_class_preset_and_takes_overrides(tiny_graph):
+def test_from_preset_takes_a_class_or_a_name_and_overrides(tiny_graph):
     from mmssl_pyg.models import MMSSL
-    model = MMSSL.from_preset(tiny_graph, 'tiktok', embedding_dim=8, num_heads=2)
+    model = from_preset(MMSSL, tiny_graph, 'tiktok', embedding_dim=8, num_heads=2)
     assert (model.num_layers, model.fusion_scale, model.embedding_dim) == (3, 'relative', 8)
     assert model.gumbel_temperature == 0.002  # the TikTok block
-    paper = MMSSL.from_preset(tiny_graph, 'tiktok', preset='mmssl-paper', embedding_dim=8,
-                              num_heads=2)
+    paper = from_preset('mmssl-paper', tiny_graph, 'tiktok', embedding_dim=8, num_heads=2)
     assert (paper.num_layers, paper.fusion_scale) == (2, 'unit')
     bare = MMSSL(tiny_graph, embedding_dim=8, num_heads=2)  # the constructor: the paper's
     assert (bare.num_layers, bare.fusion_scale, bare.cl_weight) == (2, 'unit', 0.03)
