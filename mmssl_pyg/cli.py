@@ -380,7 +380,15 @@ def _recommend(args) -> int:
 
 def _datasets(args) -> int:
     from .data import datasets_command
-    print(datasets_command(args.names or None, args.root, force_reload=args.force_reload))
+    from .data.validation import DatasetNotFoundError
+    try:
+        print(datasets_command(args.names or None, args.root, force_reload=args.force_reload))
+    except DatasetNotFoundError as err:  # what to get and where: the answer this command gives
+        print(str(err))
+        print(f'mmssl-pyg datasets: error: raw files missing in {err.path}: '
+              f'{", ".join(err.missing)} (listed above with their shapes and sources)',
+              file=sys.stderr)
+        return 2
     return 0
 
 
@@ -436,7 +444,10 @@ def _split_overrides(parser: argparse.ArgumentParser, args, extra: list[str]) ->
 
 def _report(err: BaseException) -> str:
     """The one-line message of a user error."""
+    from .data.validation import DatasetNotFoundError
     from .utils.io import describe_os_error
+    if isinstance(err, DatasetNotFoundError):
+        return err.summary
     if isinstance(err, KeyError) and err.args:
         return str(err.args[0])
     if isinstance(err, OSError) and not isinstance(err, (ValueError, FileNotFoundError)) \
@@ -504,11 +515,12 @@ def main(argv: list[str] | None = None) -> int:
         # (MMSSL_PYG_DEBUG=1 shows it).
         if os.environ.get('MMSSL_PYG_DEBUG'):
             raise
-        print(f'{prefix}: error: {_report(err)}', file=sys.stderr)
         from .training.tracking import TrackerError
+        hint = ''
         if isinstance(err, RuntimeError) and not isinstance(err, (ValueError, TrackerError)) \
                 and not _allocator_failure(err):
-            print('(set MMSSL_PYG_DEBUG=1 for the traceback)', file=sys.stderr)
+            hint = ' (set MMSSL_PYG_DEBUG=1 for the traceback)'
+        print(f'{prefix}: error: {_report(err)}{hint}', file=sys.stderr)
         return 2
     finally:
         warnings.showwarning = show

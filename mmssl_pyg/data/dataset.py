@@ -236,7 +236,22 @@ class MMSSLDataset(InMemoryDataset):
     def download(self) -> None:
         missing = [f for f in self.raw_file_names
                    if not osp.isfile(osp.join(self.raw_dir, f))]
-        raise DatasetNotFoundError(self.raw_dir, self._missing_message(missing), missing)
+        message = self._missing_message(missing)
+        raise DatasetNotFoundError(self.raw_dir, message, missing,
+                                   self._missing_summary(missing, message))
+
+    def _missing_summary(self, missing: list[str], message: str) -> str:
+        """The one line the command line prints for missing raw files: what, where, the fix
+        (the full list with shapes and sources is the exception's message)."""
+        if '\n' not in message:
+            return message
+        name = self.info.name if self.info is not None else self.root
+        subset = ('' if any(modality_from_file(f) is None for f in missing) else
+                  ', or load a subset with modalities=[...] (--modalities)')
+        return (f'{self.__class__.__name__}: raw files missing in {self.raw_dir}: '
+                f'{", ".join(missing)}. Fix: place them there{subset}; `mmssl-pyg datasets '
+                f'{name}` (or the Python error of load_dataset) lists each expected file, its '
+                f'shape and where to get it')
 
     def _process(self) -> None:
         # Replaces PyG's: that one unpickles processed/pre_transform.pt and pre_filter.pt

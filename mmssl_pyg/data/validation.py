@@ -42,16 +42,19 @@ class DatasetNotFoundError(DatasetFormatError, FileNotFoundError):
 
     Attributes:
         missing (list[str]): names of the missing files.
+        summary (str): the same in one line (what is missing, where, and the fix): what the
+            command line prints.
     """
 
     def __init__(self, path: str | PathLike, message: str,
-                 missing: list[str] | None = None) -> None:
+                 missing: list[str] | None = None, summary: str | None = None) -> None:
         self.path, self.field, self.problem, self.fix = str(path), 'raw files', message, ''
         self.missing = list(missing or [])
+        self.summary = summary if summary is not None else message.splitlines()[0]
         ValueError.__init__(self, message)
 
     def __reduce__(self):
-        return self.__class__, (self.path, self.problem, self.missing)
+        return self.__class__, (self.path, self.problem, self.missing, self.summary)
 
     def __str__(self) -> str:
         return self.problem
