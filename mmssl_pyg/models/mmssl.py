@@ -225,7 +225,13 @@ class MMSSL(Recommender):
         self.critic = RelationCritic(self.critic_width, critic_dropout, critic_negative_slope,
                                      critic_output_scale) if self.has_critic else None
 
-        # Training graph: deduplicated edges, CSR rows (exclusion, A_B), adjacencies.
+        self._register_graphs(graph, norm, adj_layout)
+        self.reset_parameters()
+
+    def _register_graphs(self, graph: RecGraph, norm: str, adj_layout: str) -> None:
+        """The training graph (deduplicated edges, CSR rows for exclusion and A_B), its
+        adjacencies, and the generated modality graphs of Eq. 8 (the training graph until the
+        first swap)."""
         edge_index = unique_edges(graph.train_edge_index, graph.num_items)
         self.register_buffer('train_rowptr', csr_rowptr(edge_index[0], graph.num_users),
                              persistent=False)
@@ -236,11 +242,9 @@ class MMSSL(Recommender):
                                               'sym', adj_layout)
         self.generator_adj = self.encoder_adj if norm == 'sym' else BipartiteAdjacency(
             edge_index, graph.num_users, graph.num_items, norm, adj_layout)
-        # Generated modality graphs (Eq. 8): the training graph until the first swap.
         self.graphs = ModalityGraphs(edge_index, graph.num_users, graph.num_items,
                                      self.num_modalities, self.k, norm, adj_layout,
                                      self.generator_adj)
-        self.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self):
