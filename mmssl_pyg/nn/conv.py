@@ -7,6 +7,12 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, spmm
 
+from ..utils.io import remove_generated_modules_at_exit
+
+# PyG renders BipartiteConv's propagate into a module file in the system temporary folder and
+# never deletes it: the file goes when the process exits, from Python as from the command line.
+remove_generated_modules_at_exit()
+
 
 class _TransposedSpMM(torch.autograd.Function):
     """``adj @ x`` whose backward uses a precomputed ``adj.T`` (CSR transposes are slow)."""
