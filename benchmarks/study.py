@@ -7,6 +7,8 @@ kill loses at most one trial and the study databases can be committed between tr
 
     python -m benchmarks.study status                 # finished trials per study
     python -m benchmarks.study step [--models M ...] [--datasets D ...]   # one trial, then exit
+    python -m benchmarks.study cross [--models M ...]  # winners on the other dataset (Sec. 8)
+    python -m benchmarks.study defaults               # the rule's choice of each default
     benchmarks/study_loop.sh [--models M ...]         # step until every selected study is done
 
 Results go to ``benchmarks/results/study/<dataset>/<model>/``: ``study.db`` (the Optuna
@@ -122,6 +124,101 @@ def step(args) -> int:
     return 3
 
 
+def winner_file(model: str, dataset: str, out: Path = OUT) -> Path:
+    """The tuned preset a study writes: its best complete trial (PROTOCOL.md Sec. 5.1)."""
+    return study_dir(model, dataset, out) / f'{model}-{dataset}.yaml'
+
+
+def winner_params(model: str, dataset: str, out: Path = OUT) -> tuple[list[tuple], float]:
+    """``([(key, value), ...], validation value)`` of a finished study's winner: its model and
+    trainer values as overrides, as its trial got them."""
+    from mmssl_pyg.training.presets import read_yaml
+    data = read_yaml(winner_file(model, dataset, out))
+    params = [(f'model.{k}', v) for k, v in (data.get('model') or {}).items()]
+    params += [(f'train.{k}', v) for k, v in (data.get('train') or {}).items()]
+    return params, float(data['provenance']['best_value'])
+
+
+def cross_file(model: str, source: str, target: str, out: Path = OUT) -> Path:
+    return study_dir(model, target, out) / f'cross-from-{source}.json'
+
+
+def cross(args) -> int:
+    """PROTOCOL.md Sec. 8: each winner of a model whose two studies are finished, run once on
+    the other dataset (train seed 2023, the study's epoch cap and patience), scored on
+    validation only; one JSON per run, skipped when present."""
+    import json
+    import time
+
+    from mmssl_pyg.training.presets import parse_overrides
+    from mmssl_pyg.training.run import RunRequest, prepare_run
+    from mmssl_pyg.training.trainer import Trainer
+    for model in [m for m in MODELS if not args.models or m in args.models]:
+        if any(finished_trials(model, d, args.out) < TRIALS for d in DATASETS):
+            print(f'{model}: a study is not finished; no cross-dataset runs yet', flush=True)
+            continue
+        for source in DATASETS:
+            for target in [d for d in DATASETS if d != source]:
+                path = cross_file(model, source, target, args.out)
+                if path.is_file():
+                    continue
+                params, _ = winner_params(model, source, args.out)
+                t0 = time.perf_counter()
+                run = prepare_run(RunRequest(model=model, dataset=target, device=args.device,
+                                             overrides=parse_overrides(FIXED) + params,
+                                             progress=False))
+                fit = Trainer(run.model, run.graph, run.options.train).fit(test=False)
+                record = {'model': model, 'winner_of': source, 'dataset': target,
+                          'params': [[k, v] for k, v in params], 'fixed': list(FIXED),
+                          'seed': run.options.train.seed, 'val': fit.val,
+                          'best_epoch': fit.best_epoch, 'epochs_run': len(fit.history),
+                          'seconds': time.perf_counter() - t0, 'commit': head_commit(),
+                          'command': 'python -m benchmarks.study cross'}
+                path.write_text(json.dumps(record, indent=1) + '\n')
+                print(f'{model}: winner of {source} on {target}: val recall@20 '
+                      f'{fit.val["recall@20"]:.4f}', flush=True)
+    return 0
+
+
+def default_choice(model: str, out: Path = OUT) -> dict | None:
+    """PROTOCOL.md Sec. 8's rule for a model with both studies and both cross runs: each
+    winner's mean over the two datasets of (its validation Recall@20 / the best validation
+    Recall@20 of that dataset's study); the default is the winner with the higher mean (an
+    exact tie goes to the first dataset of :data:`DATASETS`). ``None`` until all four
+    figures exist."""
+    import json
+    best, score = {}, {}
+    for d in DATASETS:
+        if not winner_file(model, d, out).is_file():
+            return None
+        best[d] = winner_params(model, d, out)[1]
+    for source in DATASETS:
+        ratios = []
+        for target in DATASETS:
+            if target == source:
+                ratios.append(1.0)  # the winner is its own study's best
+                continue
+            path = cross_file(model, source, target, out)
+            if not path.is_file():
+                return None
+            ratios.append(json.loads(path.read_text())['val']['recall@20'] / best[target])
+        score[source] = sum(ratios) / len(ratios)
+    chosen = max(DATASETS, key=lambda d: (score[d], -DATASETS.index(d)))
+    return {'model': model, 'best': best, 'score': score, 'default_from': chosen}
+
+
+def defaults(args) -> int:
+    """Print the rule's figures and choice for every model that has them."""
+    for model in [m for m in MODELS if not args.models or m in args.models]:
+        c = default_choice(model, args.out)
+        if c is None:
+            print(f'{model:10} not yet (needs both studies and both cross-dataset runs)')
+            continue
+        scores = ', '.join(f'winner of {d}: {c["score"][d]:.4f}' for d in DATASETS)
+        print(f'{model:10} {scores} -> default from the {c["default_from"]} study')
+    return 0
+
+
 def status(args) -> int:
     print(f'{"model":10} {"dataset":16} finished / {TRIALS}   commit')
     for model, dataset in _selected(args):
@@ -133,14 +230,15 @@ def status(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('command', choices=['step', 'status'])
+    parser.add_argument('command', choices=['step', 'status', 'cross', 'defaults'])
     parser.add_argument('--models', nargs='*', choices=MODELS, default=None)
     parser.add_argument('--datasets', nargs='*', choices=DATASETS, default=None)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda', 'auto'])
     parser.add_argument('--out', type=Path, default=OUT,
                         help='results folder (default benchmarks/results/study)')
     args = parser.parse_args(argv)
-    return step(args) if args.command == 'step' else status(args)
+    return {'step': step, 'status': status, 'cross': cross, 'defaults': defaults}[
+        args.command](args)
 
 
 if __name__ == '__main__':
