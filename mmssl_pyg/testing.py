@@ -38,7 +38,7 @@ from mmssl_pyg.training import (
     resolve_options,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
@@ -100,7 +100,7 @@ def _build(tables, out, **kw):
     return build_dataset(inter, out, **args)
 
 
-DATASETS_DIR = Path(__file__).resolve().parents[2] / 'datasets'
+DATASETS_DIR = Path(__file__).resolve().parents[1] / 'datasets'
 
 
 def copy_raw(name: str, dst: Path) -> Path:

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mmssl_pyg import cli
-from mmssl_pyg.testing import FAST_adversarial as FAST__adversarial
+from mmssl_pyg.testing import FAST_adversarial as ADV_FAST
 from mmssl_pyg.testing import assert_user_error, read_json_dataset, run_cli, write_json_dataset
 
 FAST = ['--model', 'lightgcn', '--epochs', '2', '--wandb', 'disabled', '--no-progress',
@@ -46,10 +46,10 @@ def tiny(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope='module')
-def trained_adversarial_options(tiny, tmp_path_factory):
+def opts_run(tiny, tmp_path_factory):
     run = tmp_path_factory.mktemp('opts-run') / 'run'
     from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(tiny), '--run-dir', str(run), *FAST__adversarial]) == 0
+    assert cli.main(['train', '--dataset', str(tiny), '--run-dir', str(run), *ADV_FAST]) == 0
     return run
 
 
@@ -277,7 +277,7 @@ def test_cli_refuses_fp16_on_cpu_before_loading_data(tmp_path, capsys):
 
 def test_ks_beyond_the_item_count_is_an_error(tiny, tmp_path, capsys):
     run = tmp_path / 'run'
-    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *FAST__adversarial,
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *ADV_FAST,
                             'ks=[10,20,100]'], capsys)
     assert_user_error(code, err, 'ks [100] exceed the number of items (80)')
     assert not run.exists()
@@ -327,13 +327,13 @@ def test_stray_arguments_are_errors(argv, needle, tiny, capsys):
     ('10,10', 'lists a value more than once: [10, 10]'),
     ('5,200', '--ks [200] exceed the number of items (80)'),
 ])
-def test_evaluate_bad_ks(ks, needle, trained_adversarial_options, capsys):
-    code, _, err = run_cli(['evaluate', trained_adversarial_options, '--ks', ks, '--device', 'cpu'], capsys)
+def test_evaluate_bad_ks(ks, needle, opts_run, capsys):
+    code, _, err = run_cli(['evaluate', opts_run, '--ks', ks, '--device', 'cpu'], capsys)
     assert_user_error(code, err, needle)
 
 
-def test_evaluate_ks_at_the_item_count_is_accepted(trained_adversarial_options, capsys):
-    code, out, err = run_cli(['evaluate', trained_adversarial_options, '--ks', '80', '--json', '--device', 'cpu'],
+def test_evaluate_ks_at_the_item_count_is_accepted(opts_run, capsys):
+    code, out, err = run_cli(['evaluate', opts_run, '--ks', '80', '--json', '--device', 'cpu'],
                              capsys)
     assert code == 0, err
     metrics = json.loads(out)['metrics']
@@ -352,13 +352,13 @@ def test_evaluate_ks_at_the_item_count_is_accepted(trained_adversarial_options, 
     (['--users', '1', '-k', '81'], '-k [81] exceed the number of items (80)'),
     (['--users', '1', '-k', 'x'], "argument -k/--k: invalid int value: 'x'"),
 ])
-def test_recommend_bad_users_and_k(args, needle, trained_adversarial_options, capsys):
-    code, _, err = run_cli(['recommend', trained_adversarial_options, *args, '--device', 'cpu'], capsys)
+def test_recommend_bad_users_and_k(args, needle, opts_run, capsys):
+    code, _, err = run_cli(['recommend', opts_run, *args, '--device', 'cpu'], capsys)
     assert_user_error(code, err, needle)
 
 
-def test_recommend_k_equal_to_the_item_count_lists_every_unseen_item(trained_adversarial_options, tiny, capsys):
-    code, out, err = run_cli(['recommend', trained_adversarial_options, '--users', '0', '-k', '80'], capsys)
+def test_recommend_k_equal_to_the_item_count_lists_every_unseen_item(opts_run, tiny, capsys):
+    code, out, err = run_cli(['recommend', opts_run, '--users', '0', '-k', '80'], capsys)
     assert code == 0, err
     train = json.loads((tiny / 'raw' / 'train.json').read_text())
     items = [int(i) for i in out.splitlines()[1].split('\t')[1].split()]

@@ -28,7 +28,8 @@ MMSSL is trained on tiktok-mini with its default preset (the options ``mmssl-pyg
 preset's critic schedule and once with a critic step on every mini-batch. Every per-step
 loss term of ``critic_loss`` and ``loss``, the validation metrics of every epoch and the
 norms of the final embeddings are compared with constants. The constants were printed by
-this file (``PYTHONPATH=tests/training python tests/models/test_speed_invariance.py``)
+this file (``PYTHONPATH=. python tests/models/test_mmssl.py``; before issue 25 it was
+tests/models/test_speed_invariance.py)
 against the code *before* the speed-ups (branch speed-mmssl at 8130a2c), so they record the
 previous implementation.
 Three epochs cover two swaps of the generated modality graphs. Tolerance: rtol 1e-4 on
@@ -55,6 +56,7 @@ See ``benchmarks/results/mutation/report.md``."""
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import resource
 import sys
@@ -88,17 +90,17 @@ from mmssl_pyg.testing import (
     _train_step,
     seeded_fit,
 )
-from mmssl_pyg.testing import _graph as _graph_mmssl_model
-from mmssl_pyg.testing import _model as _model_mmssl_model
+from mmssl_pyg.testing import _graph as _m_graph
+from mmssl_pyg.testing import _model as _mmssl_model
 from mmssl_pyg.testing import batch_criticcolumns as _batch_critic_columns
-from mmssl_pyg.testing import graph_criticcolumns as _graph_critic_columns
+from mmssl_pyg.testing import graph_criticcolumns as _cc_graph
 from mmssl_pyg.training import Trainer, resolve_options
 
 
 def _critic_model(graph, mode: str):
     """MMSSL without dropout (rows and critic deterministic), the release's critic output
     scale (100) and batch norms with non-trivial running statistics, in ``mode``."""
-    model = _model_mmssl_model(graph, feature_dropout=0.0, critic_dropout=(0.0, 0.0),
+    model = _mmssl_model(graph, feature_dropout=0.0, critic_dropout=(0.0, 0.0),
                    critic_output_scale=100.0)
     critic = model.critic
     g = torch.Generator().manual_seed(3)
@@ -311,7 +313,7 @@ def _graph_with_cold_items():
     return RecGraph(12, 10, ei, ei[:, :6], test, feats, 'toy')
 
 
-def _graph_content_scale():
+def _cs_graph():
     g = torch.Generator().manual_seed(0)
     users = torch.arange(12).repeat_interleave(3)
     items = torch.randint(0, 10, (users.numel(),), generator=g)
@@ -335,7 +337,7 @@ def _gather_two(first, second):
 
 @pytest.mark.parametrize('mode', ['eval', 'train'])
 def test_critic_step_equals_eq7_by_hand(monkeypatch, mode):
-    graph = _graph_mmssl_model()
+    graph = _m_graph()
     model = _critic_model(graph, mode)
     alphas = _fixed_alpha(monkeypatch)
     batch = _batch(graph)
@@ -367,7 +369,7 @@ def test_a_critic_step_separates_real_from_fake_and_a_generator_step_fools_it():
     """Direction of Eqs. 6-7, independent of any formula: a small gradient step on the critic
     loss raises D(real) - D(fake); one on the model loss (adversarial term only) raises
     D(fake) of the new fake rows."""
-    graph = _graph_mmssl_model()
+    graph = _m_graph()
     model = _critic_model(graph, 'eval')
     model.gp_weight = 0.0  # the Wasserstein part alone
     batch = _batch(graph)
@@ -405,8 +407,8 @@ def test_a_critic_step_separates_real_from_fake_and_a_generator_step_fools_it():
 # --------------------------------------------------------------------------- Eqs. 1-2
 @pytest.mark.parametrize('norm', ['sym', 'row'])
 def test_eq2_collaborative_modality_embeddings(norm):
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph, norm=norm).eval()
+    graph = _m_graph()
+    model = _mmssl_model(graph, norm=norm).eval()
     emb = model.encode()
     a = _dense_adj(model.train_edge_index)
     for m, name in enumerate(graph.modalities):
@@ -427,19 +429,19 @@ def test_eq2_collaborative_modality_embeddings(norm):
 
 @pytest.mark.parametrize('feature_norm', ['l2', 'none'])
 def test_feature_scaling_options(feature_norm):
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph, feature_norm=feature_norm)
+    graph = _m_graph()
+    model = _mmssl_model(graph, feature_norm=feature_norm)
     x = graph.features['m0']
     expected = F.normalize(x, dim=1) if feature_norm == 'l2' else x
     assert torch.allclose(model.feat_0, expected)
     with pytest.raises(ValueError, match='feature_norm'):
-        _model_mmssl_model(graph, feature_norm='minmax')
+        _mmssl_model(graph, feature_norm='minmax')
 
 
 # --------------------------------------------------------------------------- Eq. 3
 def test_eq3_fake_rows_and_topk_for_a_batch():
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph)
+    graph = _m_graph()
+    model = _mmssl_model(graph)
     batch = _batch(graph)
     out = model._batch_forward(batch)
     emb = out['emb']
@@ -460,7 +462,7 @@ def test_eq3_fake_rows_and_topk_for_a_batch():
 @pytest.mark.parametrize('path', ['sparse', 'dense', 'release'])
 def test_eq5_gumbel_real_rows(path):
     kw = {'gumbel_formula': 'release', 'gumbel_temperature': 0.5} if path == 'release' else {}
-    model = _model_mmssl_model(**kw).eval()
+    model = _mmssl_model(**kw).eval()
     users = torch.tensor([0, 3, 5, 7])
     noise = -torch.log(-torch.log(torch.rand(4, NI) + 1e-8) + 1e-8)
     ref, emb = _real_reference(model, users, noise, 'release' if path == 'release' else 'paper')
@@ -472,7 +474,7 @@ def test_eq5_gumbel_real_rows(path):
 
 
 def test_eq5_without_gumbel_transformation():
-    model = _model_mmssl_model(ablation='wo_gt')
+    model = _mmssl_model(ablation='wo_gt')
     users = torch.tensor([1, 2])
     emb = model.encode()
     a = _dense_adj(model.train_edge_index)[users]
@@ -482,8 +484,8 @@ def test_eq5_without_gumbel_transformation():
 
 # --------------------------------------------------------------------------- Eqs. 8-10, 12
 def test_eqs_8_to_12_after_a_graph_swap():
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph)
+    graph = _m_graph()
+    model = _mmssl_model(graph)
     _run_epoch(model, graph, _optimisers(model))
     model.eval()
     emb = model.encode()
@@ -517,8 +519,8 @@ def test_eqs_8_to_12_after_a_graph_swap():
 
 # --------------------------------------------------------------------------- Eqs. 11, 13-14
 def test_eqs_13_14_loss_terms():
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph, adv_weight=0.1, cl_weight=0.2)
+    graph = _m_graph()
+    model = _mmssl_model(graph, adv_weight=0.1, cl_weight=0.2)
     batch = _batch(graph)
     torch.manual_seed(5)
     out = model.loss(batch)
@@ -549,8 +551,8 @@ def test_eqs_13_14_loss_terms():
 
 # --------------------------------------------------------------------------- protocol
 def test_critic_step_caches_forward_and_detaches_fake_rows(monkeypatch):
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph)
+    graph = _m_graph()
+    model = _mmssl_model(graph)
     assert model.has_critic and len(model.critic_parameters()) == 10
     critic_ids = {id(p) for p in model.critic_parameters()}
     assert not critic_ids & {id(p) for p in model.model_parameters()}
@@ -576,8 +578,8 @@ def test_critic_step_caches_forward_and_detaches_fake_rows(monkeypatch):
 
 @pytest.mark.parametrize('num_modalities', [1, 2, 3])
 def test_training_runs_with_any_number_of_modalities(num_modalities):
-    graph = _graph_mmssl_model(num_modalities)
-    model = _model_mmssl_model(graph)
+    graph = _m_graph(num_modalities)
+    model = _mmssl_model(graph)
     opts = _optimisers(model)
     for epoch in range(2):
         _run_epoch(model, graph, opts, seed=epoch)
@@ -591,7 +593,7 @@ def test_training_runs_with_any_number_of_modalities(num_modalities):
 
 
 def test_needs_a_modality():
-    graph = _graph_mmssl_model(1)
+    graph = _m_graph(1)
     graph.features = {}
     with pytest.raises(ValueError, match='modalities'):
         MMSSL(graph)
@@ -599,8 +601,8 @@ def test_needs_a_modality():
 
 @pytest.mark.parametrize('ablation', [None, 'wo_asl', 'wo_cl', 'wo_gt', 'rp_gae'])
 def test_ablations(ablation):
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph, ablation=ablation)
+    graph = _m_graph()
+    model = _mmssl_model(graph, ablation=ablation)
     assert model.has_critic == (ablation not in ('wo_asl', 'rp_gae'))
     assert (model.critic is None) == (not model.has_critic)
     batch = _batch(graph)
@@ -631,13 +633,13 @@ def test_ablations(ablation):
         assert torch.allclose(out['generator'], ref, atol=1e-5)
     assert str(ablation) in repr(model)
     with pytest.raises(ValueError, match='ablation'):
-        _model_mmssl_model(graph, ablation='wo_everything')
+        _mmssl_model(graph, ablation='wo_everything')
 
 
 # --------------------------------------------------------------------------- graphs
 def test_generated_graphs_change_and_are_used_at_evaluation():
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph)
+    graph = _m_graph()
+    model = _mmssl_model(graph)
     opts = _optimisers(model)
     train = model.train_edge_index
     assert torch.equal(model.modality_edge_index(0), train)  # before the first swap
@@ -685,12 +687,12 @@ def test_generated_graphs_change_and_are_used_at_evaluation():
 
 
 def test_checkpoint_restores_generated_graphs():
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph)
+    graph = _m_graph()
+    model = _mmssl_model(graph)
     _run_epoch(model, graph, _optimisers(model))
     _train_step(model, _batch(graph, seed=9), *_optimisers(model))  # pending, mid-epoch
     state = model.state_dict()
-    clone = _model_mmssl_model(graph)
+    clone = _mmssl_model(graph)
     clone.load_state_dict(state)
     for m in range(2):
         assert torch.equal(clone.modality_edge_index(m), model.modality_edge_index(m))
@@ -705,15 +707,15 @@ def test_checkpoint_restores_generated_graphs():
         assert torch.equal(clone.modality_edge_index(m), model.modality_edge_index(m))
     assert torch.equal(state['_extra_state']['neighbours'][0], saved)  # a snapshot, not a view
     with pytest.raises(ValueError, match='k='):
-        _model_mmssl_model(graph, topk_rate=0.5).load_state_dict(state)
+        _mmssl_model(graph, topk_rate=0.5).load_state_dict(state)
 
 
 @pytest.mark.parametrize('norm', ['sym', 'row'])
 @pytest.mark.parametrize('layout', LAYOUTS)
 def test_adjacency_layouts_give_the_same_model(layout, norm):
-    graph = _graph_mmssl_model()
-    ref = _model_mmssl_model(graph, norm=norm)
-    model = _model_mmssl_model(graph, norm=norm, adj_layout=layout)
+    graph = _m_graph()
+    ref = _mmssl_model(graph, norm=norm)
+    model = _mmssl_model(graph, norm=norm, adj_layout=layout)
     for m in (ref, model):
         torch.manual_seed(1)
         _run_epoch(m, graph, _optimisers(m))
@@ -736,14 +738,14 @@ def test_adjacency_layouts_give_the_same_model(layout, norm):
 
 # --------------------------------------------------------------------------- misc
 def test_repr_registry_reset_and_determinism():
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph)
+    graph = _m_graph()
+    model = _mmssl_model(graph)
     assert repr(model) == ("MMSSL(12 users, 20 items, modalities=['m0', 'm1'], embedding_dim=8, "
                            'num_layers=2, num_heads=2, k=3, ablation=None)')
     assert MODELS['mmssl'] is MMSSL
 
     def run():
-        m = _model_mmssl_model(graph)
+        m = _mmssl_model(graph)
         opts = _optimisers(m)
         torch.manual_seed(11)
         return [float(_train_step(m, _batch(graph, seed=s), *opts)['loss']) for s in range(3)]
@@ -755,11 +757,11 @@ def test_repr_registry_reset_and_determinism():
 
 
 def test_bad_arguments():
-    graph = _graph_mmssl_model()
+    graph = _m_graph()
     for kw, match in [({'norm': 'mean'}, 'norm'), ({'adj_layout': 'dense'}, 'adj_layout'),
                       ({'gumbel_formula': 'x'}, 'gumbel_formula')]:
         with pytest.raises(ValueError, match=match):
-            _model_mmssl_model(graph, **kw)
+            _mmssl_model(graph, **kw)
 
 
 def test_critic_refused_before_allocation():
@@ -790,14 +792,14 @@ def test_preset_keys_and_spec_values():
     assert preset['model']['amazon-baby']['adv_weight'] == 1e-4
     assert preset['model']['allrecipes']['adv_weight'] == 3e-4
     assert preset['train']['default']['lr'] == 5.5e-4
-    graph = _graph_mmssl_model()
+    graph = _m_graph()
     model = MMSSL(graph, **{**merged, 'embedding_dim': 8})
     assert model.k == 1 and model.adv_weight == 1.8e-3
 
 
 @pytest.mark.parametrize('num_modalities', [1, 3])
 def test_attention_weights_accessor_matches_eq9(num_modalities):
-    model = _model_mmssl_model(_graph_mmssl_model(num_modalities)).eval()
+    model = _mmssl_model(_m_graph(num_modalities)).eval()
     users_w, items_w = model.attention_weights()
     assert users_w.shape == (NU, 2, num_modalities, num_modalities)
     assert items_w.shape == (NI, 2, num_modalities, num_modalities)
@@ -833,7 +835,7 @@ def test_default_and_paper_presets_are_two_names_for_one_class():
     assert ml.model_kwargs['num_layers'] == 1 and ml.train.patience == 20
     assert ml.model_kwargs['fusion_scale'] == 'relative'
     # both build; the paper's preset keeps the class's unit content terms
-    graph = _graph_mmssl_model()
+    graph = _m_graph()
     assert MMSSL(graph, **{**paper.model_kwargs, 'embedding_dim': 8}).fusion_scale == 'unit'
     assert MMSSL(graph, **{**kw, 'embedding_dim': 8}).fusion_scale == 'relative'
 
@@ -879,7 +881,7 @@ def test_trains_where_a_dense_user_item_matrix_cannot_fit():
 
 
 def test_deferred_topk_gives_the_same_run_and_searches_fewer_rows(monkeypatch):
-    graph = _graph_critic_columns()
+    graph = _cc_graph()
     rows = []
     original = MMSSL._collect_topk
 
@@ -912,7 +914,7 @@ def test_deferred_topk_gives_the_same_run_and_searches_fewer_rows(monkeypatch):
 
 
 def test_gp_samples_gradient_reaches_every_critic_layer_and_model_uses_it():
-    graph = _graph_critic_columns()
+    graph = _cc_graph()
     torch.manual_seed(0)
     model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.1, gp_samples=4)
     assert model.gp_samples == 4
@@ -939,12 +941,12 @@ def test_gp_samples_gradient_reaches_every_critic_layer_and_model_uses_it():
 @pytest.mark.parametrize('bad', [0, 1, 2.5, True, 'x'])
 def test_bad_gp_samples(bad):
     with pytest.raises(ValueError, match='gp_samples'):
-        MMSSL(_graph_critic_columns(), embedding_dim=8, num_heads=2, gp_samples=bad)
+        MMSSL(_cc_graph(), embedding_dim=8, num_heads=2, gp_samples=bad)
 
 
 def test_adv_samples_is_the_generator_loss_of_the_drawn_users():
     from mmssl_pyg.testing import batch_criticcolumns as _batch
-    graph = _graph_critic_columns()
+    graph = _cc_graph()
     torch.manual_seed(0)
     model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.1, adv_samples=3,
                   critic_dropout=(0.0, 0.0))
@@ -966,26 +968,26 @@ def test_adv_samples_is_the_generator_loss_of_the_drawn_users():
 @pytest.mark.parametrize('bad', [0, 1, 2.5, True])
 def test_bad_adv_samples(bad):
     with pytest.raises(ValueError, match='adv_samples'):
-        MMSSL(_graph_critic_columns(), embedding_dim=8, num_heads=2, adv_samples=bad)
+        MMSSL(_cc_graph(), embedding_dim=8, num_heads=2, adv_samples=bad)
 
 
 # --------------------------------------------------------------------------- model arguments
 def test_sample_options_defaults_minimum_and_messages():
     """Args: ``gp_samples`` 64 and ``adv_samples`` 128 by default, ``None`` allowed, at least
     2, and an error that says what ``None`` means."""
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph)
+    graph = _m_graph()
+    model = _mmssl_model(graph)
     assert (model.gp_samples, model.adv_samples) == (64, 128)
-    small = _model_mmssl_model(graph, gp_samples=2, adv_samples=2)  # the minimum is accepted
+    small = _mmssl_model(graph, gp_samples=2, adv_samples=2)  # the minimum is accepted
     assert (small.gp_samples, small.adv_samples) == (2, 2)
-    assert _model_mmssl_model(graph, gp_samples=None, adv_samples=None).gp_samples is None
+    assert _mmssl_model(graph, gp_samples=None, adv_samples=None).gp_samples is None
     cases = [({'gp_samples': 1}, "MMSSL: option 'gp_samples' expects an integer >= 2 (or "
                                  "null: every interpolate), got 1"),
              ({'adv_samples': 1}, "MMSSL: option 'adv_samples' expects an integer >= 2 (or "
                                   "null: every batch user), got 1")]
     for kwargs, message in cases:
         with pytest.raises(ValueError) as err:
-            _model_mmssl_model(graph, **kwargs)
+            _mmssl_model(graph, **kwargs)
         assert str(err.value) == message
 
 
@@ -994,23 +996,23 @@ def test_max_critic_memory_is_the_budget_of_the_memory_check():
     a budget of the estimate itself is enough. Estimate by hand for 20 items and
     2 modalities x 1,024 rows: hidden widths 5 and 2, 100 + 5 + 10 + 2 + 2 + 1 + 2 * 7 = 134
     parameters, 16 * 134 + 4 * 2048 * (3 * 20 + 12 * 7) bytes."""
-    graph = _graph_mmssl_model()
+    graph = _m_graph()
     need = 16 * 134 + 4 * 2048 * (3 * 20 + 12 * 7)
     with pytest.raises(ValueError, match=r'\(max_critic_memory\)'):
-        _model_mmssl_model(graph, max_critic_memory=1)
+        _mmssl_model(graph, max_critic_memory=1)
     with pytest.raises(ValueError, match=rf'\({need - 1:,} bytes\) available'):
-        _model_mmssl_model(graph, max_critic_memory=need - 1)
-    assert _model_mmssl_model(graph, max_critic_memory=need).critic is not None
+        _mmssl_model(graph, max_critic_memory=need - 1)
+    assert _mmssl_model(graph, max_critic_memory=need).critic is not None
     # the ablations without a critic do not check
-    assert _model_mmssl_model(graph, max_critic_memory=1, ablation='wo_asl').critic is None
+    assert _mmssl_model(graph, max_critic_memory=1, ablation='wo_asl').critic is None
 
 
 @pytest.mark.parametrize('norm', ['sym', 'row'])
 def test_one_adjacency_when_the_generator_norm_is_the_encoders(norm):
     """Eq. 2 (``norm``) and Eq. 10 (always symmetric) read the same training graph: with
     ``norm='sym'`` the model holds one normalised adjacency, not two equal copies."""
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph, norm=norm)
+    graph = _m_graph()
+    model = _mmssl_model(graph, norm=norm)
     adjs = {id(m) for m in model.modules() if isinstance(m, BipartiteAdjacency)}
     assert (model.generator_adj is model.encoder_adj) == (norm == 'sym')
     assert len(adjs) == (1 if norm == 'sym' else 2)
@@ -1026,8 +1028,8 @@ def test_encode_applies_mix_scale_and_item_fusion_scale():
     dense symmetric adjacency: E^(0) = E + mu * mean||E|| * normalize(h) per side, two
     LightGCN layers averaged, then e*_i = E_bar_i + omega * mean||E_bar_i|| *
     sum_m normalize(i^m)."""
-    graph = _graph_mmssl_model()
-    model = _model_mmssl_model(graph, feature_dropout=0.0, mix_scale='relative', fusion_scale='relative',
+    graph = _m_graph()
+    model = _mmssl_model(graph, feature_dropout=0.0, mix_scale='relative', fusion_scale='relative',
                    modality_mix=0.4, fusion_weight=0.5).eval()
     with torch.no_grad():
         model.user_emb.weight.mul_(3.0)  # mean row norms far from the paper's scale 1
@@ -1052,10 +1054,10 @@ def test_encode_applies_mix_scale_and_item_fusion_scale():
 def test_top_k_is_collected_for_the_final_users_of_a_batch_only():
     """``Batch.final``: the top-k search runs for the users no later batch redraws; their
     neighbours are those a search over the whole batch gives them."""
-    graph = _graph_mmssl_model()
+    graph = _m_graph()
     rows = {}
     for final in (None, torch.tensor([True, False, True, False, False, True])):
-        model = _model_mmssl_model(graph, feature_dropout=0.0).train()
+        model = _mmssl_model(graph, feature_dropout=0.0).train()
         batch = _batch(graph)
         batch.final = final
         model.critic_loss(batch)
@@ -1156,7 +1158,7 @@ def test_cold_items_option_is_checked():
 
 def test_mmssl_fusion_scale_relative_matches_the_formula():
     """Eq. 12 in the model: e* = E_bar + omega * mean||E_bar|| * sum_m normalize(u^m)."""
-    graph = _graph_content_scale()
+    graph = _cs_graph()
     embs = {}
     for scale in ('unit', 'relative'):
         torch.manual_seed(0)
@@ -1171,7 +1173,7 @@ def test_mmssl_fusion_scale_relative_matches_the_formula():
 
 
 def test_scale_options_are_checked_with_the_choices():
-    graph = _graph_content_scale()
+    graph = _cs_graph()
     with pytest.raises(ValueError, match="option 'fusion_scale' expects one of unit, relative"):
         MMSSL(graph, embedding_dim=8, num_heads=2, fusion_scale='learned')
     with pytest.raises(ValueError, match="option 'mix_scale' expects one of unit, relative"):
@@ -1186,7 +1188,7 @@ def test_cli_option_rule_names_the_choices():
 
 
 def test_critic_reads_the_same_columns_for_real_and_fake_rows(monkeypatch):
-    graph = _graph_critic_columns()
+    graph = _cc_graph()
     model = _model(graph, critic_columns=16)
     assert model.critic_width == 16
     assert model.critic.lin1.in_features == 16 and model.critic.lin1.out_features == 4
@@ -1223,7 +1225,7 @@ def test_critic_reads_the_same_columns_for_real_and_fake_rows(monkeypatch):
 
 
 def test_columns_are_drawn_per_batch_and_reproducible():
-    graph = _graph_critic_columns()
+    graph = _cc_graph()
     model = _model(graph, critic_columns=16)
     torch.manual_seed(5)
     a = [model.draw_critic_columns() for _ in range(3)]
@@ -1244,7 +1246,7 @@ def test_columns_are_drawn_per_batch_and_reproducible():
 def test_bad_critic_columns():
     for bad in (0, 4, 2.5, True):
         with pytest.raises(ValueError, match='critic_columns'):
-            _model(_graph_critic_columns(), critic_columns=bad)
+            _model(_cc_graph(), critic_columns=bad)
 
 
 def test_mmssl_documented_defaults(monkeypatch):
@@ -1440,3 +1442,8 @@ def test_contrastive_term_with_intra_view_negatives():
         logits = torch.cat([cross, intra], 1)
         want = want - (cross.diag() - torch.logsumexp(logits, 1)).mean()
     assert torch.allclose(out['contrastive'], want, atol=1e-5)
+
+
+if __name__ == '__main__':  # print the speed-invariance record (against the code to record)
+    graph = RecGraph.from_hetero(load_dataset('tiktok-mini')[0], name='tiktok-mini')
+    print(json.dumps({name: _run(graph, ov) for name, ov in CONFIGS.items()}, indent=1))

@@ -2,7 +2,7 @@
 
 ``grcn_mmgcn_reference.json`` holds the per-epoch training losses, per-epoch validation
 metrics, best epoch and final embedding norms of GRCN and MMGCN trained on tiktok-mini with
-their presets (3 short epochs, seed 2023, CPU, one thread; see ``_grcn_mmgcn_run.py``),
+their presets (3 short epochs, seed 2023, CPU, one thread; see ``testing.grcn_mmgcn_run``),
 recorded by ``_record_grcn_mmgcn.py`` at the commit named in the file, *before* GRCN's
 per-edge message passing became fused sparse kernels and MMGCN's per-node-type products became
 stacked ones. Only the order of floating-point sums changed, so the tolerances are relative

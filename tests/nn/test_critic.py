@@ -21,7 +21,7 @@ per-block / per-token computations they replaced.
 
 The end-to-end check (every loss term, metric and final embedding of a seeded run on
 tiktok-mini against numbers recorded before the rewrites) is
-``tests/models/test_speed_invariance.py``."""
+``tests/models/test_mmssl.py``."""
 from __future__ import annotations
 
 import pytest

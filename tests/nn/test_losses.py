@@ -110,7 +110,7 @@ def _nonlinear_critic(width: int = 12) -> RelationCritic:
     return critic
 
 
-def _penalty_by_hand_nn_mutants(critic, real, fake, alpha):
+def _penalty_drawn_by_hand(critic, real, fake, alpha):
     x = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     grad, = torch.autograd.grad(critic(x).sum(), x)
     return (grad.norm(dim=1) - 1).pow(2).mean()
@@ -386,10 +386,10 @@ def test_gradient_penalty_draws_one_alpha_per_row():
     drawn = gradient_penalty(critic, real, fake)
     torch.manual_seed(7)
     alpha = torch.rand(6, 1)  # what "one alpha ~ U(0, 1) per row" draws
-    assert torch.allclose(drawn, _penalty_by_hand_nn_mutants(critic, real, fake, alpha), atol=1e-6)
+    assert torch.allclose(drawn, _penalty_drawn_by_hand(critic, real, fake, alpha), atol=1e-6)
     # and one alpha for all rows would be another number
     shared = alpha[:1].expand(6, 1)
-    assert not torch.allclose(drawn, _penalty_by_hand_nn_mutants(critic, real, fake, shared), atol=1e-4)
+    assert not torch.allclose(drawn, _penalty_drawn_by_hand(critic, real, fake, shared), atol=1e-4)
 
 
 def test_projected_gradient_penalty_draws_one_alpha_per_row_and_uses_the_method():
@@ -400,9 +400,9 @@ def test_projected_gradient_penalty_draws_one_alpha_per_row_and_uses_the_method(
     drawn = projected_gradient_penalty(critic, z_real, z_fake)
     torch.manual_seed(7)
     alpha = torch.rand(6, 1)
-    assert torch.allclose(drawn, _penalty_by_hand_nn_mutants(critic, real, fake, alpha), atol=1e-5)
+    assert torch.allclose(drawn, _penalty_drawn_by_hand(critic, real, fake, alpha), atol=1e-5)
     shared = alpha[:1].expand(6, 1)
-    assert not torch.allclose(drawn, _penalty_by_hand_nn_mutants(critic, real, fake, shared), atol=1e-4)
+    assert not torch.allclose(drawn, _penalty_drawn_by_hand(critic, real, fake, shared), atol=1e-4)
     # the method argument reaches the critic's input-gradient norm
     seen = []
     norm = critic.input_gradient_norm

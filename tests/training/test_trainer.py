@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from mmssl_pyg.models import MMSSL, LightGCN, get_model_class
-from mmssl_pyg.testing import FAST as FAST_mmssl_speed_options
-from mmssl_pyg.testing import FAST_adversarial as FAST__adversarial
-from mmssl_pyg.testing import _fit as _fit_mmssl_speed_options
+from mmssl_pyg.testing import FAST as SPEED_FAST
+from mmssl_pyg.testing import FAST_adversarial as ADV_FAST
+from mmssl_pyg.testing import _fit as _speed_fit
 from mmssl_pyg.testing import (
     assert_user_error,
     run_cli,
@@ -166,7 +166,7 @@ def test_final_marks_each_users_last_batch_of_the_epoch():
     graph = _graph()
     torch.manual_seed(0)
     model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.1)
-    trainer = Trainer(model, graph, TrainConfig(**{**FAST_mmssl_speed_options, 'batches_per_epoch': 7}))
+    trainer = Trainer(model, graph, TrainConfig(**{**SPEED_FAST, 'batches_per_epoch': 7}))
     state = trainer.sampler.state_dict()
     batches = trainer._draw_epoch(7)
     trainer.sampler.load_state_dict(state)
@@ -193,7 +193,7 @@ def test_critic_every_runs_the_critic_on_every_kth_batch_of_the_run(monkeypatch)
         return out
 
     monkeypatch.setattr(MMSSL, 'critic_loss', spy)
-    result, _, _ = _fit_mmssl_speed_options(graph, epochs=2, batches_per_epoch=4, critic_every=3)
+    result, _, _ = _speed_fit(graph, epochs=2, batches_per_epoch=4, critic_every=3)
     # global steps 0..7: the critic runs at 0, 3 (epoch 1) and 6 (epoch 2)
     assert len(calls) == 3
     h1, h2 = result.history
@@ -201,7 +201,7 @@ def test_critic_every_runs_the_critic_on_every_kth_batch_of_the_run(monkeypatch)
     assert math.isclose(h2['train/critic_loss'], calls[2], rel_tol=1e-6)
     assert 'train/generator' in h1  # L_G still enters every model step
     calls.clear()
-    _fit_mmssl_speed_options(graph, epochs=1, batches_per_epoch=4)
+    _speed_fit(graph, epochs=1, batches_per_epoch=4)
     assert len(calls) == 4  # default: every batch, as in the paper
 
 
@@ -273,7 +273,7 @@ def test_allocator_failure_is_one_line_with_a_fix(error, tiny, tmp_path, capsys,
         raise error
 
     monkeypatch.setattr(Trainer, 'fit', fit)
-    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', tmp_path / 'run', *FAST__adversarial],
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', tmp_path / 'run', *ADV_FAST],
                            capsys)
     assert_user_error(code, err, 'out of memory', 'tried to allocate', 'batch_size', 'Fix:')
     assert 'enforce fail' not in err and 'MMSSL_PYG_DEBUG' not in err
