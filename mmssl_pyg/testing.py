@@ -350,7 +350,6 @@ NUM_USERS, NUM_ITEMS = 4, 5
 
 # --------------------------------------------------------------------------- MMSSL model
 def _tiny_graph():
-    from test_mmssl_model import _graph
     return _graph()
 
 

@@ -36,11 +36,6 @@ def mini() -> RecGraph:
     return RecGraph.from_hetero(load_dataset('tiktok-mini')[0], name='tiktok-mini')
 
 
-@pytest.fixture(scope='module')
-def mini_pop() -> RecGraph:
-    return RecGraph.from_hetero(load_dataset('tiktok-mini_pop')[0], name='tiktok-mini_pop')
-
-
 def _graph() -> RecGraph:
     """7 users, 6 items; item j has training degree j (users 0..j-1), plus a repeated pair
     (user 0, item 5) that must count once; one val and one test item per user, unseen."""
@@ -102,17 +97,17 @@ def test_ranking_equals_sorted_degree_ranking():
         assert top[u].tolist()[:n] == unseen[:n], u  # degrees are distinct here: exact order
 
 
-def test_larger_graph_ranking_matches_degrees_up_to_ties(mini_pop):
-    model = Pop(mini_pop)
-    rowptr, col = exclusion_rows(mini_pop)
-    users = torch.arange(0, mini_pop.num_users, 97)
+def test_larger_graph_ranking_matches_degrees_up_to_ties(mini):
+    model = Pop(mini)
+    rowptr, col = exclusion_rows(mini)
+    users = torch.arange(0, mini.num_users, 97)
     top = model.recommend(users, k=20, exclude_rowptr=rowptr, exclude_col=col)
-    degree = torch.bincount(torch.unique(mini_pop.train_edge_index[0] * mini_pop.num_items
-                                         + mini_pop.train_edge_index[1]) % mini_pop.num_items,
-                            minlength=mini_pop.num_items)
+    degree = torch.bincount(torch.unique(mini.train_edge_index[0] * mini.num_items
+                                         + mini.train_edge_index[1]) % mini.num_items,
+                            minlength=mini.num_items)
     for row, u in zip(top.tolist(), users.tolist()):
         seen = set(col[rowptr[u]:rowptr[u + 1]].tolist())
-        unseen = sorted((int(degree[i]) for i in range(mini_pop.num_items) if i not in seen),
+        unseen = sorted((int(degree[i]) for i in range(mini.num_items) if i not in seen),
                         reverse=True)
         assert [int(degree[i]) for i in row] == unseen[:20]  # ties may come in any order
         assert not seen & set(row)
@@ -124,7 +119,7 @@ def test_trainer_runs_one_epoch_without_batches_and_matches_hand_metrics():
                          progress=False, batch_size=4)
     result = Trainer(Pop(graph), graph, config).fit()
     assert result.best_epoch == 1 and len(result.history) == 1
-    assert not any(k.startswith('train/') for k in result.history[0])  # no mini_pop-batch
+    assert not any(k.startswith('train/') for k in result.history[0])  # no mini-batch
     for split, metrics in (('val', result.val), ('test', result.test)):
         for k in (1, 2):
             assert metrics[f'recall@{k}'] == pytest.approx(_by_hand(graph, split, k))
@@ -133,7 +128,7 @@ def test_trainer_runs_one_epoch_without_batches_and_matches_hand_metrics():
 
 def test_cli_train_evaluate_and_resume(tmp_path, capsys):
     run = tmp_path / 'pop'
-    args = ['train', '--model', 'pop', '--dataset', 'tiktok-mini_pop', '--run-dir', str(run),
+    args = ['train', '--model', 'pop', '--dataset', 'tiktok-mini', '--run-dir', str(run),
             '--wandb', 'disabled', '--no-progress', '--device', 'cpu']
     assert cli.main(args) == 0
     metrics = json.loads((run / 'metrics.json').read_text())
