@@ -220,8 +220,8 @@ def main() -> None:
     lines += ['', '## Not mutated', '',
               'mutmut 3 does not mutate functions with a decorator other than a single '
               '`@staticmethod` / `@classmethod`; these are tested directly (the dense '
-              'references in `tests/nn/test_mmssl_layers.py` and '
-              '`tests/models/test_mmssl_model.py`) but not mutation-tested:', '']
+              'references in `tests/nn/` and '
+              '`tests/models/test_mmssl.py`) but not mutation-tested:', '']
     lines += [f'- `{f}`' for f in _unmutated_functions(paths)]
     (args.out / 'report.md').write_text('\n'.join(lines) + '\n')
     print(f'{args.out / "report.md"}: {total["total"]} mutants, {total["killed"]} killed, '

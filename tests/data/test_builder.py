@@ -1,93 +1,208 @@
-"""The dataset builder (mmssl_pyg.data.builder), its encoders and the MovieLens-100K recipe.
+"""Tests of ``mmssl_pyg/data/builder.py``.
+
+Adversarial dataset builds and files, round two (issue 26): build-dataset never deletes what
+it did not create, replaces a dataset atomically, reads ids as typed, refuses bad separators;
+feature files without columns or bytes are refused with one line.
+
+The dataset builder (mmssl_pyg.data.builder), its encoders and the MovieLens-100K recipe.
 
 Expected counts are worked out by hand in the comments; the encoders used here are small
 deterministic functions, except in the one test that loads the real all-MiniLM-L6-v2 (skipped
-when the `features` extra is not installed).
-"""
+when the `features` extra is not installed)."""
 from __future__ import annotations
 
-import csv
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mmssl_pyg.cli import main
-from mmssl_pyg.data import DatasetNotFoundError, load_dataset
-from mmssl_pyg.data.build_output import OutputExistsError
+from mmssl_pyg.data import load_dataset
 from mmssl_pyg.data.builder import BuildRequest, build_dataset
-from mmssl_pyg.data.encoders import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EncoderError,
-    ImageEncoder,
-    SentenceEncoder,
-    encode_cached,
-)
-from mmssl_pyg.data.recipes import build_movielens_100k, ml100k_item_text
-from mmssl_pyg.data.table import Table, heldout_counts, kcore_filter
 from mmssl_pyg.data.validation import DatasetFormatError
+from mmssl_pyg.testing import (
+    ITEMS,
+    THIRDS,
+    CountingEncoder,
+    _build,
+    _read,
+    _write_csv,
+    assert_user_error,
+    copy_mini,
+    run_cli,
+    tree,
+)
+from mmssl_pyg.testing import ROWS as ROWS_builder
 
-# user, item, rating, timestamp. With min_rating=4: A and B rate i1, i2, i3; C rates i1, i5;
-# D rates i5; (A, i4) is below the threshold; (B, i1) appears twice (t=10 and t=30).
-# 2-core, round 1: D has 1 interaction -> (D, i5) goes; round 2: i5 has 1 -> (C, i5) goes;
-# round 3: C has 1 -> (C, i1) goes; then A, B x i1, i2, i3 remain: 2 users, 3 items, 6 pairs.
-ROWS = [
-    ('A', 'i1', 5, 1), ('A', 'i2', 4, 2), ('A', 'i3', 5, 3), ('A', 'i4', 2, 4),
-    ('B', 'i1', 4, 10), ('B', 'i2', 5, 20), ('B', 'i3', 4, 5), ('B', 'i1', 5, 30),
-    ('C', 'i1', 5, 7), ('C', 'i5', 5, 8),
-    ('D', 'i5', 4, 9),
-]
-ITEMS = [('i1', 'Alpha', 'space'), ('i2', 'Beta', ''), ('i3', 'Gamma', 'sea'),
-         ('i4', 'Delta', 'land'), ('i5', 'Epsilon', 'sky'), ('i9', 'Unused', 'x')]
-THIRDS = (1 / 3, 1 / 3, 1 / 3)
+ROWS = [(f'u{u}', f'i{(u + j) % 7}') for u in range(10) for j in range(5)]
 
 
-def _write_csv(path: Path, header, rows, sep=','):
-    with open(path, 'w', newline='') as f:
-        w = csv.writer(f, delimiter=sep)
-        w.writerow(header)
-        w.writerows(rows)
+def write_csv(path: Path, rows=ROWS, header=('user_id', 'item_id'), sep=',') -> Path:
+    path.write_text('\n'.join(sep.join(map(str, r)) for r in [header, *rows]) + '\n')
     return path
 
 
 @pytest.fixture
+def inter(tmp_path) -> Path:
+    return write_csv(tmp_path / 'inter.csv')
+
+
+def build(inter, out, **kw):
+    return build_dataset(inter, out, progress=False, **kw)
+
+
+def old_dataset(out: Path) -> dict[str, bytes]:
+    """A finished build with a processed cache and a file of the user's own."""
+    build(write_csv(out.parent / 'old.csv', [(f'x{u}', f'y{(u + j) % 5}') for u in range(8)
+                                              for j in range(5)]), out)
+    (out / 'processed').mkdir()
+    (out / 'processed' / 'data.pt').write_bytes(b'old cache')
+    (out / 'notes.txt').write_text('mine')
+    return tree(out)
+
+
+@pytest.fixture
+def mini(tmp_path) -> Path:
+    return copy_mini(tmp_path)
+
+
+@pytest.fixture
 def tables(tmp_path):
-    inter = _write_csv(tmp_path / 'inter.csv', ['user', 'item', 'rating', 'ts'], ROWS)
+    inter = _write_csv(tmp_path / 'inter.csv', ['user', 'item', 'rating', 'ts'], ROWS_builder)
     items = _write_csv(tmp_path / 'items.csv', ['item', 'title', 'tag'], ITEMS)
     return inter, items
 
 
-class CountingEncoder:
-    """Deterministic text features: [length, number of 'a', number of vowels]."""
-    cache_key = 'counting-encoder-v1'
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, texts):
-        self.calls += 1
-        return np.array([[len(t), t.lower().count('a'), sum(t.lower().count(v) for v in 'aeiou')]
-                         for t in texts], dtype=np.float32)
+def test_build_without_force_keeps_a_processed_folder(inter, tmp_path, capsys):
+    out = tmp_path / 'ds'
+    (out / 'processed').mkdir(parents=True)
+    (out / 'processed' / 'data.pt').write_bytes(b'keep me')
+    code, _, err = run_cli(['build-dataset', '--interactions', inter, '--output', out,
+                            '--no-progress'], capsys)
+    assert_user_error(code, err, 'already holds a dataset', 'processed', '--force')
+    assert tree(out) == {'processed/data.pt': b'keep me'}
 
 
-def _read(root: Path, name: str):
-    return json.loads((root / 'raw' / name).read_text())
+@pytest.mark.parametrize('failing', ['train.json', 'id_map.json', 'build_info.json'])
+def test_full_disk_during_a_forced_rebuild_leaves_the_old_dataset(failing, inter, tmp_path,
+                                                                  monkeypatch):
+    out = tmp_path / 'ds'
+    before = old_dataset(out)
+    real_dump = json.dump
+
+    def dump(obj, f, *args, **kwargs):
+        if Path(getattr(f, 'name', '')).name == failing:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_dump(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(json, 'dump', dump)
+    with pytest.raises(OSError, match='no space left on device'):
+        build(inter, out, overwrite=True)
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ds', 'inter.csv', 'old.csv']
 
 
-def _build(tables, out, **kw):
-    inter, items = tables
-    args = dict(user_col='user', item_col='item', rating_col='rating', time_col='ts',
-                min_rating=4, kcore=2, ratios=THIRDS, progress=False)
-    args.update(kw)
-    return build_dataset(inter, out, **args)
+def test_forced_rebuild_replaces_only_the_dataset(inter, tmp_path):
+    out = tmp_path / 'ds'
+    old_dataset(out)
+    build(inter, out, overwrite=True)
+    assert not (out / 'processed').exists()  # derived from the old raw files
+    assert (out / 'notes.txt').read_text() == 'mine'  # not the command's to delete
+    assert load_dataset(str(out))[0]['user'].num_nodes == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ds', 'inter.csv', 'old.csv']
 
 
-# --------------------------------------------------------------------------------------------
-# table -> folder without an encoder
-# --------------------------------------------------------------------------------------------
+def test_forced_rebuild_that_fails_on_bad_input_changes_nothing(tmp_path):
+    out = tmp_path / 'ds'
+    before = old_dataset(out)
+    bad = write_csv(tmp_path / 'bad.csv', [('u1', 'i1'), ('', 'i2')])
+    with pytest.raises(DatasetFormatError):
+        build(bad, out, overwrite=True)
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize('ids', [('1', '1.0'), ('7', '07'), ('2', '2e0')])
+def test_two_spellings_of_one_numeric_id_are_refused(ids, tmp_path):
+    rows = [(ids[0], 'a'), (ids[0], 'b'), (ids[1], 'c'), (ids[1], 'a'), ('3', 'b')]
+    with pytest.raises(DatasetFormatError, match='two spellings'):
+        build(write_csv(tmp_path / 'i.csv', rows), tmp_path / 'ds')
+    assert not (tmp_path / 'ds').exists()
+
+
+def test_two_spellings_of_one_item_id_are_refused(tmp_path):
+    rows = [('a', '5'), ('a', '5.0'), ('b', '6'), ('b', '5')]
+    with pytest.raises(DatasetFormatError, match='item_id'):
+        build(write_csv(tmp_path / 'i.csv', rows), tmp_path / 'ds')
+
+
+@pytest.mark.parametrize('sep', ['', ';;', '\n', '"'])
+def test_bad_separator_is_one_line(sep, inter, tmp_path, capsys):
+    code, _, err = run_cli(['build-dataset', '--interactions', inter, '--output',
+                            tmp_path / 'ds', '--sep', sep, '--no-progress'], capsys)
+    assert_user_error(code, err, '--sep', 'one character', 'Fix:')
+    assert not (tmp_path / 'ds').exists()
+
+
+def test_zero_byte_feature_file_is_one_line(mini, capsys):
+    (mini / 'raw' / 'image_feat.npy').write_bytes(b'')
+    code, _, err = run_cli(['datasets', mini], capsys)
+    assert_user_error(code, err, 'image_feat.npy', 'Fix:')
+
+
+def test_feature_matrix_without_columns_is_refused(mini, capsys):
+    items = np.load(mini / 'raw' / 'image_feat.npy').shape[0]
+    np.save(mini / 'raw' / 'image_feat.npy', np.zeros((items, 0), dtype=np.float32))
+    code, _, err = run_cli(['datasets', mini], capsys)
+    assert_user_error(code, err, 'image_feat.npy', 'column')
+
+
+@pytest.mark.parametrize('make', ['folder', 'symlink-loop'])
+def test_feature_path_that_is_not_a_file_is_named_as_such(make, mini, capsys):
+    path = mini / 'raw' / 'image_feat.npy'
+    path.unlink()
+    if make == 'folder':
+        path.mkdir()
+    else:
+        os.symlink(path, path)
+    code, _, err = run_cli(['datasets', mini], capsys)
+    assert_user_error(code, err, 'image_feat.npy',
+                      'a folder, not a file' if make == 'folder' else 'symbolic link')
+
+
+def test_modality_typo_suggests_the_modality_that_exists(mini):
+    from mmssl_pyg.data import DatasetNotFoundError
+    with pytest.raises(DatasetNotFoundError, match="did you mean 'image'"):
+        load_dataset(str(mini), modalities=['imag'])
+
+
+def test_split_nested_too_deeply_names_the_file(mini, capsys):
+    (mini / 'raw' / 'train.json').write_text('[' * 200_000 + ']' * 200_000)
+    code, _, err = run_cli(['datasets', mini], capsys)
+    assert_user_error(code, err, 'train.json', 'nested too deeply', 'Fix:')
+
+
+def test_staging_folder_of_a_killed_build_is_removed(inter, tmp_path):
+    left = tmp_path / '.ds.build-999999999-abcd1234'
+    (left / 'raw').mkdir(parents=True)
+    (left / 'raw' / 'train.json').write_text('{}')
+    build(inter, tmp_path / 'ds')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ds', 'inter.csv']
+
+
+@pytest.mark.parametrize('option', ['--output', '--cache-dir'])
+def test_empty_output_folder_is_refused(option, inter, tmp_path, capsys, monkeypatch):
+    work = tmp_path / 'cwd'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ['build-dataset', '--interactions', inter, '--no-progress', option, '']
+    argv += ['--output', tmp_path / 'ds'] if option != '--output' else []
+    code, _, err = run_cli(argv, capsys)
+    assert_user_error(code, err, option, 'empty', 'Fix:')
+    assert list(work.iterdir()) == [] and not (tmp_path / 'ds').exists()
+
 
 def test_counts_kcore_id_maps_and_load_dataset(tables, tmp_path):
     out = tmp_path / 'ds'
@@ -142,7 +257,7 @@ def test_a_build_request_builds_what_the_keywords_build(tables, tmp_path):
 def test_temporal_split_holds_out_the_latest(tables, tmp_path, iso):
     inter, items = tables
     if iso:  # the same instants as ISO-8601 date-times
-        rows = [(u, i, r, f'2024-01-01T00:00:{t:02d}') for u, i, r, t in ROWS]
+        rows = [(u, i, r, f'2024-01-01T00:00:{t:02d}') for u, i, r, t in ROWS_builder]
         inter = _write_csv(tmp_path / 'inter_iso.csv', ['user', 'item', 'rating', 'ts'], rows)
     out = tmp_path / 'ds'
     _build((inter, items), out, split='temporal')
@@ -157,40 +272,11 @@ def test_random_split_is_seeded_and_independent_of_row_order(tables, tmp_path):
     inter, items = tables
     _build(tables, tmp_path / 'a', seed=3)
     shuffled = _write_csv(tmp_path / 'shuffled.csv', ['user', 'item', 'rating', 'ts'],
-                          ROWS[::-1])
+                          ROWS_builder[::-1])
     # reversed rows: the repeated (B, i1) then keeps the other row, same pair
     _build((shuffled, items), tmp_path / 'b', seed=3)
     for s in ('train', 'val', 'test'):
         assert _read(tmp_path / 'a', f'{s}.json') == _read(tmp_path / 'b', f'{s}.json')
-
-
-def test_split_sizes_per_user_follow_the_rounding_rule(tmp_path):
-    # user k has n = k + 1 distinct items (n = 1..20); at 8:1:1 each user holds out
-    # round-half-up(n / 10) = (n + 5) // 10 for val and for test: 1 for n = 5..14 (10 users),
-    # 2 for n = 15..20 (6 users) -> 22 val, 22 test, 210 - 44 = 166 train; n = 1..4 hold none.
-    users = [str(k) for k in range(20) for _ in range(k + 1)]
-    items = [f'item{j}' for k in range(20) for j in range(k + 1)]
-    res = build_dataset({'user_id': users, 'item_id': items}, tmp_path / 'ds', progress=False)
-    assert (res.stats['train'], res.stats['val'], res.stats['test']) == (166, 22, 22)
-    assert res.counts['users_train_only'] == 4
-    val = _read(tmp_path / 'ds', 'val.json')
-    id_map = _read(tmp_path / 'ds', 'id_map.json')
-    assert id_map['users']['9'] == 9 and id_map['users']['10'] == 10  # numeric order
-    for orig, idx in id_map['users'].items():
-        n = int(orig) + 1
-        assert len(val.get(str(idx), [])) == (n + 5) // 10
-    # the same counts from the library function
-    v, t = heldout_counts(np.arange(1, 21), 0.1, 0.1)
-    assert v.tolist() == t.tolist() == [(n + 5) // 10 for n in range(1, 21)]
-
-
-def test_kcore_filter_matches_a_hand_example():
-    # codes of the 7 positive pairs of ROWS (deduplicated): A0 B1 C2 D3, i1=0 i2=1 i3=2 i5=3
-    users = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3])
-    items = np.array([0, 1, 2, 0, 1, 2, 0, 3, 3])
-    assert kcore_filter(users, items, 2).tolist() == [True] * 6 + [False] * 3
-    assert kcore_filter(users, items, 1).all()
-    assert not kcore_filter(users, items, 4).any()
 
 
 def test_text_features_with_a_deterministic_encoder_and_the_cache(tables, tmp_path):
@@ -216,49 +302,10 @@ def test_text_features_with_a_deterministic_encoder_and_the_cache(tables, tmp_pa
                                   enc(['Beta []'])[0])
 
 
-def test_encode_cached_without_a_cache_key_always_runs(tmp_path):
-    calls = []
-
-    def enc(texts):
-        calls.append(len(texts))
-        return np.ones((len(texts), 2))
-
-    for _ in range(2):
-        feat, hit = encode_cached(enc, ['a', 'b'], 'text', tmp_path)
-        assert hit is None and feat.dtype == np.float32
-    assert calls == [2, 2] and not list(tmp_path.iterdir())
-    with pytest.raises(EncoderError, match=r'returned shape \(3, 2\), expected \[2, dim\]'):
-        encode_cached(lambda t: np.ones((3, 2)), ['a', 'b'], 'text')
-
-
-def test_image_features_with_a_small_backbone(tables, tmp_path):
-    Image = pytest.importorskip('PIL.Image')
-    inter, _ = tables
-    colours = {'i1': (255, 0, 0), 'i2': (0, 128, 255), 'i3': (10, 20, 30)}
-    (tmp_path / 'img').mkdir()
-    rows = []
-    for item, rgb in colours.items():
-        Image.new('RGB', (40, 30), rgb).save(tmp_path / 'img' / f'{item}.png')
-        rows.append((item, f'img/{item}.png'))
-    rows += [('i4', 'img/none.png'), ('i5', 'img/none.png')]  # only used by dropped items
-    items = _write_csv(tmp_path / 'items_img.csv', ['item', 'image'], rows)
-    backbone = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    encoder = ImageEncoder(backbone, 'mean-colour', batch_size=2, resize=16, size=8,
-                           progress=False)
-    out = tmp_path / 'ds'
-    _build((inter, items), out, items=items, item_id_col='item', image_col='image',
-           image_encoder=encoder)
-    feat = np.load(out / 'raw' / 'image_feat.npy')
-    # a solid image stays solid through resize and crop: the feature is the normalised colour
-    expected = [(np.array(c) / 255 - IMAGENET_MEAN) / IMAGENET_STD for c in colours.values()]
-    np.testing.assert_allclose(feat, np.array(expected), atol=1e-5)
-    assert load_dataset(str(out), log=False)[0].modalities == ['image']
-
-
 def test_parquet_input_gives_the_same_folder(tables, tmp_path):
     pa = pytest.importorskip('pyarrow')
     pq = pytest.importorskip('pyarrow.parquet')
-    cols = list(zip(*ROWS))
+    cols = list(zip(*ROWS_builder))
     path = tmp_path / 'inter.parquet'
     pq.write_table(pa.table({'user': list(cols[0]), 'item': list(cols[1]),
                              'rating': list(cols[2]), 'ts': list(cols[3])}), path)
@@ -268,10 +315,6 @@ def test_parquet_input_gives_the_same_folder(tables, tmp_path):
         assert (tmp_path / 'csv' / 'raw' / f).read_text() == (tmp_path / 'pq' / 'raw' / f
                                                               ).read_text()
 
-
-# --------------------------------------------------------------------------------------------
-# errors
-# --------------------------------------------------------------------------------------------
 
 def test_missing_column_names_file_column_and_option(tables, tmp_path):
     with pytest.raises(DatasetFormatError, match=r'inter\.csv \[column "userid"\]: no such '
@@ -320,36 +363,6 @@ def test_held_out_split_empty_says_what_to_change(tables, tmp_path):
         _build(tables, tmp_path / 'ds', ratios=(0.8, 0.1, 0.1))
 
 
-def test_existing_output_is_not_overwritten(tables, tmp_path):
-    out = tmp_path / 'ds'
-    _build(tables, out)
-    load_dataset(str(out), log=False)
-    assert (out / 'processed').is_dir()
-    with pytest.raises(OutputExistsError, match='nothing was overwritten.*--force'):
-        _build(tables, out)
-    _build(tables, out, kcore=0, overwrite=True)
-    assert not (out / 'processed').exists()  # stale processed files are removed
-    assert load_dataset(str(out), log=False).num_users == 4
-
-
-def test_encoders_that_cannot_run_offline(tmp_path, monkeypatch):
-    with pytest.raises(EncoderError, match='nope.*does not exist.*nothing is downloaded'):
-        SentenceEncoder(tmp_path / 'nope')
-    (tmp_path / 'empty').mkdir()
-    with pytest.raises(EncoderError, match='not a sentence-transformers model folder'):
-        SentenceEncoder(tmp_path / 'empty')
-    from mmssl_pyg.data.encoders import torchvision_image_encoder
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch-home'))
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # not installed, or a build that does not fit this torch
-        with pytest.raises(ImportError, match='torchvision built for torch'):
-            torchvision_image_encoder('resnet50')
-    else:
-        with pytest.raises(EncoderError, match='would need a download'):
-            torchvision_image_encoder('resnet50')
-
-
 def test_image_file_missing(tables, tmp_path):
     inter, _ = tables
     items = _write_csv(tmp_path / 'items.csv', ['item', 'title', 'image'],
@@ -362,10 +375,6 @@ def test_image_file_missing(tables, tmp_path):
                image_encoder=lambda paths: np.ones((len(paths), 1)))
     assert enc.calls == 0 and not (tmp_path / 'ds').exists()  # checked before any encoding
 
-
-# --------------------------------------------------------------------------------------------
-# command line and the MovieLens-100K recipe
-# --------------------------------------------------------------------------------------------
 
 def test_cli_builds_and_reports_user_errors(tables, tmp_path, capsys):
     inter, _ = tables
@@ -384,43 +393,6 @@ def test_cli_builds_and_reports_user_errors(tables, tmp_path, capsys):
     assert '--kcore cannot be combined with --recipe' in capsys.readouterr().err
     assert main(['build-dataset', '--output', str(out)]) == 2
     assert 'needs --interactions' in capsys.readouterr().err
-
-
-def test_movielens_not_built_says_how_to_build(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match='build-dataset --recipe movielens-100k '
-                       '--output'):
-        load_dataset('movielens-100k', root=tmp_path / 'ml')
-    assert not (tmp_path / 'ml').exists()
-
-
-def test_movielens_recipe_on_a_small_recbole_folder(tmp_path):
-    # RecBole atomic files: 6 users x 6 movies all rated 5, except user 6 (rates 3: dropped
-    # by min_rating 4) and movie 6 (rated by one user only: dropped by the 5-core). Then 5
-    # users x 5 movies remain, 5 positives each: 1 val, 1 test, 3 train per user.
-    src = tmp_path / 'ml-100k'
-    src.mkdir()
-    inter = [(u, i, 3 if u == 6 else 5, 100 * u + i) for u in range(1, 7) for i in range(1, 6)]
-    inter.append((1, 6, 5, 999))
-    _write_csv(src / 'ml-100k.inter', ['user_id:token', 'item_id:token', 'rating:float',
-                                       'timestamp:float'], inter, sep='\t')
-    movies = [(1, 'Toy Story', 1995, "Animation Children's Comedy"), (2, 'Heat', '', 'Action'),
-              (3, 'Fargo', 1996, ''), (4, 'Babe', 1995, 'Drama'), (5, 'Clerks', 1994, 'Comedy'),
-              (6, 'Rare', 1990, 'Drama')]
-    _write_csv(src / 'ml-100k.item', ['item_id:token', 'movie_title:token_seq',
-                                      'release_year:token', 'class:token_seq'], movies, sep='\t')
-    enc = CountingEncoder()
-    res = build_movielens_100k(tmp_path / 'out', source=src, text_encoder=enc, progress=False)
-    assert (res.stats['users'], res.stats['items']) == (5, 5)
-    assert (res.stats['train'], res.stats['val'], res.stats['test']) == (15, 5, 5)
-    assert res.counts['below_min_rating'] == 5 and res.counts['kcore_items'] == 1
-    texts = ["Toy Story (1995). Genres: Animation, Children's, Comedy.",
-             'Heat. Genres: Action.', 'Fargo (1996).', 'Babe (1995). Genres: Drama.',
-             'Clerks (1994). Genres: Comedy.']
-    assert [ml100k_item_text(str(t), str(y), g) for _, t, y, g in movies[:5]] == texts
-    np.testing.assert_array_equal(np.load(tmp_path / 'out' / 'raw' / 'text_feat.npy'),
-                                  enc(texts))
-    ds = load_dataset('movielens-100k', root=tmp_path / 'out', log=False)
-    assert ds[0].name == 'movielens-100k' and ds[0].modalities == ['text']
 
 
 def test_real_sentence_encoder_offline(tables, tmp_path):
@@ -443,15 +415,6 @@ def test_real_sentence_encoder_offline(tables, tmp_path):
     res = _build((inter, items), out, items=items, item_id_col='item', text_cols=['title'],
                  overwrite=True)
     assert 'cache' in res.encoded['text']
-
-
-def test_in_memory_table_with_missing_ids(tmp_path):
-    table = Table.from_columns({'user_id': ['a', None, float('nan')], 'item_id': [1, 2, 3]},
-                               source='my frame')
-    assert table.columns['user_id'] == ['a', '', ''] and table.columns['item_id'][0] == '1'
-    with pytest.raises(DatasetFormatError, match=r'my frame \[column "user_id"\]: 2 empty '
-                       r'id\(s\) \(first at row 1\)'):
-        build_dataset(table, tmp_path / 'ds', progress=False)
 
 
 def test_repeated_item_rows(tables, tmp_path):

@@ -1,8 +1,10 @@
-"""Record the reference numbers of tests/models/test_grcn_mmgcn_speedup.py.
+"""Record the reference numbers of the GRCN/MMGCN speed-up test
+(``test_same_numbers_as_the_recorded_implementation`` in tests/models/test_refactor_invariance.py;
+the run is ``mmssl_pyg.testing.grcn_mmgcn_run``).
 
 Run from the repository root, on the commit whose behaviour is the reference:
 
-    python tests/models/_record_grcn_mmgcn.py > tests/models/grcn_mmgcn_reference.json
+    PYTHONPATH=. python tests/models/_record_grcn_mmgcn.py > tests/models/grcn_mmgcn_reference.json
 
 Trains GRCN and MMGCN on tiktok-mini with their presets (what ``mmssl-pyg train`` resolves),
 fixed seed, CPU, one thread, 3 epochs of at most 3 mini-batches of 256 users, and prints the
@@ -12,16 +14,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / 'training'))  # seeded_fit
-from _grcn_mmgcn_run import MODELS, SHORT, run  # noqa: E402
-
-from mmssl_pyg.data import RecGraph, load_dataset  # noqa: E402
+from mmssl_pyg.data import RecGraph, load_dataset
+from mmssl_pyg.testing import GRCN_MMGCN as MODELS
+from mmssl_pyg.testing import GRCN_MMGCN_SHORT as SHORT
+from mmssl_pyg.testing import grcn_mmgcn_run as run
 
 if __name__ == '__main__':
     graph = RecGraph.from_hetero(load_dataset('tiktok-mini')[0], name='tiktok-mini')

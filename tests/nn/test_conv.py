@@ -1,8 +1,32 @@
+"""Tests of ``mmssl_pyg/nn/conv.py``.
+
+Tests written for mutants of ``make mutate`` that survived in ``mmssl_pyg/nn/adjacency.py``
+and ``mmssl_pyg/nn/propagation.py``: the adjacency's stored buffers, its aggregations in every
+layout and LightGCN's layer reduction, each against a value derived here (by hand, from a dense
+matrix built here, or from the documented contract). See
+``benchmarks/results/mutation/report.md``.
+
+Tests written for mutants of ``make mutate`` that survived the other tests: defaults,
+random draws and options of the layers in ``mmssl_pyg/nn/`` and the MMSSL model, each against
+a value derived here (by hand, from a dense computation or from the documented contract).
+See ``benchmarks/results/mutation/report.md``."""
+from __future__ import annotations
+
+import importlib.util
+
 import pytest
 import torch
 
+import mmssl_pyg.nn.conv as conv_module
 from mmssl_pyg.data.graph import bipartite_adjacency
-from mmssl_pyg.nn.conv import BipartiteConv, is_sparse_tensor_available
+from mmssl_pyg.models.mmssl import MMSSL
+from mmssl_pyg.nn import (
+    BipartiteConv,
+    sparse_matmul,
+)
+from mmssl_pyg.nn.conv import is_sparse_tensor_available
+from mmssl_pyg.nn.propagation import sparse_aggregations
+from mmssl_pyg.testing import EDGES, NUM_ITEMS, NUM_USERS, _tiny_graph
 
 
 def _graph():
@@ -17,6 +41,13 @@ def _dense_reference(ei, n_u, n_i):
     a[ei[0], ei[1]] = 1.0
     du, di = a.sum(1).clamp(min=1), a.sum(0).clamp(min=1)
     return a / du.sqrt()[:, None] / di.sqrt()[None, :]
+
+
+# --------------------------------------------------------------------------- conv
+def _small_adjacency():
+    torch.manual_seed(0)
+    ei = torch.stack([torch.randint(0, 5, (12,)), torch.randint(0, 7, (12,))]).unique(dim=1)
+    return bipartite_adjacency(ei, 5, 7)  # ([users, items], [items, users])
 
 
 def test_sym_norm_matches_dense_reference():
@@ -75,3 +106,159 @@ def test_adjacency_is_built_on_the_edges_device_not_the_default_one(layout):
     # D^-1/2 A D^-1/2 with user degrees (2, 1) and item degrees (1, 2)
     expected = torch.tensor([[1 / 2 ** 0.5, 1 / 2], [0.0, 1 / 2 ** 0.5]])
     assert torch.allclose(ui.to_dense(), expected)
+
+
+@pytest.mark.parametrize('layout', [torch.sparse_csr, torch.sparse_coo])
+def test_sparse_aggregations_hand_each_direction_the_other_as_its_transpose(layout,
+                                                                         monkeypatch):
+    """Each aggregation passes the other matrix as ``adj_rev`` (its transpose), so the
+    backward pass takes the cached-transpose product instead of transposing the matrix."""
+    adj_ui, adj_iu = bipartite_adjacency(EDGES, NUM_USERS, NUM_ITEMS, layout=layout)
+    seen = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
+    to_users, to_items = sparse_aggregations(BipartiteConv(), adj_ui, adj_iu)
+    torch.manual_seed(0)
+    to_users(torch.randn(NUM_ITEMS, 2, requires_grad=True))
+    to_items(torch.randn(NUM_USERS, 2, requires_grad=True))
+    assert [(a is adj_ui, rev is adj_iu) for a, rev in seen[:1]] == [(True, True)]
+    assert [(a is adj_iu, rev is adj_ui) for a, rev in seen[1:]] == [(True, True)]
+
+
+# --------------------------------------------------------------------------- conv
+def test_message_and_aggregate_is_the_sparse_product():
+    """The fused path PyG takes for sparse adjacencies (a SparseTensor with torch-sparse)."""
+    torch.manual_seed(0)
+    ei = torch.stack([torch.randint(0, 5, (12,)), torch.randint(0, 7, (12,))]).unique(dim=1)
+    adj_ui, _ = bipartite_adjacency(ei, 5, 7)  # [users, items]
+    x = torch.randn(7, 3)
+    want = adj_ui.to_dense() @ x
+    conv = BipartiteConv()
+    assert torch.allclose(conv.message_and_aggregate(adj_ui, (x, None)), want, atol=1e-6)
+    assert torch.allclose(conv.message_and_aggregate(adj_ui, x), want, atol=1e-6)
+
+
+def test_sparse_tensor_availability_follows_the_installed_package():
+    installed = importlib.util.find_spec('torch_sparse') is not None
+    assert is_sparse_tensor_available() == installed
+
+
+def test_conv_size_mismatch_message_and_repr():
+    adj_ui, _ = _small_adjacency()
+    with pytest.raises(ValueError) as err:
+        BipartiteConv()(torch.randn(6, 3), adj_ui)
+    assert str(err.value) == 'adjacency has 7 source columns but x has 6 rows'
+    with pytest.raises(ValueError) as err:
+        BipartiteConv()(torch.randn(7, 3), torch.zeros(2, 0, dtype=torch.long))
+    assert str(err.value) == 'BipartiteConv needs size=(num_src, num_dst) with edge_index input'
+    assert repr(BipartiteConv()) == 'BipartiteConv()'
+
+
+def test_sparse_matmul_takes_bfloat16_inputs_in_float32():
+    adj_ui, _ = _small_adjacency()
+    x = torch.randn(7, 3).bfloat16()
+    out = sparse_matmul(adj_ui, x)  # outside autocast: the sum is formed in float32
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, adj_ui.to_dense() @ x.float(), atol=1e-6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # inside: float32 too
+        out = sparse_matmul(adj_ui, torch.randn(7, 3))
+    assert out.dtype == torch.float32
+
+
+def test_sparse_matmul_uses_the_cached_transpose_only_when_valid(monkeypatch):
+    adj_ui, adj_iu = _small_adjacency()
+    calls = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda *a: (calls.append(1), original(*a))[1])
+    x = torch.randn(7, 3, requires_grad=True)
+    want = adj_ui.to_dense() @ x.detach()
+    cases = [  # (x, adj_rev, grad enabled, fast path expected)
+        (x, adj_iu, True, True),
+        (x, None, True, False),
+        (x.detach(), adj_iu, True, False),
+        (x, adj_iu, False, False),
+    ]
+    for inp, rev, grad, fast in cases:
+        calls.clear()
+        with torch.set_grad_enabled(grad):
+            out = sparse_matmul(adj_ui, inp, rev)
+        assert torch.allclose(out, want, atol=1e-6)
+        assert bool(calls) == fast
+    # also for bfloat16 inputs (cast to float32 first) and through the layer
+    for out in (sparse_matmul(adj_ui, x.bfloat16(), adj_iu),
+                BipartiteConv()(x, adj_ui, adj_rev=adj_iu)):
+        assert calls.pop() == 1 and torch.allclose(out, want, atol=5e-2)
+    # a differentiable adjacency never takes it: its gradient would be lost
+    calls.clear()
+    adj = adj_ui.to_sparse_coo().coalesce()
+    adj = torch.sparse_coo_tensor(adj.indices(), adj.values().clone().requires_grad_(),
+                                  adj.shape)
+    sparse_matmul(adj, x, adj_iu)
+    assert not calls
+
+
+def test_unweighted_edge_index_sums_the_neighbours():
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 2]])  # (source, destination)
+    x = torch.tensor([[1.0], [10.0], [100.0]])
+    out = BipartiteConv()(x, ei, size=(3, 3))
+    assert torch.equal(out, torch.tensor([[10.0], [1.0], [110.0]]))
+
+
+def test_edge_index_output_has_every_destination_row():
+    ei = torch.tensor([[0, 1], [0, 0]])  # destinations 1 and 2 receive nothing
+    out = BipartiteConv()(torch.ones(2, 1), ei, edge_weight=torch.tensor([2.0, 3.0]),
+                          size=(2, 3))
+    assert torch.equal(out, torch.tensor([[5.0], [0.0], [0.0]]))
+
+
+@pytest.mark.parametrize('layout', ['csr', 'coo'])
+def test_cached_transposes_match_the_layout_and_are_used(layout, monkeypatch):
+    graph = _tiny_graph()
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, norm='row', adj_layout=layout)
+    adj = model.generator_adj  # one-sided weights: the transposes are cached
+    want = torch.sparse_csr if layout == 'csr' else torch.sparse_coo
+    for a, t in ((adj.ui, adj.ui_t), (adj.iu, adj.iu_t)):
+        assert a.layout == want and t.layout == want
+        assert torch.equal(t.to_dense(), a.to_dense().t())
+    # both directions hand the layer a cached transpose for the backward pass
+    seen = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
+    for m in (model, MMSSL(graph, embedding_dim=8, num_heads=2, adj_layout=layout)):
+        seen.clear()
+        adj = m.generator_adj
+        adj.to_users(m.conv, torch.randn(graph.num_items, 2, requires_grad=True))
+        adj.to_items(m.conv, torch.randn(graph.num_users, 2, requires_grad=True))
+        rev_u = adj.iu if adj.ui_t is None else adj.ui_t  # 'sym': each is the other's .T
+        rev_i = adj.ui if adj.iu_t is None else adj.iu_t
+        assert [(a is adj.ui, r is rev_u) for a, r in seen[:1]] == [(True, True)]
+        assert [(a is adj.iu, r is rev_i) for a, r in seen[1:]] == [(True, True)]
+
+
+@pytest.mark.parametrize('layout', [torch.sparse_csr, torch.sparse_coo])
+def test_sparse_aggregations_against_dense_matrices(layout):
+    """`sparse_aggregations` (the baselines' propagation path): to_users is A x, to_items is
+    A^T x (symmetric normalisation); gradients flow through the transposed matrix (by hand:
+    d sum(A x) / dx = A^T 1)."""
+    from mmssl_pyg.nn.conv import BipartiteConv
+    from mmssl_pyg.nn.propagation import light_propagate, sparse_aggregations
+    ei = torch.tensor([[0, 0, 1, 2, 2, 2], [0, 3, 1, 0, 1, 2]])
+    adj_ui, adj_iu = bipartite_adjacency(ei, 3, 4, norm='sym', layout=layout)
+    dense_ui, dense_iu = adj_ui.to_dense(), adj_iu.to_dense()
+    assert torch.allclose(dense_ui, dense_iu.t())
+    to_users, to_items = sparse_aggregations(BipartiteConv(), adj_ui, adj_iu)
+    torch.manual_seed(0)
+    items = torch.randn(4, 5, requires_grad=True)
+    users = torch.randn(3, 5, requires_grad=True)
+    out_u, out_i = to_users(items), to_items(users)
+    assert torch.allclose(out_u, dense_ui @ items, atol=1e-6)
+    assert torch.allclose(out_i, dense_iu @ users, atol=1e-6)
+    (out_u.sum() + 2 * out_i.sum()).backward()
+    assert torch.allclose(items.grad, dense_ui.t() @ torch.ones(3, 5), atol=1e-6)
+    assert torch.allclose(users.grad, 2 * dense_iu.t() @ torch.ones(4, 5), atol=1e-6)
+    u, i = light_propagate(users.detach(), items.detach(), 1, to_users, to_items)
+    assert torch.allclose(u, (users.detach() + dense_ui @ items.detach()) / 2)
+    assert torch.allclose(i, (items.detach() + dense_iu @ users.detach()) / 2)

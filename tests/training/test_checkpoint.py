@@ -1,9 +1,21 @@
-"""Atomic checkpoints, random states, and a real training process killed and resumed."""
+"""Tests of ``mmssl_pyg/training/checkpoint.py``.
+
+Adversarial runs, round two (issue 26): a refused command changes nothing, the run-folder
+lock is atomic, options mean what was typed, the Python API checks its arguments, and a run
+leaves nothing outside its run folder.
+
+Adversarial runs and outputs: run folders in use or holding another run, refused resumes,
+damaged or malicious checkpoints, checkpoints meeting other data, outputs that exist, are
+folders or links, and full disks. Each case asserts the exact outcome, and that nothing was
+lost or written where a command was refused.
+
+Atomic checkpoints, random states, and a real training process killed and resumed."""
 from __future__ import annotations
 
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,53 +25,76 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training_utils import write_json_dataset
 
+from mmssl_pyg.testing import FAST_adversarial as FAST
+from mmssl_pyg.testing import (
+    assert_no_marker,
+    assert_user_error,
+    evaluate_json,
+    metrics_of,
+    no_space_for,
+    payloads,
+    run_cli,
+    write_json_dataset,
+    write_torch_payload,
+)
 from mmssl_pyg.training import load_checkpoint, save_checkpoint
 from mmssl_pyg.training.checkpoint import rng_state, set_rng_state
 
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """An ID-only dataset of 40 users and 60 items."""
+    return write_json_dataset(tmp_path_factory.mktemp('tiny') / 'tiny', num_users=40,
+                              num_items=60, per_user=6)
+
+
+@pytest.fixture(scope='module')
+def finished(tiny, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp('finished') / 'run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(tiny), '--run-dir', str(run), *FAST,
+                     '--epochs', '1']) == 0
+    return run
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / 'PWNED'
+    yield path
+    assert_no_marker(path)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
+    damage a run work on a copy)."""
+    base = tmp_path_factory.mktemp('runs')
+    data = write_json_dataset(base / 'tiny')
+    run = base / 'run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
+    return data, run
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    _, run = trained
+    return Path(shutil.copytree(run, tmp_path / 'run'))
+
+
+@pytest.fixture
+def own(tmp_path):
+    """A dataset and a one-epoch run of this test only (for tests that edit the data)."""
+    data = write_json_dataset(tmp_path / 'own-data', num_users=60, num_items=60, per_user=8)
+    run = tmp_path / 'own-run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST,
+                     '--epochs', '1']) == 0
+    return data, run
+
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    path = tmp_path / 'last.pt'
-    save_checkpoint({'epoch': 1, 'w': torch.ones(3)}, path)
-    real_save = torch.save
-
-    def dying_save(obj, f, *args, **kwargs):
-        f.write(b'half a checkpoint')
-        raise OSError('disk full')
-
-    monkeypatch.setattr(torch, 'save', dying_save)
-    with pytest.raises(OSError, match='disk full'):
-        save_checkpoint({'epoch': 2, 'w': torch.zeros(3)}, path)
-    monkeypatch.setattr(torch, 'save', real_save)
-    state = load_checkpoint(path)  # the previous checkpoint, whole
-    assert state['epoch'] == 1 and torch.equal(state['w'], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ['last.pt']
-
-
-def test_load_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nothing.pt'):
-        load_checkpoint(tmp_path / 'nothing.pt')
-    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
-    with pytest.raises(RuntimeError, match='junk.pt'):
-        load_checkpoint(tmp_path / 'junk.pt')
-
-
-def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
-    torch.manual_seed(1)
-    np.random.seed(1)
-    random.seed(1)
-    save_checkpoint({'rng': rng_state()}, tmp_path / 'r.pt')
-    want = (torch.rand(3), np.random.rand(3), random.random())
-    torch.manual_seed(2)
-    np.random.seed(2)
-    random.seed(2)
-    set_rng_state(load_checkpoint(tmp_path / 'r.pt')['rng'])
-    got = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-    assert got[2] == want[2]
 
 
 def _strip(history):
@@ -108,6 +143,126 @@ def _kill_and_resume(cmd: list[str], tmp_path: Path, env: dict, epochs: int,
     assert b['val'] == a['val'] and b['test'] == a['test']
     assert _strip(b['history']) == _strip(a['history'])
     return a, b, killed_at
+
+
+@pytest.mark.parametrize('content', ['truncated', 'text'])
+def test_damaged_checkpoint_message_has_no_raw_torch_text(content, finished, tmp_path, capsys):
+    path = tmp_path / 'best.pt'
+    good = (finished / 'best.pt').read_bytes()
+    path.write_bytes(good[:len(good) // 2] if content == 'truncated' else b'hello world')
+    code, _, err = run_cli(['evaluate', path, '--device', 'cpu'], capsys)
+    assert_user_error(code, err, str(path), 'truncated, damaged', 'Fix:')
+    assert 'miniz' not in err and 'PytorchStreamReader' not in err and '(101)' not in err
+
+
+def test_disk_full_while_a_resumed_run_saves_loses_nothing(run_copy, capsys, monkeypatch):
+    monkeypatch.setattr(os, 'fsync', no_space_for('last.pt'))
+    code, _, err = run_cli(['train', '--resume', '--run-dir', run_copy, '--epochs', '3',
+                            '--no-progress'], capsys)
+    assert_user_error(code, err, 'no space left on device', 'last.pt')
+    assert load_checkpoint(run_copy / 'last.pt')['epoch'] == 2  # the previous, whole
+    assert not list(run_copy.glob('.*.tmp')) and not (run_copy / '.lock').exists()
+    monkeypatch.undo()
+    code, _, err = run_cli(['train', '--resume', '--run-dir', run_copy, '--epochs', '3',
+                            '--no-progress'], capsys)
+    assert code == 0, err
+    assert metrics_of(run_copy)['epochs_run'] == 3
+
+
+@pytest.mark.parametrize('make,needle', [
+    (lambda p: p.write_bytes(b''), 'is empty (0 bytes'),
+    (lambda p: p.write_bytes(b'\x00' * 64), 'cannot read checkpoint'),
+    (lambda p: torch.save(torch.ones(2), p), 'holds a Tensor'),
+    (lambda p: torch.save({'epoch': 1}, p), 'not written by mmssl-pyg train'),
+    (lambda p: p.mkdir(), 'holds neither best.pt nor last.pt'),
+], ids=['empty', 'zeros', 'tensor', 'no-meta', 'empty-folder'])
+def test_bad_checkpoint_files(make, needle, tmp_path, capsys):
+    path = tmp_path / 'best.pt'
+    make(path)
+    code, _, err = evaluate_json(capsys, path)
+    assert_user_error(code, err, needle)
+
+
+def test_truncated_checkpoint(trained, tmp_path, capsys):
+    _, run = trained
+    blob = (run / 'best.pt').read_bytes()
+    (tmp_path / 'best.pt').write_bytes(blob[: len(blob) // 3])
+    code, _, err = evaluate_json(capsys, tmp_path / 'best.pt')
+    assert_user_error(code, err, 'truncated, damaged')
+
+
+@pytest.mark.parametrize('command', ['evaluate', 'recommend'])
+def test_crafted_checkpoint_runs_no_code(command, tmp_path, marker, capsys):
+    path = write_torch_payload(tmp_path / 'best.pt', payloads(marker)['exec'])
+    extra = ['--users', '0'] if command == 'recommend' else []
+    code, _, err = run_cli([command, path, *extra], capsys)
+    assert_user_error(code, err, 'best.pt', 'it asks for exec', 'could run code')
+
+
+def test_checkpoint_that_does_not_fit_its_record(trained, tmp_path, capsys):
+    _, run = trained
+    state = load_checkpoint(run / 'best.pt')
+    state['meta']['model_kwargs']['embedding_dim'] = 16
+    torch.save(state, tmp_path / 'best.pt')
+    code, _, err = evaluate_json(capsys, tmp_path / 'best.pt')
+    assert_user_error(code, err, 'does not fit the model', 'size mismatch')
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    code, _, err = evaluate_json(capsys, tmp_path / 'nothing.pt')
+    assert_user_error(code, err, 'nothing.pt', 'does not exist')
+
+
+def test_checkpoint_of_an_older_version_is_evaluated_with_a_warning(own, tmp_path, capsys):
+    _, run = own
+    state = load_checkpoint(run / 'best.pt')
+    del state['meta']['data']
+    torch.save(state, tmp_path / 'best.pt')
+    code, got, err = evaluate_json(capsys, tmp_path / 'best.pt')
+    assert code == 0, err
+    assert 'warning: checkpoint' in err and 'older version' in err
+    assert got['metrics'] == pytest.approx(metrics_of(run)['test'])
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / 'last.pt'
+    save_checkpoint({'epoch': 1, 'w': torch.ones(3)}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b'half a checkpoint')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', dying_save)
+    with pytest.raises(OSError, match='disk full'):
+        save_checkpoint({'epoch': 2, 'w': torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, 'save', real_save)
+    state = load_checkpoint(path)  # the previous checkpoint, whole
+    assert state['epoch'] == 1 and torch.equal(state['w'], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ['last.pt']
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nothing.pt'):
+        load_checkpoint(tmp_path / 'nothing.pt')
+    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(RuntimeError, match='junk.pt'):
+        load_checkpoint(tmp_path / 'junk.pt')
+
+
+def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    save_checkpoint({'rng': rng_state()}, tmp_path / 'r.pt')
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(2)
+    np.random.seed(2)
+    random.seed(2)
+    set_rng_state(load_checkpoint(tmp_path / 'r.pt')['rng'])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert got[2] == want[2]
 
 
 @pytest.mark.slow

@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_training_utils import synthetic_graph
 
 from mmssl_pyg.models import Batch, LightGCN
 from mmssl_pyg.models.mmssl import MMSSL
+from mmssl_pyg.testing import synthetic_graph
 from mmssl_pyg.training import BPRSampler, TrainConfig, Trainer, evaluate_embeddings
 from mmssl_pyg.training.checkpoint import load_checkpoint
 from mmssl_pyg.training.distributed import DistContext, state_digests

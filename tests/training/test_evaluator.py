@@ -1,16 +1,38 @@
-"""The full-ranking evaluator against a brute-force Python reference."""
+"""Tests of ``mmssl_pyg/training/evaluator.py``.
+
+Adversarial runs, round two (issue 26): a refused command changes nothing, the run-folder
+lock is atomic, options mean what was typed, the Python API checks its arguments, and a run
+leaves nothing outside its run folder.
+
+The full-ranking evaluator against a brute-force Python reference."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from test_training_utils import synthetic_graph
 
 from mmssl_pyg.data.graph import RecGraph
-from mmssl_pyg.models import LightGCN
+from mmssl_pyg.models import LightGCN, get_model_class
+from mmssl_pyg.testing import exclusion_graph, synthetic_graph, write_json_dataset
 from mmssl_pyg.training import evaluate, evaluate_embeddings
 from mmssl_pyg.training.evaluator import exclusion_rows, per_user_metrics
+from mmssl_pyg.training.options import ConfigError
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """An ID-only dataset of 40 users and 60 items."""
+    return write_json_dataset(tmp_path_factory.mktemp('tiny') / 'tiny', num_users=40,
+                              num_items=60, per_user=6)
+
+
+@pytest.fixture(scope='module')
+def model_and_graph(tiny):
+    from mmssl_pyg.training.run import load_graph
+    graph = load_graph(str(tiny))
+    return get_model_class('lightgcn')(graph, embedding_dim=8), graph
 
 
 def reference(user_emb, item_emb, graph, split, ks, exclude_val_at_test=False):
@@ -55,6 +77,31 @@ def _several_heldout_graph(seed=0):
     test = torch.cat([graph.test_edge_index, extra, overlap], dim=1)
     val = torch.cat([graph.val_edge_index, extra], dim=1)  # also in test: exclusion case
     return RecGraph(graph.num_users, graph.num_items, graph.train_edge_index, val, test)
+
+
+class _ModeDependent(torch.nn.Module):
+    """Scores that depend on the mode: in eval mode every user's held-out item scores 1 and
+    every other item 0 (a perfect ranking); in train mode the scores are negated (the
+    held-out item ranks last), as a model with dropout or noise differs between modes."""
+
+    def __init__(self, user_emb, item_emb):
+        super().__init__()
+        self.register_buffer('user_emb', user_emb)
+        self.register_buffer('item_emb', item_emb)
+        self.modes_seen = []
+
+    def get_embedding(self):
+        self.modes_seen.append(self.training)
+        sign = -1.0 if self.training else 1.0
+        return sign * self.user_emb, self.item_emb
+
+
+@pytest.mark.parametrize('ks', [(10**6,), (0,), (-3,), (1.5,)])
+def test_evaluate_refuses_cutoffs_out_of_range(ks, model_and_graph):
+    from mmssl_pyg.training.evaluator import evaluate
+    model, graph = model_and_graph
+    with pytest.raises(ConfigError, match='ks'):
+        evaluate(model, graph, 'val', ks=ks)
 
 
 @pytest.mark.parametrize('split,exclude_val', [('val', False), ('test', False),
@@ -111,23 +158,6 @@ def test_evaluate_uses_the_models_embeddings_in_eval_mode():
         evaluate(model, graph, 'train')
 
 
-class _ModeDependent(torch.nn.Module):
-    """Scores that depend on the mode: in eval mode every user's held-out item scores 1 and
-    every other item 0 (a perfect ranking); in train mode the scores are negated (the
-    held-out item ranks last), as a model with dropout or noise differs between modes."""
-
-    def __init__(self, user_emb, item_emb):
-        super().__init__()
-        self.register_buffer('user_emb', user_emb)
-        self.register_buffer('item_emb', item_emb)
-        self.modes_seen = []
-
-    def get_embedding(self):
-        self.modes_seen.append(self.training)
-        sign = -1.0 if self.training else 1.0
-        return sign * self.user_emb, self.item_emb
-
-
 @pytest.mark.parametrize('start_in_training', [True, False])
 def test_evaluate_switches_a_mode_dependent_model_to_eval(start_in_training):
     train = torch.tensor([[0, 1, 2], [0, 1, 4]])
@@ -145,20 +175,6 @@ def test_evaluate_switches_a_mode_dependent_model_to_eval(start_in_training):
     # the train-mode scores rank it last of the 5 candidates: not in the top 4
     wrong = evaluate_embeddings(-user_emb, torch.eye(6), graph, 'val', ks=(1, 4))
     assert wrong['recall@4'] == 0.0
-
-
-def exclusion_graph():
-    """2 users, 5 items, hand-set scores (item embeddings are the identity, so a user's
-    embedding is its score row). User 0: train {0}, val {1}, test {2}, scores
-    [9, 3, 2, 1, 0]; user 1: train {3}, val {4}, test {2}, scores [0, 1, 2, 9, 3]. With the
-    training item excluded, each user's top-1 is its val item; with the val item excluded
-    too, it is the test item 2."""
-    train = torch.tensor([[0, 1], [0, 3]])
-    val = torch.tensor([[0, 1], [1, 4]])
-    test = torch.tensor([[0, 1], [2, 2]])
-    graph = RecGraph(2, 5, train, val, test, name='exclusion')
-    user_emb = torch.tensor([[9., 3., 2., 1., 0.], [0., 1., 2., 9., 3.]])
-    return graph, user_emb, torch.eye(5)
 
 
 def test_exclusions_on_a_hand_made_graph():

@@ -1,37 +1,93 @@
-"""Model options are declared once, in the constructor's signature (mmssl_pyg/utils/options.py),
+"""Tests of ``mmssl_pyg/training/options.py``.
+
+MMSSL's speed options: the deferred top-k search (exact), the subsampled gradient penalty
+(``gp_samples``) and the critic schedule (``critic_every``).
+
+Adversarial options: every option is typed and bounded in one place (a trainer option in
+``mmssl_pyg.training.options.OPTION_RULES``, a model option in its constructor's signature,
+``mmssl_pyg.utils.options``); a bad value ends in one
+``mmssl-pyg <command>: error:`` line naming the option and the value, exit status 2, before
+anything is loaded or written.
+
+Model options are declared once, in the constructor's signature (mmssl_pyg/utils/options.py),
 and every check is derived from there: the one at construction, the command line's / presets' /
 tuner's (``check_option`` through ``resolve_options``) and the benchmark unit keys
 (``neutral_values``, ``stored_model_kwargs``)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import pytest
 import torch
-from conftest import make_tiny_graph
 
-from mmssl_pyg.models import MMSSL, MODELS, Recommender
+from mmssl_pyg.models import MMSSL, MODELS, LightGCN, Recommender
+from mmssl_pyg.testing import assert_user_error, make_tiny_graph, run_cli, write_json_dataset
+from mmssl_pyg.training import ConfigError, TrainConfig, resolve_options
 from mmssl_pyg.training.options import (
     OPTION_RULES,
+    check_option,
     model_option_rules,
     model_option_types,
     neutral_values,
     stored_model_kwargs,
 )
-from mmssl_pyg.training.presets import resolve_options
-from mmssl_pyg.utils.options import ConfigError, Neutral, Rule, declared_options
+from mmssl_pyg.utils.options import Neutral, Rule, declared_options
 
 
-def test_the_option_table_holds_no_model_rows():
-    assert sorted({key.split('.')[0] for key in OPTION_RULES}) == ['cli', 'train']
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """120 users, 80 items (every item used)."""
+    return write_json_dataset(tmp_path_factory.mktemp('opts') / 'tiny')
 
 
-def test_every_model_option_is_declared_with_a_type():
-    """Only options whose values are not one simple type are left to the model."""
-    unchecked = {(name, opt.name) for name, cls in MODELS.items()
-                 for opt in declared_options(cls).values() if opt.rule is None}
-    assert unchecked == {('freedom', 'modality_weights'), ('freedom', 'cache_dir'),
-                         ('lattice', 'cache_dir')}
+BAD_OVERRIDES = [
+    # (model, override, what the message must name)
+    ('lightgcn', 'embedding_dim=0', "'embedding_dim' expects an integer >= 1, got 0"),
+    ('lightgcn', 'embedding_dim=-4', "'embedding_dim' expects an integer >= 1, got -4"),
+    ('lightgcn', 'embedding_dim=2.5', "'embedding_dim' expects an integer >= 1, got 2.5"),
+    ('lightgcn', 'embedding_dim=abc', "'embedding_dim' expects an integer >= 1, got 'abc'"),
+    ('lightgcn', 'embedding_dim=true', "'embedding_dim' expects an integer >= 1, got True"),
+    ('lightgcn', 'model.embedding_dim=0', "'embedding_dim' expects an integer >= 1"),
+    ('mmssl', 'embedding_dim=0', "'embedding_dim' expects an integer >= 1, got 0"),
+    ('mf', 'embedding_dim=0', "'embedding_dim' expects an integer >= 1, got 0"),
+    ('lightgcn', 'num_layers=-1', "'num_layers' expects an integer >= 0, got -1"),
+    ('lightgcn', 'reg_weight=-1', "'reg_weight' expects a number >= 0, got -1"),
+    ('lightgcn', 'reg_weight=nan', "'reg_weight' expects a number >= 0, got nan"),
+    ('mmssl', 'feature_dropout=1.0', "'feature_dropout' expects a number in [0, 1), got 1.0"),
+    ('mmssl', 'topk_rate=0', "'topk_rate' expects a number in (0, 1], got 0"),
+    ('mmssl', 'cl_temperature=0', "'cl_temperature' expects a number > 0, got 0"),
+    ('mmssl', 'critic_dropout=[0.5]', "'critic_dropout' expects a list of 2 numbers"),
+    ('mmssl', 'num_heads=0', "'num_heads' expects an integer >= 1, got 0"),
+    ('lightgcn', 'patience=1.5', "'patience' expects an integer >= 0, got 1.5"),
+    ('lightgcn', 'patience=-1', "'patience' expects an integer >= 0, got -1"),
+    ('lightgcn', 'seed=1.5', "'seed' expects an integer in [0, 4294967295], got 1.5"),
+    ('lightgcn', 'seed=-3', "'seed' expects an integer in [0, 4294967295], got -3"),
+    ('lightgcn', 'seed=abc', "'seed' expects an integer"),
+    ('lightgcn', 'batches_per_epoch=abc',
+     "'batches_per_epoch' expects an integer >= 1 (or null), got 'abc'"),
+    ('lightgcn', 'batches_per_epoch=0', "'batches_per_epoch' expects an integer >= 1"),
+    ('lightgcn', 'batch_size=0', "'batch_size' expects an integer >= 1, got 0"),
+    ('lightgcn', 'epochs=0', "'epochs' expects an integer >= 1, got 0"),
+    ('lightgcn', 'eval_every=0', "'eval_every' expects an integer >= 1, got 0"),
+    ('lightgcn', 'eval_batch_size=-1', "'eval_batch_size' expects an integer >= 1"),
+    ('lightgcn', 'num_threads=0', "'num_threads' expects an integer >= 1 (or null), got 0"),
+    ('lightgcn', 'lr=0', "'lr' expects a number > 0, got 0"),
+    ('lightgcn', 'lr=-1e-3', "'lr' expects a number > 0"),
+    ('lightgcn', 'lr=nan', "'lr' expects a number > 0, got nan"),
+    ('lightgcn', 'lr=inf', "'lr' expects a number > 0, got inf"),
+    ('lightgcn', 'weight_decay=-0.1', "'weight_decay' expects a number >= 0, got -0.1"),
+    ('lightgcn', 'critic_betas=[1.2,0.9]', "'critic_betas' expects a number in [0, 1), got 1.2"),
+    ('lightgcn', 'ks=abc', "each value of option 'ks' expects an integer >= 1, got 'abc'"),
+    ('lightgcn', 'ks=', "'ks' expects a list of integers >= 1, got nothing"),
+    ('lightgcn', 'ks=[]', "'ks' expects a list of integers >= 1, got []"),
+    ('lightgcn', 'ks=0', "each value of option 'ks' expects an integer >= 1, got 0"),
+    ('lightgcn', 'ks=[10,10,20]', "'ks' lists a value more than once: [10, 10, 20]"),
+    ('lightgcn', 'metric=recall@30', 'metric must be <name>@<k>'),
+    ('lightgcn', 'precision=fp8', "'precision' expects one of fp32, bf16, fp16, got 'fp8'"),
+    ('lightgcn', 'exclude_val_at_test=maybe', "'exclude_val_at_test' expects true or false"),
+    ('lightgcn', 'progress=2', "'progress' expects true or false, got 2"),
+]
 
 
 def _bad_value(rule: Rule):
@@ -49,6 +105,91 @@ def _bad_value(rule: Rule):
 
 CASES = [(name, option, rule) for name in sorted(MODELS)
          for option, rule in model_option_rules(MODELS[name]).items()]
+
+
+@pytest.mark.parametrize('bad', [0, -2])
+def test_bad_critic_every(bad):
+    with pytest.raises(ConfigError, match='critic_every'):
+        TrainConfig(critic_every=bad)
+
+
+@pytest.mark.parametrize('model,override,needle', BAD_OVERRIDES,
+                         ids=[f'{m}-{o}' for m, o, _ in BAD_OVERRIDES])
+def test_bad_option_value_is_a_user_error_before_any_work(model, override, needle, tiny,
+                                                          tmp_path, capsys, monkeypatch):
+    import mmssl_pyg.training.run as run_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError('the data was loaded before the options were checked')
+
+    monkeypatch.setattr(run_module, 'load_data', no_loading)
+    run = tmp_path / 'run'
+    code, _, err = run_cli(['train', '--model', model, '--dataset', tiny, '--run-dir', run,
+                            '--wandb', 'disabled', override], capsys)
+    assert_user_error(code, err, needle)
+    assert not run.exists()
+
+
+@pytest.mark.parametrize('flag,value,needle', [
+    ('--epochs', '0', "'epochs' expects an integer >= 1, got 0"),
+    ('--seed', '-1', "'seed' expects an integer in [0, 4294967295], got -1"),
+])
+def test_bad_flag_values_use_the_option_table(flag, value, needle, tiny, tmp_path, capsys):
+    code, _, err = run_cli(['train', '--dataset', tiny, '--model', 'lightgcn', '--wandb',
+                            'disabled', '--run-dir', tmp_path / 'run', flag, value], capsys)
+    assert_user_error(code, err, needle, 'command-line option')
+    assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('override,field,value', [
+    ('epochs=2.0', 'epochs', 2),
+    ('lr=1e-2', 'lr', 0.01),
+    ('ks=5,20', 'ks', (5, 20)),
+    ('ks=[5, 20]', 'ks', (5, 20)),
+    ('batches_per_epoch=null', 'batches_per_epoch', None),
+    ('batches_per_epoch=3', 'batches_per_epoch', 3),
+    ('patience=0', 'patience', 0),
+    ('seed=0', 'seed', 0),
+    ('exclude_val_at_test=yes', 'exclude_val_at_test', True),
+    ('critic_betas=[0, 0.999]', 'critic_betas', (0.0, 0.999)),
+])
+def test_valid_values_are_converted(override, field, value):
+    train = resolve_options(LightGCN, 'tiktok', overrides=[override]).train
+    got = getattr(train, field)
+    assert got == value and type(got) is type(value)
+
+
+def test_every_rule_accepts_the_shipped_defaults():
+    import dataclasses
+
+    from mmssl_pyg.models import MODELS
+    for f in dataclasses.fields(TrainConfig):
+        assert check_option('train', f.name, f.default, f.default) == f.default
+    from mmssl_pyg.utils.options import declared_options
+    for cls in MODELS.values():
+        for name, opt in declared_options(cls).items():
+            if opt.rule is not None:
+                got = check_option('model', name, opt.default, opt.default, model_cls=cls)
+                assert got == opt.default
+
+
+def test_python_api_is_checked_by_the_same_table():
+    with pytest.raises(ConfigError, match="TrainConfig: option 'patience' expects an integer"):
+        TrainConfig(patience=1.5)
+    with pytest.raises(ConfigError, match="option 'embedding_dim' expects an integer >= 1"):
+        resolve_options(MMSSL, 'tiktok', overrides=['embedding_dim=0'])
+
+
+def test_the_option_table_holds_no_model_rows():
+    assert sorted({key.split('.')[0] for key in OPTION_RULES}) == ['cli', 'train']
+
+
+def test_every_model_option_is_declared_with_a_type():
+    """Only options whose values are not one simple type are left to the model."""
+    unchecked = {(name, opt.name) for name, cls in MODELS.items()
+                 for opt in declared_options(cls).values() if opt.rule is None}
+    assert unchecked == {('freedom', 'modality_weights'), ('freedom', 'cache_dir'),
+                         ('lattice', 'cache_dir')}
 
 
 @pytest.mark.parametrize('name,option,rule', CASES, ids=[f'{n}-{o}' for n, o, _ in CASES])

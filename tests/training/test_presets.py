@@ -1,22 +1,52 @@
-"""Preset layers (``mmssl_pyg/training/presets.py``): the options every model gets on every
-dataset, and where each value comes from."""
+r"""Tests of ``mmssl_pyg/training/presets.py``.
+
+Which views the contrastive loss of Eq. 11 pairs (``cl_pairing``, issue 15): the paper's
+``'overall'``, ``'items'`` (also items against their overall embedding) and ``'views'``
+(modality view against modality view). Expected values are computed by hand.
+
+The cold-item option of Eq. 2 (``cold_items``, issue 15): items without training
+interactions get their own projected features instead of a zero :math:`\mathbf{i}^m`.
+Expected values are computed by hand or from the paper's formula.
+
+Adversarial runs, round two (issue 26): a refused command changes nothing, the run-folder
+lock is atomic, options mean what was typed, the Python API checks its arguments, and a run
+leaves nothing outside its run folder.
+
+Preset layers (``mmssl_pyg/training/presets.py``): the options every model gets on every
+dataset, and where each value comes from.
+
+Preset loading and option merging: default <- dataset <- --config <- key=value."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mmssl_pyg.models import MODELS
-from mmssl_pyg.training import presets
-from mmssl_pyg.training.options import ConfigError, TrainConfig
-from mmssl_pyg.training.presets import find_tuned_preset, resolve_options
+from mmssl_pyg.models import MODELS, LightGCN, get_model_class
+from mmssl_pyg.models.mmssl import MMSSL
+from mmssl_pyg.testing import FAST_adversarial as FAST
+from mmssl_pyg.testing import assert_user_error, run_cli, write_json_dataset
+from mmssl_pyg.training import ConfigError, TrainConfig, presets, resolve_options
+from mmssl_pyg.training.presets import CONFIG_DIR, find_tuned_preset, parse_overrides
+from mmssl_pyg.training.run import full_model_kwargs
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """An ID-only dataset of 40 users and 60 items."""
+    return write_json_dataset(tmp_path_factory.mktemp('tiny') / 'tiny', num_users=40,
+                              num_items=60, per_user=6)
+
 
 #: ``resolve_options`` of every model on every dataset, with and without ``tuned=True``,
 #: recorded on commit 086c71e, before the dataset layer (issue 25), by writing
 #: ``resolve_all()`` to this file.
 BEFORE = Path(__file__).with_name('resolved_options_before_issue25.json')
+
+
 #: Every named dataset with preset blocks, the ID-only copies (they fall back to the blocks of
 #: the dataset they copy), ``default`` (the synthetic timing units of the benchmarks) and a
 #: dataset no preset names.
@@ -46,6 +76,85 @@ def resolve_all() -> dict[str, dict]:
 #: benchmark unit has Pop on tiktok-mini.
 UNUSED_BY_POP = {'pop|tiktok-mini|preset': {'epochs': (1000, 50), 'patience': (10, 5),
                                             'batch_size': (1024, 512)}}
+
+
+def test_cl_pairing_in_the_options_table():
+    from mmssl_pyg.training.options import ConfigError
+    from mmssl_pyg.training.presets import resolve_options
+    with pytest.raises(ConfigError, match='cl_pairing'):
+        resolve_options(MMSSL, 'tiktok', overrides=['cl_pairing=both'])
+    opts = resolve_options(MMSSL, 'tiktok', overrides=['cl_pairing=views'])
+    assert opts.model_kwargs['cl_pairing'] == 'views'
+    assert resolve_options(MMSSL, 'tiktok').model_kwargs.get('cl_pairing', 'overall') == \
+        'overall'
+
+
+def test_cold_items_option_in_the_options_table():
+    from mmssl_pyg.training.options import ConfigError
+    from mmssl_pyg.training.presets import resolve_options
+    with pytest.raises(ConfigError, match="cold_items"):
+        resolve_options(MMSSL, 'tiktok', overrides=['cold_items=all'])
+    opts = resolve_options(MMSSL, 'tiktok', overrides=['cold_items=features'])
+    assert opts.model_kwargs['cold_items'] == 'features'
+
+
+@pytest.mark.parametrize('override, key, expected', [
+    ('patience=010', 'patience', 10),
+    ('seed=0123', 'seed', 123),
+    ('epochs=08', 'epochs', 8),
+    ('ks=010,020', 'ks', (10, 20)),
+    ('eval_batch_size=0o17', 'eval_batch_size', 15),
+])
+def test_key_value_numbers_are_read_as_typed(override, key, expected):
+    options = resolve_options(get_model_class('lightgcn'), 'x', model_name='lightgcn',
+                              overrides=[override])
+    assert getattr(options.train, key) == expected
+
+
+@pytest.mark.parametrize('override', ['eval_batch_size=1:30', 'patience=1:00', 'seed=1:2:3'])
+def test_sexagesimal_numbers_are_refused(override):
+    with pytest.raises(ConfigError, match=override.split('=')[0]):
+        resolve_options(get_model_class('lightgcn'), 'x', model_name='lightgcn',
+                        overrides=[override])
+
+
+def test_config_file_numbers_are_read_as_typed(tmp_path):
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('train:\n  patience: 010\n  seed: 0123\n')
+    options = resolve_options(get_model_class('lightgcn'), 'x', model_name='lightgcn',
+                              config_file=cfg)
+    assert (options.train.patience, options.train.seed) == (10, 123)
+
+
+def test_key_value_octal_reaches_the_run_record(tiny, tmp_path, capsys):
+    run = tmp_path / 'run'
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *FAST, '--epochs',
+                            '1', 'patience=010'], capsys)
+    assert code == 0, err
+    assert json.loads((run / 'metrics.json').read_text())['train']['patience'] == 10
+
+
+def test_config_file_not_utf8_names_the_file(tiny, tmp_path, capsys):
+    cfg = tmp_path / 'bad.yaml'
+    cfg.write_bytes(b'train:\n  lr: \xff\xfe\n')
+    code, _, err = run_cli(['train', '--dataset', tiny, '--config', cfg, *FAST], capsys)
+    assert_user_error(code, err, str(cfg), 'UTF-8', 'Fix:')
+
+
+def test_config_file_nested_too_deeply_names_the_file(tiny, tmp_path, capsys):
+    cfg = tmp_path / 'deep.yaml'
+    cfg.write_text('[' * 50_000 + ']' * 50_000)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--config', cfg, *FAST], capsys)
+    assert_user_error(code, err, str(cfg), 'nested too deeply', 'Fix:')
+
+
+@pytest.mark.parametrize('make', ['folder', 'symlink-loop'])
+def test_config_path_that_is_not_a_file_says_what_it_is(make, tiny, tmp_path, capsys):
+    cfg = tmp_path / 'c.yaml'
+    cfg.mkdir() if make == 'folder' else os.symlink(cfg, cfg)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--config', cfg, *FAST], capsys)
+    assert_user_error(code, err, str(cfg), 'a folder' if make == 'folder' else 'symbolic link',
+                      'Fix:')
 
 
 def test_every_model_and_dataset_resolves_as_before_the_dataset_layer():
@@ -164,3 +273,87 @@ def test_the_sample_shares_its_run_length_through_the_dataset_preset():
             assert options.train.batch_size == 1024
         else:
             assert options.train.batch_size == 512, name
+
+
+def test_lightgcn_preset_default_and_dataset_blocks():
+    opts = resolve_options(LightGCN, 'tiktok')
+    # the preset restates no class default: the model runs with the class's values
+    assert full_model_kwargs(LightGCN, opts.model_kwargs) == \
+        {'embedding_dim': 64, 'num_layers': 3, 'reg_weight': 1e-4}
+    assert opts.train.lr == 1e-3 and opts.train.epochs == 1000 and opts.train.patience == 10
+    mini = resolve_options(LightGCN, 'tiktok-mini')
+    assert mini.train.epochs == 50 and mini.train.patience == 5
+    assert mini.sources['train.epochs'] == 'dataset preset datasets/tiktok-mini.yaml (train)'
+    assert mini.sources['train.batch_size'] == 'preset lightgcn.yaml (train.tiktok-mini)'
+
+
+def test_merge_order_and_type_parsing(tmp_path):
+    cfg = tmp_path / 'exp.yaml'
+    cfg.write_text('model:\n  num_layers: 1\ntrain:\n  lr: 5e-4\n  epochs: 7\n')
+    opts = resolve_options(LightGCN, 'tiktok-mini', config_file=cfg,
+                           overrides=['lr=1e-2', 'embedding_dim=32', 'ks=[5,20]',
+                                      'train.patience=2', 'exclude_val_at_test=true'],
+                           train_updates={'epochs': 3, 'seed': None})
+    assert full_model_kwargs(LightGCN, opts.model_kwargs) == \
+        {'embedding_dim': 32, 'num_layers': 1, 'reg_weight': 1e-4}
+    t = opts.train
+    assert (t.lr, t.epochs, t.patience, t.ks, t.exclude_val_at_test) == \
+        (1e-2, 3, 2, (5, 20), True)
+    assert isinstance(t.lr, float)  # YAML reads '1e-2' as a string: coerced
+    assert opts.sources['model.num_layers'] == f'config file {cfg}'
+    assert opts.sources['train.epochs'] == 'command-line option'
+
+
+def test_preset_shaped_config_file(tmp_path):
+    cfg = tmp_path / 'exp.yaml'
+    cfg.write_text(yaml.safe_dump({'train': {'default': {'lr': 0.1},
+                                             'tiktok': {'lr': 0.2}}}))
+    assert resolve_options(LightGCN, 'tiktok', config_file=cfg).train.lr == 0.2
+    assert resolve_options(LightGCN, 'amazon-baby', config_file=cfg).train.lr == 0.1
+
+
+def test_unknown_keys_are_named_with_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        resolve_options(LightGCN, 'tiktok', overrides=['embeding_dim=3'])
+    msg = str(info.value)
+    assert "'embeding_dim'" in msg and 'embedding_dim' in msg and 'batch_size' in msg
+    cfg = tmp_path / 'bad.yaml'
+    cfg.write_text('model:\n  hidden: 3\n')
+    with pytest.raises(ConfigError, match=r"bad.yaml.*'hidden'.*embedding_dim"):
+        resolve_options(LightGCN, 'tiktok', config_file=cfg)
+    cfg.write_text('optim:\n  lr: 3\n')
+    with pytest.raises(ConfigError, match=r"unknown top-level key.*optim"):
+        resolve_options(LightGCN, 'tiktok', config_file=cfg)
+    with pytest.raises(ConfigError, match=r"'lr' expects a number"):
+        resolve_options(LightGCN, 'tiktok', overrides=['lr=fast'])
+    with pytest.raises(ConfigError, match='key=value'):
+        parse_overrides(['lr'])
+    with pytest.raises(FileNotFoundError, match='nope.yaml'):
+        resolve_options(LightGCN, 'tiktok', config_file=tmp_path / 'nope.yaml')
+
+
+def test_every_shipped_preset_is_valid():
+    from mmssl_pyg.models import MODELS
+    for path in sorted(CONFIG_DIR.glob('*.yaml')):
+        name = path.stem
+        if name not in MODELS:
+            continue
+        data = yaml.safe_load(path.read_text())
+        assert set(data) <= {'model', 'train', 'search'}, path
+        datasets = {k for s in data.values() for k in (s or {})}
+        for dataset in datasets | {'tiktok'}:
+            opts = resolve_options(MODELS[name], dataset, model_name=name)
+            assert isinstance(opts.train, TrainConfig)
+
+
+def test_key_taken_by_model_and_trainer_goes_to_both():
+    from mmssl_pyg.models import LightGCN as Base
+
+    class WithBatch(Base):
+        def __init__(self, graph, embedding_dim: int = 64, batch_size: int = 1024):
+            super().__init__(graph, embedding_dim)
+
+    opts = resolve_options(WithBatch, 'tiktok', overrides=['batch_size=256'])
+    assert opts.model_kwargs['batch_size'] == 256 and opts.train.batch_size == 256
+    opts = resolve_options(WithBatch, 'tiktok', overrides=['train.batch_size=128'])
+    assert 'batch_size' not in opts.model_kwargs and opts.train.batch_size == 128

@@ -1,13 +1,118 @@
-"""mmssl_pyg.training.run: one run assembly (RunRequest -> prepare_run -> Run), the request in
+"""Tests of ``mmssl_pyg/training/run.py``.
+
+Adversarial runs, round two (issue 26): a refused command changes nothing, the run-folder
+lock is atomic, options mean what was typed, the Python API checks its arguments, and a run
+leaves nothing outside its run folder.
+
+Adversarial runs and outputs: run folders in use or holding another run, refused resumes,
+damaged or malicious checkpoints, checkpoints meeting other data, outputs that exist, are
+folders or links, and full disks. Each case asserts the exact outcome, and that nothing was
+lost or written where a command was refused.
+
+mmssl_pyg.training.run: one run assembly (RunRequest -> prepare_run -> Run), the request in
 config.yaml, and resume as a merge (also of run folders written before requests were stored)."""
 from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from mmssl_pyg.testing import FAST_adversarial as FAST
+from mmssl_pyg.testing import (
+    assert_user_error,
+    copy_mini,
+    evaluate_json,
+    metrics_of,
+    run_cli,
+    tree,
+    write_json_dataset,
+)
+from mmssl_pyg.training import load_checkpoint
 from mmssl_pyg.training.options import ConfigError
 from mmssl_pyg.training.run import RunRequest, load_run_checkpoint, prepare_run, train_run
+
+OLD_RUN = {name: f'old {name}'.encode() for name in
+           ('best.pt', 'last.pt', 'metrics.json', 'config.yaml')}
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """An ID-only dataset of 40 users and 60 items."""
+    return write_json_dataset(tmp_path_factory.mktemp('tiny') / 'tiny', num_users=40,
+                              num_items=60, per_user=6)
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory) -> Path:
+    """A private copy of tiktok-mini (image and audio features)."""
+    return copy_mini(tmp_path_factory.mktemp('mini'))
+
+
+def old_run(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in OLD_RUN.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+MMSSL = ['--model', 'mmssl', '--epochs', '1', '--wandb', 'disabled', '--no-progress',
+         '--device', 'cpu', 'num_threads=1', 'embedding_dim=8']
+
+
+#: Options every earlier check accepts but a model constructor refuses.
+REFUSED_BY_THE_MODEL = {
+    'mmssl-ablation': (MMSSL + ['ablation=bogus'], 'mini', 'ablation'),
+    'mmssl-critic-memory': (MMSSL + ['max_critic_memory=1', 'batch_size=512'], 'mini',
+                            'max_critic_memory'),
+    'mmssl-on-id-only-data': (MMSSL, 'tiny', 'modalities'),
+    'vbpr-on-id-only-data': (FAST + ['--model', 'vbpr'], 'tiny', 'modalities'),
+    'lattice-on-id-only-data': (FAST + ['--model', 'lattice'], 'tiny', 'modalities'),
+    'mmgcn-on-id-only-data': (FAST + ['--model', 'mmgcn'], 'tiny', 'modalities'),
+}
+
+
+@pytest.fixture(scope='module')
+def finished(tiny, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp('finished') / 'run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(tiny), '--run-dir', str(run), *FAST,
+                     '--epochs', '1']) == 0
+    return run
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
+    damage a run work on a copy)."""
+    base = tmp_path_factory.mktemp('runs')
+    data = write_json_dataset(base / 'tiny')
+    run = base / 'run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
+    return data, run
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    _, run = trained
+    return Path(shutil.copytree(run, tmp_path / 'run'))
+
+
+@pytest.fixture
+def own(tmp_path):
+    """A dataset and a one-epoch run of this test only (for tests that edit the data)."""
+    data = write_json_dataset(tmp_path / 'own-data', num_users=60, num_items=60, per_user=8)
+    run = tmp_path / 'own-run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST,
+                     '--epochs', '1']) == 0
+    return data, run
+
 
 #: A one-epoch MF run on the bundled tiktok-mini data (about a second).
 TINY = dict(model='mf', dataset='tiktok-mini', device='cpu', wandb='disabled', progress=False,
@@ -17,6 +122,175 @@ TINY = dict(model='mf', dataset='tiktok-mini', device='cpu', wandb='disabled', p
 
 def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize('case', list(REFUSED_BY_THE_MODEL))
+def test_force_keeps_the_old_run_when_the_model_refuses(case, tiny, mini, tmp_path, capsys):
+    argv, data, needle = REFUSED_BY_THE_MODEL[case]
+    run = old_run(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--dataset', {'tiny': tiny, 'mini': mini}[data],
+                            '--run-dir', run, '--force', *argv], capsys)
+    assert_user_error(code, err, needle)
+    assert tree(run) == OLD_RUN  # best.pt, last.pt, metrics.json, config.yaml all kept
+
+
+@pytest.mark.parametrize('case', list(REFUSED_BY_THE_MODEL))
+def test_model_refusal_leaves_no_new_run_folder(case, tiny, mini, tmp_path, capsys):
+    argv, data, needle = REFUSED_BY_THE_MODEL[case]
+    run = tmp_path / 'new' / 'run'
+    code, _, err = run_cli(['train', '--dataset', {'tiny': tiny, 'mini': mini}[data],
+                            '--run-dir', run, *argv], capsys)
+    assert_user_error(code, err, needle)
+    assert not run.exists()
+
+
+def test_force_still_replaces_a_run_when_the_new_one_starts(tiny, tmp_path, capsys):
+    run = old_run(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, '--force', *FAST,
+                            '--epochs', '1'], capsys)
+    assert code == 0, err
+    assert all((run / n).read_bytes() != c for n, c in OLD_RUN.items())
+
+
+def test_a_run_that_fails_before_writing_removes_the_folder_it_created(tiny, tmp_path, capsys,
+                                                                        monkeypatch):
+    from mmssl_pyg.training import run as run_module
+
+    def no_tracker(*args, **kwargs):
+        raise RuntimeError('tracker refused')
+
+    monkeypatch.setattr(run_module, 'make_tracker', no_tracker)
+    run = tmp_path / 'run'
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *FAST], capsys)
+    assert_user_error(code, err, 'tracker refused')
+    assert not run.exists()
+
+
+def test_empty_run_dir_is_refused(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', '', *FAST], capsys)
+    assert_user_error(code, err, '--run-dir', 'empty')
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_root_with_a_dataset_folder_is_refused(tiny, tmp_path, capsys):
+    run = tmp_path / 'run'
+    code, _, err = run_cli(['train', '--dataset', tiny, '--root', tmp_path / 'elsewhere',
+                            '--run-dir', run, *FAST], capsys)
+    assert_user_error(code, err, '--root', 'is a folder', 'Fix:')
+    assert not run.exists()
+
+
+def test_resumed_early_stopped_run_with_more_patience_trains_on(tiny, tmp_path, capsys):
+    run = tmp_path / 'run'
+    # lr so small that the ranking never changes: no improvement after epoch 1
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', run, *FAST, '--epochs',
+                            '8', 'patience=1', 'lr=1e-30'], capsys)
+    assert code == 0, err
+    first = json.loads((run / 'metrics.json').read_text())
+    assert first['stopped_early'] and first['epochs_run'] == 2
+    code, _, err = run_cli(['train', '--resume', '--run-dir', run, '--no-progress',
+                            'patience=3'], capsys)
+    assert code == 0, err
+    after = json.loads((run / 'metrics.json').read_text())
+    assert after['train']['patience'] == 3
+    assert after['epochs_run'] > 2, 'the new patience was recorded but nothing was trained'
+
+
+def test_evaluate_on_a_run_without_best_pt_names_last_pt(finished, tmp_path, capsys):
+    run = tmp_path / 'run'
+    run.mkdir()
+    for name in ('last.pt', 'config.yaml'):
+        (run / name).write_bytes((finished / name).read_bytes())
+    code, out, err = run_cli(['evaluate', run, '--device', 'cpu'], capsys)
+    assert_user_error(code, err, 'best.pt', 'last.pt', 'Fix:')
+    code, out, err = run_cli(['evaluate', run / 'last.pt', '--device', 'cpu'], capsys)
+    assert code == 0, err
+
+
+def test_evaluate_leaves_no_tmp_files(finished, capsys):
+    before = tree(finished)
+    code, _, err = run_cli(['evaluate', finished, '--device', 'cpu'], capsys)
+    assert code == 0, err
+    assert not [p for p in finished.rglob('*.tmp')]
+    assert tree(finished) == before
+
+
+def test_evaluate_checkpoint_refuses_cutoffs_beyond_the_items(finished):
+    from mmssl_pyg.training.run import evaluate_checkpoint
+    with pytest.raises(ConfigError, match='exceed the number of items'):
+        evaluate_checkpoint(finished, ks=(10**6,), device='cpu')
+
+
+def test_force_replaces_the_run(run_copy, trained, capsys):
+    data, _ = trained
+    code, _, err = run_cli(['train', '--dataset', data, '--run-dir', run_copy, *FAST,
+                            '--epochs', '1', '--force'], capsys)
+    assert code == 0, err
+    assert metrics_of(run_copy)['epochs_run'] == 1
+    assert load_checkpoint(run_copy / 'last.pt')['epoch'] == 1
+
+
+def test_evaluate_from_another_folder_uses_the_training_data(tmp_path, capsys, monkeypatch):
+    """Trained with a relative --dataset; evaluated from a folder where the same relative
+    path holds other data: the checkpoint's absolute folder is used."""
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    write_json_dataset(a / 'data' / 'tiny', seed=0)
+    write_json_dataset(b / 'data' / 'tiny', seed=1)
+    monkeypatch.chdir(a)
+    code, _, err = run_cli(['train', '--dataset', 'data/tiny', '--run-dir', 'run', *FAST],
+                           capsys)
+    assert code == 0, err
+    want = metrics_of(a / 'run')
+    monkeypatch.chdir(b)
+    code, got, err = evaluate_json(capsys, a / 'run')
+    assert code == 0, err
+    assert got['metrics'] == pytest.approx(want['test'])
+    config = yaml.safe_load((a / 'run' / 'config.yaml').read_text())
+    assert config['dataset'] == str((a / 'data' / 'tiny').resolve())
+    assert config['data']['root'] == str((a / 'data' / 'tiny').resolve())
+
+
+def test_evaluate_after_the_raw_data_changed_is_refused(own, capsys):
+    data, run = own
+    test = json.loads((data / 'raw' / 'test.json').read_text())
+    test['1'] = [i for i in range(60) if i not in test['1']][:1]
+    (data / 'raw' / 'test.json').write_text(json.dumps(test))
+    code, _, err = evaluate_json(capsys, run)
+    assert_user_error(code, err, 'test.json (different content)', '--root')
+
+
+def test_root_pointing_at_other_data_is_refused(own, tmp_path, capsys):
+    _, run = own
+    other = write_json_dataset(tmp_path / 'other', num_users=60, num_items=60, per_user=8,
+                               seed=5)
+    code, _, err = evaluate_json(capsys, run, '--root', other)
+    assert_user_error(code, err, str(other.resolve()), 'differs')
+
+
+def test_moved_data_is_found_with_root_and_refused_without(own, tmp_path, capsys):
+    data, run = own
+    want = metrics_of(run)['test']
+    moved = Path(shutil.move(str(data), str(tmp_path / 'moved')))
+    code, _, err = evaluate_json(capsys, run)
+    assert_user_error(code, err, 'no longer exists', '--root')
+    code, got, err = evaluate_json(capsys, run, '--root', moved)
+    assert code == 0, err
+    assert got['metrics'] == pytest.approx(want)
+
+
+def test_evaluate_and_recommend_force_reload_rebuild_the_cache(own, capsys):
+    data, run = own
+    processed = next((data / 'processed').glob('data_*.pt'))
+    os.utime(processed, ns=(0, 0))
+    code, got, err = evaluate_json(capsys, run, '--force-reload')
+    assert code == 0, err
+    assert got['metrics'] == pytest.approx(metrics_of(run)['test'])
+    assert processed.stat().st_mtime_ns != 0
+    os.utime(processed, ns=(0, 0))
+    code, _, err = run_cli(['recommend', run, '--users', '0', '--force-reload'], capsys)
+    assert code == 0, err
+    assert processed.stat().st_mtime_ns != 0
 
 
 def test_prepare_run_seeds_before_building_so_a_request_builds_the_same_model():

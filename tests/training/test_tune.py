@@ -1,4 +1,10 @@
-"""``mmssl-pyg tune``: search spaces, the Optuna study (resume after a kill), tuned presets."""
+"""Tests of ``mmssl_pyg/training/tune.py``.
+
+Adversarial runs, round two (issue 26): a refused command changes nothing, the run-folder
+lock is atomic, options mean what was typed, the Python API checks its arguments, and a run
+leaves nothing outside its run folder.
+
+``mmssl-pyg tune``: search spaces, the Optuna study (resume after a kill), tuned presets."""
 from __future__ import annotations
 
 import os
@@ -10,9 +16,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from optuna.trial import TrialState  # noqa: E402
 
 from mmssl_pyg import cli
 from mmssl_pyg.models import MODELS, LightGCN
+from mmssl_pyg.testing import (
+    assert_user_error,
+    copy_mini,
+    run_cli,
+    write_json_dataset,
+)
 from mmssl_pyg.training import Trainer, resolve_options
 from mmssl_pyg.training import presets as presets_mod
 from mmssl_pyg.training.options import ConfigError
@@ -26,16 +39,145 @@ from mmssl_pyg.training.search_space import (
 )
 from mmssl_pyg.training.tune import tune
 
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """An ID-only dataset of 40 users and 60 items."""
+    return write_json_dataset(tmp_path_factory.mktemp('tiny') / 'tiny', num_users=40,
+                              num_items=60, per_user=6)
+
+
+@pytest.fixture(scope='module')
+def mini(tmp_path_factory) -> Path:
+    """A private copy of tiktok-mini (image and audio features)."""
+    return copy_mini(tmp_path_factory.mktemp('mini'))
+
+
+ONE_EPOCH = ['epochs=1', 'batch_size=64', 'batches_per_epoch=1', 'patience=0',
+             'num_threads=1']
+
+
+def _tune(data, tmp_path, **kw):
+    from mmssl_pyg.training.tune import tune
+    pytest.importorskip('optuna')
+    args = dict(trials=1, run_dir=tmp_path / 'study', overrides=ONE_EPOCH, device='cpu',
+                wandb='disabled', preset_dir=tmp_path / 'presets', log=lambda line: None)
+    args.update(kw)
+    return tune('mf', str(data), **args)
+
+
+def _preset(folder: Path, data: Path) -> Path:
+    path = folder / f'mf-{data.name}.yaml'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('model: {}\ntrain: {}\n')
+    return path
+
+
 optuna = pytest.importorskip('optuna')
-from optuna.trial import TrialState  # noqa: E402
+
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 #: Fixed options of the study tests: tiny epochs of MF on tiktok-mini (about 2 s a trial).
 TINY = ['epochs=40', 'batch_size=128', 'batches_per_epoch=2', 'patience=0', 'num_threads=1']
 
 
-# ---------------------------------------------------------------------------------------------
-# search spaces
+@pytest.fixture(scope='module')
+def mini_graph():
+    from mmssl_pyg.training.run import load_graph
+    return load_graph('tiktok-mini')
+
+
+def _study(storage: str, name: str):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.mark.parametrize('where', ['package', 'preset-dir'])
+def test_tune_refuses_to_replace_a_preset_without_force(where, tiny, tmp_path, monkeypatch,
+                                                        capsys):
+    from mmssl_pyg.training import presets as presets_mod
+    folder = tmp_path / ('package-tuned' if where == 'package' else 'presets')
+    monkeypatch.setattr(presets_mod, 'TUNED_DIR', folder)
+    preset = _preset(folder, tiny)
+    argv = ['tune', '--model', 'mf', '--dataset', tiny, '--trials', '1', '--run-dir',
+            tmp_path / 'study', '--wandb', 'disabled', '--device', 'cpu', *ONE_EPOCH]
+    if where == 'preset-dir':
+        argv += ['--preset-dir', folder]
+    code, _, err = run_cli(argv, capsys)
+    assert_user_error(code, err, str(preset), 'already exists', '--force')
+    assert preset.read_text() == 'model: {}\ntrain: {}\n'
+    assert not (tmp_path / 'study').exists()  # refused before the study folder and database
+
+
+def test_tune_force_replaces_the_preset(tiny, tmp_path):
+    preset = _preset(tmp_path / 'presets', tiny)
+    result = _tune(tiny, tmp_path, force=True)
+    assert result.preset == preset and 'provenance' in preset.read_text()
+
+
+def test_tune_refused_by_the_model_leaves_no_study(tiny, tmp_path, capsys):
+    code, _, err = run_cli(['tune', '--model', 'vbpr', '--dataset', tiny, '--trials', '1',
+                            '--run-dir', tmp_path / 'study', '--wandb', 'disabled',
+                            *ONE_EPOCH], capsys)
+    assert_user_error(code, err, 'modalities')
+    assert not (tmp_path / 'study').exists()
+
+
+def test_study_refuses_other_modalities(mini, tmp_path):
+    _tune(mini, tmp_path, modalities=['image'], write_preset=False)
+    with pytest.raises(ConfigError, match="modalities: study has \\['image'\\]"):
+        _tune(mini, tmp_path, modalities=['image', 'audio'], trials=2, write_preset=False)
+
+
+def test_study_refuses_other_data_behind_the_same_folder(tmp_path):
+    data = write_json_dataset(tmp_path / 'data', num_users=40, num_items=60, per_user=6)
+    _tune(data, tmp_path, write_preset=False)
+    write_json_dataset(data, num_users=40, num_items=60, per_user=6, seed=7)
+    with pytest.raises(ConfigError, match='digest'):
+        _tune(data, tmp_path, trials=2, write_preset=False)
+
+
+def test_study_refuses_a_changed_config_file(tiny, tmp_path):
+    cfg = tmp_path / 'fixed.yaml'
+    cfg.write_text('model:\n  embedding_dim: 8\n')
+    _tune(tiny, tmp_path, config_file=cfg, write_preset=False)
+    cfg.write_text('model:\n  embedding_dim: 16\n')
+    with pytest.raises(ConfigError, match='model.embedding_dim: study has 8, asked 16'):
+        _tune(tiny, tmp_path, config_file=cfg, trials=2, write_preset=False)
+
+
+def test_study_continues_with_the_same_data_and_options(tiny, tmp_path):
+    _tune(tiny, tmp_path, write_preset=False)
+    result = _tune(tiny, tmp_path, trials=2, write_preset=False)
+    assert result.counts['complete'] == 2
+
+
+def test_tune_with_a_bad_storage_leaves_no_study_folder(tiny, tmp_path, capsys):
+    code, _, err = run_cli(['tune', '--model', 'mf', '--dataset', tiny, '--trials', '1',
+                            '--run-dir', tmp_path / 'study', '--storage', 'nosuchdb://x/y',
+                            '--no-write', *ONE_EPOCH], capsys)
+    assert_user_error(code, err, 'cannot open the study database')
+    assert not (tmp_path / 'study').exists()
+
+
+def test_tune_root_with_a_dataset_folder_is_refused(tiny, tmp_path, capsys):
+    code, _, err = run_cli(['tune', '--model', 'mf', '--dataset', tiny, '--root', tmp_path,
+                            '--trials', '1', '--run-dir', tmp_path / 'study', '--no-write',
+                            *ONE_EPOCH], capsys)
+    assert_user_error(code, err, '--root', 'is a folder')
+    assert not (tmp_path / 'study').exists()
+
+
+@pytest.mark.parametrize('option', ['--run-dir', '--preset-dir'])
+def test_tune_empty_folder_option_is_refused(option, tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ['tune', '--model', 'mf', '--dataset', tiny, '--trials', '1', '--wandb', 'disabled',
+            *ONE_EPOCH]
+    argv += [option, ''] + (['--run-dir', tmp_path / 'study'] if option != '--run-dir' else [])
+    code, _, err = run_cli(argv, capsys)
+    assert_user_error(code, err, option, 'empty')
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parse_search_space_kinds_dataset_blocks_and_routing():
@@ -120,10 +262,6 @@ def test_every_trainable_model_ships_a_valid_search_space():
     assert len({(p.low, p.high, p.log) for p in lr}) == 1
 
 
-# ---------------------------------------------------------------------------------------------
-# tuned presets
-
-
 def test_tuned_preset_round_trip_and_lookup(tmp_path, monkeypatch, capsys):
     prov = {'study': 's', 'metric': 'validation recall@20', 'best_value': 0.1}
     path = write_tuned_preset(tmp_path / 'lightgcn-tiktok.yaml', 'lightgcn', 'tiktok',
@@ -168,10 +306,6 @@ def test_search_param_to_dict_round_trips():
     assert space.params == [p]
 
 
-# ---------------------------------------------------------------------------------------------
-# the study
-
-
 def test_trial_tracker_reports_every_epoch_and_prunes(mini_graph):
     """The trainer's per-epoch validation metric reaches Optuna; a pruner stops the trial."""
     from mmssl_pyg.training.tracking import MemoryTracker
@@ -208,16 +342,6 @@ def test_budget_stops_the_running_trial(mini_graph):
     tracker.trainer = trainer
     fit = trainer.fit(test=False)
     assert len(fit.history) == 1 and tracker.cut_at == 1 and fit.test == {}
-
-
-@pytest.fixture(scope='module')
-def mini_graph():
-    from mmssl_pyg.training.run import load_graph
-    return load_graph('tiktok-mini')
-
-
-def _study(storage: str, name: str):
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
@@ -282,7 +406,7 @@ def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
     assert len(trial_lines) == 1 and 'trial 2: COMPLETE' in trial_lines[0]
     assert '2/2 finished' in trial_lines[0]
     # wandb: one offline run for the trial this process ran, with its per-epoch validation
-    from test_wandb import read_wandb_file
+    from mmssl_pyg.testing import read_wandb_file
     runs = list((run_dir / 'wandb').glob('offline-run-*/run-*.wandb'))
     assert len(runs) == 1
     rec = read_wandb_file(runs[0])

@@ -1,0 +1,238 @@
+"""Tests of ``mmssl_pyg/data/catalog.py``.
+
+The dataset builder (mmssl_pyg.data.builder), its encoders and the MovieLens-100K recipe.
+
+Expected counts are worked out by hand in the comments; the encoders used here are small
+deterministic functions, except in the one test that loads the real all-MiniLM-L6-v2 (skipped
+when the `features` extra is not installed).
+
+Dataset loaders on the bundled real data, and every bad-input case on small fixture folders.
+
+Every test works on copies under ``tmp_path``: nothing is written into the repository's
+``datasets/*/processed`` folders."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmssl_pyg.data import (
+    EDGE,
+    REV_EDGE,
+    Allrecipes,
+    AmazonBaby,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    RecGraph,
+    TikTok,
+    TikTokMini,
+    datasets_command,
+    load_dataset,
+)
+from mmssl_pyg.testing import copy_raw, split_counts
+
+
+@pytest.fixture(scope='module')
+def tiktok_root(tmp_path_factory) -> Path:
+    return copy_raw('tiktok', tmp_path_factory.mktemp('tiktok'))
+
+
+@pytest.fixture(scope='module')
+def mini_root(tmp_path_factory) -> Path:
+    return copy_raw('tiktok-mini', tmp_path_factory.mktemp('mini'))
+
+
+@pytest.fixture(scope='module')
+def baby_root(tmp_path_factory) -> Path:
+    return copy_raw('amazon-baby-interactions', tmp_path_factory.mktemp('baby'))
+
+
+def no_data_warnings(record) -> bool:
+    return not any('duplicate' in str(w.message) or 'appear in both' in str(w.message)
+                   for w in record)
+
+
+def mark_processed(data):
+    data.marked = torch.tensor([1])
+    return data
+
+
+def test_movielens_not_built_says_how_to_build(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match='build-dataset --recipe movielens-100k '
+                       '--output'):
+        load_dataset('movielens-100k', root=tmp_path / 'ml')
+    assert not (tmp_path / 'ml').exists()
+
+
+def test_tiktok_exact_counts_and_layout(tiktok_root):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        dataset = TikTok(root=str(tiktok_root))
+    assert no_data_warnings(record)
+    assert len(dataset) == 1
+    data = dataset[0]
+    assert data['user'].num_nodes == 9308 and data['item'].num_nodes == 6710
+    assert split_counts(data) == (59541, 3051, 6130)
+    assert data.modalities == ['image', 'audio']
+    assert data.name == 'tiktok'
+    for m in ('image', 'audio'):
+        feat = data['item'][f'{m}_feat']
+        assert feat.shape == (6710, 128) and feat.dtype == torch.float32
+    raw_image = np.load(tiktok_root / 'raw' / 'image_feat.npy')
+    assert torch.equal(data['item'].image_feat, torch.from_numpy(raw_image.astype(np.float32)))
+    ei = data[EDGE].edge_index
+    assert ei.dtype == torch.long and ei.shape == (2, 59541)
+    assert torch.equal(data[REV_EDGE].edge_index, ei.flip(0))
+    assert int(ei[0].max()) < 9308 and int(ei[1].max()) < 6710
+    keys = ei[0] * 6710 + ei[1]
+    assert bool((keys[1:] >= keys[:-1]).all())  # sorted by (user, item)
+    assert Path(dataset.processed_paths[0]).name == 'data_image+audio.pt'
+
+    stats = dataset.stats()
+    assert stats == {'name': 'tiktok', 'users': 9308, 'items': 6710, 'train': 59541,
+                     'val': 3051, 'test': 6130, 'interactions': 68722,
+                     'sparsity': pytest.approx(1 - 59541 / (9308 * 6710)),
+                     'modalities': {'image': 128, 'audio': 128}}
+
+    graph = RecGraph.from_hetero(dataset[0])
+    assert (graph.num_users, graph.num_items, graph.num_train) == (9308, 6710, 59541)
+    assert graph.modalities == ['image', 'audio'] and graph.name == 'tiktok'
+    assert graph.val_edge_index.size(1) == 3051 and graph.test_edge_index.size(1) == 6130
+
+
+def test_tiktok_every_raw_pair_is_stored(tiktok_root):
+    dataset = TikTok(root=str(tiktok_root))
+    store = dataset[0][EDGE]
+    for split, key in (('train', 'edge_index'), ('val', 'val_edge_index'),
+                       ('test', 'test_edge_index')):
+        raw = json.loads((tiktok_root / 'raw' / f'{split}.json').read_text())
+        pairs = sorted((int(u), i) for u, items in raw.items() for i in items)
+        assert sorted(map(tuple, store[key].t().tolist())) == pairs
+
+
+def test_tiktok_mini_exact_counts(mini_root):
+    dataset = load_dataset('tiktok-mini', root=mini_root)
+    assert isinstance(dataset, TikTokMini)
+    data = dataset[0]
+    assert (data['user'].num_nodes, data['item'].num_nodes) == (1000, 2872)
+    assert split_counts(data) == (6227, 336, 664)
+    assert data.modalities == ['image', 'audio'] and data.name == 'tiktok-mini'
+    assert RecGraph.from_hetero(data).num_items == 2872
+
+
+def test_amazon_baby_interactions_exact_counts(baby_root):
+    dataset = load_dataset('amazon-baby-interactions', root=baby_root)
+    data = dataset[0]
+    assert (data['user'].num_nodes, data['item'].num_nodes) == (19445, 7050)
+    assert split_counts(data) == (118551, 21682, 20559)
+    assert data.modalities == [] and data.name == 'amazon-baby-interactions'
+    assert Path(dataset.processed_paths[0]).name == 'data_no_features.pt'
+    graph = RecGraph.from_hetero(data)
+    assert graph.features == {} and graph.num_users == 19445
+
+
+def test_load_is_fast(mini_root, tmp_path):
+    import time
+    root = copy_raw('tiktok', tmp_path)
+    start = time.perf_counter()
+    TikTok(root=root)
+    elapsed = time.perf_counter() - start
+    # Vectorised JSON -> tensors: ~0.1 s here; generous bound for a busy shared machine.
+    assert elapsed < 10, f'processing TikTok took {elapsed:.1f}s'
+
+
+def test_modality_subsets_share_raw_and_record_choice(mini_root):
+    raw_before = sorted(p.name for p in (mini_root / 'raw').iterdir())
+    audio = TikTokMini(root=mini_root, modalities=['audio'])
+    none = TikTokMini(root=mini_root, modalities=[])
+    swapped = TikTokMini(root=mini_root, modalities=['audio', 'image'])
+    assert sorted(p.name for p in (mini_root / 'raw').iterdir()) == raw_before
+
+    assert Path(audio.processed_paths[0]).name == 'data_audio.pt'
+    assert Path(none.processed_paths[0]).name == 'data_no_features.pt'
+    assert Path(swapped.processed_paths[0]).name == 'data_audio+image.pt'
+    assert audio[0].modalities == ['audio'] and 'image_feat' not in audio[0]['item']
+    assert none[0].modalities == [] and 'audio_feat' not in none[0]['item']
+    assert swapped[0].modalities == ['audio', 'image']
+    assert split_counts(none[0]) == (6227, 336, 664)
+    # The processed file itself records the choice.
+    stored = torch.load(audio.processed_paths[0], weights_only=True)['data']
+    assert stored['_global_store']['modalities'] == ['audio']
+    assert stored['_global_store']['name'] == 'tiktok-mini'
+    assert RecGraph.from_hetero(none[0]).modalities == []
+
+
+def test_processed_file_is_reused_and_force_reload(mini_root):
+    first = TikTokMini(root=mini_root, modalities=['image'])
+    path = Path(first.processed_paths[0])
+    stamp = path.stat().st_mtime_ns
+    TikTokMini(root=mini_root, modalities=['image'])
+    assert path.stat().st_mtime_ns == stamp
+    os.utime(path, ns=(0, 0))
+    TikTokMini(root=mini_root, modalities=['image'], force_reload=True)
+    assert path.stat().st_mtime_ns != 0
+
+
+def test_pre_transform_is_applied_once(tmp_path):
+    root = copy_raw('tiktok-mini', tmp_path)
+    dataset = TikTokMini(root=root, modalities=[], pre_transform=mark_processed)
+    assert torch.equal(dataset[0].marked, torch.tensor([1]))
+    # recorded inside the processed file (PyG's separate, unsafely loaded pre_transform.pt
+    # is not used)
+    stored = torch.load(dataset.processed_paths[0], weights_only=True)
+    assert stored['key']['pre_transform'] == '<function mark_processed>'
+    again = TikTokMini(root=root, modalities=[], pre_transform=mark_processed)
+    assert torch.equal(again[0].marked, torch.tensor([1]))
+    assert not (root / 'processed' / 'pre_transform.pt').exists()
+
+
+def test_datasets_command(tmp_path):
+    copy_raw('tiktok-mini', tmp_path)
+    listing = datasets_command(None, root=tmp_path)
+    rows = {line.split()[0]: line for line in listing.splitlines() if line.strip()}
+    assert 'present' in rows['tiktok-mini'] and 'image, audio' in rows['tiktok-mini']
+    assert 'missing' in rows['amazon-baby'] and 'missing' in rows['tiktok']
+    table = datasets_command(['tiktok-mini'], root=tmp_path)
+    assert '1,000' in table and '2,872' in table and '6,227' in table
+
+
+def test_amazon_baby_missing_files_error_lists_everything(tmp_path):
+    root = tmp_path / 'amazon-baby'
+    with pytest.raises(DatasetNotFoundError) as err:
+        AmazonBaby(root=root)
+    msg = str(err.value)
+    assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, DatasetFormatError)
+    for f in ('train.json', 'val.json', 'test.json', 'image_feat.npy', 'text_feat.npy'):
+        assert f in msg and f in err.value.missing
+    for fact in ('19,445 users', '7,050 items', '[7050, 4096]', '[7050, 1024]', '139,110',
+                 'HKUDS/MMSSL', 'CRIPAC-DIG/LATTICE', 'HKUDS/DiffMM', 'trnMat.pkl'):
+        assert fact in msg, fact
+    assert not root.exists()  # a failed load leaves nothing behind
+
+
+def test_allrecipes_missing_files_error(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        Allrecipes(root=tmp_path / 'allrecipes')
+    msg = str(err.value)
+    for fact in ('[10067, 2048]', '[10067, 20]', '19,805 users', 'HKUDS/MMSSL'):
+        assert fact in msg, fact
+
+
+def test_amazon_baby_loads_when_files_are_placed(tmp_path):
+    root = copy_raw('amazon-baby-interactions', tmp_path)
+    with pytest.raises(DatasetNotFoundError) as err:
+        AmazonBaby(root=root)
+    assert err.value.missing == ['image_feat.npy', 'text_feat.npy']
+    # Small placeholder arrays only exercise the loader; they are not features.
+    rows = np.arange(7050, dtype=np.float32)[:, None]
+    np.save(root / 'raw' / 'image_feat.npy', np.repeat(rows, 8, axis=1))
+    np.save(root / 'raw' / 'text_feat.npy', np.repeat(rows, 4, axis=1).astype(np.float16))
+    data = AmazonBaby(root=root)[0]
+    assert data.modalities == ['image', 'text'] and data.name == 'amazon-baby'
+    assert data['item'].text_feat.dtype == torch.float32
+    assert split_counts(data) == (118551, 21682, 20559)

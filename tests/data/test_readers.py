@@ -1,0 +1,61 @@
+"""Dataset loaders on the bundled real data, and every bad-input case on small fixture folders.
+
+Every test works on copies under ``tmp_path``: nothing is written into the repository's
+``datasets/*/processed`` folders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mmssl_pyg.data import (
+    DatasetFormatError,
+    DatasetNotFoundError,
+    read_json_split,
+    read_sparse_matrix,
+)
+from mmssl_pyg.testing import dump, load_error, write_folder
+
+
+def test_pickle_reader_refuses_other_objects(tmp_path):
+    path = tmp_path / 'trnMat.pkl'
+    dump({'not': 'a matrix'}, path)
+    with pytest.raises(DatasetFormatError) as err:
+        read_sparse_matrix(path)
+    assert 'trnMat.pkl' in str(err.value) and err.value.field == 'pickle'
+    dump(np.eye(3), path)
+    with pytest.raises(DatasetFormatError, match='trnMat.pkl'):
+        read_sparse_matrix(path)
+
+
+def test_pickle_reader_keeps_duplicates_and_reports_zeros(tmp_path):
+    path = tmp_path / 'trnMat.pkl'
+    mat = sp.coo_matrix((np.array([1., 1., 0., 1.]), ([0, 0, 1, 2], [1, 1, 0, 2])), shape=(3, 3))
+    dump(mat, path)
+    with pytest.warns(UserWarning, match='1 stored entries are explicit zeros'):
+        pairs = read_sparse_matrix(path)
+    assert pairs.users.tolist() == [0, 0, 2] and pairs.items.tolist() == [1, 1, 2]
+    assert pairs.shape == (3, 3)
+
+
+def test_missing_split_file(tmp_path):
+    root = write_folder(tmp_path / 'd')
+    (root / 'raw' / 'val.json').unlink()
+    err = load_error(root)
+    assert isinstance(err, DatasetNotFoundError)
+    assert 'val.json' in str(err) and 'MISSING' in str(err) and err.missing == ['val.json']
+    with pytest.raises(DatasetFormatError) as direct:
+        read_json_split(root / 'raw' / 'val.json')
+    assert 'val.json' in str(direct.value) and direct.value.field == 'file'
+
+
+def test_unreadable_split_file(tmp_path):
+    root = write_folder(tmp_path / 'd')
+    path = root / 'raw' / 'test.json'
+    path.unlink()
+    path.mkdir()  # a folder where the file should be
+    err = load_error(root)
+    assert 'test.json' in str(err)
+    with pytest.raises(DatasetFormatError) as direct:
+        read_json_split(path)
+    assert direct.value.field == 'file' and 'cannot read' in str(direct.value)

@@ -1,0 +1,52 @@
+"""The dataset builder (mmssl_pyg.data.builder), its encoders and the MovieLens-100K recipe.
+
+Expected counts are worked out by hand in the comments; the encoders used here are small
+deterministic functions, except in the one test that loads the real all-MiniLM-L6-v2 (skipped
+when the `features` extra is not installed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmssl_pyg.data.builder import build_dataset
+from mmssl_pyg.data.table import Table, heldout_counts, kcore_filter
+from mmssl_pyg.data.validation import DatasetFormatError
+from mmssl_pyg.testing import _read
+
+
+def test_split_sizes_per_user_follow_the_rounding_rule(tmp_path):
+    # user k has n = k + 1 distinct items (n = 1..20); at 8:1:1 each user holds out
+    # round-half-up(n / 10) = (n + 5) // 10 for val and for test: 1 for n = 5..14 (10 users),
+    # 2 for n = 15..20 (6 users) -> 22 val, 22 test, 210 - 44 = 166 train; n = 1..4 hold none.
+    users = [str(k) for k in range(20) for _ in range(k + 1)]
+    items = [f'item{j}' for k in range(20) for j in range(k + 1)]
+    res = build_dataset({'user_id': users, 'item_id': items}, tmp_path / 'ds', progress=False)
+    assert (res.stats['train'], res.stats['val'], res.stats['test']) == (166, 22, 22)
+    assert res.counts['users_train_only'] == 4
+    val = _read(tmp_path / 'ds', 'val.json')
+    id_map = _read(tmp_path / 'ds', 'id_map.json')
+    assert id_map['users']['9'] == 9 and id_map['users']['10'] == 10  # numeric order
+    for orig, idx in id_map['users'].items():
+        n = int(orig) + 1
+        assert len(val.get(str(idx), [])) == (n + 5) // 10
+    # the same counts from the library function
+    v, t = heldout_counts(np.arange(1, 21), 0.1, 0.1)
+    assert v.tolist() == t.tolist() == [(n + 5) // 10 for n in range(1, 21)]
+
+
+def test_kcore_filter_matches_a_hand_example():
+    # codes of the 7 positive pairs of ROWS (deduplicated): A0 B1 C2 D3, i1=0 i2=1 i3=2 i5=3
+    users = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3])
+    items = np.array([0, 1, 2, 0, 1, 2, 0, 3, 3])
+    assert kcore_filter(users, items, 2).tolist() == [True] * 6 + [False] * 3
+    assert kcore_filter(users, items, 1).all()
+    assert not kcore_filter(users, items, 4).any()
+
+
+def test_in_memory_table_with_missing_ids(tmp_path):
+    table = Table.from_columns({'user_id': ['a', None, float('nan')], 'item_id': [1, 2, 3]},
+                               source='my frame')
+    assert table.columns['user_id'] == ['a', '', ''] and table.columns['item_id'][0] == '1'
+    with pytest.raises(DatasetFormatError, match=r'my frame \[column "user_id"\]: 2 empty '
+                       r'id\(s\) \(first at row 1\)'):
+        build_dataset(table, tmp_path / 'ds', progress=False)

@@ -1,0 +1,126 @@
+"""Adversarial runs and outputs: run folders in use or holding another run, refused resumes,
+damaged or malicious checkpoints, checkpoints meeting other data, outputs that exist, are
+folders or links, and full disks. Each case asserts the exact outcome, and that nothing was
+lost or written where a command was refused."""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+from mmssl_pyg.testing import FAST_adversarial as FAST
+from mmssl_pyg.testing import assert_user_error, no_space_for, run_cli, write_json_dataset
+
+ROOT_USER = hasattr(os, 'geteuid') and os.geteuid() == 0
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
+    damage a run work on a copy)."""
+    base = tmp_path_factory.mktemp('runs')
+    data = write_json_dataset(base / 'tiny')
+    run = base / 'run'
+    from mmssl_pyg import cli
+    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
+    return data, run
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail if a recommendation is computed (checks must come first)."""
+    import mmssl_pyg.training.run as run_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('the checkpoint was loaded before the output was checked')
+
+    monkeypatch.setattr(run_module, 'load_run_checkpoint', refuse)
+
+
+def test_killed_output_write_leaves_a_tmp_file_the_next_write_removes(trained, tmp_path,
+                                                                       capsys):
+    _, run = trained
+    out = tmp_path / 'recs.csv'
+    left = tmp_path / '.recs.csv.999999999.0a1b2c3d.tmp'  # a writer killed mid-write
+    left.write_text('user,rank,item,sc')
+    code, _, err = run_cli(['recommend', run, '--output', out, '-k', '1'], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['recs.csv']
+
+
+def test_output_that_exists_is_refused_before_any_work(trained, tmp_path, capsys, no_compute):
+    _, run = trained
+    out = tmp_path / 'recs.csv'
+    out.write_text('mine')
+    code, _, err = run_cli(['recommend', run, '--output', out], capsys)
+    assert_user_error(code, err, str(out), 'already exists', '--force')
+    assert out.read_text() == 'mine'
+
+
+def test_output_force_replaces_with_a_complete_file(trained, tmp_path, capsys):
+    _, run = trained
+    out = tmp_path / 'recs.csv'
+    out.write_text('mine')
+    code, _, err = run_cli(['recommend', run, '--output', out, '--force', '-k', '3'], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 120 * 3 and rows[0].keys() == {'user', 'rank', 'item', 'score'}
+
+
+@pytest.mark.parametrize('kind,needle', [
+    ('folder', 'is a folder'),
+    ('link', 'is a symbolic link'),
+    ('dangling-link', 'is a symbolic link'),
+    ('under-a-file', 'is a file, not a folder'),
+    ('suffix', "unsupported type '.txt'"),
+    ('empty', 'not a file name'),
+])
+def test_bad_output_paths_are_refused_before_any_work(kind, needle, trained, tmp_path, capsys,
+                                                      no_compute):
+    _, run = trained
+    target = tmp_path / 'target.csv'
+    target.write_text('target')
+    out = {'folder': tmp_path, 'link': tmp_path / 'link.csv',
+           'dangling-link': tmp_path / 'dangling.csv',
+           'under-a-file': target / 'recs.csv', 'suffix': tmp_path / 'recs.txt',
+           'empty': ''}[kind]
+    if kind == 'link':
+        out.symlink_to(target)
+    if kind == 'dangling-link':
+        out.symlink_to(tmp_path / 'nothing.csv')
+    code, _, err = run_cli(['recommend', run, '--output', out, '--force'], capsys)
+    assert_user_error(code, err, needle)
+    assert target.read_text() == 'target' and not (tmp_path / 'nothing.csv').exists()
+
+
+def test_output_in_a_new_folder_is_created(trained, tmp_path, capsys):
+    _, run = trained
+    out = tmp_path / 'new' / 'deeper' / 'recs.csv'
+    code, _, err = run_cli(['recommend', run, '--output', out, '-k', '2'], capsys)
+    assert code == 0, err
+    assert len(list(csv.DictReader(out.open()))) == 120 * 2
+
+
+def test_disk_full_on_output_keeps_the_old_file(trained, tmp_path, capsys, monkeypatch):
+    _, run = trained
+    out = tmp_path / 'recs.csv'
+    out.write_text('old recommendations')
+    monkeypatch.setattr(os, 'fsync', no_space_for('recs.csv'))
+    code, _, err = run_cli(['recommend', run, '--output', out, '--force'], capsys)
+    assert_user_error(code, err, 'no space left on device', 'recs.csv')
+    assert out.read_text() == 'old recommendations'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['recs.csv']
+
+
+@pytest.mark.skipif(ROOT_USER, reason='root can write into read-only folders')
+def test_output_in_a_read_only_folder_is_refused(trained, tmp_path, capsys, no_compute):
+    _, run = trained
+    folder = tmp_path / 'ro'
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        code, _, err = run_cli(['recommend', run, '--output', folder / 'r.csv'], capsys)
+    finally:
+        folder.chmod(0o700)
+    assert_user_error(code, err, 'is not writable')

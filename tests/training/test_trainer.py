@@ -1,0 +1,511 @@
+"""Tests of ``mmssl_pyg/training/trainer.py``.
+
+MMSSL's speed options: the deferred top-k search (exact), the subsampled gradient penalty
+(``gp_samples``) and the critic schedule (``critic_every``).
+
+Mixed precision (``TrainConfig.precision``) as far as a CPU can test it: bf16 autocast
+trains, fp16 is refused with the fix, and the critic's gradient penalty stays float32.
+
+Adversarial runs, round two (issue 26): a refused command changes nothing, the run-folder
+lock is atomic, options mean what was typed, the Python API checks its arguments, and a run
+leaves nothing outside its run folder.
+
+The shared trainer: determinism, critic steps, early stopping, NaN handling, resume."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmssl_pyg.models import MMSSL, LightGCN, get_model_class
+from mmssl_pyg.testing import FAST as SPEED_FAST
+from mmssl_pyg.testing import FAST_adversarial as ADV_FAST
+from mmssl_pyg.testing import _fit as _speed_fit
+from mmssl_pyg.testing import (
+    assert_user_error,
+    run_cli,
+    synthetic_graph,
+    write_json_dataset,
+)
+from mmssl_pyg.testing import graph_criticcolumns as _graph
+from mmssl_pyg.training import (
+    MemoryTracker,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    resolve_device,
+)
+from mmssl_pyg.training import trainer as trainer_module
+from mmssl_pyg.training.options import ConfigError
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    """An ID-only dataset of 40 users and 60 items."""
+    return write_json_dataset(tmp_path_factory.mktemp('tiny') / 'tiny', num_users=40,
+                              num_items=60, per_user=6)
+
+
+@pytest.fixture(scope='module')
+def model_and_graph(tiny):
+    from mmssl_pyg.training.run import load_graph
+    graph = load_graph(str(tiny))
+    return get_model_class('lightgcn')(graph, embedding_dim=8), graph
+
+
+FAST = dict(batch_size=16, progress=False, seed=7, ks=(10, 20), num_threads=1)
+
+
+def _fit(epochs=2, checkpoint_dir=None, model_seed=0, resume=False, model_cls=LightGCN,
+         tracker=None, **cfg):
+    graph = synthetic_graph()
+    torch.manual_seed(model_seed)
+    model = model_cls(graph, embedding_dim=8)
+    config = TrainConfig(**{**FAST, 'epochs': epochs, **cfg})
+    trainer = Trainer(model, graph, config, tracker=tracker, checkpoint_dir=checkpoint_dir)
+    return trainer.fit(resume=resume), trainer
+
+
+class _NaNLightGCN(LightGCN):
+    """Its BPR term turns NaN at epoch 2, batch index 1."""
+
+    def on_epoch_start(self, epoch):
+        self._epoch, self._batch = epoch, 0
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        if self._epoch == 2 and self._batch == 1:
+            out['bpr'] = out['bpr'] * float('nan')
+            out['loss'] = out['bpr'] + out['reg']
+        self._batch += 1
+        return out
+
+
+class _CriticLightGCN(LightGCN):
+    """A toy adversarial model: a linear critic on the batch users' embeddings."""
+    has_critic = True
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.critic = torch.nn.Linear(embedding_dim, 1)
+        self.calls = []
+
+    def critic_parameters(self):
+        return list(self.critic.parameters())
+
+    def critic_loss(self, batch):
+        self.calls.append('critic')
+        batch.cache['seen_by_critic'] = True
+        real = self.critic(self.item_emb(batch.pos)).mean()
+        fake = self.critic(self.item_emb(batch.neg)).mean()
+        return {'loss': fake - real, 'real': real, 'fake': fake}
+
+    def loss(self, batch):
+        self.calls.append('model' if batch.cache.get('seen_by_critic') else 'model-no-cache')
+        out = super().loss(batch)
+        gen = -self.critic(self.item_emb(batch.neg)).mean()
+        out['generator'] = gen
+        out['loss'] = out['loss'] + 1e-3 * gen
+        return out
+
+
+def _scripted_evaluate(values, calls=None):
+    """An ``evaluate`` whose validation metric is the next of ``values`` (test: -1)."""
+    it = iter(values)
+
+    def fake_evaluate(model, graph, split, ks, **kwargs):
+        if calls is not None:
+            calls.append((split, kwargs))
+        value = next(it) if split == 'val' else -1.0
+        return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
+    return fake_evaluate
+
+
+class _RecordingLightGCN(LightGCN):
+    """Records each epoch's batches (users, positives, negatives)."""
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.epochs = []
+
+    def on_epoch_start(self, epoch):
+        self.epochs.append([])
+
+    def loss(self, batch):
+        self.epochs[-1].append(torch.stack([batch.users, batch.pos, batch.neg]).clone())
+        return super().loss(batch)
+
+
+class _FixedScores(torch.nn.Module):
+    """Hand-set embeddings, no parameters (the trainer runs one epoch without batches)."""
+    trainable = False
+    has_critic = False
+
+    def __init__(self, user_emb, item_emb):
+        super().__init__()
+        self.register_buffer('u', user_emb)
+        self.register_buffer('i', item_emb)
+
+    def model_parameters(self):
+        return []
+
+    def on_epoch_start(self, epoch):
+        pass
+
+    def on_epoch_end(self, epoch):
+        pass
+
+    def get_embedding(self):
+        return self.u, self.i
+
+
+def test_final_marks_each_users_last_batch_of_the_epoch():
+    graph = _graph()
+    torch.manual_seed(0)
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.1)
+    trainer = Trainer(model, graph, TrainConfig(**{**SPEED_FAST, 'batches_per_epoch': 7}))
+    state = trainer.sampler.state_dict()
+    batches = trainer._draw_epoch(7)
+    trainer.sampler.load_state_dict(state)
+    again = [trainer.sampler.sample() for _ in range(7)]  # the same stream, one at a time
+    assert all(torch.equal(a.users, b.users) and torch.equal(a.neg, b.neg)
+               for a, b in zip(batches, again))
+    for i, b in enumerate(batches):
+        later = set().union(*[set(x.users.tolist()) for x in batches[i + 1:]])
+        expected = torch.tensor([u not in later for u in b.users.tolist()])
+        assert torch.equal(b.final, expected)
+    # every drawn user is final exactly once
+    finals = torch.cat([b.users[b.final] for b in batches])
+    assert sorted(finals.tolist()) == sorted(set(torch.cat([b.users for b in batches]).tolist()))
+
+
+def test_critic_every_runs_the_critic_on_every_kth_batch_of_the_run(monkeypatch):
+    graph = _graph()
+    calls = []
+    original = MMSSL.critic_loss
+
+    def spy(self, batch):
+        out = original(self, batch)
+        calls.append(float(out['loss']))
+        return out
+
+    monkeypatch.setattr(MMSSL, 'critic_loss', spy)
+    result, _, _ = _speed_fit(graph, epochs=2, batches_per_epoch=4, critic_every=3)
+    # global steps 0..7: the critic runs at 0, 3 (epoch 1) and 6 (epoch 2)
+    assert len(calls) == 3
+    h1, h2 = result.history
+    assert math.isclose(h1['train/critic_loss'], (calls[0] + calls[1]) / 2, rel_tol=1e-6)
+    assert math.isclose(h2['train/critic_loss'], calls[2], rel_tol=1e-6)
+    assert 'train/generator' in h1  # L_G still enters every model step
+    calls.clear()
+    _speed_fit(graph, epochs=1, batches_per_epoch=4)
+    assert len(calls) == 4  # default: every batch, as in the paper
+
+
+def test_mmssl_trains_with_bf16_autocast_on_cpu():
+    graph = _graph()
+    torch.manual_seed(0)
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.1)
+    cfg = TrainConfig(batch_size=8, batches_per_epoch=2, epochs=1, precision='bf16',
+                      device='cpu', progress=False, ks=(10, 20))
+    trainer = Trainer(model, graph, cfg)
+    assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
+    # output dtypes of linear layers, by whether the model was training (autocast) or not
+    seen = {}
+    layers = {'feature projection': model.generator.lins[0], 'attention': model.attention.out,
+              'critic': model.critic.lin2}
+    hooks = [layer.register_forward_hook(
+        lambda mod, inp, out, name=name: seen.setdefault((name, model.training), set()).add(
+            out.dtype)) for name, layer in layers.items()]
+    try:
+        result = trainer.fit()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # the training steps ran under bf16 autocast: the linear layers produced bfloat16 ...
+    assert seen[('feature projection', True)] == {torch.bfloat16}
+    assert seen[('attention', True)] == {torch.bfloat16}
+    # ... except inside the gradient penalty, which runs the critic head in float32
+    assert seen[('critic', True)] == {torch.bfloat16, torch.float32}
+    # evaluation (eval mode) stays float32
+    assert seen[('feature projection', False)] == {torch.float32}
+    assert seen[('attention', False)] == {torch.float32}
+    h = result.history[0]
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in h.items() if k.startswith('train/'))
+    assert h['train/critic_gradient_penalty'] > 0
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+
+
+def test_fp16_on_cpu_is_refused_with_the_fix():
+    graph = _graph()
+    torch.manual_seed(0)
+    model = MMSSL(graph, embedding_dim=8, num_heads=2, topk_rate=0.1)
+    with pytest.raises(ConfigError, match='fp16 needs a CUDA GPU.*bf16'):
+        Trainer(model, graph, TrainConfig(precision='fp16', device='cpu', progress=False))
+    with pytest.raises(ConfigError, match='precision'):
+        TrainConfig(precision='fp8')
+    assert TrainConfig().precision == 'fp32'
+
+
+def test_trainer_refuses_a_model_built_on_another_graph(model_and_graph, tmp_path):
+    from mmssl_pyg.training import Trainer
+    from mmssl_pyg.training.run import load_graph
+    model, _ = model_and_graph
+    other = load_graph(str(write_json_dataset(tmp_path / 'other', num_users=40, num_items=60,
+                                              per_user=6, seed=1)))
+    with pytest.raises(ValueError, match='built on another graph'):
+        Trainer(model, other)
+
+
+@pytest.mark.parametrize('error', [
+    RuntimeError('[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough '
+                  'memory: you tried to allocate 123456789012 bytes.'),
+    torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB '
+                           'total capacity; 77.00 GiB already allocated)'),
+], ids=['cpu-allocator', 'cuda-allocator'])
+def test_allocator_failure_is_one_line_with_a_fix(error, tiny, tmp_path, capsys, monkeypatch):
+    from mmssl_pyg.training.trainer import Trainer
+
+    def fit(self, resume=False, test=True):
+        raise error
+
+    monkeypatch.setattr(Trainer, 'fit', fit)
+    code, _, err = run_cli(['train', '--dataset', tiny, '--run-dir', tmp_path / 'run', *ADV_FAST],
+                           capsys)
+    assert_user_error(code, err, 'out of memory', 'tried to allocate', 'batch_size', 'Fix:')
+    assert 'enforce fail' not in err and 'MMSSL_PYG_DEBUG' not in err
+
+
+def test_trainer_refuses_cutoffs_beyond_the_items_before_training(model_and_graph):
+    from mmssl_pyg.training import TrainConfig, Trainer
+    model, graph = model_and_graph
+    with pytest.raises(ConfigError, match='exceed the number of items'):
+        Trainer(model, graph, TrainConfig(ks=(20, 10**6)))
+
+
+def test_same_seed_gives_same_losses_and_metrics():
+    # CPU: CUDA's scatter/sparse kernels are not bitwise deterministic
+    a, _ = _fit(device='cpu')
+    b, _ = _fit(device='cpu')
+    strip = [{k: v for k, v in h.items() if 'seconds' not in k and 'memory' not in k}
+             for h in a.history]
+    assert strip == [{k: v for k, v in h.items() if 'seconds' not in k and 'memory' not in k}
+                     for h in b.history]
+    assert a.test == b.test and a.val == b.val and a.best_epoch == b.best_epoch
+    c, _ = _fit(seed=8, device='cpu')
+    assert c.history[0]['train/loss'] != a.history[0]['train/loss']
+
+
+def test_history_and_result_contents():
+    tracker = MemoryTracker()
+    result, trainer = _fit(epochs=3, eval_every=2, tracker=tracker)
+    assert [h['epoch'] for h in result.history] == [1, 2, 3]
+    first, second, third = result.history
+    assert 'val/recall@20' not in first and 'eval_seconds' not in first  # eval_every=2
+    assert 'val/recall@20' in second and 'val/recall@20' in third       # and the last epoch
+    for h in result.history:
+        assert {'train/loss', 'train/bpr', 'train/reg', 'epoch_seconds',
+                'peak_memory_mb'} <= set(h)
+        assert h['epoch_seconds'] > 0 and h['peak_memory_mb'] > 0
+    best = max((2, 3), key=lambda e: result.history[e - 1]['val/recall@20'])
+    assert result.best_epoch == best
+    assert result.val == {k[4:]: v for k, v in result.history[best - 1].items()
+                          if k.startswith('val/')}
+    assert set(result.test) == {f'{m}@{k}' for k in (10, 20)
+                                for m in ('recall', 'precision', 'ndcg', 'hit')}
+    assert [s for s, _ in tracker.history] == [1, 2, 3]
+    assert tracker.summary_['best_epoch'] == best and 'test/recall@20' in tracker.summary_
+    assert tracker.config['train']['lr'] == 1e-3
+    # the sampler's epoch length is ceil(|train| / batch_size) batches
+    assert len(trainer.sampler) == math.ceil(trainer.graph.num_train / 16)
+    assert trainer.device == resolve_device('auto') == torch.device(
+        'cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def test_early_stopping_selects_on_validation_and_tests_once(monkeypatch, tmp_path):
+    calls = []
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at epoch 2, patience 2 stops at 4
+
+    def fake_evaluate(model, graph, split, ks, **kwargs):
+        calls.append((split, model.user_emb.weight.detach().cpu().clone()))
+        value = next(scripted) if split == 'val' else -1.0
+        return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
+
+    monkeypatch.setattr(trainer_module, 'evaluate', fake_evaluate)
+    result, trainer = _fit(epochs=10, patience=2, checkpoint_dir=tmp_path)
+    assert result.stopped_early and len(result.history) == 4
+    assert result.best_epoch == 2 and result.val['recall@20'] == 0.3
+    assert [s for s, _ in calls] == ['val'] * 4 + ['test']
+    best = load_checkpoint(tmp_path / 'best.pt')
+    assert best['epoch'] == 2 and load_checkpoint(tmp_path / 'last.pt')['epoch'] == 4
+    # the test split saw the best epoch's weights, reloaded from best.pt
+    assert torch.equal(calls[-1][1], best['model']['user_emb.weight'])
+    assert torch.equal(calls[1][1], calls[-1][1])
+
+
+def test_best_weights_kept_in_memory_without_checkpoint_dir(monkeypatch):
+    seen = []
+    scripted = iter([0.5, 0.1])
+
+    def fake_evaluate(model, graph, split, ks, **kwargs):
+        seen.append(model.user_emb.weight.detach().cpu().clone())
+        value = next(scripted) if split == 'val' else 0.0
+        return {f'{m}@{k}': value for k in ks for m in ('recall', 'precision', 'ndcg', 'hit')}
+
+    monkeypatch.setattr(trainer_module, 'evaluate', fake_evaluate)
+    result, _ = _fit(epochs=2)
+    assert result.best_epoch == 1 and torch.equal(seen[-1], seen[0])
+
+
+def test_non_finite_loss_stops_with_term_epoch_and_batch(tmp_path):
+    with pytest.raises(NonFiniteLossError) as info:
+        _fit(epochs=3, checkpoint_dir=tmp_path, model_cls=_NaNLightGCN)
+    msg = str(info.value)
+    assert "'bpr'" in msg and 'epoch 2' in msg and 'batch index 1' in msg
+    assert 'last.pt' in msg
+    last = load_checkpoint(tmp_path / 'last.pt')  # the last good checkpoint, intact
+    assert last['epoch'] == 1
+    assert all(torch.isfinite(v).all() for v in last['model'].values() if v.is_floating_point())
+    assert not list(tmp_path.glob('*.tmp'))
+
+
+def test_critic_step_precedes_model_step_with_separate_optimisers():
+    result, trainer = _fit(epochs=1, model_cls=_CriticLightGCN)
+    model = trainer.model
+    n = len(trainer.sampler)
+    assert model.calls == ['critic', 'model'] * n
+    crit = trainer.critic_optimizer
+    assert isinstance(crit, torch.optim.Adam) and not isinstance(crit, torch.optim.AdamW)
+    assert crit.defaults['lr'] == 3e-4 and crit.defaults['betas'] == (0.5, 0.9)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert trainer.optimizer.defaults['weight_decay'] == 0.0
+    critic_ids = {id(p) for p in model.critic.parameters()}
+    assert {id(p) for g in crit.param_groups for p in g['params']} == critic_ids
+    assert not critic_ids & {id(p) for g in trainer.optimizer.param_groups for p in g['params']}
+    h = result.history[0]
+    assert {'train/critic_loss', 'train/critic_real', 'train/critic_fake',
+            'train/generator', 'train/loss', 'train/bpr'} <= set(h)
+    assert h['train/critic_loss'] == pytest.approx(h['train/critic_fake'] - h['train/critic_real'])
+
+
+def test_resume_in_process_matches_uninterrupted_run(tmp_path):
+    kw = dict(model_cls=_CriticLightGCN, device='cpu')
+    full, _ = _fit(epochs=4, checkpoint_dir=tmp_path / 'full', **kw)
+    _fit(epochs=2, checkpoint_dir=tmp_path / 'cut', **kw)
+    # a fresh process would rebuild the model from another state: the checkpoint restores it
+    resumed, _ = _fit(epochs=4, checkpoint_dir=tmp_path / 'cut', model_seed=123, resume=True,
+                      **kw)
+
+    def strip(history):
+        return [{k: v for k, v in h.items() if 'seconds' not in k and 'memory' not in k}
+                for h in history]
+
+    assert strip(resumed.history) == strip(full.history)
+    assert resumed.test == full.test and resumed.best_epoch == full.best_epoch
+
+
+def test_resume_repairs_best_checkpoint_killed_before_it_was_written(tmp_path):
+    _fit(epochs=1, checkpoint_dir=tmp_path)
+    (tmp_path / 'best.pt').unlink()  # died between writing last.pt and best.pt
+    result, _ = _fit(epochs=1, checkpoint_dir=tmp_path, resume=True)
+    assert result.best_epoch == 1 and load_checkpoint(tmp_path / 'best.pt')['epoch'] == 1
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(ValueError, match='batch_size'):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match='metric'):
+        TrainConfig(metric='recall@25')
+    with pytest.raises(ValueError, match='device'):
+        TrainConfig(device='gpu')
+
+
+def test_early_stopping_keeps_the_first_maximum_and_stops_after_patience(monkeypatch):
+    # epoch 2 is the best; epoch 3 ties it (not an improvement), epoch 4 is worse: two
+    # evaluations without improvement = patience 2, so epoch 5 (0.9) never runs
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate([0.1, 0.3, 0.3, 0.2, 0.9]))
+    result, trainer = _fit(epochs=10, patience=2)
+    assert [h['epoch'] for h in result.history] == [1, 2, 3, 4]
+    assert result.stopped_early and result.best_epoch == 2 and trainer.bad_evals == 2
+    assert result.val['recall@20'] == 0.3
+
+
+def test_every_epoch_draws_new_batches():
+    _, trainer = _fit(epochs=3, model_cls=_RecordingLightGCN)
+    epochs = trainer.model.epochs
+    n = len(trainer.sampler)
+    assert [len(e) for e in epochs] == [n] * 3
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert not torch.equal(torch.cat(epochs[a], 1), torch.cat(epochs[b], 1))
+    # and they are the sampler's stream: a fresh sampler with the seed draws them in order
+    from mmssl_pyg.training import BPRSampler
+    fresh = BPRSampler(trainer.graph.to('cpu'), FAST['batch_size'], seed=FAST['seed'])
+    for epoch in epochs:
+        for got in epoch:
+            b = fresh.sample()
+            assert torch.equal(got.cpu(), torch.stack([b.users, b.pos, b.neg]))
+
+
+def test_optimiser_steps_every_trainable_parameter_including_1d_ones():
+    from mmssl_pyg.models.lattice import LATTICE
+    from mmssl_pyg.testing import make_tiny_graph
+    graph = make_tiny_graph(2)
+    torch.manual_seed(0)
+    model = LATTICE(graph, embedding_dim=8, feat_embed_dim=8, knn_k=3)
+    one_d = [n for n, p in model.named_parameters() if p.dim() == 1]
+    assert 'modal_weight' in one_d and any(n.endswith('bias') for n in one_d)
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 1}))
+    stepped = {id(p) for g in trainer.optimizer.param_groups for p in g['params']}
+    assert stepped == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize('critic_every', [1, 3])
+def test_critic_steps_every_critic_every_batches_counted_over_the_run(critic_every):
+    # 4 batches per epoch, 2 epochs: run steps 0..7; the critic runs where step % k == 0
+    _, trainer = _fit(epochs=2, model_cls=_CriticLightGCN, batches_per_epoch=4,
+                      critic_every=critic_every)
+    expected = []
+    for step in range(8):
+        # the model step sees the batch the critic just saw, or a fresh one
+        expected += ['critic', 'model'] if step % critic_every == 0 else ['model-no-cache']
+    assert trainer.model.calls == expected
+
+
+def test_resume_restores_patience_counter_and_random_state(monkeypatch, tmp_path):
+    """SGL redraws its edge-dropout views from the global torch RNG every epoch and the
+    sampler has its own generator: a resumed run equals the uninterrupted one only when both
+    are restored. Validation: best at epoch 1, then worse; patience 3 stops after epoch 4,
+    which the resumed run (cut after epoch 2, one bad evaluation) must count too."""
+    from mmssl_pyg.models.sgl import SGL
+    values = [0.5, 0.1, 0.2, 0.3, 0.4, 0.45, 0.46]
+    kw = dict(model_cls=SGL, device='cpu', patience=3)
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate(values))
+    full, _ = _fit(epochs=10, checkpoint_dir=tmp_path / 'full', **kw)
+    assert [h['epoch'] for h in full.history] == [1, 2, 3, 4] and full.stopped_early
+    scripted = _scripted_evaluate(values)  # one stream over the cut run and its resume
+    monkeypatch.setattr(trainer_module, 'evaluate', scripted)
+    _fit(epochs=2, checkpoint_dir=tmp_path / 'cut', **kw)
+    torch.manual_seed(999)  # another process's global RNG state
+    resumed, trainer = _fit(epochs=10, checkpoint_dir=tmp_path / 'cut', model_seed=123,
+                            resume=True, **kw)
+    assert resumed.resumed_from_epoch == 2
+    assert [h['epoch'] for h in resumed.history] == [1, 2, 3, 4] and resumed.stopped_early
+    assert resumed.best_epoch == 1 and trainer.bad_evals == 3
+    for a, b in zip(full.history[2:], resumed.history[2:]):  # the epochs after the cut
+        for key in ('train/loss', 'train/bpr', 'train/ssl'):
+            assert a[key] == b[key], (a['epoch'], key)
+
+
+@pytest.mark.parametrize('exclude', [True, False])
+def test_trainer_tests_with_exclude_val_at_test(exclude):
+    from mmssl_pyg.testing import exclusion_graph
+    graph, user_emb, item_emb = exclusion_graph()
+    config = TrainConfig(**{**FAST, 'epochs': 1, 'ks': (1,), 'metric': 'recall@1',
+                                   'exclude_val_at_test': exclude})
+    result = Trainer(_FixedScores(user_emb, item_emb), graph, config).fit()
+    # by hand (see exclusion_graph): each user's top-1 is its val item unless it is excluded
+    assert result.test['recall@1'] == (1.0 if exclude else 0.0)
+    assert result.val['recall@1'] == 1.0
