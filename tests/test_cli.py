@@ -363,3 +363,50 @@ def test_recommend_k_equal_to_the_item_count_lists_every_unseen_item(opts_run, t
     train = json.loads((tiny / 'raw' / 'train.json').read_text())
     items = [int(i) for i in out.splitlines()[1].split('\t')[1].split()]
     assert sorted(items) == sorted(set(range(80)) - set(train['0']))
+
+
+def _split_files_only(folder: Path) -> Path:
+    """A dataset folder with tiktok-mini's three split files and no feature file."""
+    import shutil
+    (folder / 'raw').mkdir(parents=True)
+    for name in ('train.json', 'val.json', 'test.json'):
+        shutil.copy(Path(__file__).resolve().parents[1] / 'datasets' / 'tiktok-mini' / 'raw' /
+                    name, folder / 'raw' / name)
+    return folder
+
+
+def test_missing_raw_files_are_one_error_line_with_the_fix(tmp_path, capsys):
+    folder = _split_files_only(tmp_path / 'my-data')
+    code, _, err = run_cli(['train', '--model', 'vbpr', '--dataset', folder, '--modalities',
+                            'image', '--wandb', 'disabled', '--run-dir', tmp_path / 'run'], capsys)
+    assert_user_error(code, err, 'raw files missing', 'image_feat.npy', 'Fix: place them there',
+                      'modalities=[...]', f'mmssl-pyg datasets {folder}')
+    assert err.count('\n') == 1, err
+    (folder / 'raw' / 'test.json').unlink()  # a split file: a subset of modalities won't help
+    code, _, err = run_cli(['train', '--model', 'mf', '--dataset', folder, '--wandb',
+                            'disabled', '--run-dir', tmp_path / 'run'], capsys)
+    assert_user_error(code, err, 'test.json', 'Fix: place them there')
+    assert err.count('\n') == 1 and 'modalities=[...]' not in err, err
+    assert not (tmp_path / 'run').exists()
+
+
+def test_datasets_command_lists_missing_files_on_stdout_and_errs_in_one_line(tmp_path, capsys):
+    folder = _split_files_only(tmp_path / 'my-data')
+    (folder / 'raw' / 'val.json').unlink()
+    code, out, err = run_cli(['datasets', folder], capsys)
+    assert code == 2 and 'Traceback' not in err
+    assert 'Expected files:' in out and 'val.json' in out and 'MISSING' in out
+    assert err.count('\n') == 1 and err.startswith('mmssl-pyg datasets: error: ')
+    assert 'val.json' in err
+
+
+def test_an_internal_error_is_one_line_with_the_debug_hint(monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError('internal state went wrong')
+    monkeypatch.setitem(cli.COMMANDS, 'datasets', broken)
+    code, _, err = run_cli(['datasets'], capsys)
+    assert_user_error(code, err, 'internal state went wrong', 'MMSSL_PYG_DEBUG=1')
+    assert err.count('\n') == 1, err
+    monkeypatch.setenv('MMSSL_PYG_DEBUG', '1')
+    with pytest.raises(RuntimeError, match='internal state'):
+        cli.main(['datasets'])

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location('study', ROOT / 'benchmarks' / 'study.py')
 study = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(study)
+S = study
 
 
 def test_plan_covers_ten_models_on_two_datasets_with_one_seed_per_study():
@@ -56,3 +57,46 @@ def test_step_skips_finished_studies_and_says_when_all_are_done(tmp_path, monkey
     monkeypatch.setattr(study, 'finished_trials', lambda m, d, out: study.TRIALS)
     assert study.main(['step', '--models', 'mf', '--out', str(tmp_path)]) == 3
     assert 'every selected study has its trials' in capsys.readouterr().out
+
+
+def _winner(out: Path, model: str, dataset: str, best: float, lr: float) -> None:
+    folder = S.study_dir(model, dataset, out)
+    folder.mkdir(parents=True, exist_ok=True)
+    S.winner_file(model, dataset, out).write_text(
+        f'provenance:\n  best_value: {best}\nmodel:\n  reg_weight: 0.01\ntrain:\n  lr: {lr}\n')
+
+
+def _cross(out: Path, model: str, source: str, target: str, val: float) -> None:
+    import json
+    S.cross_file(model, source, target, out).write_text(json.dumps({'val': {'recall@20': val}}))
+
+
+def test_winner_params_are_the_overrides_of_its_trial(tmp_path):
+    _winner(tmp_path, 'mf', 'tiktok', 0.11, 0.005)
+    params, best = S.winner_params('mf', 'tiktok', tmp_path)
+    assert params == [('model.reg_weight', 0.01), ('train.lr', 0.005)] and best == 0.11
+
+
+def test_default_rule_of_protocol_section_8(tmp_path):
+    """The default is the winner with the higher mean over both datasets of (its validation
+    Recall@20 / that dataset's study best); its own dataset counts 1."""
+    _winner(tmp_path, 'mf', 'movielens-100k', 0.40, 0.002)
+    _winner(tmp_path, 'mf', 'tiktok', 0.10, 0.005)
+    assert S.default_choice('mf', tmp_path) is None  # cross-dataset runs missing
+    _cross(tmp_path, 'mf', 'movielens-100k', 'tiktok', 0.09)   # 0.9 of TikTok's best
+    assert S.default_choice('mf', tmp_path) is None
+    _cross(tmp_path, 'mf', 'tiktok', 'movielens-100k', 0.38)   # 0.95 of MovieLens' best
+    c = S.default_choice('mf', tmp_path)
+    assert c['score'] == pytest.approx({'movielens-100k': 0.95, 'tiktok': 0.975})
+    assert c['default_from'] == 'tiktok'
+    _cross(tmp_path, 'mf', 'movielens-100k', 'tiktok', 0.05)   # 0.5 of TikTok's best
+    _cross(tmp_path, 'mf', 'tiktok', 'movielens-100k', 0.2)    # 0.5: a tie, the first dataset
+    assert S.default_choice('mf', tmp_path)['default_from'] == 'movielens-100k'
+
+
+def test_cross_waits_for_both_studies(tmp_path, capsys):
+    assert S.main(['cross', '--models', 'mf', '--out', str(tmp_path)]) == 0
+    assert 'not finished' in capsys.readouterr().out
+    assert not list(tmp_path.rglob('cross-from-*.json'))
+    assert S.main(['defaults', '--models', 'mf', '--out', str(tmp_path)]) == 0
+    assert 'not yet' in capsys.readouterr().out

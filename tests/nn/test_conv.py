@@ -262,3 +262,23 @@ def test_sparse_aggregations_against_dense_matrices(layout):
     u, i = light_propagate(users.detach(), items.detach(), 1, to_users, to_items)
     assert torch.allclose(u, (users.detach() + dense_ui @ items.detach()) / 2)
     assert torch.allclose(i, (items.detach() + dense_iu @ users.detach()) / 2)
+
+
+def test_the_rendered_propagate_module_is_removed_at_exit_in_plain_python(tmp_path):
+    """PyG renders BipartiteConv's propagate into a module file in the temporary folder and
+    never deletes it; importing the layer registers its removal at exit, so a Python session
+    (not only the command line) leaves nothing there."""
+    import os
+    import subprocess
+    import sys
+    code = ('import os, tempfile\n'
+            'from mmssl_pyg.nn import BipartiteConv\n'
+            'BipartiteConv()\n'
+            'print(sorted(f for f in os.listdir(tempfile.gettempdir()) if "propagate" in f))\n')
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, 'TMPDIR': str(tmp_path), 'PYTHONPATH': root}
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert 'BipartiteConv_propagate' in out  # it was there while the process ran
+    assert not [p for p in tmp_path.iterdir() if 'propagate' in p.name]  # and is gone
