@@ -57,3 +57,20 @@ def test_main_refuses_a_missing_folder(tmp_path, capsys):
         R.main(['--out', str(tmp_path / 'nope')])
     assert e.value.code == 2
     assert 'no such folder' in capsys.readouterr().err
+
+
+def test_the_defaults_section_appears_once_the_cross_runs_exist(tmp_path):
+    import json
+    for dataset, best, lr in (('movielens-100k', 0.4, 0.002), ('tiktok', 0.1, 0.005)):
+        folder = tmp_path / dataset / 'mf'
+        folder.mkdir(parents=True)
+        _study(folder / 'study.db')
+        (folder / f'mf-{dataset}.yaml').write_text(
+            f'provenance:\n  best_value: {best}\ntrain:\n  lr: {lr}\n')
+    assert 'Defaults for new data' not in R.render(R.collect(tmp_path), out=tmp_path)
+    (tmp_path / 'tiktok' / 'mf' / 'cross-from-movielens-100k.json').write_text(
+        json.dumps({'val': {'recall@20': 0.09}}))
+    (tmp_path / 'movielens-100k' / 'mf' / 'cross-from-tiktok.json').write_text(
+        json.dumps({'val': {'recall@20': 0.38}}))
+    text = R.render(R.collect(tmp_path), out=tmp_path)
+    assert '| mf | 0.9500 | 0.9750 | tiktok |' in text
