@@ -385,9 +385,7 @@ def _datasets(args) -> int:
         print(datasets_command(args.names or None, args.root, force_reload=args.force_reload))
     except DatasetNotFoundError as err:  # what to get and where: the answer this command gives
         print(str(err))
-        print(f'mmssl-pyg datasets: error: raw files missing in {err.path}: '
-              f'{", ".join(err.missing)} (listed above with their shapes and sources)',
-              file=sys.stderr)
+        print(f'mmssl-pyg datasets: error: {err.summary}', file=sys.stderr)
         return 2
     return 0
 

@@ -240,6 +240,15 @@ class MMSSLDataset(InMemoryDataset):
         raise DatasetNotFoundError(self.raw_dir, message, missing,
                                    self._missing_summary(missing, message))
 
+    def _missing_state(self, name: str) -> str:
+        """Why a raw file that is expected counts as missing, when something is there."""
+        path = Path(self.raw_dir) / name
+        if path.is_dir():
+            return ' (a folder, not a file)'
+        if path.is_symlink():
+            return ' (a broken symbolic link: its target is missing or a loop)'
+        return ''
+
     def _missing_summary(self, missing: list[str], message: str) -> str:
         """The one line the command line prints for missing raw files: what, where, the fix
         (the full list with shapes and sources is the exception's message)."""
@@ -248,8 +257,9 @@ class MMSSLDataset(InMemoryDataset):
         name = self.info.name if self.info is not None else self.root
         subset = ('' if any(modality_from_file(f) is None for f in missing) else
                   ', or load a subset with modalities=[...] (--modalities)')
+        names = ', '.join(f + self._missing_state(f) for f in missing)
         return (f'{self.__class__.__name__}: raw files missing in {self.raw_dir}: '
-                f'{", ".join(missing)}. Fix: place them there{subset}; `mmssl-pyg datasets '
+                f'{names}. Fix: place them there{subset}; `mmssl-pyg datasets '
                 f'{name}` (or the Python error of load_dataset) lists each expected file, its '
                 f'shape and where to get it')
 
@@ -355,12 +365,7 @@ class MMSSLDataset(InMemoryDataset):
                  'Expected files:']
         width = max(len(f) for f in self.raw_file_names)
         for f in self.raw_file_names:
-            state = 'present'
-            if f in missing:
-                path = Path(self.raw_dir) / f
-                state = ('MISSING (a folder, not a file)' if path.is_dir() else
-                         'MISSING (a broken symbolic link: its target is missing or a loop)'
-                         if path.is_symlink() else 'MISSING')
+            state = 'present' if f not in missing else 'MISSING' + self._missing_state(f)
             modality = modality_from_file(f)
             if modality is None:
                 shape = ('JSON object user id -> list of item ids' if f.endswith('.json')
