@@ -85,35 +85,6 @@ def finished(tiny, tmp_path_factory) -> Path:
     return run
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
-    damage a run work on a copy)."""
-    base = tmp_path_factory.mktemp('runs')
-    data = write_json_dataset(base / 'tiny')
-    run = base / 'run'
-    from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
-    return data, run
-
-
-@pytest.fixture
-def run_copy(trained, tmp_path) -> Path:
-    _, run = trained
-    return Path(shutil.copytree(run, tmp_path / 'run'))
-
-
-@pytest.fixture
-def own(tmp_path):
-    """A dataset and a one-epoch run of this test only (for tests that edit the data)."""
-    data = write_json_dataset(tmp_path / 'own-data', num_users=60, num_items=60, per_user=8)
-    run = tmp_path / 'own-run'
-    from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST,
-                     '--epochs', '1']) == 0
-    return data, run
-
-
 #: A one-epoch MF run on the bundled tiktok-mini data (about a second).
 TINY = dict(model='mf', dataset='tiktok-mini', device='cpu', wandb='disabled', progress=False,
             overrides=['num_threads=1', 'embedding_dim=8', 'batch_size=64',

@@ -5,59 +5,19 @@ lost or written where a command was refused."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from mmssl_pyg.testing import FAST_adversarial as FAST
 from mmssl_pyg.testing import (
-    assert_no_marker,
     assert_user_error,
     payloads,
     run_cli,
     tree,
-    write_json_dataset,
     write_torch_payload,
 )
 from mmssl_pyg.training.run_folder import RUN_FILES
-
-
-@pytest.fixture
-def marker(tmp_path):
-    path = tmp_path / 'PWNED'
-    yield path
-    assert_no_marker(path)
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
-    damage a run work on a copy)."""
-    base = tmp_path_factory.mktemp('runs')
-    data = write_json_dataset(base / 'tiny')
-    run = base / 'run'
-    from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
-    return data, run
-
-
-@pytest.fixture
-def run_copy(trained, tmp_path) -> Path:
-    _, run = trained
-    return Path(shutil.copytree(run, tmp_path / 'run'))
-
-
-@pytest.fixture
-def own(tmp_path):
-    """A dataset and a one-epoch run of this test only (for tests that edit the data)."""
-    data = write_json_dataset(tmp_path / 'own-data', num_users=60, num_items=60, per_user=8)
-    run = tmp_path / 'own-run'
-    from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST,
-                     '--epochs', '1']) == 0
-    return data, run
 
 
 @pytest.mark.parametrize('name', RUN_FILES)

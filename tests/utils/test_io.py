@@ -14,7 +14,6 @@ import errno
 import json
 import multiprocessing as mp
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -62,24 +61,6 @@ def _contend(folder: str, barrier, results) -> None:
     end = time.monotonic()
     lock.release()
     results.put((start, end))
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
-    damage a run work on a copy)."""
-    base = tmp_path_factory.mktemp('runs')
-    data = write_json_dataset(base / 'tiny')
-    run = base / 'run'
-    from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
-    return data, run
-
-
-@pytest.fixture
-def run_copy(trained, tmp_path) -> Path:
-    _, run = trained
-    return Path(shutil.copytree(run, tmp_path / 'run'))
 
 
 def write_lock(folder: Path, **fields) -> Path:
