@@ -441,7 +441,12 @@ def _split_overrides(parser: argparse.ArgumentParser, args, extra: list[str]) ->
 
 
 def _report(err: BaseException) -> str:
-    """The one-line message of a user error."""
+    """The one-line message of a user error (with its notes, e.g. what a failed build kept)."""
+    notes = [str(n) for n in getattr(err, '__notes__', ()) if str(n).strip()]
+    return ' '.join([_message(err), *notes]).replace('\n', ' ') if notes else _message(err)
+
+
+def _message(err: BaseException) -> str:
     from .data.validation import DatasetNotFoundError
     from .utils.io import describe_os_error
     if isinstance(err, DatasetNotFoundError):
@@ -522,8 +527,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         warnings.showwarning = show
-        from .utils.io import remove_generated_modules_at_exit
-        remove_generated_modules_at_exit()  # PyG's rendered propagate modules: none left in /tmp
 
 
 if __name__ == '__main__':

@@ -255,10 +255,34 @@ def build_dataset(interactions: BuildRequest | str | PathLike | Table | Mapping,
     _kcore(request, pairs)
     _index(pairs)
     splits = _split(request, pairs, val_ratio, test_ratio)
-    features, encoded, modality_info = _features(request, pairs, item_table, catalog)
-    info = _build_info(request, pairs, item_table, features, modality_info)
-    stats = _write_checked(request, pairs, splits, features, info)
+    cached = _cache_files(request)
+    try:
+        features, encoded, modality_info = _features(request, pairs, item_table, catalog)
+        info = _build_info(request, pairs, item_table, features, modality_info)
+        stats = _write_checked(request, pairs, splits, features, info)
+    except BaseException as err:
+        _note_kept_cache(err, request, cached)
+        raise
     return BuildResult(request.root, stats, pairs.counts, encoded)
+
+
+def _cache_dir(request: BuildRequest) -> Path:
+    r = request
+    return Path(r.cache_dir).expanduser() if r.cache_dir is not None else r.root / 'cache'
+
+
+def _cache_files(request: BuildRequest) -> set[Path]:
+    folder = _cache_dir(request)
+    return set(folder.glob('*.npy')) if folder.is_dir() else set()
+
+
+def _note_kept_cache(err: BaseException, request: BuildRequest, before: set[Path]) -> None:
+    """A build that fails after encoding keeps the encoder outputs for the retry (encoding can
+    take hours); the error says so, and how to undo it."""
+    new = sorted(_cache_files(request) - before)
+    if new:
+        err.add_note(f'(the encoder outputs computed before the failure were kept for the '
+                     f'retry: {len(new)} file(s) in {_cache_dir(request)}; delete them to undo)')
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +494,7 @@ def _features(request: BuildRequest, pairs: _Interactions, item_table: Table | N
     if item_table is None:
         return {}, {}, {}
     r = request
-    cache = Path(r.cache_dir).expanduser() if r.cache_dir is not None else r.root / 'cache'
+    cache = _cache_dir(r)
     row_of = dict(zip(catalog.tolist(), range(catalog.size)))
     item_rows = [row_of[i] for i in pairs.item_ids.tolist()]
     pairs.counts['catalog_items_unused'] = int(catalog.size - pairs.num_items)

@@ -7,11 +7,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, spmm
 
-from ..utils.io import remove_generated_modules_at_exit
-
-# PyG renders BipartiteConv's propagate into a module file in the system temporary folder and
-# never deletes it: the file goes when the process exits, from Python as from the command line.
-remove_generated_modules_at_exit()
+from ..utils.io import generated_modules_here
 
 
 class _TransposedSpMM(torch.autograd.Function):
@@ -73,7 +69,10 @@ class BipartiteConv(MessagePassing):
 
     def __init__(self, **kwargs):
         kwargs.setdefault('aggr', 'add')
-        super().__init__(**kwargs)
+        # PyG renders propagate into a module file it never deletes: into this process's own
+        # folder, removed at exit (or by the next process after a kill -9)
+        with generated_modules_here():
+            super().__init__(**kwargs)
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
                 size: tuple[int, int] | None = None, adj_rev: Tensor | None = None) -> Tensor:

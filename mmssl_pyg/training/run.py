@@ -31,7 +31,6 @@ from ..utils.io import (
     atomic_write,
     check_folder,
     clean_stale_tmp,
-    remove_generated_modules_at_exit,
 )
 from .checkpoint import CheckpointError, load_checkpoint
 from .device import _amp_dtype, resolve_device, seed_everything
@@ -423,7 +422,6 @@ def train_run(request: RunRequest | None = None, **fields) -> RunResult:
         return _train(ctx, request)
     finally:
         ctx.shutdown()
-        remove_generated_modules_at_exit()  # PyG's rendered propagate modules (see there)
 
 
 def _on_rank0(ctx: DistContext, fn):

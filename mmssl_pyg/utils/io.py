@@ -441,30 +441,51 @@ class FolderLock:
         self.release()
 
 
-def remove_generated_modules() -> list[Path]:
-    """Delete the Python files PyG generated in the system temporary folder for this process.
+GENERATED_PREFIX = 'mmssl-pyg-pyg-modules-'
 
-    PyG renders a ``MessagePassing`` class's ``propagate`` (and ``edge_updater``) from a jinja
-    template into ``<tmp>/<module>_<class>_propagate_XXXX.py`` with
-    ``NamedTemporaryFile(delete=False)`` and imports it (``torch_geometric.template``); the
-    file is never removed, so every process would leave one per layer class behind. The
-    modules are already imported when this runs, so their files are no longer needed.
-    """
-    import sys
+
+def _generated_folder() -> Path:
+    """This process's folder for PyG's rendered modules: ``<tmp>/mmssl-pyg-pyg-modules-<pid>``."""
     import tempfile
-    tmp = Path(tempfile.gettempdir()).resolve()
+    return Path(tempfile.gettempdir()) / f'{GENERATED_PREFIX}{os.getpid()}'
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: leave its folder alone
+    return True
+
+
+def remove_stale_generated_modules() -> list[Path]:
+    """Delete the rendered-module folders (see :func:`generated_modules_here`) of processes
+    that no longer run, e.g. one killed with ``kill -9`` before its exit handler ran."""
+    import shutil
+    folder = _generated_folder()
     removed = []
-    for name, module in list(sys.modules.items()):
-        if not name.endswith(('_propagate', '_edge_updater')):
+    for path in folder.parent.glob(f'{GENERATED_PREFIX}*'):
+        pid = path.name[len(GENERATED_PREFIX):]
+        if path == folder or not pid.isdigit() or _pid_alive(int(pid)):
             continue
-        file = getattr(module, '__file__', None)
-        if not file or Path(file).resolve().parent != tmp or \
-                not Path(file).name.startswith(f'{name}_'):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(file)
-            removed.append(Path(file))
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
     return removed
+
+
+def remove_generated_modules() -> list[Path]:
+    """Delete this process's folder of PyG's rendered modules (see
+    :func:`generated_modules_here`); the modules are already imported, so their files are no
+    longer needed once nothing will ``torch.jit.script`` a layer."""
+    import shutil
+    folder = _generated_folder()
+    if not folder.exists():
+        return []
+    shutil.rmtree(folder, ignore_errors=True)
+    return [] if folder.exists() else [folder]
 
 
 _AT_EXIT: list[bool] = []
@@ -479,6 +500,32 @@ def remove_generated_modules_at_exit() -> None:
         import atexit
         atexit.register(remove_generated_modules)
         _AT_EXIT.append(True)
+
+
+@contextlib.contextmanager
+def generated_modules_here() -> Iterator[Path]:
+    """``with generated_modules_here(): MessagePassing.__init__(...)`` sends the module file PyG
+    renders to this process's own folder.
+
+    PyG renders a ``MessagePassing`` class's ``propagate`` (and ``edge_updater``) from a jinja
+    template with ``NamedTemporaryFile(delete=False)`` in the system temporary folder and
+    imports it (``torch_geometric.template``); the file is never removed. Here it goes to
+    ``<tmp>/mmssl-pyg-pyg-modules-<pid>/``, removed at exit; folders left by processes that
+    died without exiting (``kill -9``) are removed by the next process that renders one, so
+    they do not accumulate over a study of hundreds of trials.
+    """
+    import tempfile
+    folder = _generated_folder()
+    if not folder.exists():  # once per process
+        remove_stale_generated_modules()
+        folder.mkdir()
+    remove_generated_modules_at_exit()
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = before
 
 
 @contextlib.contextmanager

@@ -450,3 +450,37 @@ def test_feature_rows_are_in_item_index_order_for_an_unsorted_item_table(tables,
     ei = data['user', 'interacts', 'item'].edge_index
     assert [float(data['item'].text_feat[i, 0]) for i in ei[1].tolist()] == \
         [name_of[i] for i in ei[1].tolist()]
+
+
+def test_a_build_failing_after_encoding_keeps_the_cache_and_says_so(tables, tmp_path,
+                                                                     monkeypatch):
+    """Encoding can take hours: a build that fails afterwards (here a full disk while writing)
+    keeps the encoder outputs for the retry, and its one-line error says where and how to undo
+    it; the retry reads them instead of encoding again."""
+    import mmssl_pyg.data.builder as builder
+    from mmssl_pyg.cli import _report
+    inter, items = tables
+    out, enc = tmp_path / 'ds', CountingEncoder()
+    real = builder._write_checked
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device', str(out))
+    monkeypatch.setattr(builder, '_write_checked', full_disk)
+    with pytest.raises(OSError) as info:
+        _build(tables, out, items=items, item_id_col='item', text_cols=['title', 'tag'],
+               text_encoder=enc)
+    kept = sorted((out / 'cache').glob('*.npy'))
+    assert len(kept) == 1 and kept[0].name.startswith('text-') and not (out / 'raw').exists()
+    line = _report(info.value)
+    assert '\n' not in line and 'no space left' in line.lower()
+    assert f'kept for the retry: 1 file(s) in {out / "cache"}; delete them to undo' in line
+    monkeypatch.setattr(builder, '_write_checked', real)
+    res = _build(tables, out, items=items, item_id_col='item', text_cols=['title', 'tag'],
+                 text_encoder=enc)
+    assert enc.calls == 1 and 'cache' in res.encoded['text']
+    # a failure before anything new is encoded adds no note
+    monkeypatch.setattr(builder, '_write_checked', full_disk)
+    with pytest.raises(OSError) as info:
+        _build(tables, out, items=items, item_id_col='item', text_cols=['title', 'tag'],
+               text_encoder=enc, overwrite=True)
+    assert not getattr(info.value, '__notes__', None)

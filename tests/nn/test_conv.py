@@ -13,6 +13,7 @@ See ``benchmarks/results/mutation/report.md``."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,21 +265,45 @@ def test_sparse_aggregations_against_dense_matrices(layout):
     assert torch.allclose(i, (items.detach() + dense_iu @ users.detach()) / 2)
 
 
-def test_the_rendered_propagate_module_is_removed_at_exit_in_plain_python(tmp_path):
-    """PyG renders BipartiteConv's propagate into a module file in the temporary folder and
-    never deletes it; importing the layer registers its removal at exit, so a Python session
-    (not only the command line) leaves nothing there."""
+def _run_python(code: str, tmp: Path, check: bool = True):
     import os
     import subprocess
     import sys
-    code = ('import os, tempfile\n'
-            'from mmssl_pyg.nn import BipartiteConv\n'
-            'BipartiteConv()\n'
-            'print(sorted(f for f in os.listdir(tempfile.gettempdir()) if "propagate" in f))\n')
-    from pathlib import Path
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, 'TMPDIR': str(tmp_path), 'PYTHONPATH': root}
-    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                         check=True).stdout
-    assert 'BipartiteConv_propagate' in out  # it was there while the process ran
-    assert not [p for p in tmp_path.iterdir() if 'propagate' in p.name]  # and is gone
+    env = {**os.environ, 'TMPDIR': str(tmp), 'PYTHONPATH': root}
+    return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          check=check)
+
+
+_RENDER = ('import os, tempfile\n'
+           'from mmssl_pyg.nn import BipartiteConv\n'
+           'BipartiteConv()\n'
+           'print(sorted(str(p.relative_to(tempfile.gettempdir()))\n'
+           '             for p in __import__("pathlib").Path(tempfile.gettempdir()).rglob("*")\n'
+           '             if "propagate" in p.name))\n')
+
+
+def test_the_rendered_propagate_module_is_removed_at_exit_in_plain_python(tmp_path):
+    """PyG renders BipartiteConv's propagate into a module file in the temporary folder and
+    never deletes it; here it goes to the process's own folder, removed at exit, so a Python
+    session (not only the command line) leaves nothing there."""
+    out = _run_python(_RENDER, tmp_path).stdout
+    assert 'mmssl-pyg-pyg-modules-' in out and 'BipartiteConv_propagate' in out  # while it ran
+    assert not list(tmp_path.iterdir())  # and is gone, folder included
+
+
+def test_a_killed_process_rendered_module_is_removed_by_the_next_one(tmp_path):
+    """kill -9 skips the exit handler; the next process that renders the module removes the
+    dead process's folder (folders do not pile up over a study), and keeps a live one's."""
+    import os
+    killed = _run_python(_RENDER + 'import signal; os.kill(os.getpid(), signal.SIGKILL)\n',
+                         tmp_path, check=False)
+    assert killed.returncode == -9
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith('mmssl-pyg-pyg-modules-')
+    alive = tmp_path / f'mmssl-pyg-pyg-modules-{os.getpid()}'  # this test's process runs
+    alive.mkdir()
+    (tmp_path / 'mmssl-pyg-pyg-modules-notapid').mkdir()
+    _run_python(_RENDER, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [alive.name, 'mmssl-pyg-pyg-modules-notapid'])
