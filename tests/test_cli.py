@@ -22,8 +22,14 @@ import pytest
 import torch
 
 from mmssl_pyg import cli
+from mmssl_pyg.testing import (
+    STUDY_DEFAULTS,
+    assert_user_error,
+    read_json_dataset,
+    run_cli,
+    write_json_dataset,
+)
 from mmssl_pyg.testing import FAST_adversarial as ADV_FAST
-from mmssl_pyg.testing import assert_user_error, read_json_dataset, run_cli, write_json_dataset
 
 FAST = ['--model', 'lightgcn', '--epochs', '2', '--wandb', 'disabled', '--no-progress',
         '--device', 'cpu', 'num_threads=1', 'embedding_dim=8', 'batch_size=64']
@@ -58,7 +64,8 @@ def test_train_prints_table_and_writes_run_folder(trained, capsys):
     metrics = json.loads((run / 'metrics.json').read_text())
     assert {'best_epoch', 'val', 'test', 'history', 'model_kwargs', 'train'} <= set(metrics)
     assert metrics['model'] == 'lightgcn' and metrics['epochs_run'] == 2
-    assert metrics['model_kwargs'] == {'embedding_dim': 8, 'num_layers': 3, 'reg_weight': 1e-4}
+    # the preset's default block (PROTOCOL.md Sec. 8) under the fixture's embedding_dim=8
+    assert metrics['model_kwargs'] == {'embedding_dim': 8, **STUDY_DEFAULTS['lightgcn'][0]}
     assert metrics['train']['batch_size'] == 64 and metrics['train']['epochs'] == 2
     assert set(metrics['test']) >= {'recall@10', 'recall@20', 'recall@50', 'ndcg@20'}
     assert {p.name for p in run.iterdir()} >= {'best.pt', 'last.pt', 'metrics.json',

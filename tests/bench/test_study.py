@@ -100,3 +100,16 @@ def test_cross_waits_for_both_studies(tmp_path, capsys):
     assert not list(tmp_path.rglob('cross-from-*.json'))
     assert S.main(['defaults', '--models', 'mf', '--out', str(tmp_path)]) == 0
     assert 'not yet' in capsys.readouterr().out
+
+
+def test_every_sec8_choice_made_so_far_is_the_presets_default():
+    """PROTOCOL.md Sec. 8: once a model's two studies and cross runs exist, its preset's
+    ``default:`` blocks are the chosen winner's values exactly (the committed study folder)."""
+    from benchmarks.study import MODELS, OUT, default_choice, winner_params
+    from benchmarks.study_report import PRESETS, preset_default_is
+    chosen = {m: default_choice(m, OUT) for m in MODELS}
+    assert {m for m, c in chosen.items() if c} >= {'mf', 'lightgcn', 'vbpr'}
+    for model, c in chosen.items():
+        if c is not None:
+            params, _ = winner_params(model, c['default_from'], OUT)
+            assert preset_default_is(model, params, PRESETS), model

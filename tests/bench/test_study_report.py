@@ -72,5 +72,11 @@ def test_the_defaults_section_appears_once_the_cross_runs_exist(tmp_path):
         json.dumps({'val': {'recall@20': 0.09}}))
     (tmp_path / 'movielens-100k' / 'mf' / 'cross-from-tiktok.json').write_text(
         json.dumps({'val': {'recall@20': 0.38}}))
-    text = R.render(R.collect(tmp_path), out=tmp_path)
-    assert '| mf | 0.9500 | 0.9750 | tiktok |' in text
+    presets = tmp_path / 'configs'
+    presets.mkdir()
+    text = R.render(R.collect(tmp_path), out=tmp_path, presets=presets)
+    assert '| mf | 0.9500 | 0.9750 | tiktok | no |' in text  # no preset file
+    (presets / 'mf.yaml').write_text('train:\n  default:\n    lr: 0.002\n')
+    assert '| tiktok | no |' in R.render(R.collect(tmp_path), out=tmp_path, presets=presets)
+    (presets / 'mf.yaml').write_text('train:\n  default:\n    lr: 0.005\n')
+    assert '| tiktok | yes |' in R.render(R.collect(tmp_path), out=tmp_path, presets=presets)

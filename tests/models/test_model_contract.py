@@ -25,6 +25,7 @@ from mmssl_pyg.data import load_dataset
 from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models import MODELS, get_model_class
 from mmssl_pyg.testing import (
+    STUDY_DEFAULTS,
     _popularity_recall,
     _random_ranking_recall,
     _train,
@@ -175,9 +176,12 @@ def test_presets_name_constructor_arguments(mini, name):
     model = preset.get('model', {})
     for block in model.values():
         assert block and set(block) <= set(params) - {'self', 'graph'}
-    for key, value in model.get('default', {}).items():  # defaults match the class
-        default = params[key].default
-        assert value == default or float(value) == pytest.approx(default), key
+    # defaults match the class, or are the model's study winner for new data (PROTOCOL.md
+    # Sec. 8, checked against the study in tests/bench/test_study.py)
+    expected = {k: p.default for k, p in params.items() if k in model.get('default', {})}
+    expected.update(STUDY_DEFAULTS.get(name, ({}, {}))[0])
+    for key, value in model.get('default', {}).items():
+        assert value == expected[key] or float(value) == pytest.approx(expected[key]), key
     kwargs = {**model.get('default', {}), **model.get('tiktok-mini', {})}
     assert cls(mini, **kwargs).num_items == mini.num_items
 

@@ -27,8 +27,8 @@ import yaml
 
 from mmssl_pyg.models import MODELS, LightGCN, get_model_class
 from mmssl_pyg.models.mmssl import MMSSL
+from mmssl_pyg.testing import STUDY_DEFAULTS, assert_user_error, run_cli, write_json_dataset
 from mmssl_pyg.testing import FAST_adversarial as FAST
-from mmssl_pyg.testing import assert_user_error, run_cli, write_json_dataset
 from mmssl_pyg.training import ConfigError, TrainConfig, presets, resolve_options
 from mmssl_pyg.training.presets import CONFIG_DIR, find_tuned_preset, parse_overrides
 from mmssl_pyg.training.run import full_model_kwargs
@@ -158,7 +158,8 @@ def test_config_path_that_is_not_a_file_says_what_it_is(make, tiny, tmp_path, ca
 
 
 def test_every_model_and_dataset_resolves_as_before_the_dataset_layer():
-    """Without ``--tuned``: exactly the recorded options. With it: the options without it,
+    """Without ``--tuned``: exactly the recorded options (with the Sec. 8 defaults of
+    :data:`STUDY_DEFAULTS`). With it: the options without it,
     overlaid by the tuned file's values (the tuned presets themselves change as the
     equal-budget study finishes, so their recorded values are not compared)."""
     before = json.loads(BEFORE.read_text())
@@ -171,6 +172,10 @@ def test_every_model_and_dataset_resolves_as_before_the_dataset_layer():
         expected['model_kwargs'].update(tuned.get('model') or {})
         expected['train'].update(tuned.get('train') or {})
         assert now[key] == expected, key
+    for key in [k for k in before if not k.endswith('|tuned')]:
+        model_kwargs, train = STUDY_DEFAULTS.get(key.split('|')[0], ({}, {}))
+        before[key]['model_kwargs'].update(model_kwargs)
+        before[key]['train'].update(train)
     changed = {}
     for key in [k for k in before if not k.endswith('|tuned')]:
         if now[key]['model_kwargs'] != before[key]['model_kwargs']:
@@ -277,10 +282,16 @@ def test_the_sample_shares_its_run_length_through_the_dataset_preset():
 
 def test_lightgcn_preset_default_and_dataset_blocks():
     opts = resolve_options(LightGCN, 'tiktok')
-    # the preset restates no class default: the model runs with the class's values
-    assert full_model_kwargs(LightGCN, opts.model_kwargs) == \
-        {'embedding_dim': 64, 'num_layers': 3, 'reg_weight': 1e-4}
-    assert opts.train.lr == 1e-3 and opts.train.epochs == 1000 and opts.train.patience == 10
+    # the default blocks hold the TikTok study's winner (PROTOCOL.md Sec. 8); the class keeps
+    # the paper's values (3 layers, L2 1e-4) and the trainer its lr 1e-3
+    model_kwargs, train = STUDY_DEFAULTS['lightgcn']
+    assert full_model_kwargs(LightGCN, opts.model_kwargs) == {'embedding_dim': 64, **model_kwargs}
+    assert opts.train.lr == train['lr'] and opts.train.epochs == 1000 and \
+        opts.train.patience == 10
+    assert opts.sources['model.num_layers'] == 'preset lightgcn.yaml (model.default)'
+    assert opts.sources['train.lr'] == 'preset lightgcn.yaml (train.default)'
+    assert full_model_kwargs(LightGCN, {}) == {'embedding_dim': 64, 'num_layers': 3,
+                                               'reg_weight': 1e-4}
     mini = resolve_options(LightGCN, 'tiktok-mini')
     assert mini.train.epochs == 50 and mini.train.patience == 5
     assert mini.sources['train.epochs'] == 'dataset preset datasets/tiktok-mini.yaml (train)'
@@ -295,7 +306,8 @@ def test_merge_order_and_type_parsing(tmp_path):
                                       'train.patience=2', 'exclude_val_at_test=true'],
                            train_updates={'epochs': 3, 'seed': None})
     assert full_model_kwargs(LightGCN, opts.model_kwargs) == \
-        {'embedding_dim': 32, 'num_layers': 1, 'reg_weight': 1e-4}
+        {'embedding_dim': 32, 'num_layers': 1,
+         'reg_weight': STUDY_DEFAULTS['lightgcn'][0]['reg_weight']}  # the preset's default
     t = opts.train
     assert (t.lr, t.epochs, t.patience, t.ks, t.exclude_val_at_test) == \
         (1e-2, 3, 2, (5, 20), True)

@@ -21,6 +21,7 @@ from optuna.trial import TrialState  # noqa: E402
 from mmssl_pyg import cli
 from mmssl_pyg.models import MODELS, LightGCN
 from mmssl_pyg.testing import (
+    STUDY_DEFAULTS,
     assert_user_error,
     copy_mini,
     run_cli,
@@ -276,7 +277,9 @@ def test_tuned_preset_round_trip_and_lookup(tmp_path, monkeypatch, capsys):
     opts = resolve_options(LightGCN, 'tiktok', model_name='lightgcn', tuned=True)
     assert opts.train.lr == 0.002 and opts.model_kwargs['num_layers'] == 2
     assert opts.sources['train.lr'] == f'tuned preset {path}'
-    assert 'reg_weight' not in opts.model_kwargs  # neither tuned nor preset: class default
+    # not tuned: the preset's default block (PROTOCOL.md Sec. 8)
+    assert opts.model_kwargs['reg_weight'] == STUDY_DEFAULTS['lightgcn'][0]['reg_weight']
+    assert opts.sources['model.reg_weight'] == 'preset lightgcn.yaml (model.default)'
     # the preset's dataset block still applies under the tuned values; overrides win over both
     opts = resolve_options(LightGCN, 'tiktok', model_name='lightgcn', tuned=True,
                            overrides=['lr=0.005'])
