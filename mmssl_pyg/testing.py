@@ -671,11 +671,14 @@ def tiny_batch(graph: RecGraph, num_users: int = 8, seed: int = 0) -> Batch:
 
 
 #: benchmarks/PROTOCOL.md Sec. 8, a deliberate change after the recording: these models' default
-#: blocks became their TikTok study's winner (benchmarks/results/study/tiktok/<model>/), so every
+#: blocks became one of their study winners (benchmarks/results/study/<dataset>/<model>/), so every
 #: dataset without its own values resolves to them: ({model option: value}, {train option: value}).
 STUDY_DEFAULTS = {
     'mf': ({'reg_weight': 0.04756722009937019}, {'lr': 0.005183195358748659}),
     'lightgcn': ({'reg_weight': 0.025867965024613852, 'num_layers': 1},
                  {'lr': 0.004207112022503625}),
     'vbpr': ({'reg_weight': 0.02014912213748799}, {'lr': 0.009997837437915777}),
+    # the MovieLens-100K winner (the rule's choice for FREEDOM)
+    'freedom': ({'reg_weight': 0.0007549512266404008, 'dropout': 0.8},
+                {'lr': 0.0032499669479670638}),
 }
