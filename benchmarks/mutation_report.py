@@ -234,11 +234,12 @@ def main() -> None:
         'Killed: a selected test failed (or the tests timed out). Equivalent: reviewed, '
         'no test can tell the mutant from the original (reasons below). Environment-only: '
         'reviewed, it differs from the original only on a GPU (a `device=` argument '
-        'dropped) or with the optional torch-sparse installed, which the CPU test machine '
-        'without torch-sparse cannot see. Survived: not killed and '
-        'not known to be equivalent (a missing test). Not run: the run was stopped before '
-        'the mutant. Score: killed / (killed + survived); counting the environment-only mutants '
-        f'as survived it is {pct(total, True)}.',
+        'dropped), with the optional torch-sparse installed, which the CPU test machine '
+        'without torch-sparse cannot see, or only outside mutmut (a warning\'s stack level: '
+        'mutmut\'s trampolines add frames; a test in the plain suite checks it). '
+        'Survived: not killed and not known to be equivalent (a missing test). Not run: '
+        'the run was stopped before the mutant. Score: killed / (killed + survived); '
+        f'counting the environment-only mutants as survived it is {pct(total, True)}.',
         '',
         '| module | mutants | killed | (timeouts) | survived | equivalent | environment-only | '
         'not run | score | run on |',
