@@ -18,9 +18,11 @@ from mmssl_pyg.data import DatasetFormatError, load_dataset
 from mmssl_pyg.data import folder as folder_module
 from mmssl_pyg.data.folder import (
     build_hetero_data,
+    detect_raw_format,
     order_modalities,
     raw_files_missing,
     read_mmssl_folder,
+    resolve_raw_dir,
 )
 
 # 4 users, 8 items; items 0, 3 and 6 appear in no split (their feature rows still exist)
@@ -181,3 +183,24 @@ def test_pairs_lost_between_the_files_and_the_graph_are_a_bug_report(folder, mon
 def test_modalities_in_the_documented_order_with_the_others_after_by_name():
     names = ['video', 'audio', 'image', 'depth', 'text', 'image']
     assert order_modalities(names) == ['image', 'text', 'audio', 'depth', 'video']
+
+
+def test_raw_format_and_raw_folder_detection(tmp_path):
+    both = tmp_path / 'both'
+    both.mkdir()
+    assert detect_raw_format(both) == 'json'  # empty: json
+    (both / 'trnMat.pkl').touch()
+    assert detect_raw_format(both) == 'pkl'
+    (both / 'train.json').touch()
+    assert detect_raw_format(both) == 'json'  # train.json wins
+    # the release layout: split files directly in the folder, no raw/ below it
+    for name in ('train.json', 'trnMat.pkl', 'train_mat'):
+        root = tmp_path / name.replace('.', '_')
+        root.mkdir()
+        (root / name).touch()
+        assert resolve_raw_dir(root) == root, name
+    # no split file: the PyG layout root/raw, even before it exists
+    assert resolve_raw_dir(tmp_path / 'nothing') == tmp_path / 'nothing' / 'raw'
+    # a raw/ folder wins over split files beside it
+    (tmp_path / 'train_json' / 'raw').mkdir()
+    assert resolve_raw_dir(tmp_path / 'train_json') == tmp_path / 'train_json' / 'raw'
