@@ -7,11 +7,18 @@ killed (a failing test or a timeout), survived, equivalent, environment-only (th
 only on a GPU or with the optional torch-sparse, which this machine's tests cannot see), not
 run, and the share killed of the others; every survivor not known to be equivalent, with its
 diff; the equivalent and environment-only ones with their reasons; the functions mutmut does
-not mutate; and the commit the run was made on.
+not mutate; the commit the run was made on; and the wall-clock times recorded by hand in
+``run_times.yaml`` next to the report (mutmut does not record them).
 
 Equivalent mutants are matched by their function and their diff (the changed lines, not the
 mutant's number, which shifts when the code changes), so the list survives edits elsewhere;
-an entry that no longer matches a survivor is reported as stale.
+an entry that no longer matches a survivor of a module run here is reported as stale.
+
+The scope is run module by module (hours in all on 2 cores), so a ``mutants/`` directory may
+hold results for some modules only. A module without any mutant run there keeps the counts of
+the previous ``summary.json``, shown with the commit and date of the run that produced them
+(``carried``); a module in neither is listed as not run. A module's row shows the commit the
+report was written on when its results come from this ``mutants/`` directory.
 
 Usage (from the repository root, after ``mutmut run``)::
 
@@ -77,6 +84,29 @@ def _unmutated_functions(paths: list[Path]) -> list[str]:
     return out
 
 
+def module_of(function: str, modules: list[str]) -> str | None:
+    """The module path (``mmssl_pyg/nn/losses.py``) of a dotted function name, or ``None``."""
+    for module in modules:
+        dotted = module[:-len('.py')].replace('/', '.')
+        if function.startswith(dotted + '.'):
+            return module
+    return None
+
+
+def carried_modules(unrun: list[str], previous: dict) -> dict[str, dict]:
+    """The previous summary's per-module results of the modules that this ``mutants/``
+    directory has not run, each stamped with the commit and date of the run it comes from
+    (the module's own stamp when the previous summary carried it too, else the summary's)."""
+    out = {}
+    for module in unrun:
+        entry = previous.get('modules', {}).get(module)
+        if entry is None or entry.get('total', 0) == entry.get('not run', 0):
+            continue
+        out[module] = {**entry, 'commit': entry.get('commit', previous.get('commit')),
+                       'date': entry.get('date', previous.get('date')), 'carried': True}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', type=Path, default=OUT)
@@ -106,8 +136,11 @@ def main() -> None:
     for path in walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
-        if not data.exit_code_by_key:  # in scope, but no mutant of it generated or run yet
-            unrun.append(str(path))
+        generated = (Path('mutants') / f'{path}.meta').is_file()
+        if generated and not data.exit_code_by_key:
+            continue  # nothing to mutate in it (an __init__.py of imports)
+        if all(code is None for code in data.exit_code_by_key.values()):
+            unrun.append(str(path))  # in scope, but no mutant of it generated or run here
             continue
         paths.append(Path(path))
         module = str(path)
@@ -139,9 +172,22 @@ def main() -> None:
                 counts['survived'] += 1
                 survivors.append(record)
 
+    times_file = args.out / 'run_times.yaml'
+    run_times = (yaml.safe_load(times_file.read_text()) if times_file.is_file() else []) or []
+    summary_file = args.out / 'summary.json'
+    previous = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    carried = carried_modules(unrun, previous)
+    unrun = [m for m in unrun if m not in carried]
+    for j, entry in enumerate(known):  # a carried module's entries were matched by its run
+        if module_of(entry['function'], list(carried)) is not None:
+            used[j] = True
+    numbers = ('total', 'killed', 'timeout', 'survived', 'equivalent', 'environment-only',
+               'not run')
     total = Counter()
     for counts in per_module.values():
         total.update(counts)
+    for entry in carried.values():
+        total.update({k: entry[k] for k in numbers if k in entry})
 
     def score(c: Counter, env_survive: bool = False) -> float | None:
         checked = c['killed'] + c['survived'] + (c['environment-only'] if env_survive else 0)
@@ -149,22 +195,27 @@ def main() -> None:
 
     dirty = bool(_git('status', '--porcelain', '--', 'mmssl_pyg', 'tests'))
     from importlib.metadata import version
+    commit = _git('rev-parse', 'HEAD')
+    date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    modules = {m: {**dict(c), 'killed_pct_of_non_equivalent': score(c), 'commit': commit,
+                   'date': date} for m, c in per_module.items()}
+    modules.update(carried)
     summary = {
-        'commit': _git('rev-parse', 'HEAD'),
+        'commit': commit,
         'source_or_tests_modified_since_commit': dirty,
-        'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+        'date': date,
         'mutmut': version('mutmut'),
         'total': dict(total),
         'killed_pct_of_non_equivalent': score(total),
         'killed_pct_counting_environment_only_as_survived': score(total, True),
-        'modules': {m: {**dict(c), 'killed_pct_of_non_equivalent': score(c)}
-                    for m, c in sorted(per_module.items())},
+        'modules': dict(sorted(modules.items())),
         'survivors': [{k: v for k, v in s.items() if k != 'diff'} for s in survivors],
         'stale_equivalents': [known[j] for j in range(len(known)) if not used[j]],
         'modules_not_run': unrun,
+        'run_times': run_times,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    summary_file.write_text(json.dumps(summary, indent=2) + '\n')
 
     def pct(c, env_survive=False):
         s = score(c, env_survive)
@@ -176,41 +227,60 @@ def main() -> None:
         f'Written by `benchmarks/mutation_report.py` after `make mutate` (mutmut '
         f'{summary["mutmut"]}) on commit `{summary["commit"][:12]}`'
         f'{" (with uncommitted changes to mmssl_pyg/ or tests/)" if dirty else ""}, '
-        f'{summary["date"]}. Scope and test selection: `[mutmut]` in `setup.cfg`.',
+        f'{summary["date"]}. Scope and test selection: `[mutmut]` in `setup.cfg`. '
+        'The scope is run module by module: a row marked *carried* comes from an earlier '
+        'report, run on the commit and date in its row, not from this run.',
         '',
         'Killed: a selected test failed (or the tests timed out). Equivalent: reviewed, '
         'no test can tell the mutant from the original (reasons below). Environment-only: '
         'reviewed, it differs from the original only on a GPU (a `device=` argument '
-        'dropped) or with the optional torch-sparse installed, which the CPU test machine '
-        'without torch-sparse cannot see. Survived: not killed and '
-        'not known to be equivalent (a missing test). Not run: the run was stopped before '
-        'the mutant. Score: killed / (killed + survived); counting the environment-only mutants '
-        f'as survived it is {pct(total, True)}.',
+        'dropped), with the optional torch-sparse installed, which the CPU test machine '
+        'without torch-sparse cannot see, or only outside mutmut (a warning\'s stack level: '
+        'mutmut\'s trampolines add frames; a test in the plain suite checks it). '
+        'Survived: not killed and not known to be equivalent (a missing test). Not run: '
+        'the run was stopped before the mutant. Score: killed / (killed + survived); '
+        f'counting the environment-only mutants as survived it is {pct(total, True)}.',
         '',
         '| module | mutants | killed | (timeouts) | survived | equivalent | environment-only | '
-        'not run | score |',
-        '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+        'not run | score | run on |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ]
-    for module, c in sorted(per_module.items()):
+    for module, entry in summary['modules'].items():
+        c = Counter({k: entry[k] for k in numbers if k in entry})
+        run_on = f'`{entry["commit"][:12]}` {entry["date"][:10]}' + \
+            (' (carried)' if entry.get('carried') else '')
         lines.append(f'| `{module}` | {c["total"]} | {c["killed"]} | {c["timeout"]} | '
                      f'{c["survived"]} | {c["equivalent"]} | {c["environment-only"]} | '
-                     f'{c["not run"]} | {pct(c)} |')
+                     f'{c["not run"]} | {pct(c)} | {run_on} |')
     lines.append(f'| **total** | {total["total"]} | {total["killed"]} | {total["timeout"]} | '
                  f'{total["survived"]} | {total["equivalent"]} | {total["environment-only"]} | '
-                 f'{total["not run"]} | **{pct(total)}** |')
+                 f'{total["not run"]} | **{pct(total)}** | |')
     if unrun:
         lines += ['', f'In scope but without any mutant run yet ({len(unrun)} modules, not in '
                   'the counts above): ' + ', '.join(f'`{m}`' for m in unrun) + '.']
+    if run_times:
+        lines += ['', '## Run times', '', 'Wall clock of the runs behind the rows above, as '
+                  'recorded in `run_times.yaml` (`/usr/bin/time -v` around `mutmut run`):', '']
+        lines += [f'- {t["what"]}: {t["wall"]} on commit `{t["commit"]}`, {t["machine"]}.'
+                  for t in run_times]
     lines += ['', f'## Survivors ({len(survivors)})', '']
     if not survivors:
         lines.append('None.')
     for s in survivors:
         lines += [f'### `{s["mutant"]}` ({s["status"]})', '', '```diff', s['diff'], '```', '']
+    def change(e):
+        return '; '.join(f'`{r}` -> `{a}`' for r, a in zip(e['removed'], e['added'])) or \
+            f'removed `{"; ".join(e["removed"])}`'
+
     lines += ['', f'## Equivalent and environment-only mutants ({len(equivalents)})', '']
     for e in equivalents:
-        change = '; '.join(f'`{r}` -> `{a}`' for r, a in zip(e['removed'], e['added'])) or \
-            f'removed `{"; ".join(e["removed"])}`'
-        lines.append(f'- `{e["mutant"]}` ({e["kind"]}): {change}. {e["reason"]}')
+        lines.append(f'- `{e["mutant"]}` ({e["kind"]}): {change(e)}. {e["reason"]}')
+    carried_known = [e for e in known if module_of(e['function'], list(carried)) is not None]
+    if carried_known:
+        lines += ['', f'Reviewed entries of the carried modules ({len(carried_known)}, matched '
+                  'by their earlier run):', '']
+        lines += [f'- `{e["function"]}` ({e.get("kind", "equivalent")}): {change(e)}. '
+                  f'{e["reason"]}' for e in carried_known]
     stale = summary['stale_equivalents']
     if stale:
         lines += ['', f'## Stale entries of equivalent.yaml ({len(stale)})', '',
@@ -222,7 +292,7 @@ def main() -> None:
               '`@staticmethod` / `@classmethod`; these are tested directly (the dense '
               'references in `tests/nn/` and '
               '`tests/models/test_mmssl.py`) but not mutation-tested:', '']
-    lines += [f'- `{f}`' for f in _unmutated_functions(paths)]
+    lines += [f'- `{f}`' for f in _unmutated_functions(paths + [Path(m) for m in carried])]
     (args.out / 'report.md').write_text('\n'.join(lines) + '\n')
     print(f'{args.out / "report.md"}: {total["total"]} mutants, {total["killed"]} killed, '
           f'{total["survived"]} survived, {total["equivalent"]} equivalent, '

@@ -17,6 +17,7 @@ from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models import LightGCN, get_model_class
 from mmssl_pyg.testing import exclusion_graph, synthetic_graph, write_json_dataset
 from mmssl_pyg.training import evaluate, evaluate_embeddings
+from mmssl_pyg.training.distributed import DistContext
 from mmssl_pyg.training.evaluator import exclusion_rows, per_user_metrics
 from mmssl_pyg.training.options import ConfigError
 
@@ -188,6 +189,9 @@ def test_exclusions_on_a_hand_made_graph():
     assert ev('val', True)['recall@1'] == 1.0        # no effect on validation
     rowptr, col = exclusion_rows(graph, 'test', exclude_val_at_test=True)
     assert [sorted(col[rowptr[u]:rowptr[u + 1]].tolist()) for u in range(2)] == [[0, 1], [3, 4]]
+    # by default only the training items are excluded, at test as well
+    rowptr, col = exclusion_rows(graph, 'test')
+    assert [sorted(col[rowptr[u]:rowptr[u + 1]].tolist()) for u in range(2)] == [[0], [3]]
 
 
 def test_per_user_recall_divides_by_all_held_out_items():
@@ -209,3 +213,87 @@ def test_per_user_recall_divides_by_all_held_out_items():
     # the averaged evaluator agrees
     assert evaluate_embeddings(user_emb, torch.eye(5), graph, 'test', (2,))['recall@2'] == \
         pytest.approx((2 / 3 + 0.0) / 2)
+
+
+def test_per_user_ndcg_discounts_a_hit_by_log2_of_its_rank_plus_one():
+    # item 0 is every user's training item (never ranked); scores 4 > 3 > 2 > 1 for the rest.
+    # user 0: held out {2}, ranked 2nd -> DCG@3 = 1/log2(3), IDCG@3 = 1/log2(2) = 1.
+    # user 1: held out {2, 3}, ranked 2nd and 3rd -> DCG@3 = 1/log2(3) + 1/log2(4),
+    #         IDCG@3 = 1 + 1/log2(3).
+    train = torch.tensor([[0, 1], [0, 0]])
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    test = torch.tensor([[0, 1, 1], [2, 2, 3]])
+    graph = RecGraph(2, 5, train, empty, test)
+    user_emb = torch.tensor([[9., 4., 3., 2., 1.]] * 2)
+    out = per_user_metrics(user_emb, torch.eye(5), graph, 'test', k=3)
+    want = [1 / math.log2(3), (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))]
+    assert out['ndcg'].dtype == torch.float64
+    assert out['ndcg'].tolist() == pytest.approx(want, rel=1e-12)  # float64 discounts
+    assert out['recall'].tolist() == pytest.approx([1.0, 1.0])
+    assert evaluate_embeddings(user_emb, torch.eye(5), graph, 'test', (3,))['ndcg@3'] == \
+        pytest.approx(sum(want) / 2, rel=1e-6)
+
+
+def test_cut_offs_may_be_one_int_a_string_or_tensor_values():
+    graph = _several_heldout_graph(seed=1)
+    user_emb, item_emb = torch.randn(70, 8), torch.randn(40, 8)
+    want = evaluate_embeddings(user_emb, item_emb, graph, 'test', (3, 10))
+    # 0-d tensors (iterating a tensor) become ints; repeats and order do not matter
+    assert evaluate_embeddings(user_emb, item_emb, graph, 'test', torch.tensor([10, 3, 10])) \
+        == want
+    assert evaluate_embeddings(user_emb, item_emb, graph, 'test', '10,3') == want
+    assert evaluate_embeddings(user_emb, item_emb, graph, 'test', 10) == \
+        {k: v for k, v in want.items() if k.endswith('@10')}
+    # the trainer's rule for ks, its message naming the argument as typed
+    with pytest.raises(ConfigError) as err:
+        evaluate_embeddings(user_emb, item_emb, graph, 'test', (3, 0))
+    assert str(err.value) == 'each value of ks expects an integer >= 1, got 0'
+
+
+class _TwoProcessesInOne(DistContext):
+    """Process ``rank`` of two, simulated in one process: ``all_reduce_`` records what this
+    process sends and adds what the other one sent (recorded by running it first)."""
+
+    def __init__(self, rank: int, other_sent: torch.Tensor | None = None):
+        super().__init__(rank=rank, world_size=2)
+        self.other_sent, self.sent = other_sent, None
+
+    def all_reduce_(self, tensor, op='sum'):
+        assert op == 'sum'
+        self.sent = tensor.clone()
+        if self.other_sent is not None:
+            tensor += self.other_sent
+        return tensor
+
+
+def _sharded(user_emb, item_emb, graph, split, ks):
+    """Each of two simulated processes' result: its users' sums plus the other's."""
+    alone = _TwoProcessesInOne(1)
+    evaluate_embeddings(user_emb, item_emb, graph, split, ks, distributed=alone)
+    rank0 = _TwoProcessesInOne(0, alone.sent)
+    got0 = evaluate_embeddings(user_emb, item_emb, graph, split, ks, distributed=rank0)
+    rank1 = _TwoProcessesInOne(1, rank0.sent)
+    got1 = evaluate_embeddings(user_emb, item_emb, graph, split, ks, distributed=rank1)
+    return got0, got1
+
+
+def test_sharded_evaluation_sums_both_processes_before_dividing():
+    graph = _several_heldout_graph(seed=2)
+    user_emb, item_emb = torch.randn(70, 8), torch.randn(40, 8)
+    single = evaluate_embeddings(user_emb, item_emb, graph, 'test', (1, 5))
+    for got in _sharded(user_emb, item_emb, graph, 'test', (1, 5)):
+        assert list(got) == list(single)
+        assert got == pytest.approx(single, rel=1e-6, abs=1e-9)
+    # one user with held-out items (on process 0; process 1 ranks nobody): sums / 1
+    train = torch.tensor([[0, 1], [0, 0]])
+    test = torch.tensor([[0, 0], [1, 3]])
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    one = RecGraph(2, 4, train, empty, test)
+    user_emb = torch.tensor([[0., 3., 2., 1.], [0., 0., 0., 0.]])  # ranks 1, 2, 3
+    want = {'recall@2': 0.5, 'precision@2': 0.5, 'hit@2': 1.0,
+            'ndcg@2': 1.0 / (1 + 1 / math.log2(3))}
+    for got in _sharded(user_emb, torch.eye(4), one, 'test', (2,)):
+        assert got == pytest.approx(want, rel=1e-6)
+    # no held-out items at all: every metric 0.0, not 0 / 0
+    for got in _sharded(user_emb, torch.eye(4), one, 'val', (2,)):
+        assert got == dict.fromkeys(want, 0.0)

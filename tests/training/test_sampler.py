@@ -93,3 +93,22 @@ def test_positives_are_uniform_over_the_users_training_items():
     counts = torch.bincount(torch.cat(pos), minlength=10).float() / 4000
     assert counts[[0, 2, 3, 5, 8, 9]].sum() == 0  # only real positives
     assert torch.allclose(counts[[1, 4, 6, 7]], torch.full((4,), 0.25), atol=0.03)
+
+
+def test_sampler_defaults_and_error_messages():
+    graph = synthetic_graph(num_users=50, num_items=30)
+    default = BPRSampler(graph)
+    assert default.batch_size == 1024 and len(default) == math.ceil(graph.num_train / 1024)
+    explicit = BPRSampler(graph, batch_size=1024, seed=0)
+    a, b = default.sample(), explicit.sample()
+    assert torch.equal(a.users, b.users) and torch.equal(a.pos, b.pos)
+    assert torch.equal(a.neg, b.neg)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    with pytest.raises(ValueError) as err:
+        BPRSampler(RecGraph(3, 3, empty, empty, empty, name='void'))
+    assert str(err.value) == "dataset 'void' has no training interactions to sample"
+    full = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]])  # both users saw both items
+    with pytest.raises(ValueError) as err:
+        BPRSampler(RecGraph(2, 2, full, empty, empty, name='dense'))
+    assert str(err.value) == ("dataset 'dense': no user has both a training item and an "
+                              'unobserved item, so no BPR triple can be drawn')
