@@ -347,6 +347,13 @@ def test_budget_stops_the_running_trial(mini_graph):
     assert len(fit.history) == 1 and tracker.cut_at == 1 and fit.test == {}
 
 
+def _has_heartbeat(run_dir: Path, trial) -> bool:
+    import sqlite3
+    with sqlite3.connect(run_dir / 'study.db') as db:
+        return bool(db.execute('select count(*) from trial_heartbeats where trial_id = ?',
+                               (trial._trial_id,)).fetchone()[0])
+
+
 def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
     """A real ``mmssl-pyg tune`` process is killed in its second trial; a new process (here:
     in-process) continues the same SQLite study: the first trial is kept, the killed one is
@@ -367,10 +374,13 @@ def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
             if 'trial 0:' in line:
                 break
         assert 'COMPLETE' in lines[-1], ''.join(lines)
-        deadline = time.time() + 60  # then kill it once trial 1 has reported an epoch
+        # then kill it once trial 1 has reported an epoch and its first heartbeat is stored
+        # (optuna only fails a stale trial that has a heartbeat; killed before it, the trial
+        # would stay RUNNING: a race seen once in CI)
+        deadline = time.time() + 60
         while time.time() < deadline:
             running = [t for t in _study(storage, name).trials if t.state == TrialState.RUNNING]
-            if running and running[0].intermediate_values:
+            if running and running[0].intermediate_values and _has_heartbeat(run_dir, running[0]):
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
