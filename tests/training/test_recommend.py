@@ -9,22 +9,9 @@ import os
 
 import pytest
 
-from mmssl_pyg.testing import FAST_adversarial as FAST
-from mmssl_pyg.testing import assert_user_error, no_space_for, run_cli, write_json_dataset
+from mmssl_pyg.testing import assert_user_error, no_space_for, run_cli
 
 ROOT_USER = hasattr(os, 'geteuid') and os.geteuid() == 0
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
-    damage a run work on a copy)."""
-    base = tmp_path_factory.mktemp('runs')
-    data = write_json_dataset(base / 'tiny')
-    run = base / 'run'
-    from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
-    return data, run
 
 
 @pytest.fixture

@@ -13,23 +13,10 @@ import json
 import pytest
 
 from mmssl_pyg import cli
-from mmssl_pyg.testing import FAST_adversarial as FAST
 from mmssl_pyg.testing import assert_user_error, read_wandb_file, run_cli, write_json_dataset
 from mmssl_pyg.training import NullTracker, make_tracker
 
 pytest.importorskip('wandb')
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A finished two-epoch run on a 120-user, 80-item dataset (never modified: tests that
-    damage a run work on a copy)."""
-    base = tmp_path_factory.mktemp('runs')
-    data = write_json_dataset(base / 'tiny')
-    run = base / 'run'
-    from mmssl_pyg import cli
-    assert cli.main(['train', '--dataset', str(data), '--run-dir', str(run), *FAST]) == 0
-    return data, run
 
 
 @pytest.fixture
