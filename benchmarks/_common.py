@@ -769,9 +769,13 @@ class Report:
         if self.plan is not None:
             have = {u['hash'] for u in units}
             missing = [p for p in self.plan['units'] if p['hash'] not in have]
-            lines.append(f'units present: {len(units)} of {len(self.plan["units"])} planned'
+            planned = {p['hash'] for p in self.plan['units']}
+            others = sum(1 for u in units if u['hash'] not in planned)
+            lines.append(f'units present: {len(self.plan["units"]) - len(missing)} of '
+                         f'{len(self.plan["units"])} planned by the last command'
                          + (f'; missing: {", ".join(_short(p) for p in missing[:12])}'
-                            + (' ...' if len(missing) > 12 else '') if missing else ''))
+                            + (' ...' if len(missing) > 12 else '') if missing else '')
+                         + (f'; {others} more from earlier commands' if others else ''))
             if self.plan.get('quick'):
                 lines.append('QUICK MODE (smoke test: few epochs and mini-batches on '
                              'tiktok-mini); these numbers say nothing about model quality')

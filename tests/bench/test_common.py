@@ -208,3 +208,17 @@ def test_accuracy_settings_name_budget_cuts_notes_and_mmssl_paper_is_ours(tmp_pa
     assert rows['mmssl-paper']['settings'] == 'preset; the paper'
     assert rows['lightgcn']['paired diff test Recall@20 vs best baseline mean'] == \
         'reference (best baseline)'
+
+
+def test_units_present_counts_the_last_plan_and_the_others_apart():
+    # a results folder holds the last command's plan and units of earlier commands: the
+    # count says how many planned units exist, which are missing and how many others there are
+    plan = {'units': [{'hash': h, 'model': 'mf', 'dataset': 'tiktok', 'label': 'tuned',
+                       'seed': s} for h, s in (('a', 0), ('b', 1))]}
+    units = [{'hash': 'a'}, {'hash': 'x'}, {'hash': 'y'}]
+    lines = C.Report(Path('.'), 'accuracy', 'title', {}, units, plan).cut_lines()
+    assert lines[0] == ('units present: 1 of 2 planned by the last command; missing: '
+                        'mf/tiktok/tuned/s1; 2 more from earlier commands')
+    lines = C.Report(Path('.'), 'accuracy', 'title', {}, units[:1], plan).cut_lines()
+    assert lines[0] == ('units present: 1 of 2 planned by the last command; missing: '
+                        'mf/tiktok/tuned/s1')
