@@ -9,6 +9,8 @@ kill loses at most one trial and the study databases can be committed between tr
     python -m benchmarks.study step [--models M ...] [--datasets D ...]   # one trial, then exit
     python -m benchmarks.study cross [--models M ...]  # winners on the other dataset (Sec. 8)
     python -m benchmarks.study defaults               # the rule's choice of each default
+    python -m benchmarks.study final --models M --datasets D   # the winner's final units
+    python -m benchmarks.study snapshot               # stage the databases for a commit
     benchmarks/study_loop.sh [--models M ...]         # step until every selected study is done
 
 Results go to ``benchmarks/results/study/<dataset>/<model>/``: ``study.db`` (the Optuna
@@ -38,6 +40,10 @@ DATASETS = ('movielens-100k', 'tiktok')
 #: Every study in the order they run: cheap models first, both datasets per model.
 PLAN = [(m, d) for m in MODELS for d in DATASETS]
 OUT = ROOT / 'benchmarks' / 'results' / 'study'
+#: Final units (PROTOCOL.md Sec. 5): the winner's tuned preset on these paired seeds.
+FINAL_SEEDS = (0, 1, 2, 3, 4)
+FINAL_OUT = ROOT / 'benchmarks' / 'results' / 'study-final'
+TUNED = ROOT / 'mmssl_pyg' / 'configs' / 'tuned'
 
 
 def sampler_seed(model: str, dataset: str) -> int:
@@ -219,6 +225,102 @@ def defaults(args) -> int:
     return 0
 
 
+def final_command(model: str, dataset: str, out: Path = FINAL_OUT) -> list[str]:
+    """The accuracy benchmark that makes a study's final units: its tuned preset, the study's
+    epoch cap and patience (:data:`FIXED`), :data:`FINAL_SEEDS`, one thread, no W&B."""
+    fixed = [a for kv in FIXED for a in (f'--{kv.split("=")[0]}', kv.split('=')[1])]
+    return [sys.executable, '-m', 'benchmarks.run', 'accuracy', '--dataset', dataset,
+            '--models', model, '--id-datasets', '--tuned', 'presets', *fixed,
+            '--seeds', *map(str, FINAL_SEEDS), '--no-reuse', '--wandb', 'disabled',
+            '--threads', '1', '--no-progress', '--out', str(out)]
+
+
+def check_final(model: str, dataset: str, out: Path = OUT, tuned: Path = TUNED,
+                commit: str | None = None) -> None:
+    """Refuse a study's final units unless the study is finished and this checkout runs its
+    winner: ``<tuned>/<model>-<dataset>.yaml`` byte-identical to the study's tuned preset and
+    committed, nothing else modified (the units record the commit they ran from)."""
+    label = f'{model} on {dataset}'
+    done = finished_trials(model, dataset, out)
+    if done < TRIALS:
+        raise SystemExit(f'{label}: the study has {done} of {TRIALS} finished trials; its final '
+                         f'units run once it is finished (benchmarks/PROTOCOL.md Sec. 5)')
+    winner, preset = winner_file(model, dataset, out), tuned / f'{model}-{dataset}.yaml'
+    if not preset.is_file() or preset.read_bytes() != winner.read_bytes():
+        raise SystemExit(f'{label}: {preset} is not the study\'s winner. Fix: copy {winner} to '
+                         f'{preset}, commit it, and run final from a clean checkout of that '
+                         f'commit')
+    import subprocess
+    tracked = subprocess.run(['git', 'ls-files', '--error-unmatch', preset.name],
+                             cwd=preset.parent, capture_output=True).returncode == 0
+    commit = commit if commit is not None else head_commit()
+    if not tracked or commit.endswith('+dirty'):
+        raise SystemExit(f'{label}: the checkout at {ROOT} has uncommitted changes (or {preset} '
+                         f'is not committed). Fix: commit them and run final from a clean '
+                         f'checkout; the units record the commit they ran from')
+
+
+def final(args) -> int:
+    """Run the final units of each selected study (PROTOCOL.md Sec. 5), after the checks of
+    :func:`check_final`; the accuracy benchmark skips units already in ``--final-out``."""
+    import subprocess
+    selected = _selected(args)
+    for model, dataset in selected:
+        check_final(model, dataset, args.out)
+    for model, dataset in selected:
+        cmd = final_command(model, dataset, args.final_out)
+        print(' '.join(cmd[1:]), flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode:
+            return 1
+    return 0
+
+
+def snapshot(args) -> int:
+    """Stage every study folder under ``--out`` in its git checkout for a commit while the
+    studies run: each ``study.db`` through SQLite's backup API (a consistent copy even while a
+    trial writes to it), integrity-checked, its blob staged with ``git update-index``; the text
+    files (``trials.log``, ``commit.txt``, tuned presets, cross runs) with ``git add``; and a
+    regenerated ``status.md``. It stages only: ``git commit`` (without ``-a``) follows."""
+    import shutil
+    import sqlite3
+    import subprocess
+    import tempfile
+
+    out = args.out.resolve()
+    top = Path(subprocess.run(['git', 'rev-parse', '--show-toplevel'], cwd=out, check=True,
+                              capture_output=True, text=True).stdout.strip())
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        for db in sorted(out.glob('*/*/study.db')):
+            copy = tmp / 'study.db'
+            copy.unlink(missing_ok=True)
+            src = sqlite3.connect(f'file:{db}?mode=ro', uri=True, timeout=60)
+            dst = sqlite3.connect(copy)
+            try:
+                src.backup(dst)
+                (ok,) = dst.execute('PRAGMA integrity_check').fetchone()
+            finally:
+                dst.close()
+                src.close()
+            if ok != 'ok':
+                raise SystemExit(f'{db}: integrity_check says {ok!r}; nothing staged for it')
+            sha = subprocess.run(['git', 'hash-object', '-w', str(copy)], cwd=top, check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            subprocess.run(['git', 'update-index', '--add', '--cacheinfo',
+                            f'100644,{sha},{db.relative_to(top)}'], cwd=top, check=True)
+            print(f'staged {db.relative_to(top)}', flush=True)
+    finally:
+        shutil.rmtree(tmp)
+    texts = [str(f.relative_to(top)) for f in sorted(out.glob('*/*/*'))
+             if f.is_file() and not f.name.startswith('study.db')]
+    from benchmarks.study_report import collect, render
+    (out / 'status.md').write_text(render(collect(out), out=out))
+    texts += [str(p.relative_to(top)) for p in [out / 'status.md'] if p.is_file()]
+    if texts:
+        subprocess.run(['git', 'add', '--', *texts], cwd=top, check=True)
+    return 0
+
+
 def status(args) -> int:
     print(f'{"model":10} {"dataset":16} finished / {TRIALS}   commit')
     for model, dataset in _selected(args):
@@ -230,15 +332,18 @@ def status(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('command', choices=['step', 'status', 'cross', 'defaults'])
+    parser.add_argument('command',
+                        choices=['step', 'status', 'cross', 'defaults', 'final', 'snapshot'])
     parser.add_argument('--models', nargs='*', choices=MODELS, default=None)
     parser.add_argument('--datasets', nargs='*', choices=DATASETS, default=None)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda', 'auto'])
     parser.add_argument('--out', type=Path, default=OUT,
                         help='results folder (default benchmarks/results/study)')
+    parser.add_argument('--final-out', type=Path, default=FINAL_OUT,
+                        help='final units folder (default benchmarks/results/study-final)')
     args = parser.parse_args(argv)
-    return {'step': step, 'status': status, 'cross': cross, 'defaults': defaults}[
-        args.command](args)
+    return {'step': step, 'status': status, 'cross': cross, 'defaults': defaults,
+            'final': final, 'snapshot': snapshot}[args.command](args)
 
 
 if __name__ == '__main__':

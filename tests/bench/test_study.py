@@ -113,3 +113,90 @@ def test_every_sec8_choice_made_so_far_is_the_presets_default():
         if c is not None:
             params, _ = winner_params(model, c['default_from'], OUT)
             assert preset_default_is(model, params, PRESETS), model
+
+
+def _git(cwd: Path, *args: str) -> str:
+    import subprocess
+    return subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *args], cwd=cwd,
+                          check=True, capture_output=True, text=True).stdout
+
+
+def _finished(out: Path, model: str, dataset: str, n: int) -> Path:
+    folder = S.study_dir(model, dataset, out)
+    folder.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(folder / 'study.db')
+    con.execute('CREATE TABLE trials (trial_id INTEGER, state TEXT)')
+    con.executemany('INSERT INTO trials VALUES (?, ?)', [(i, 'COMPLETE') for i in range(n)])
+    con.commit()
+    con.close()
+    return folder
+
+
+def test_final_units_run_only_the_committed_winner_of_a_finished_study(tmp_path):
+    out, tuned = tmp_path / 'study', tmp_path / 'tuned'
+    _finished(out, 'mf', 'tiktok', S.TRIALS - 1)
+    _winner(out, 'mf', 'tiktok', 0.11, 0.005)
+    with pytest.raises(SystemExit, match='19 of 20 finished trials'):
+        S.check_final('mf', 'tiktok', out, tuned, commit='abc')
+    con = sqlite3.connect(S.study_dir('mf', 'tiktok', out) / 'study.db')
+    con.execute("INSERT INTO trials VALUES (99, 'PRUNED')")
+    con.commit()
+    con.close()
+    with pytest.raises(SystemExit, match="not the study's winner. Fix: copy"):
+        S.check_final('mf', 'tiktok', out, tuned, commit='abc')  # no tuned preset yet
+    tuned.mkdir()
+    _git(tuned, 'init', '-q')
+    preset = tuned / 'mf-tiktok.yaml'
+    preset.write_bytes(S.winner_file('mf', 'tiktok', out).read_bytes().replace(b'0.005', b'0.006'))
+    with pytest.raises(SystemExit, match="not the study's winner"):
+        S.check_final('mf', 'tiktok', out, tuned, commit='abc')  # another trial's values
+    preset.write_bytes(S.winner_file('mf', 'tiktok', out).read_bytes())
+    with pytest.raises(SystemExit, match='not committed'):
+        S.check_final('mf', 'tiktok', out, tuned, commit='abc')
+    _git(tuned, 'add', preset.name)
+    _git(tuned, 'commit', '-q', '-m', 'winner')
+    with pytest.raises(SystemExit, match='uncommitted changes'):
+        S.check_final('mf', 'tiktok', out, tuned, commit='abc+dirty')
+    S.check_final('mf', 'tiktok', out, tuned, commit='abc')  # accepted
+
+
+def test_final_command_is_the_protocols_accuracy_run():
+    cmd = S.final_command('bm3', 'movielens-100k', Path('/r/final'))
+    assert cmd[1:] == [
+        '-m', 'benchmarks.run', 'accuracy', '--dataset', 'movielens-100k', '--models', 'bm3',
+        '--id-datasets', '--tuned', 'presets', '--epochs', '400', '--patience', '20',
+        '--seeds', '0', '1', '2', '3', '4', '--no-reuse', '--wandb', 'disabled',
+        '--threads', '1', '--no-progress', '--out', '/r/final']
+
+
+def test_snapshot_stages_a_consistent_copy_while_the_database_is_open(tmp_path):
+    import optuna
+    repo = tmp_path / 'repo'
+    out = repo / 'results' / 'study'
+    folder = S.study_dir('mf', 'tiktok', out)
+    folder.mkdir(parents=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=f'sqlite:///{folder / "study.db"}', study_name='mf-tiktok',
+                        direction='maximize').optimize(
+        lambda t: t.suggest_float('lr', 0.0, 1.0), n_trials=3)
+    (folder / 'trials.log').write_text('trial 0\n')
+    _git(repo, 'init', '-q')
+    # a writer holds an open transaction that is not committed: the staged copy is the
+    # committed state, and the working file is left alone
+    writer = sqlite3.connect(folder / 'study.db')
+    writer.execute("UPDATE trials SET state = 'FAIL'")
+    assert S.main(['snapshot', '--out', str(out)]) == 0
+    writer.rollback()
+    writer.close()
+    staged = set(_git(repo, 'diff', '--cached', '--name-only').split())
+    assert staged == {'results/study/tiktok/mf/study.db', 'results/study/tiktok/mf/trials.log',
+                      'results/study/status.md'}
+    blob = tmp_path / 'staged.db'
+    blob.write_bytes(__import__('subprocess').run(
+        ['git', 'show', ':results/study/tiktok/mf/study.db'], cwd=repo, check=True,
+        capture_output=True).stdout)
+    assert S.finished_trials('mf', 'tiktok', out) == 3
+    con = sqlite3.connect(blob)
+    assert con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone() == (3,)
+    con.close()
+    assert '| tiktok | mf | 3 / 20 |' in (out / 'status.md').read_text()
