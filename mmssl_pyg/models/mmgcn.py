@@ -61,17 +61,23 @@ class ModalityGCN(torch.nn.Module):
         # Users and items share every layer's weights, so they go through each dense product
         # stacked (users first), and W_1 and W_2 share their input, so x @ [W_1 | W_2^T] is one
         # product: fewer, larger kernels, the same arithmetic as one product per node type.
-        n_u = user_id.size(0)
+        # The parts are taken with split, not slicing: a slice's backward zero-fills a tensor
+        # of the whole's size per slice, split's concatenates the parts' gradients (the same
+        # values, about 10-15% of an MMGCN step on full TikTok).
+        sizes = [user_id.size(0), item_id.size(0)]
         xi = self.mlp(features) if self.mlp is not None else features
         x = torch.cat([F.normalize(self.preference, dim=1), F.normalize(xi, dim=1)])
         ids = torch.cat([user_id, item_id])
         for w, lin, gate in zip(self.conv_weight, self.linear, self.gate):
-            y = x @ torch.cat([w, lin.weight.t()], 1)
-            xw, x_hat = y[:, :w.size(1)], F.leaky_relu(y[:, w.size(1):] + lin.bias) + ids
-            h = F.leaky_relu(torch.cat([self.conv(xw[n_u:], adj_ui, adj_rev=adj_iu),
-                                        self.conv(xw[:n_u], adj_iu, adj_rev=adj_ui)]))
+            xw, pre = (x @ torch.cat([w, lin.weight.t()], 1)).split(
+                [w.size(1), lin.weight.size(0)], 1)
+            x_hat = F.leaky_relu(pre + lin.bias) + ids
+            xw_u, xw_i = xw.split(sizes)
+            h = F.leaky_relu(torch.cat([self.conv(xw_i, adj_ui, adj_rev=adj_iu),
+                                        self.conv(xw_u, adj_iu, adj_rev=adj_ui)]))
             x = F.leaky_relu(gate(h) + x_hat)
-        return x[:n_u], x[n_u:]
+        user, item = x.split(sizes)
+        return user, item
 
 
 class MMGCN(Recommender):
