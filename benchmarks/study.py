@@ -275,10 +275,22 @@ def final(args) -> int:
     return 0
 
 
+def _dump(db: Path) -> list[str]:
+    """The SQL text of a database's schema and rows (equal for equal content, whatever the
+    file's page layout and header counters)."""
+    import sqlite3
+    con = sqlite3.connect(db)
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
 def snapshot(args) -> int:
     """Stage every study folder under ``--out`` in its git checkout for a commit while the
     studies run: each ``study.db`` through SQLite's backup API (a consistent copy even while a
-    trial writes to it), integrity-checked, its blob staged with ``git update-index``; the text
+    trial writes to it), integrity-checked, its blob staged with ``git update-index`` unless its
+    rows equal the committed copy's (a copy's header differs anyway); the text
     files (``trials.log``, ``commit.txt``, tuned presets, cross runs) with ``git add``; and a
     regenerated ``status.md``. It stages only: ``git commit`` (without ``-a``) follows."""
     import shutil
@@ -304,11 +316,18 @@ def snapshot(args) -> int:
                 src.close()
             if ok != 'ok':
                 raise SystemExit(f'{db}: integrity_check says {ok!r}; nothing staged for it')
+            rel = db.relative_to(top)
+            head = subprocess.run(['git', 'show', f'HEAD:{rel}'], cwd=top, capture_output=True)
+            if head.returncode == 0:  # a copy's header changes even when no row does
+                committed = tmp / 'head.db'
+                committed.write_bytes(head.stdout)
+                if _dump(committed) == _dump(copy):
+                    continue
             sha = subprocess.run(['git', 'hash-object', '-w', str(copy)], cwd=top, check=True,
                                  capture_output=True, text=True).stdout.strip()
-            subprocess.run(['git', 'update-index', '--add', '--cacheinfo',
-                            f'100644,{sha},{db.relative_to(top)}'], cwd=top, check=True)
-            print(f'staged {db.relative_to(top)}', flush=True)
+            subprocess.run(['git', 'update-index', '--add', '--cacheinfo', f'100644,{sha},{rel}'],
+                           cwd=top, check=True)
+            print(f'staged {rel}', flush=True)
     finally:
         shutil.rmtree(tmp)
     texts = [str(f.relative_to(top)) for f in sorted(out.glob('*/*/*'))

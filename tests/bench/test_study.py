@@ -169,16 +169,21 @@ def test_final_command_is_the_protocols_accuracy_run():
         '--threads', '1', '--no-progress', '--out', '/r/final']
 
 
-def test_snapshot_stages_a_consistent_copy_while_the_database_is_open(tmp_path):
+def _optuna_trials(folder: Path, n: int) -> None:
+    """``n`` more finished trials in ``folder/study.db`` (a real Optuna database)."""
     import optuna
+    folder.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=f'sqlite:///{folder / "study.db"}', study_name='s',
+                        direction='maximize', load_if_exists=True).optimize(
+        lambda t: t.suggest_float('lr', 0.0, 1.0), n_trials=n)
+
+
+def test_snapshot_stages_a_consistent_copy_while_the_database_is_open(tmp_path):
     repo = tmp_path / 'repo'
     out = repo / 'results' / 'study'
     folder = S.study_dir('mf', 'tiktok', out)
-    folder.mkdir(parents=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.create_study(storage=f'sqlite:///{folder / "study.db"}', study_name='mf-tiktok',
-                        direction='maximize').optimize(
-        lambda t: t.suggest_float('lr', 0.0, 1.0), n_trials=3)
+    _optuna_trials(folder, 3)
     (folder / 'trials.log').write_text('trial 0\n')
     _git(repo, 'init', '-q')
     # a writer holds an open transaction that is not committed: the staged copy is the
@@ -200,3 +205,19 @@ def test_snapshot_stages_a_consistent_copy_while_the_database_is_open(tmp_path):
     assert con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone() == (3,)
     con.close()
     assert '| tiktok | mf | 3 / 20 |' in (out / 'status.md').read_text()
+
+
+def test_snapshot_skips_a_database_whose_rows_are_committed(tmp_path):
+    repo = tmp_path / 'repo'
+    out = repo / 'study'
+    folder = S.study_dir('mf', 'tiktok', out)
+    _optuna_trials(folder, 2)
+    _git(repo, 'init', '-q')
+    assert S.main(['snapshot', '--out', str(out)]) == 0
+    _git(repo, 'commit', '-q', '-m', 'first')
+    assert S.main(['snapshot', '--out', str(out)]) == 0  # a new copy, the same rows
+    assert _git(repo, 'diff', '--cached', '--name-only').split() == []
+    _optuna_trials(folder, 1)
+    assert S.main(['snapshot', '--out', str(out)]) == 0
+    assert _git(repo, 'diff', '--cached', '--name-only').split() == [
+        'study/status.md', 'study/tiktok/mf/study.db']
