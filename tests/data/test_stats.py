@@ -123,3 +123,14 @@ def test_a_dataset_reports_its_processed_data_not_its_transformed_copy(mini_root
     assert mini[0].name == 'transformed'
     assert _as_stats(mini)['name'] == 'tiktok-mini' == mini.stats()['name']
     assert format_stats(mini).splitlines()[0].split() == ['tiktok-mini']
+
+
+def test_an_empty_graph_has_sparsity_zero():
+    import torch
+
+    from mmssl_pyg.data import dataset_stats
+    from mmssl_pyg.data.folder import build_hetero_data
+    none = torch.zeros(2, 0, dtype=torch.long)
+    for users, items in ((0, 5), (5, 0)):
+        stats = dataset_stats(build_hetero_data(none, none, none, users, items))
+        assert stats['sparsity'] == 0.0 and stats['interactions'] == 0
