@@ -275,3 +275,24 @@ def test_processed_cache_error_names_the_file_and_both_fixes():
     assert str(err) == ('/d/processed/data.pt [processed file]: not a cache of this library. '
                         'Fix: delete data.pt (it is only a cache of the raw files) or load with '
                         '--force-reload / force_reload=True to rebuild it')
+
+
+class _Opaque:  # an object torch.load(weights_only=True) refuses
+    pass
+
+
+def test_a_pre_transform_storing_other_objects_is_refused_and_nothing_is_left(tmp_path):
+    from mmssl_pyg.data.cache import save_processed
+    path = tmp_path / 'processed' / 'data.pt'
+    path.parent.mkdir()
+    with pytest.raises(DatasetFormatError) as err:
+        save_processed(path, {'x': _Opaque()}, {}, {'pre_transform': 'f'})
+    e = err.value
+    assert (e.path, e.field) == (str(path), 'pre_transform')
+    assert e.problem.startswith('the processed data holds objects that cannot be stored '
+                                'safely (not a safe processed cache (')
+    assert e.fix == 'make pre_transform return tensors, numbers, strings, lists and dicts only'
+    assert isinstance(e.__cause__, ProcessedCacheError)
+    assert list(path.parent.iterdir()) == []  # the unsafe file is deleted, no temporary left
+    saved = save_processed(path, {'x': torch.ones(2)}, {'a': {}}, {'k': 1})
+    assert saved == path and load_processed(path)['data']['x'].tolist() == [1.0, 1.0]

@@ -320,3 +320,27 @@ def test_movielens_not_built_message_in_full(tmp_path, monkeypatch):
         MovieLens100K(root=root)
     assert err.value.summary == (f'MovieLens-100K is not built yet in {root} (missing: '
                                  f'{files}). {fix}  (or, in a checkout, make movielens-100k)')
+
+
+def test_names_and_relative_folders_resolve_as_the_cli_documents(tmp_path, monkeypatch):
+    from mmssl_pyg.data import catalog, format_stats
+    copy_raw('tiktok-mini', tmp_path / 'work')
+    monkeypatch.chdir(tmp_path / 'work')
+    table = format_stats(load_dataset('./tiktok-mini'))
+    # a relative folder, with or without './', is read where it is, not under --root
+    for name in ('./tiktok-mini', 'tiktok-mini/'):
+        assert datasets_command([name], root=tmp_path / 'elsewhere') == table
+    # without --root the listing shows each registry name's default folder
+    monkeypatch.setattr(catalog, 'default_root', lambda key: tmp_path / 'default' / key)
+    listing = datasets_command(None).splitlines()
+    assert listing[1].endswith(f'  {tmp_path / "default" / "tiktok"}')
+
+
+def test_not_registered_name_without_a_slash_is_a_folder_of_the_working_directory(
+        tmp_path, monkeypatch):
+    from mmssl_pyg.data import format_stats
+    copy_raw('tiktok-mini', tmp_path)
+    (tmp_path / 'tiktok-mini').rename(tmp_path / 'my-copy')
+    monkeypatch.chdir(tmp_path)
+    assert datasets_command(['my-copy'], root=tmp_path / 'elsewhere') == format_stats(
+        load_dataset(str(tmp_path / 'my-copy')))

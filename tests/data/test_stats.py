@@ -134,3 +134,14 @@ def test_an_empty_graph_has_sparsity_zero():
     for users, items in ((0, 5), (5, 0)):
         stats = dataset_stats(build_hetero_data(none, none, none, users, items))
         assert stats['sparsity'] == 0.0 and stats['interactions'] == 0
+
+
+def test_a_graph_is_formatted_from_its_own_counts():
+    import torch
+
+    from mmssl_pyg.data import dataset_stats
+    from mmssl_pyg.data.folder import build_hetero_data
+    pairs = torch.tensor([[0, 1], [1, 0]])
+    data = build_hetero_data(pairs, pairs, pairs, 2, 3, name='g')
+    assert format_stats(data) == format_stats(dataset_stats(data))
+    assert format_stats(data).splitlines()[1] == 'Users' + ' ' * 11 + '  ' + '2'.rjust(7)
