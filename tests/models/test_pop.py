@@ -155,3 +155,13 @@ def test_pop_repr_state_and_refused_loss():
                        r'mini-batches \(the trainer skips training for models with '
                        r'trainable = False\)$'):
         model.loss(batch)
+
+
+def test_pop_items_without_training_pairs_score_zero():
+    """Items 3 and 4 (the last ones) have no training pair: their degree is 0, and the degree
+    column still has one row per item."""
+    t = lambda pairs: torch.tensor(pairs, dtype=torch.long).t()  # noqa: E731
+    graph = RecGraph(3, 5, t([(0, 0), (1, 0), (2, 1), (0, 2)]), t([(1, 3)]), t([(2, 4)]))
+    model = Pop(graph)
+    assert model.degree.tolist() == [2.0, 1.0, 1.0, 0.0, 0.0]
+    assert model.get_embedding()[1].shape == (5, 1)
