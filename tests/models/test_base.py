@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from mmssl_pyg.models import get_model_class
 from mmssl_pyg.models.base import Batch, Recommender, bpr_loss, graph_signature, l2_reg
 from mmssl_pyg.models.mf import MF
 from mmssl_pyg.testing import _dense_sym, make_tiny_graph, write_json_dataset
+from mmssl_pyg.utils.options import Formerly, PositiveInt
 
 
 @pytest.fixture(scope='module')
@@ -172,3 +174,21 @@ def test_recommend_errors_in_full(model_and_graph):
                                   f'got {k!r}')
     assert model.recommend(torch.tensor([39]), k=60).shape == (1, 60)  # both bounds hold
     assert model.recommend(torch.tensor([0]), k=1).shape == (1, 1)
+
+
+def test_a_subclass_constructor_is_checked_renamed_and_bound():
+    """Every subclass with its own constructor gets the check of its declared options (the
+    class is defined here, after mutmut's patching, so the wrapping runs under it)."""
+    class Sized(Recommender):
+        def __init__(self, graph, width: Annotated[PositiveInt, Formerly('size')] = 2,
+                     depth: PositiveInt = 1):
+            super().__init__(graph)
+            self.width, self.depth = width, depth
+
+    graph = make_tiny_graph(0)
+    with pytest.raises(ValueError, match='width'):
+        Sized(graph, width=0)
+    with pytest.raises(ValueError, match='depth'):
+        Sized(graph, 3, 0)  # positional values are checked too
+    assert (Sized(graph, size=4).width, Sized(graph, 5, 6).depth) == (4, 6)
+    assert Sized.__init__.__wrapped__.__name__ == '__init__'
