@@ -94,7 +94,8 @@ def test_mmgcn_forward_and_loss_by_hand(latent_dim):
     bpr, reg = bpr_and_l2_by_hand(want_u.tolist(), want_i.tolist(),
                                   model.user_id.weight.tolist(), model.item_id.weight.tolist(),
                                   0.5)
-    prefs = sum(float(g.preference[a].pow(2).sum()) for g in model.gcns for a in HAND_BATCH[0])
+    prefs = sum(float(g.preference[a].detach().pow(2).sum()) for g in model.gcns
+                for a in HAND_BATCH[0])
     assert_loss_terms(out, bpr, reg + 0.5 * prefs / 6)
 
 
