@@ -121,6 +121,8 @@ def test_knn_normalize_and_item_adjacency_by_hand():
     by_hand = [w[e].item() / math.sqrt(deg[r] * deg[c])
                for e, (r, c) in enumerate(ei.t().tolist())]
     assert norm.tolist() == pytest.approx(by_hand)
+    double = knn_normalize(ei, w.double(), 3)  # the degrees in the weights' dtype
+    assert double.dtype == torch.float64 and double.tolist() == pytest.approx(by_hand)
     lonely = knn_normalize(torch.tensor([[0], [1]]), torch.tensor([4.0]), 2)  # node 1: no row
     assert lonely.item() == pytest.approx(4.0 / 2.0 * 1e6)  # its degree clamped to 1e-12
     weight = w.clone().requires_grad_()

@@ -136,6 +136,9 @@ def test_disk_cache_from_the_argument_or_the_environment(monkeypatch, tmp_path):
     assert _graph_cache.stats == {'hits': 1, 'disk_hits': 1, 'builds': 0}
     _graph_cache.cached_graph(x, 2, 'knn', fail, cache_dir=arg_dir)  # now from memory
     assert _graph_cache.stats == {'hits': 2, 'disk_hits': 1, 'builds': 0}
+    _graph_cache._memory.clear()  # the entries only: the counters keep counting
+    _graph_cache.cached_graph(x, 2, 'knn', fail, cache_dir=arg_dir)
+    assert _graph_cache.stats == {'hits': 3, 'disk_hits': 2, 'builds': 0}
     _graph_cache.clear_memory_cache()
 
 
