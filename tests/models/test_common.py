@@ -92,6 +92,7 @@ def test_register_features_scales_each_modality_in_order_as_non_persistent_buffe
 
 def test_knn_graph_with_self_layout_cache_and_clipping(tmp_path):
     from mmssl_pyg.models import _graph_cache
+    _graph_cache.clear_memory_cache()
     x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.2]])
     cos = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(x, dim=1).t()
     ei, sim = knn_graph(x, 2, block_size=1, cache=False)
@@ -102,6 +103,7 @@ def test_knn_graph_with_self_layout_cache_and_clipping(tmp_path):
     assert ei_all.size(1) == 16
     ei_others, _ = knn_graph(x, 10, include_self=False, cache=False)  # to the others
     assert ei_others.size(1) == 12 and not (ei_others[0] == ei_others[1]).any()
+    assert _graph_cache.stats['builds'] == 0 and not list(tmp_path.iterdir())  # cache=False
     _graph_cache.clear_memory_cache()
     cached, _ = knn_graph(x, 2, cache_dir=tmp_path)
     assert torch.equal(cached, ei) and _graph_cache.stats['builds'] == 1
