@@ -121,3 +121,18 @@ def test_mmgcn_documented_defaults_repr_and_initialisation():
     assert torch.allclose(model.feat_0.norm(dim=1), torch.ones(15))  # l2 by default
     raw = MMGCN(graph, latent_dim=None).gcns[0]
     assert raw.mlp is None and raw.preference.shape == (12, 8)
+
+
+def test_mmgcn_aggregations_hand_the_layer_the_cached_transpose(monkeypatch):
+    """Both mean aggregations of a layer pass the other direction's matrix as ``adj_rev``, so
+    the backward pass uses the cached transpose (the fast path of ``sparse_matmul``)."""
+    from mmssl_pyg.nn import conv as conv_module
+    graph = make_tiny_graph(1, num_users=10, num_items=12, seed=4)
+    model = MMGCN(graph, embedding_dim=4, latent_dim=3, num_layers=1)
+    seen = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
+    model.get_embedding()
+    assert [(a is model.adj_ui, rev is model.adj_iu) for a, rev in seen[:1]] == [(True, True)]
+    assert [(a is model.adj_iu, rev is model.adj_ui) for a, rev in seen[1:]] == [(True, True)]
