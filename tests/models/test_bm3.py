@@ -236,3 +236,21 @@ def test_bm3_documented_defaults_repr_and_initialisation():
     # features l2-normalised by default
     assert torch.allclose(model.feat_0.detach().norm(dim=1), torch.ones(15))
     assert torch.equal(model._train_pairs, graph.train_edge_index)
+
+
+def test_bm3_state_loading_stays_strict_about_other_keys():
+    """Only the missing ``feat_<j>`` of an old checkpoint are forgiven: an unexpected key or a
+    wrong shape is still refused, with torch's message."""
+    graph = make_tiny_graph(2)
+    model = BM3(graph, embedding_dim=4)
+    state = model.state_dict()
+    state['bogus'] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "bogus"'):
+        model.load_state_dict(state)
+    state = model.state_dict()
+    state['user_emb.weight'] = torch.zeros(3, 4)
+    with pytest.raises(RuntimeError, match='size mismatch for user_emb.weight'):
+        model.load_state_dict(state)
+    fixed = BM3(graph, embedding_dim=4, train_features=False)  # no feat_<j> to forgive
+    fixed.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith('feat_')})
