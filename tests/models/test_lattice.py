@@ -194,3 +194,17 @@ def test_lattice_extra_state_with_and_without_a_graph():
     del state['rebuild']  # a state written without the flag: rebuild
     other.set_extra_state(state)
     assert other._rebuild
+
+
+def test_lattice_evaluation_rebuilds_the_graph_without_gradient_every_call():
+    """Outside training (eval mode, gradients on or off) every call builds the graph of the
+    current weights, without gradient; the cached graph is for training steps only."""
+    graph = make_tiny_graph(1, num_users=10, num_items=12, seed=6, dims=(5,))
+    torch.manual_seed(0)
+    model = LATTICE(graph, embedding_dim=3, feat_embed_dim=4, knn_k=3).eval()
+    ei, w = model._item_graph_for_step()  # gradients enabled here
+    assert not w.requires_grad and model._rebuild
+    with torch.no_grad():
+        model.projections[0].weight.mul_(-1.0).add_(0.5)
+    _, w2 = model._item_graph_for_step()
+    assert not torch.equal(w, w2) and torch.equal(model.graph_weight, w2)
