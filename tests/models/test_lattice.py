@@ -208,3 +208,20 @@ def test_lattice_evaluation_rebuilds_the_graph_without_gradient_every_call():
         model.projections[0].weight.mul_(-1.0).add_(0.5)
     _, w2 = model._item_graph_for_step()
     assert not torch.equal(w, w2) and torch.equal(model.graph_weight, w2)
+
+
+def test_lattice_frozen_graphs_use_the_cache_folder_and_the_built_graph_is_a_buffer(tmp_path):
+    from mmssl_pyg.models import _graph_cache
+    graph = make_tiny_graph(2, num_users=10, num_items=12, seed=6)
+    _graph_cache.clear_memory_cache()
+    model = LATTICE(graph, embedding_dim=3, feat_embed_dim=4, knn_k=3, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob('cosine-knn+self-k3-*.pt'))) == 0  # '+' is not kept
+    assert len(list(tmp_path.glob('cosine-knn_self-k3-*.pt'))) == 2  # one per modality
+    _graph_cache.clear_memory_cache()
+    model.eval()
+    with torch.no_grad():
+        model.get_embedding()
+    buffers = dict(model.named_buffers())  # moved and converted with the model
+    assert buffers['graph_index'] is model.graph_index
+    assert buffers['graph_weight'] is model.graph_weight
+    assert model.double().graph_weight.dtype == torch.float64
