@@ -114,6 +114,7 @@ def test_freedom_modality_weights_rescaled_and_checked():
     assert build([1, 3]).modality_weights == [0.25, 0.75]
     assert build({'m1': 2.0, 'm0': 6.0, 'other': 5.0}).modality_weights == [0.75, 0.25]
     assert build([0, 2]).modality_weights == [0.0, 1.0]
+    assert build([0.2, 0.3]).modality_weights == pytest.approx([0.4, 0.6])  # a sum below 1
     with pytest.raises(ValueError) as err:
         build({'m0': 1.0})
     assert str(err.value) == ("FREEDOM modality_weights {'m0': 1.0} has no weight for "
@@ -168,3 +169,26 @@ def test_freedom_extra_state_restores_the_frozen_graph():
     assert torch.equal(other.item_index, model.item_index)
     assert torch.equal(other.item_adj.to_dense(), model.item_adj.to_dense())
     assert torch.equal(other.item_adj_rev.to_dense(), model.item_adj.to_dense().t())
+
+
+def test_freedom_without_pruning_reuses_the_training_graph_and_draws_nothing():
+    graph = make_tiny_graph(1, num_users=10, num_items=12, seed=6)
+    model = FREEDOM(graph, embedding_dim=3, knn_k=3, dropout=0.0)
+    state = torch.get_rng_state()
+    model.on_epoch_start(0)
+    assert torch.equal(torch.get_rng_state(), state)  # no edge was drawn
+    assert model.pruned_edge_index is model.train_edge_index
+    assert model.pruned_ui is model.adj_ui and model.pruned_iu is model.adj_iu
+
+
+def test_freedom_item_graph_hands_the_layer_the_cached_transpose(monkeypatch):
+    from mmssl_pyg.nn import conv as conv_module
+    graph = make_tiny_graph(1, num_users=10, num_items=12, seed=6)
+    model = FREEDOM(graph, embedding_dim=3, knn_k=3, num_layers=0, num_item_layers=1)
+    seen = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
+    model.get_embedding()
+    assert [(a is model.item_adj, rev is model.item_adj_rev) for a, rev in seen] == \
+        [(True, True)]
