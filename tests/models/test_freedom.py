@@ -101,8 +101,12 @@ def test_freedom_documented_defaults_repr_and_state():
                                        'projections.0.weight', 'projections.0.bias',
                                        'projections.1.weight', 'projections.1.bias'}
     assert model.pruned_ui is None and model.pruned_edge_index is None
+    assert torch.allclose(model.feat_1.norm(dim=1), torch.ones(15))  # l2 by default
     model.on_epoch_start(0)
     assert model.pruned_edge_index.size(1) == int(graph.num_train * 0.2)
+    buffers = dict(model.named_buffers())  # the pruned graph moves with the model
+    assert all(buffers[name] is getattr(model, name)
+               for name in ('pruned_edge_index', 'pruned_ui', 'pruned_iu'))
     model.reset_parameters()
     assert model.pruned_edge_index is None and model.pruned_ui is None
     assert model.pruned_iu is None
