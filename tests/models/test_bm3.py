@@ -248,8 +248,8 @@ def test_bm3_state_loading_stays_strict_about_other_keys():
     with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "bogus"'):
         model.load_state_dict(state)
     state = model.state_dict()
-    state['user_emb.weight'] = torch.zeros(3, 4)
-    with pytest.raises(RuntimeError, match='size mismatch for user_emb.weight'):
+    state['feat_0'] = torch.zeros(3, 4)  # a parameter of BM3 itself, not of a submodule
+    with pytest.raises(RuntimeError, match='size mismatch for feat_0'):
         model.load_state_dict(state)
     fixed = BM3(graph, embedding_dim=4, train_features=False)  # no feat_<j> to forgive
     fixed.load_state_dict({k: v for k, v in model.state_dict().items()
