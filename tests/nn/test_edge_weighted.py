@@ -85,6 +85,11 @@ def test_edge_graph_repr_buffers_and_one_sided_gradients():
         'EdgeWeightedGraph(5 users, 4 items, 9 edges)'
     assert graph.state_dict() == {} and graph.crow_u.tolist() == [0, 2, 5, 7, 9, 9]
     assert graph.crow_i.tolist() == [0, 3, 5, 8, 9]
+    # canonical CSR: each row's columns ascending (items per user, users per item)
+    assert graph.col_u.tolist() == [0, 2, 0, 1, 3, 1, 2, 0, 2]
+    assert graph.col_i.tolist() == [0, 1, 3, 1, 2, 0, 2, 3, 1]
+    assert graph.user_major is False
+    assert EdgeWeightedGraph(_tiny(shuffle=False)[0], n_u, n_i).user_major is True
     gen = torch.Generator().manual_seed(2)
     w, xi = torch.randn(9, generator=gen), torch.randn(n_i, 3, generator=gen)
     xu, a = torch.randn(n_u, 3, generator=gen), torch.randn(n_u, 3, generator=gen)
