@@ -38,7 +38,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / 'benchmarks' / 'results' / 'mutation'
-KILLED = {'killed', 'timeout', 'caught by type check'}
+# a test process that crashed (mutmut's 'segfault', e.g. a sparse kernel handed a CSR row
+# pointer array that is too short) failed as surely as a failing assertion
+KILLED = {'killed', 'timeout', 'segfault', 'caught by type check'}
 
 
 def _git(*args: str) -> str:
@@ -231,7 +233,7 @@ def main() -> None:
         'The scope is run module by module: a row marked *carried* comes from an earlier '
         'report, run on the commit and date in its row, not from this run.',
         '',
-        'Killed: a selected test failed (or the tests timed out). Equivalent: reviewed, '
+        'Killed: a selected test failed, timed out or crashed. Equivalent: reviewed, '
         'no test can tell the mutant from the original (reasons below). Environment-only: '
         'reviewed, it differs from the original only on a GPU (a `device=` argument '
         'dropped), with the optional torch-sparse installed, which the CPU test machine '

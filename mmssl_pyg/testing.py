@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import math
 import os
 import pickle
 import shutil
@@ -668,6 +669,61 @@ def tiny_batch(graph: RecGraph, num_users: int = 8, seed: int = 0) -> Batch:
     pos = col[rowptr[users]]
     neg = torch.randint(0, graph.num_items, (users.numel(),), generator=gen)
     return Batch(users, pos, neg)
+
+
+#: A batch of three (user, positive, negative) triples for the by-hand loss tests.
+HAND_BATCH = ([0, 4, 7], [1, 2, 8], [5, 0, 3])
+
+
+def hand_batch() -> Batch:
+    """:data:`HAND_BATCH` as a :class:`~mmssl_pyg.models.Batch`."""
+    return Batch(*(torch.tensor(t) for t in HAND_BATCH))
+
+
+def _dot(a, b) -> float:
+    return sum(float(x) * float(y) for x, y in zip(a, b))
+
+
+def bpr_and_l2_by_hand(score_user, score_item, reg_user, reg_item,
+                       reg_weight: float) -> tuple[float, float]:
+    """BPR loss and L2 term of :data:`HAND_BATCH` with Python floats: ``-mean log
+    sigmoid(s_ui - s_uj)`` on the inner products of the ``score_*`` rows, and ``reg_weight *
+    sum (||u||^2 + ||i||^2 + ||j||^2) / (2 B)`` on the ``reg_*`` rows."""
+    users, pos, neg = HAND_BATCH
+    bpr = sum(math.log1p(math.exp(_dot(score_user[u], score_item[n])
+                                  - _dot(score_user[u], score_item[p])))
+              for u, p, n in zip(users, pos, neg)) / len(users)
+    squares = sum(_dot(reg_user[u], reg_user[u]) + _dot(reg_item[p], reg_item[p])
+                  + _dot(reg_item[n], reg_item[n]) for u, p, n in zip(users, pos, neg))
+    return bpr, reg_weight * squares / (2 * len(users))
+
+
+def lightgcn_bpr_and_l2_by_hand(model, graph: RecGraph, reg_weight: float) -> tuple[float, float]:
+    """:func:`bpr_and_l2_by_hand` for a LightGCN encoder (LightGCN, SGL): scores from the
+    dense-reference propagation of ``model.user_emb`` / ``model.item_emb`` over
+    ``model.num_layers`` layers, L2 on their layer-0 rows."""
+    with torch.no_grad():
+        eu, ei = model.user_emb.weight, model.item_emb.weight
+        norm = _dense_sym(graph.train_edge_index, graph.num_users, graph.num_items)
+        ref_u, ref_i = _dense_lightgcn(eu, ei, norm, model.num_layers)
+    return bpr_and_l2_by_hand(ref_u.tolist(), ref_i.tolist(), eu.tolist(), ei.tolist(),
+                              reg_weight)
+
+
+def assert_xavier_uniform(weight: torch.Tensor) -> None:
+    """``weight`` (``[rows, cols]``) looks Xavier-uniform drawn: inside
+    ``sqrt(6 / (rows + cols))``, and its largest entry above half of that bound."""
+    bound = math.sqrt(6 / sum(weight.shape))
+    assert bound / 2 < weight.detach().abs().max() <= bound
+
+
+def assert_loss_terms(out: dict, bpr: float, reg: float, rel: float = 1e-5) -> None:
+    """``out`` (a model's loss dict) holds ``bpr``, ``reg`` and ``loss`` = their sum plus any
+    other named term."""
+    assert out['bpr'].item() == pytest.approx(bpr, rel=rel)
+    assert out['reg'].item() == pytest.approx(reg, rel=rel)
+    rest = sum(v.item() for k, v in out.items() if k not in ('loss', 'bpr', 'reg'))
+    assert out['loss'].item() == pytest.approx(bpr + reg + rest, rel=rel)
 
 
 #: benchmarks/PROTOCOL.md Sec. 8, a deliberate change after the recording: these models' default

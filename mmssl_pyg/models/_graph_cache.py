@@ -61,13 +61,15 @@ def cached_graph(x: Tensor, k: int, kind: str, build: Callable[[], dict[str, Ten
     if path is not None and path.is_file():
         try:  # weights_only: a crafted cache file cannot run code
             graph = torch.load(path, map_location='cpu', weights_only=True)
-            if not isinstance(graph, dict):
-                raise TypeError(f'holds a {type(graph).__name__}, not a dict of tensors')
         except Exception as err:  # noqa: BLE001 - reported with the file and the fix
             from ..utils.io import describe_load_error
-            raise ValueError(f'graph cache file {str(path)!r} cannot be used '
-                             f'({describe_load_error(err)}). Fix: delete it (it is rebuilt '
-                             f'from the item features)') from None
+            problem = describe_load_error(err)
+        else:  # a complete file of tensors, but not the dict this cache writes
+            problem = (None if isinstance(graph, dict) else
+                       f'it holds a {type(graph).__name__}, not a dict of tensors')
+        if problem is not None:
+            raise ValueError(f'graph cache file {str(path)!r} cannot be used ({problem}). '
+                             f'Fix: delete it (it is rebuilt from the item features)')
         stats['hits'] += 1
         stats['disk_hits'] += 1
     else:

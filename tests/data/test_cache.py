@@ -296,3 +296,13 @@ def test_a_pre_transform_storing_other_objects_is_refused_and_nothing_is_left(tm
     assert list(path.parent.iterdir()) == []  # the unsafe file is deleted, no temporary left
     saved = save_processed(path, {'x': torch.ones(2)}, {'a': {}}, {'k': 1})
     assert saved == path and load_processed(path)['data']['x'].tolist() == [1.0, 1.0]
+
+
+def test_changed_files_lists_every_name_either_side_has_with_another_content():
+    from mmssl_pyg.data.cache import changed_files
+    a, b = {'sha256': 'x', 'size': 1}, {'sha256': 'y', 'size': 1}
+    assert changed_files({'t.json': a, 'old.npy': a}, {'t.json': a, 'new.npy': a}) == [
+        'new.npy', 'old.npy']
+    assert changed_files({'t.json': a}, {'t.json': b}) == ['t.json']
+    assert changed_files({'t.json': a}, {'t.json': {**a, 'size': 2}}) == ['t.json']
+    assert changed_files({'t.json': a}, {'t.json': {**a, 'mtime_ns': 5}}) == []

@@ -198,3 +198,25 @@ def test_duplicate_warnings_point_at_the_callers_line():
     with pytest.warns(UserWarning) as rec:
         validation.report_duplicates_and_overlaps(pairs, 3, {'train': 'train.json'})
     assert rec[0].filename == __file__  # the default stacklevel 2
+
+
+def test_pair_keys_are_int64_and_a_missing_val_split_still_compares_train_with_test():
+    import numpy as np
+
+    from mmssl_pyg.data.validation import pair_keys, report_duplicates_and_overlaps
+    keys = pair_keys(np.array([70000], dtype=np.int32), np.array([5], dtype=np.int32), 70000)
+    assert keys.dtype == np.int64 and keys.tolist() == [70000 * 70000 + 5]  # beyond int32
+    pairs = {'train': (np.array([0]), np.array([1])), 'test': (np.array([0]), np.array([1]))}
+    with pytest.warns(UserWarning, match='train.json and test.json: 1 '):
+        counts = report_duplicates_and_overlaps(
+            pairs, 3, {'train': 'train.json', 'test': 'test.json'})
+    assert counts == {'duplicates_train': 0, 'duplicates_test': 0, 'overlap_train_test': 1}
+
+
+def test_a_declared_count_without_any_used_id_names_no_largest_id():
+    import numpy as np
+
+    from mmssl_pyg.data.validation import check_id_span
+    with pytest.raises(DatasetFormatError, match=r'the largest item id is -1, which makes '
+                       r'2,000 items but only 0 distinct'):
+        check_id_span('/raw', 'item', 2000, np.array([], dtype=np.int64), 'the largest item id')

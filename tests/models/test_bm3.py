@@ -25,7 +25,7 @@ import torch
 from mmssl_pyg.data import RecGraph, load_dataset
 from mmssl_pyg.models import Batch
 from mmssl_pyg.models.bm3 import BM3
-from mmssl_pyg.testing import _batches, make_tiny_graph, tiny_batch
+from mmssl_pyg.testing import _batches, assert_xavier_uniform, make_tiny_graph, tiny_batch
 from mmssl_pyg.training import TrainConfig, Trainer
 
 
@@ -217,3 +217,40 @@ def test_checkpoints_from_before_trainable_features_still_load():
     state.pop('predictor.weight')
     with pytest.raises(RuntimeError, match='predictor.weight'):  # other keys stay strict
         new.load_state_dict(state)
+
+
+def test_bm3_documented_defaults_repr_and_initialisation():
+    graph = make_tiny_graph(2, num_users=12, num_items=15, seed=3)
+    model = BM3(graph)
+    assert (model.embedding_dim, model.num_layers, model.dropout, model.reg_weight,
+            model.cl_weight, model.train_features, model.pair_sampling, model.batch_size) == \
+        (64, 1, 0.5, 0.1, 2.0, True, 'interactions', None)
+    assert repr(model) == ("BM3(12 users, 15 items, modalities=['m0', 'm1'], embedding_dim=64, "
+                           "num_layers=1, dropout=0.5, pair_sampling='interactions', "
+                           'train_features=True)')
+    assert_xavier_uniform(model.user_emb.weight)
+    assert_xavier_uniform(model.item_emb.weight)
+    for lin in (model.predictor, *model.projections):
+        assert lin.bias.abs().sum() == 0 and lin.weight.std() > 0
+    assert [lin.weight.shape for lin in model.projections] == [(64, 8), (64, 5)]
+    # features l2-normalised by default
+    assert torch.allclose(model.feat_0.detach().norm(dim=1), torch.ones(15))
+    assert torch.equal(model._train_pairs, graph.train_edge_index)
+
+
+def test_bm3_state_loading_stays_strict_about_other_keys():
+    """Only the missing ``feat_<j>`` of an old checkpoint are forgiven: an unexpected key or a
+    wrong shape is still refused, with torch's message."""
+    graph = make_tiny_graph(2)
+    model = BM3(graph, embedding_dim=4)
+    state = model.state_dict()
+    state['bogus'] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "bogus"'):
+        model.load_state_dict(state)
+    state = model.state_dict()
+    state['feat_0'] = torch.zeros(3, 4)  # a parameter of BM3 itself, not of a submodule
+    with pytest.raises(RuntimeError, match='size mismatch for feat_0'):
+        model.load_state_dict(state)
+    fixed = BM3(graph, embedding_dim=4, train_features=False)  # no feat_<j> to forgive
+    fixed.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith('feat_')})

@@ -11,10 +11,19 @@ are tested to (``test_content_graph_baselines_beat_popularity``); LightGCN 0.034
 0.0256, MF 0.0181, VBPR 0.0181, GRCN 0.0181 and SGL 0.0120 do not, and are not claimed to."""
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from mmssl_pyg.models.grcn import GRCN
-from mmssl_pyg.testing import make_tiny_graph
+from mmssl_pyg.testing import (
+    HAND_BATCH,
+    assert_loss_terms,
+    bpr_and_l2_by_hand,
+    hand_batch,
+    make_tiny_graph,
+)
 
 
 def test_grcn_refined_edge_weights():
@@ -51,3 +60,89 @@ def test_grcn_refined_edge_weights():
         model.confidence.fill_(-1.0)
         w_iu4, w_ui4 = model.refined_edge_weight()
     assert (w_iu4 == 0).all() and (w_ui4 == 0).all()
+
+
+def _softmax_by_group(score: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Softmax of the edges' scores among the edges of the same node, one node at a time."""
+    out = torch.zeros_like(score)
+    for node in group.unique().tolist():
+        mask = group == node
+        e = torch.exp(score[mask] - score[mask].max())
+        out[mask] = e / e.sum()
+    return out
+
+
+def _grcn_by_hand(model: GRCN, graph) -> tuple:
+    """GRCN's forward pass with dense per-edge tensors and explicit loops (the paper's
+    equations; no EdgeWeightedGraph): ``(user, item, w_iu, w_ui)``."""
+    u, i = graph.train_edge_index
+    nu, ni = graph.num_users, graph.num_items
+    normalize = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)  # noqa: E731
+    users, items, w_iu, w_ui = [], [], [], []
+    for m, lin in enumerate(model.content):
+        x = getattr(model, f'feat_{m}')
+        h = x @ lin.weight.t() + lin.bias
+        f = normalize(torch.where(h > 0, h, 0.01 * h))  # LeakyReLU, slope 0.01
+        p = normalize(model.preference[m])
+        for _ in range(model.num_routing):
+            a = _softmax_by_group((p[u] * f[i]).sum(1), u)
+            p = normalize(p + torch.zeros(nu, f.size(1)).index_add(0, u, a[:, None] * f[i]))
+        score = (p[u] * f[i]).sum(1)
+        a_iu, a_ui = _softmax_by_group(score, u), _softmax_by_group(score, i)
+        users.append(p + torch.zeros(nu, f.size(1)).index_add(0, u, a_iu[:, None] * f[i]))
+        items.append(f + torch.zeros(ni, f.size(1)).index_add(0, i, a_ui[:, None] * p[u]))
+        w_iu.append(a_iu * model.confidence[nu + i, m])
+        w_ui.append(a_ui * model.confidence[u, m])
+    w_iu = torch.stack(w_iu, 1).max(1).values.clamp(min=0)
+    w_ui = torch.stack(w_ui, 1).max(1).values.clamp(min=0)
+    xu, xi = normalize(model.user_id.weight), normalize(model.item_id.weight)
+    su, si = xu, xi
+    for _ in range(model.num_layers):  # sum (not mean) over the layers
+        xu, xi = (torch.zeros_like(xu).index_add(0, u, w_iu[:, None] * xi[i]),
+                  torch.zeros_like(xi).index_add(0, i, w_ui[:, None] * xu[u]))
+        su, si = su + xu, si + xi
+    return torch.cat([su, *users], 1), torch.cat([si, *items], 1), w_iu, w_ui
+
+
+def test_grcn_forward_and_loss_by_hand():
+    graph = make_tiny_graph(2, num_users=10, num_items=12, seed=4)
+    torch.manual_seed(0)
+    model = GRCN(graph, embedding_dim=3, latent_dim=4, num_routing=2, num_layers=2,
+                 reg_weight=0.5, feature_norm='none')
+    with torch.no_grad():  # some negative confidences, so the ReLU prunes some edges
+        model.confidence.copy_(torch.randn(22, 2) + 0.3)
+        for lin in model.content:
+            torch.nn.init.normal_(lin.bias)
+        want = _grcn_by_hand(model, graph)
+        got = model._forward()
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert (want[2] == 0).any() and (want[2] > 0).any()
+    w_iu, w_ui = model.refined_edge_weight()
+    assert torch.allclose(w_iu, want[2], atol=1e-6) and torch.allclose(w_ui, want[3], atol=1e-6)
+    out = model.loss(hand_batch())
+    ids = (model.user_id.weight.tolist(), model.item_id.weight.tolist())
+    bpr, reg = bpr_and_l2_by_hand(want[0].tolist(), want[1].tolist(), *ids, 0.5)
+    users = HAND_BATCH[0]
+    prefs = sum(float(p[a].detach().pow(2).sum()) for p in model.preference for a in users)
+    assert_loss_terms(out, bpr, reg + 0.5 * prefs / (2 * len(users)))
+
+
+def test_grcn_documented_defaults_repr_and_initialisation():
+    graph = make_tiny_graph(2, num_users=12, num_items=15, seed=3)
+    torch.manual_seed(0)
+    model = GRCN(graph)
+    assert (model.embedding_dim, model.latent_dim, model.num_routing, model.num_layers,
+            model.reg_weight) == (64, 64, 3, 2, 1e-4)
+    assert repr(model) == ("GRCN(12 users, 15 items, modalities=['m0', 'm1'], "
+                           'embedding_dim=64, latent_dim=64)')
+    assert GRCN.id_init == 'xavier_normal'
+    for p, fans in ((model.user_id.weight, 76), (model.item_id.weight, 79),
+                    (model.confidence, 29), (model.preference[0], 76)):
+        assert p.std().item() == pytest.approx(math.sqrt(2 / fans), rel=0.35)  # Xavier-normal
+    assert [tuple(lin.weight.shape) for lin in model.content] == [(64, 8), (64, 5)]
+    assert all(lin.bias.abs().sum() == 0 for lin in model.content)
+    # features l2-normalised by default
+    assert torch.allclose(model.feat_1.norm(dim=1), torch.ones(15))
+    u, i = model.get_embedding()
+    assert u.shape == (12, 64 + 2 * 64) and i.shape == (15, 64 + 2 * 64)

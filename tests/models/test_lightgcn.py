@@ -14,7 +14,15 @@ from __future__ import annotations
 import torch
 
 from mmssl_pyg.models.lightgcn import LightGCN
-from mmssl_pyg.testing import _dense_lightgcn, _dense_sym, make_tiny_graph
+from mmssl_pyg.testing import (
+    _dense_lightgcn,
+    _dense_sym,
+    assert_loss_terms,
+    assert_xavier_uniform,
+    hand_batch,
+    lightgcn_bpr_and_l2_by_hand,
+    make_tiny_graph,
+)
 
 
 def test_lightgcn_propagation_matches_dense_symmetric_normalisation():
@@ -26,3 +34,23 @@ def test_lightgcn_propagation_matches_dense_symmetric_normalisation():
         ref_u, ref_i = _dense_lightgcn(model.user_emb.weight, model.item_emb.weight,
                                        _dense_sym(graph.train_edge_index, 12, 9), 3)
     assert torch.allclose(u, ref_u, atol=1e-6) and torch.allclose(i, ref_i, atol=1e-6)
+
+
+def test_lightgcn_documented_defaults_and_repr():
+    graph = make_tiny_graph(0, num_users=12, num_items=9, seed=3)
+    model = LightGCN(graph)
+    assert (model.embedding_dim, model.num_layers, model.reg_weight) == (64, 3, 1e-4)
+    assert model.user_emb.weight.shape == (12, 64) and model.item_emb.weight.shape == (9, 64)
+    assert repr(model) == 'LightGCN(12 users, 9 items, embedding_dim=64, num_layers=3)'
+    assert_xavier_uniform(model.user_emb.weight)
+    assert_xavier_uniform(model.item_emb.weight)
+
+
+def test_lightgcn_loss_terms_by_hand():
+    """BPR on the propagated (dense-reference) embeddings, L2 on the batch's layer-0 rows:
+    ``reg_weight * sum ||e||^2 / (2 B)``, each sum written out."""
+    graph = make_tiny_graph(0, num_users=12, num_items=9, seed=3)
+    torch.manual_seed(0)
+    model = LightGCN(graph, embedding_dim=3, num_layers=2, reg_weight=0.5)
+    out = model.loss(hand_batch())
+    assert_loss_terms(out, *lightgcn_bpr_and_l2_by_hand(model, graph, 0.5))

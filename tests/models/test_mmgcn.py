@@ -11,10 +11,19 @@ are tested to (``test_content_graph_baselines_beat_popularity``); LightGCN 0.034
 0.0256, MF 0.0181, VBPR 0.0181, GRCN 0.0181 and SGL 0.0120 do not, and are not claimed to."""
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from mmssl_pyg.models.mmgcn import MMGCN
-from mmssl_pyg.testing import make_tiny_graph
+from mmssl_pyg.testing import (
+    HAND_BATCH,
+    assert_loss_terms,
+    bpr_and_l2_by_hand,
+    hand_batch,
+    make_tiny_graph,
+)
 
 
 def test_mmgcn_one_propagation_per_modality():
@@ -36,3 +45,94 @@ def test_mmgcn_one_propagation_per_modality():
             feat.copy_(saved)
             assert not torch.allclose(item, item2)
             assert not torch.allclose(user, user2)  # users see the items' features
+
+
+def _leaky(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, x, 0.01 * x)
+
+
+def _mmgcn_by_hand(model: MMGCN, graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """MMGCN's Eqs. 1-5 per modality with one product per node type and dense mean
+    aggregations (no stacking, no fused product), averaged over the modalities."""
+    nu, ni = graph.num_users, graph.num_items
+    r = torch.zeros(nu, ni)
+    r[graph.train_edge_index[0], graph.train_edge_index[1]] = 1.0
+    mean_u = r / r.sum(1, keepdim=True).clamp(min=1)  # users from their items
+    mean_i = r.t() / r.sum(0).view(-1, 1).clamp(min=1)  # items from their users
+    normalize = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)  # noqa: E731
+    users, items = [], []
+    for j, gcn in enumerate(model.gcns):
+        f = getattr(model, f'feat_{j}')
+        if gcn.mlp is not None:
+            f = f @ gcn.mlp.weight.t() + gcn.mlp.bias
+        xu, xi = normalize(gcn.preference), normalize(f)
+        for w1, lin, gate in zip(gcn.conv_weight, gcn.linear, gcn.gate):
+            hu, hi = _leaky(mean_u @ (xi @ w1)), _leaky(mean_i @ (xu @ w1))
+            hat_u = _leaky(xu @ lin.weight.t() + lin.bias) + model.user_id.weight
+            hat_i = _leaky(xi @ lin.weight.t() + lin.bias) + model.item_id.weight
+            xu = _leaky(hu @ gate.weight.t() + gate.bias + hat_u)
+            xi = _leaky(hi @ gate.weight.t() + gate.bias + hat_i)
+        users.append(xu)
+        items.append(xi)
+    return sum(users) / len(users), sum(items) / len(items)
+
+
+@pytest.mark.parametrize('latent_dim', [3, None])
+def test_mmgcn_forward_and_loss_by_hand(latent_dim):
+    graph = make_tiny_graph(2, num_users=10, num_items=12, seed=4, dims=(5, 4))
+    torch.manual_seed(0)
+    model = MMGCN(graph, embedding_dim=4, latent_dim=latent_dim, num_layers=2, reg_weight=0.5,
+                  feature_norm='none')
+    with torch.no_grad():  # non-zero biases, so every one enters the check
+        for gcn in model.gcns:
+            for lin in [*gcn.linear, *gcn.gate] + ([gcn.mlp] if gcn.mlp is not None else []):
+                torch.nn.init.normal_(lin.bias)
+        want_u, want_i = _mmgcn_by_hand(model, graph)
+        got_u, got_i = model.get_embedding()
+    assert torch.allclose(got_u, want_u, atol=1e-5) and torch.allclose(got_i, want_i, atol=1e-5)
+    out = model.loss(hand_batch())
+    bpr, reg = bpr_and_l2_by_hand(want_u.tolist(), want_i.tolist(),
+                                  model.user_id.weight.tolist(), model.item_id.weight.tolist(),
+                                  0.5)
+    prefs = sum(float(g.preference[a].detach().pow(2).sum()) for g in model.gcns
+                for a in HAND_BATCH[0])
+    assert_loss_terms(out, bpr, reg + 0.5 * prefs / 6)
+
+
+def test_mmgcn_documented_defaults_repr_and_initialisation():
+    graph = make_tiny_graph(2, num_users=12, num_items=15, seed=3)
+    torch.manual_seed(0)
+    model = MMGCN(graph)
+    assert (model.embedding_dim, model.num_layers, model.reg_weight) == (64, 2, 1e-4)
+    assert repr(model) == ("MMGCN(12 users, 15 items, modalities=['m0', 'm1'], "
+                           'embedding_dim=64, num_layers=2)')
+    assert MMGCN.id_init == 'xavier_normal'
+    gcn = model.gcns[1]
+    assert gcn.mlp.weight.shape == (256, 5) and gcn.preference.shape == (12, 256)
+    assert [tuple(w.shape) for w in gcn.conv_weight] == [(256, 256), (64, 64)]
+    assert [lin.in_features for lin in gcn.linear] == [256, 64] == \
+        [lin.in_features for lin in gcn.gate]
+    for p, fans in ((model.user_id.weight, 76), (model.item_id.weight, 79),
+                    (gcn.preference, 268), (gcn.conv_weight[0], 512), (gcn.mlp.weight, 261)):
+        assert p.std().item() == pytest.approx(math.sqrt(2 / fans), rel=0.25)  # Xavier-normal
+    for lin in (gcn.mlp, *gcn.linear, *gcn.gate):
+        assert lin.bias.abs().sum() == 0
+    assert torch.allclose(model.adj_ui.to_dense().sum(1), torch.ones(12))  # mean over items
+    assert torch.allclose(model.feat_0.norm(dim=1), torch.ones(15))  # l2 by default
+    raw = MMGCN(graph, latent_dim=None).gcns[0]
+    assert raw.mlp is None and raw.preference.shape == (12, 8)
+
+
+def test_mmgcn_aggregations_hand_the_layer_the_cached_transpose(monkeypatch):
+    """Both mean aggregations of a layer pass the other direction's matrix as ``adj_rev``, so
+    the backward pass uses the cached transpose (the fast path of ``sparse_matmul``)."""
+    from mmssl_pyg.nn import conv as conv_module
+    graph = make_tiny_graph(1, num_users=10, num_items=12, seed=4)
+    model = MMGCN(graph, embedding_dim=4, latent_dim=3, num_layers=1)
+    seen = []
+    original = conv_module._TransposedSpMM.apply
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
+                        lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
+    model.get_embedding()
+    assert [(a is model.adj_ui, rev is model.adj_iu) for a, rev in seen[:1]] == [(True, True)]
+    assert [(a is model.adj_iu, rev is model.adj_ui) for a, rev in seen[1:]] == [(True, True)]

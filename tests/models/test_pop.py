@@ -25,6 +25,7 @@ from mmssl_pyg import cli
 from mmssl_pyg.data import load_dataset
 from mmssl_pyg.data.graph import RecGraph
 from mmssl_pyg.models import MODELS, Pop
+from mmssl_pyg.models.base import Batch
 from mmssl_pyg.testing import _popularity_recall, _random_ranking_recall
 from mmssl_pyg.training import TrainConfig, Trainer, evaluate
 from mmssl_pyg.training.evaluator import exclusion_rows
@@ -138,3 +139,29 @@ def test_cli_train_evaluate_and_resume(tmp_path, capsys):
     assert json.loads(out[out.index('{'):])['metrics'] == pytest.approx(metrics['test'])
     assert cli.main([*args, '--resume']) == 0  # nothing left to train: same result
     assert json.loads((run / 'metrics.json').read_text())['test'] == metrics['test']
+
+
+def test_pop_repr_state_and_refused_loss():
+    """The degrees come from the dataset, not from checkpoints; ``loss`` names why it is never
+    called."""
+    graph = _graph()
+    model = Pop(graph)
+    assert repr(model) == 'Pop(7 users, 6 items)'
+    assert model.degree.dtype == torch.float32 and 'degree' not in model.state_dict()
+    user, item = model.get_embedding()
+    assert user.tolist() == [[1.0]] * 7 and item.flatten().tolist() == [0, 1, 2, 3, 4, 5]
+    batch = Batch(torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
+    with pytest.raises(RuntimeError, match=r'^Pop has no parameters and is not trained with '
+                       r'mini-batches \(the trainer skips training for models with '
+                       r'trainable = False\)$'):
+        model.loss(batch)
+
+
+def test_pop_items_without_training_pairs_score_zero():
+    """Items 3 and 4 (the last ones) have no training pair: their degree is 0, and the degree
+    column still has one row per item."""
+    t = lambda pairs: torch.tensor(pairs, dtype=torch.long).t()  # noqa: E731
+    graph = RecGraph(3, 5, t([(0, 0), (1, 0), (2, 1), (0, 2)]), t([(1, 3)]), t([(2, 4)]))
+    model = Pop(graph)
+    assert model.degree.tolist() == [2.0, 1.0, 1.0, 0.0, 0.0]
+    assert model.get_embedding()[1].shape == (5, 1)

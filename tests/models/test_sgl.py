@@ -13,8 +13,18 @@ from __future__ import annotations
 
 import torch
 
+from mmssl_pyg.models.base import Batch
 from mmssl_pyg.models.sgl import SGL
-from mmssl_pyg.testing import _batches, _dense_lightgcn, _dense_sym, make_tiny_graph
+from mmssl_pyg.testing import (
+    _batches,
+    _dense_lightgcn,
+    _dense_sym,
+    assert_loss_terms,
+    assert_xavier_uniform,
+    hand_batch,
+    lightgcn_bpr_and_l2_by_hand,
+    make_tiny_graph,
+)
 
 
 def _info_nce(a, b, tau):
@@ -71,3 +81,35 @@ def test_sgl_ssl_loss_contrasts_the_two_views():
     # a view against itself would give a different (smaller) value
     same = 0.7 * (_info_nce(u1[users], u1[users], 0.5) + _info_nce(i1[items], i1[items], 0.5))
     assert not torch.allclose(ref, same, atol=1e-4)
+
+
+def test_sgl_documented_defaults_repr_and_state():
+    """Defaults of the authors' conf/SGL.ini; views are drawn on demand, dropped by
+    ``reset_parameters`` and never part of a checkpoint."""
+    graph = make_tiny_graph(0, num_users=12, num_items=9, seed=3)
+    model = SGL(graph)
+    assert (model.embedding_dim, model.num_layers, model.reg_weight, model.ssl_ratio,
+            model.ssl_temp, model.ssl_weight) == (64, 3, 1e-4, 0.1, 0.2, 0.1)
+    assert repr(model) == ('SGL(12 users, 9 items, embedding_dim=64, num_layers=3, '
+                           'ssl_ratio=0.1)')
+    assert_xavier_uniform(model.user_emb.weight)
+    assert_xavier_uniform(model.item_emb.weight)
+    assert torch.equal(model.train_edge_index, graph.train_edge_index)
+    assert set(model.state_dict()) == {'user_emb.weight', 'item_emb.weight'}
+    assert model.views is None and model.view_edges is None
+    model.loss(Batch(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3])))
+    assert len(model.views) == len(model.view_edges) == 2  # drawn by the first loss
+    model.reset_parameters()
+    assert model.views is None and model.view_edges is None
+
+
+def test_sgl_bpr_and_reg_by_hand():
+    """BPR on the full graph's LightGCN output (dense reference) and
+    ``reg_weight * sum ||e^(0)||^2 / (2 B)`` on the batch's layer-0 rows; the total is
+    their sum plus the weighted InfoNCE term."""
+    graph = make_tiny_graph(0, num_users=12, num_items=9, seed=3)
+    torch.manual_seed(0)
+    model = SGL(graph, embedding_dim=3, num_layers=2, reg_weight=0.5, ssl_weight=0.25)
+    out = model.loss(hand_batch())
+    assert_loss_terms(out, *lightgcn_bpr_and_l2_by_hand(model, graph, 0.5))
+    assert out['ssl'].item() > 0

@@ -74,3 +74,49 @@ def test_edge_kernels_pass_gradcheck():
     assert torch.autograd.gradcheck(graph.to_users, (w, xi))
     assert torch.autograd.gradcheck(graph.to_items, (w, xu))
     assert torch.autograd.gradcheck(graph.edge_dot, (xu, xi))
+
+
+def test_edge_graph_repr_buffers_and_one_sided_gradients():
+    """``extra_repr``; the patterns are buffers left out of checkpoints; a gradient asked for
+    the weights only (or the features only) is the loop's."""
+    edges, n_u, n_i = _tiny(shuffle=True)
+    graph = EdgeWeightedGraph(edges, n_u, n_i)
+    assert graph.num_edges == 9 and repr(graph) == \
+        'EdgeWeightedGraph(5 users, 4 items, 9 edges)'
+    assert graph.state_dict() == {} and graph.crow_u.tolist() == [0, 2, 5, 7, 9, 9]
+    assert graph.crow_i.tolist() == [0, 3, 5, 8, 9]
+    # canonical CSR: each row's columns ascending (items per user, users per item)
+    assert graph.col_u.tolist() == [0, 2, 0, 1, 3, 1, 2, 0, 2]
+    assert graph.col_i.tolist() == [0, 1, 3, 1, 2, 0, 2, 3, 1]
+    assert graph.user_major is False
+    assert EdgeWeightedGraph(_tiny(shuffle=False)[0], n_u, n_i).user_major is True
+    gen = torch.Generator().manual_seed(2)
+    w, xi = torch.randn(9, generator=gen), torch.randn(n_i, 3, generator=gen)
+    xu, a = torch.randn(n_u, 3, generator=gen), torch.randn(n_u, 3, generator=gen)
+    for need_w in (True, False):  # weights and edge_dot's user rows, or the item/user rows
+        w_, xi_ = w.clone().requires_grad_(need_w), xi.clone().requires_grad_(not need_w)
+        xu_, a_ = xu.clone().requires_grad_(not need_w), a.clone().requires_grad_(need_w)
+        inputs = [w_, a_] if need_w else [xi_, xu_]
+        fast = (graph.to_users(w_, xi_), graph.to_items(w_, xu_), graph.edge_dot(a_, xi_))
+        slow = _loop(edges, n_u, n_i, w_, xi_, xu_, a_, xi_)
+        grads = [torch.autograd.grad(sum(t.sum() for t in out), inputs) for out in (fast, slow)]
+        for f, s in zip(*grads):
+            torch.testing.assert_close(f, s)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_edge_kernels_run_in_float32_for_half_inputs_and_under_autocast(dtype):
+    edges, n_u, n_i = _tiny(shuffle=False)
+    graph = EdgeWeightedGraph(edges, n_u, n_i)
+    gen = torch.Generator().manual_seed(3)
+    w, xi = torch.randn(9, generator=gen), torch.randn(n_i, 3, generator=gen)
+    want = graph.to_users(w, xi.to(dtype).float())
+    for args in ((w, xi.to(dtype)), (w.to(dtype), xi.to(dtype).float())):
+        got = graph.to_users(*args)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, graph.to_users(args[0].float(), args[1].float()))
+    assert torch.equal(graph.to_users(w, xi.to(dtype)), want)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = graph.edge_dot(xi.new_ones(n_u, 3), xi)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, graph.edge_dot(xi.new_ones(n_u, 3), xi))
