@@ -220,3 +220,20 @@ def test_a_declared_count_without_any_used_id_names_no_largest_id():
     with pytest.raises(DatasetFormatError, match=r'the largest item id is -1, which makes '
                        r'2,000 items but only 0 distinct'):
         check_id_span('/raw', 'item', 2000, np.array([], dtype=np.int64), 'the largest item id')
+
+
+@pytest.mark.skipif(hasattr(validation, 'x_check_id_span__mutmut_orig'),
+                    reason="mutmut's trampolines add stack frames between the caller and "
+                    'the warning, so stacklevel is checked in the plain suite only')
+def test_unused_id_warning_points_at_the_readers_caller():
+    import inspect
+
+    import numpy as np
+
+    def reader():  # check_id_span is called by a reader; the warning names the reader's caller
+        return validation.check_id_span('/raw', 'item', 5, np.array([0, 1]), 'x')
+
+    with pytest.warns(UserWarning) as rec:
+        line = inspect.currentframe().f_lineno + 1
+        reader()
+    assert (rec[0].filename, rec[0].lineno) == (__file__, line)
