@@ -369,3 +369,23 @@ def test_key_taken_by_model_and_trainer_goes_to_both():
     assert opts.model_kwargs['batch_size'] == 256 and opts.train.batch_size == 256
     opts = resolve_options(WithBatch, 'tiktok', overrides=['train.batch_size=128'])
     assert 'batch_size' not in opts.model_kwargs and opts.train.batch_size == 128
+
+
+def test_find_tuned_preset_looks_in_the_given_folder_and_falls_back_from_interactions(tmp_path):
+    assert find_tuned_preset('MF', 'toy-interactions', tmp_path) is None
+    (tmp_path / 'mf-toy.yaml').write_text('train:\n  lr: 0.1\n')
+    # an ID-only dataset uses the tuned preset of the dataset it comes from
+    assert find_tuned_preset('MF', 'toy-interactions', tmp_path) == tmp_path / 'mf-toy.yaml'
+    (tmp_path / 'mf-toy-interactions.yaml').write_text('train:\n  lr: 0.2\n')
+    assert find_tuned_preset('MF', 'toy-interactions', tmp_path) == \
+        tmp_path / 'mf-toy-interactions.yaml'
+    assert find_tuned_preset('MF', 'toy', tmp_path / 'elsewhere') is None
+
+
+def test_tuned_without_a_tuned_preset_names_the_missing_file_and_the_fix():
+    with pytest.raises(ConfigError) as err:
+        resolve_options(LightGCN, 'sample', model_name='lightgcn', tuned=True)
+    missing = CONFIG_DIR / 'tuned' / 'lightgcn-sample.yaml'
+    assert str(err.value) == (
+        f'no tuned preset for lightgcn on sample: {missing} does not exist. Run `mmssl-pyg '
+        f'tune --model lightgcn --dataset sample` first, or drop --tuned.')

@@ -111,3 +111,30 @@ def test_output_in_a_read_only_folder_is_refused(trained, tmp_path, capsys, no_c
     finally:
         folder.chmod(0o700)
     assert_user_error(code, err, 'is not writable')
+
+
+def test_format_recommendations_lists_each_users_items_best_first_without_the_excluded_tail():
+    import torch
+
+    from mmssl_pyg.training.recommend import format_recommendations
+    users = torch.tensor([4, 0])
+    items = torch.tensor([[7, 2, 5], [1, 3, 0]])
+    # user 0 has two unseen items only: recommend pads the row with -inf scores
+    scores = torch.tensor([[0.9, 0.5, -1.0], [2.0, 1.5, float('-inf')]])
+    assert format_recommendations(users, items, scores) == 'user\titems\n4\t7 2 5\n0\t1 3\n'
+
+
+def test_format_metrics_table_in_full():
+    from mmssl_pyg.training.recommend import format_metrics
+    rows = {'val': {'recall@10': 0.5, 'recall@20': 0.75, 'ndcg@20': 0.125},
+            'test': {'hit@5': 1.0, 'precision@10': 0.0625}}
+    # columns in increasing K whatever the order given; a metric with no value at any K is
+    # left out, a missing cell is '-'; the first column is 16 wide, the others 10
+    expected = '\n'.join([
+        ' ' * 16 + '        @5       @10       @20',
+        'val recall      ' + '         -    0.5000    0.7500',
+        'val ndcg        ' + '         -         -    0.1250',
+        'test precision  ' + '         -    0.0625         -',
+        'test hit        ' + '    1.0000         -         -',
+    ])
+    assert format_metrics(rows, ks=(20, 5, 10)) == expected

@@ -119,3 +119,22 @@ def test_disabled_mode_uses_the_null_tracker(tmp_path):
     assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match='--wandb must be one of'):
         make_tracker('sometimes')
+
+
+def test_memory_tracker_keeps_what_was_logged_and_is_finished_by_finish_only():
+    from mmssl_pyg.training import MemoryTracker
+    tracker = MemoryTracker()
+    assert (tracker.config, tracker.history, tracker.summary_) == ({}, [], {})
+    assert tracker.finished is False
+    tracker.log_config({'lr': 0.1})
+    tracker.log_config({'seed': 3})
+    metrics = {'loss': 1.5}
+    tracker.log(metrics, step=1)
+    metrics['loss'] = 0.0  # the tracker keeps a copy
+    tracker.summary({'test/recall@20': 0.25})
+    assert tracker.finished is False
+    tracker.finish()
+    assert tracker.config == {'lr': 0.1, 'seed': 3}
+    assert tracker.history == [(1, {'loss': 1.5})]
+    assert tracker.summary_ == {'test/recall@20': 0.25}
+    assert tracker.finished is True
