@@ -138,3 +138,23 @@ def test_format_metrics_table_in_full():
         'test hit        ' + '    1.0000         -         -',
     ])
     assert format_metrics(rows, ks=(20, 5, 10)) == expected
+
+
+def test_write_recommendations_rows_in_full_and_no_replacing_without_force(tmp_path):
+    import torch
+
+    from mmssl_pyg.training.recommend import write_recommendations
+    from mmssl_pyg.utils.io import OutputError
+    users = torch.tensor([3, 1])
+    items = torch.tensor([[2, 0], [1, 5]])
+    scores = torch.tensor([[0.5, 0.25], [1.5, float('-inf')]])  # user 1: one unseen item
+    out = tmp_path / 'recs.csv'
+    assert write_recommendations(out, users, items, scores) == out
+    assert out.read_bytes() == b'user,rank,item,score\r\n3,1,2,0.5\r\n3,2,0,0.25\r\n1,1,1,1.5\r\n'
+    with pytest.raises(OutputError) as err:  # the default is not to replace
+        write_recommendations(out, users[:1], items[:1], scores[:1])
+    assert str(err.value) == (f'--output {str(out)!r} already exists. Fix: pass --force to '
+                              f'replace it, or choose another file')
+    assert out.read_text().count('\n') == 4
+    write_recommendations(out, users[:1], items[:1], scores[:1], force=True)
+    assert out.read_bytes() == b'user,rank,item,score\r\n3,1,2,0.5\r\n3,2,0,0.25\r\n'

@@ -98,3 +98,12 @@ def test_holm_by_hand():
     assert holm([]) == []
     with pytest.raises(ValueError, match=r'lie in \[0, 1\]'):
         holm([0.5, 1.5])
+
+
+def test_holm_of_one_p_value_bounds_and_the_cap_at_one():
+    assert holm([0.3]) == [0.3]                      # one test: nothing to adjust
+    assert holm([0.0, 1.0]) == [0.0, 1.0]            # both ends of [0, 1] are valid p-values
+    # sorted: 0.6 x2 = 1.2, 0.7 x1 = 0.7 -> non-decreasing 1.2, 1.2 -> capped at 1
+    assert holm([0.7, 0.6]) == [1.0, 1.0]
+    with pytest.raises(ValueError, match=r'lie in \[0, 1\]'):
+        holm([-0.1, 0.5])

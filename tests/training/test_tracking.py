@@ -138,3 +138,23 @@ def test_memory_tracker_keeps_what_was_logged_and_is_finished_by_finish_only():
     assert tracker.history == [(1, {'loss': 1.5})]
     assert tracker.summary_ == {'test/recall@20': 0.25}
     assert tracker.finished is True
+
+
+def test_wandb_login_from_an_identity_token_or_the_netrc_entry_of_a_custom_host(tmp_path,
+                                                                               monkeypatch):
+    from mmssl_pyg.training.tracking import wandb_login_found
+    monkeypatch.delenv('WANDB_API_KEY', raising=False)
+    monkeypatch.delenv('WANDB_IDENTITY_TOKEN_FILE', raising=False)
+    netrc = tmp_path / 'netrc'
+    netrc.write_text('machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n')
+    netrc.chmod(0o600)
+    monkeypatch.setenv('NETRC', str(netrc))
+    # a self-hosted server: only its own host's entry counts
+    monkeypatch.setenv('WANDB_BASE_URL', 'https://wandb.example.org')
+    assert not wandb_login_found()
+    netrc.write_text('machine wandb.example.org\n  login user\n  password 0123456789abcdef\n')
+    assert wandb_login_found()
+    netrc.write_text('')
+    assert not wandb_login_found()
+    monkeypatch.setenv('WANDB_IDENTITY_TOKEN_FILE', str(tmp_path / 'token'))
+    assert wandb_login_found()
