@@ -43,15 +43,21 @@ def test_wandb_online_without_login_fails_before_anything(trained, tmp_path, cap
     assert 'DEBUG' not in err and not run.exists()
 
 
-def test_wandb_login_is_found_in_netrc_or_the_environment(tmp_path, monkeypatch):
-    from mmssl_pyg.training.tracking import wandb_login_found
+@pytest.fixture
+def netrc(tmp_path, monkeypatch):
+    """No W&B login in the environment; ``$NETRC`` is a file with an api.wandb.ai entry."""
     monkeypatch.delenv('WANDB_API_KEY', raising=False)
     monkeypatch.delenv('WANDB_IDENTITY_TOKEN_FILE', raising=False)
     monkeypatch.delenv('WANDB_BASE_URL', raising=False)
-    netrc = tmp_path / 'netrc'
-    netrc.write_text('machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n')
-    netrc.chmod(0o600)
-    monkeypatch.setenv('NETRC', str(netrc))
+    path = tmp_path / 'netrc'
+    path.write_text('machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n')
+    path.chmod(0o600)
+    monkeypatch.setenv('NETRC', str(path))
+    return path
+
+
+def test_wandb_login_is_found_in_netrc_or_the_environment(netrc, monkeypatch):
+    from mmssl_pyg.training.tracking import wandb_login_found
     assert wandb_login_found()
     netrc.write_text('machine other.example\n  login user\n  password x\n')
     assert not wandb_login_found()
@@ -140,15 +146,9 @@ def test_memory_tracker_keeps_what_was_logged_and_is_finished_by_finish_only():
     assert tracker.finished is True
 
 
-def test_wandb_login_from_an_identity_token_or_the_netrc_entry_of_a_custom_host(tmp_path,
-                                                                               monkeypatch):
+def test_wandb_login_from_an_identity_token_or_the_netrc_entry_of_a_custom_host(
+        netrc, tmp_path, monkeypatch):
     from mmssl_pyg.training.tracking import wandb_login_found
-    monkeypatch.delenv('WANDB_API_KEY', raising=False)
-    monkeypatch.delenv('WANDB_IDENTITY_TOKEN_FILE', raising=False)
-    netrc = tmp_path / 'netrc'
-    netrc.write_text('machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n')
-    netrc.chmod(0o600)
-    monkeypatch.setenv('NETRC', str(netrc))
     # a self-hosted server: only its own host's entry counts
     monkeypatch.setenv('WANDB_BASE_URL', 'https://wandb.example.org')
     assert not wandb_login_found()
