@@ -107,3 +107,68 @@ def test_holm_of_one_p_value_bounds_and_the_cap_at_one():
     assert holm([0.7, 0.6]) == [1.0, 1.0]
     with pytest.raises(ValueError, match=r'lie in \[0, 1\]'):
         holm([-0.1, 0.5])
+
+
+def test_bootstrap_resamples_users_with_replacement_from_the_seeded_generator():
+    d = np.random.default_rng(0).normal(size=37)
+    # the whole procedure in one draw: 700 resamples of the 37 users from default_rng(3), the
+    # 2.5% and 97.5% quantiles of their means
+    idx = np.random.default_rng(3).integers(0, d.size, size=(700, d.size))
+    want = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+    assert bootstrap_mean_interval(d, resamples=700, seed=3) == pytest.approx(want, rel=1e-12)
+    # 0.8: the 10% and 90% quantiles
+    want = np.quantile(d[idx].mean(axis=1), [0.1, 0.9])
+    got = bootstrap_mean_interval(d, resamples=700, confidence=0.8, seed=3)
+    assert got == pytest.approx(want, rel=1e-12)
+    # two users 0 and 1: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    assert bootstrap_mean_interval([0.0, 1.0], resamples=2000) == (0.0, 1.0)
+    assert bootstrap_mean_interval([0.0, 1.0], resamples=2000, confidence=0.4) == (0.5, 0.5)
+    assert bootstrap_mean_interval([0.25], resamples=1) == (0.25, 0.25)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'resamples': 0}, 'resamples must be a positive integer, got 0'),
+    ({'resamples': True}, 'resamples must be a positive integer, got True'),
+    ({'resamples': 2.0}, 'resamples must be a positive integer, got 2.0'),
+    ({'confidence': 0.0}, 'confidence must be strictly between 0 and 1, got 0.0'),
+    ({'confidence': 1.0}, 'confidence must be strictly between 0 and 1, got 1.0'),
+])
+def test_bootstrap_settings_are_checked_in_full(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        bootstrap_mean_interval([0.1, 0.2], **kwargs)
+    assert str(err.value) == message
+    with pytest.raises(ValueError) as err:
+        bootstrap_mean_interval([])
+    assert str(err.value) == 'no differences to resample'
+
+
+@pytest.mark.parametrize('a, b, message', [
+    ([1.0, 2.0], [1.0], 'the two models must be measured on the same users in the same order: '
+                        '2 values against 1'),
+    ([[1.0]], [[1.0]], 'per-user metrics must be 1-D arrays (one value per user), got shapes '
+                       '(1, 1) and (1, 1)'),
+    ([1.0], [[1.0]], 'per-user metrics must be 1-D arrays (one value per user), got shapes '
+                     '(1,) and (1, 1)'),
+    ([], [], 'no users to compare: both arrays are empty'),
+    ([1.0, float('inf')], [1.0, 0.0], 'per-user metrics contain NaN or infinite values; drop the '
+                                      'users that have no held-out items before comparing'),
+    ([1.0, 0.0], [float('nan'), 0.0], 'per-user metrics contain NaN or infinite values; drop the '
+                                      'users that have no held-out items before comparing'),
+])
+def test_paired_user_test_messages_in_full(a, b, message):
+    with pytest.raises(ValueError) as err:
+        paired_user_test(a, b)
+    assert str(err.value) == message
+
+
+def test_paired_user_test_takes_boolean_hits_and_records_its_settings():
+    # per-user Hit@k as booleans: compared as 0/1, differences [1, 0, -1, 1]
+    a = np.array([True, True, False, True])
+    b = np.array([False, True, True, False])
+    t = paired_user_test(a, b, resamples=300, confidence=0.9, seed=4)
+    assert (t.users, t.nonzero, t.confidence) == (4, 3, 0.9)
+    assert t.mean_difference == 0.25
+    d = np.array([1.0, 0.0, -1.0, 1.0])
+    assert (t.low, t.high) == bootstrap_mean_interval(d, 300, 0.9, 4)
+    # nonzero |d| all tie at rank 2; W+ = 2 + 2 = 4
+    assert (t.statistic, t.p_value) == wilcoxon_signed_rank(d)[:2] and t.statistic == 4.0
