@@ -4,8 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmssl_pyg import cli
+from mmssl_pyg.testing import FAST_adversarial as FAST
+from mmssl_pyg.testing import write_json_dataset
 from mmssl_pyg.training.significance import (
     bootstrap_mean_interval,
+    compare_checkpoints,
     holm,
     paired_user_test,
     wilcoxon_signed_rank,
@@ -172,3 +176,77 @@ def test_paired_user_test_takes_boolean_hits_and_records_its_settings():
     assert (t.low, t.high) == bootstrap_mean_interval(d, 300, 0.9, 4)
     # nonzero |d| all tie at rank 2; W+ = 2 + 2 = 4
     assert (t.statistic, t.p_value) == wilcoxon_signed_rank(d)[:2] and t.statistic == 4.0
+
+
+@pytest.fixture(scope='module')
+def runs(trained, tmp_path_factory):
+    """The shared two-epoch run, one of another seed on its data, one on other data of the same
+    size (other held-out pairs)."""
+    data, run = trained
+    base = tmp_path_factory.mktemp('compare')
+    other_data = write_json_dataset(base / 'other-data', seed=1)
+    for name, folder, extra in (('seed7', data, ['--seed', '7']), ('other', other_data, [])):
+        assert cli.main(['train', '--dataset', str(folder), '--run-dir', str(base / name),
+                         *FAST, *extra]) == 0
+    return run, base / 'seed7', base / 'other'
+
+
+def _per_user(run, split, k, metric, exclude_val_at_test=False):
+    """Each user's metric of a run's selected epoch, by the evaluator."""
+    import torch
+
+    from mmssl_pyg.training.evaluator import per_user_metrics
+    from mmssl_pyg.training.run import load_run_checkpoint
+    model, graph, _ = load_run_checkpoint(run, 'cpu')
+    with torch.no_grad():
+        user_emb, item_emb = model.get_embedding()
+    return per_user_metrics(user_emb, item_emb, graph, split, k,
+                            exclude_val_at_test)[metric].double().numpy()
+
+
+def test_compare_checkpoints_defaults_are_test_recall_at_20_and_the_default_bootstrap(runs):
+    import json
+    a, b, _ = runs
+    out = compare_checkpoints(a, b)
+    assert (out['a'], out['b'], out['split'], out['metric']) == (str(a), str(b), 'test',
+                                                                 'recall@20')
+    for key, run in (('mean_a', a), ('mean_b', b)):  # the test Recall@20 of training
+        recorded = json.loads((run / 'metrics.json').read_text())['test']['recall@20']
+        assert out[key] == pytest.approx(recorded, abs=1e-6)
+    va, vb = _per_user(a, 'test', 20, 'recall'), _per_user(b, 'test', 20, 'recall')
+    assert out['test'] == paired_user_test(va, vb, resamples=10_000, confidence=0.95, seed=0)
+
+
+def test_compare_checkpoints_passes_every_setting_on(runs):
+    a, b, _ = runs
+    va, vb = _per_user(a, 'val', 7, 'ndcg', True), _per_user(b, 'val', 7, 'ndcg', True)
+    # excluding the validation items changes only the test ranking: val is ranked as before
+    out = compare_checkpoints(a, b, 'val', 7, 'ndcg', exclude_val_at_test=True, device='cpu',
+                              resamples=300, confidence=0.8, seed=5)
+    assert (out['split'], out['metric']) == ('val', 'ndcg@7')
+    assert out['test'] == paired_user_test(va, vb, resamples=300, confidence=0.8, seed=5)
+    ta = _per_user(a, 'test', 20, 'recall', True)
+    assert not np.array_equal(ta, _per_user(a, 'test', 20, 'recall'))  # excluding val matters
+    out = compare_checkpoints(a, b, exclude_val_at_test=True, resamples=50)
+    assert out['mean_a'] == pytest.approx(ta.mean())
+    # k from 1 to the number of items (80)
+    assert compare_checkpoints(a, b, k=1, resamples=10)['metric'] == 'recall@1'
+    assert compare_checkpoints(a, b, k=80, resamples=10)['metric'] == 'recall@80'
+
+
+def test_compare_checkpoints_messages_in_full(runs):
+    a, b, other = runs
+    for kwargs, message in (
+            ({'split': 'train'}, "split must be 'val' or 'test', got 'train'"),
+            ({'metric': 'hit'}, "metric must be 'recall' or 'ndcg', got 'hit'"),
+            ({'k': 0}, 'k must be an integer from 1 to the number of items (80), got 0'),
+            ({'k': 81}, 'k must be an integer from 1 to the number of items (80), got 81'),
+            ({'k': True}, 'k must be an integer from 1 to the number of items (80), got True'),
+            ({'k': 2.0}, 'k must be an integer from 1 to the number of items (80), got 2.0')):
+        with pytest.raises(ValueError) as err:
+            compare_checkpoints(a, b, **kwargs)
+        assert str(err.value) == message
+    with pytest.raises(ValueError) as err:  # same sizes, other held-out pairs
+        compare_checkpoints(a, other, 'val')
+    assert str(err.value) == (f'{a} and {other} were trained on different data (users, items or '
+                              f'val pairs differ); compare runs of one dataset')
