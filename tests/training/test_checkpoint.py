@@ -270,3 +270,65 @@ def test_killed_mmssl_run_resumes_to_the_uninterrupted_run(tmp_path):
     assert critic_a.keys() == critic_b.keys() and critic_a
     for k in critic_a:
         assert torch.equal(critic_a[k]['exp_avg_sq'], critic_b[k]['exp_avg_sq'])
+
+
+def test_load_checkpoint_messages_in_full(tmp_path):
+    from mmssl_pyg.training.checkpoint import CheckpointError
+    fix = ("use the run's other checkpoint (best.pt / last.pt) or train again; only files "
+           "written by mmssl-pyg train are read")
+    missing = tmp_path / 'nothing.pt'
+    with pytest.raises(FileNotFoundError) as err:
+        load_checkpoint(missing)
+    assert str(err.value) == f'checkpoint {str(missing)!r} does not exist'
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(folder)
+    assert str(err.value) == (f'checkpoint {str(folder)!r} is not a file. Fix: give best.pt, '
+                              f'last.pt or the run folder')
+    empty = tmp_path / 'empty.pt'
+    empty.write_bytes(b'')
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(empty)
+    assert str(err.value) == (f'checkpoint {str(empty)!r} is empty (0 bytes; an interrupted '
+                              f'copy or a full disk?). Fix: {fix}')
+    junk = tmp_path / 'junk.pt'
+    junk.write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(junk)
+    assert str(err.value).startswith(f'cannot read checkpoint {str(junk)!r}: ')
+    assert str(err.value).endswith(f'. Fix: {fix}')
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # torch's text hidden
+    tensor = tmp_path / 'tensor.pt'
+    torch.save(torch.ones(2), tensor)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tensor)
+    assert str(err.value) == (f'checkpoint {str(tensor)!r} holds a Tensor, not the dictionary '
+                              f'mmssl-pyg writes. Fix: {fix}')
+    assert isinstance(err.value, ValueError) and isinstance(err.value, RuntimeError)
+
+
+def test_save_checkpoint_returns_the_path_and_loads_back_on_the_cpu(tmp_path):
+    path = tmp_path / 'state.pt'
+    state = {'epoch': 3, 'weights': {'w': torch.arange(4.0)}, 'names': ['a', 'b']}
+    assert save_checkpoint(state, path) == path
+    got = load_checkpoint(str(path))
+    assert got['epoch'] == 3 and got['names'] == ['a', 'b']
+    assert torch.equal(got['weights']['w'], torch.arange(4.0))
+    assert got['weights']['w'].device == torch.device('cpu')
+
+
+def test_rng_state_keeps_the_cached_gaussians_of_numpy_and_python(tmp_path):
+    np.random.seed(3)
+    random.seed(3)
+    np.random.standard_normal()  # numpy's legacy generator draws two and caches the second
+    random.gauss(0.0, 1.0)        # so does Python's
+    state = rng_state()
+    assert state['numpy']['has_gauss'] == 1 and isinstance(state['python'], list)
+    save_checkpoint({'rng': state}, tmp_path / 'r.pt')
+    want = np.random.standard_normal(), random.gauss(0.0, 1.0), np.random.randint(1 << 30)
+    np.random.seed(4)
+    random.seed(4)
+    set_rng_state(load_checkpoint(tmp_path / 'r.pt')['rng'])
+    assert (np.random.standard_normal(), random.gauss(0.0, 1.0),
+            np.random.randint(1 << 30)) == want
