@@ -128,8 +128,8 @@ def test_tables_of_fewer_than_1000_values_are_not_checked():
 
 def test_each_table_is_drawn_from_its_own_stream_of_the_seed():
     # the stream seeds are part of every recorded paired result: seed s draws the user table
-    # with a generator seeded s * 1_000_003 + 1, the item table with s * 1_000_003 + 2, taken
-    # modulo 2**63 so that any integer seed is valid
+    # with a generator seeded s * 1_000_003 + 1, the item table with s * 1_000_003 + 2 (modulo
+    # 2**63, so that any integer is a valid generator seed)
     graph = _graph()
     for seed in (5, 2**63 // 1_000_003 + 1):  # the second one's stream seeds pass 2**63
         model = LightGCN(graph, embedding_dim=8)
