@@ -1,6 +1,8 @@
 """Paired user-level comparisons (mmssl_pyg.training.significance) against scipy and by hand."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -250,3 +252,24 @@ def test_compare_checkpoints_messages_in_full(runs):
         compare_checkpoints(a, other, 'val')
     assert str(err.value) == (f'{a} and {other} were trained on different data (users, items or '
                               f'val pairs differ); compare runs of one dataset')
+
+
+def test_bootstrap_and_paired_test_defaults_are_10000_resamples_at_95_percent_seed_0():
+    a = np.random.default_rng(1).random(23)
+    b = np.random.default_rng(2).random(23)
+    d = a - b
+    idx = np.random.default_rng(0).integers(0, d.size, size=(10_000, d.size))
+    want = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+    assert bootstrap_mean_interval(d) == pytest.approx(want, rel=1e-12)
+    t = paired_user_test(a, b)
+    assert (t.low, t.high) == pytest.approx(want, rel=1e-12) and t.confidence == 0.95
+
+
+def test_wilcoxon_of_one_nonzero_difference_by_hand_and_its_message():
+    # n = 1: W+ = 1, mean 1 * 2 / 4 = 0.5, variance 1 * 2 * 3 / 24 = 0.25, z = 1,
+    # p = erfc(1 / sqrt(2))
+    w_plus, p, n = wilcoxon_signed_rank([0.0, 0.3])
+    assert (w_plus, n) == (1.0, 1) and p == pytest.approx(math.erfc(1 / math.sqrt(2)), rel=1e-12)
+    with pytest.raises(ValueError) as err:
+        wilcoxon_signed_rank([1.0, float('inf')])
+    assert str(err.value) == 'differences contain NaN or infinite values'
