@@ -273,3 +273,12 @@ def test_wilcoxon_of_one_nonzero_difference_by_hand_and_its_message():
     with pytest.raises(ValueError) as err:
         wilcoxon_signed_rank([1.0, float('inf')])
     assert str(err.value) == 'differences contain NaN or infinite values'
+
+
+def test_bootstrap_of_float32_metrics_is_computed_in_float64():
+    # per-user metrics often come as float32 (the evaluator's tensors)
+    d32 = np.random.default_rng(6).random(41).astype(np.float32)
+    d = d32.astype(np.float64)
+    idx = np.random.default_rng(2).integers(0, d.size, size=(500, d.size))
+    want = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+    assert bootstrap_mean_interval(d32, resamples=500, seed=2) == pytest.approx(want, rel=1e-12)
