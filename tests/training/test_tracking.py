@@ -158,3 +158,88 @@ def test_wandb_login_from_an_identity_token_or_the_netrc_entry_of_a_custom_host(
     assert not wandb_login_found()
     monkeypatch.setenv('WANDB_IDENTITY_TOKEN_FILE', str(tmp_path / 'token'))
     assert wandb_login_found()
+
+
+def test_wandb_tracker_logs_an_offline_run_with_its_project_name_config_and_steps(tmp_path,
+                                                                                   wandb_env):
+    import wandb
+
+    from mmssl_pyg.testing import read_wandb_file
+    from mmssl_pyg.training.tracking import WandbTracker
+    out = tmp_path / 'a' / 'b'  # created when missing
+    tracker = WandbTracker(dir=out, name='first', config={'lr': 0.5})
+    assert tracker.mode == 'offline' and out.is_dir()
+    tracker.log_config({'seed': 3})
+    tracker.log({'loss': 1.5}, step=1)
+    tracker.log({'loss': 0.5}, step=2)
+    tracker.summary({'best_epoch': 2})
+    run_id = tracker.run_id
+    tracker.finish()
+    wandb.teardown()
+    files = list((out / 'wandb').glob('offline-run-*/run-*.wandb'))
+    assert len(files) == 1 and files[0].name == f'run-{run_id}.wandb'
+    logged = read_wandb_file(files[0])
+    assert (logged['run'].project, logged['run'].display_name) == ('mmssl-pyg', 'first')
+    assert logged['config']['lr'] == 0.5 and logged['config']['seed'] == 3
+    assert [(h['_step'], h['loss']) for h in logged['history'] if 'loss' in h] == \
+        [(1, 1.5), (2, 0.5)]
+    assert logged['summary']['best_epoch'] == 2
+
+
+def test_wandb_tracker_starts_a_quiet_run_that_a_resume_continues(tmp_path, monkeypatch):
+    import wandb
+
+    from mmssl_pyg.training.tracking import TrackerError, WandbTracker
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        return type('Run', (), {'id': 'abc123'})()
+
+    monkeypatch.setattr(wandb, 'init', init)
+    assert WandbTracker('online', tmp_path, 'proj', 'name', {'a': 1}, tags=['x']).run_id == \
+        'abc123'
+    WandbTracker(run_id='abc123')
+    first, resumed = calls
+    settings = first.pop('settings')
+    assert (settings.silent, settings.console) == (True, 'off')
+    assert first == {'mode': 'online', 'dir': str(tmp_path), 'project': 'proj', 'name': 'name',
+                     'config': {'a': 1}, 'id': None, 'resume': None, 'reinit': 'create_new',
+                     'tags': ['x']}
+    resumed.pop('settings')
+    assert resumed == {'mode': 'offline', 'dir': None, 'project': 'mmssl-pyg', 'name': None,
+                       'config': None, 'id': 'abc123', 'resume': 'allow',
+                       'reinit': 'create_new'}
+
+    def refuse(**kwargs):
+        raise RuntimeError('no network')
+
+    monkeypatch.setattr(wandb, 'init', refuse)
+    with pytest.raises(TrackerError) as err:
+        WandbTracker('online')
+    assert str(err.value) == (
+        'Weights & Biases could not start a online run (RuntimeError: no network). Fix: check '
+        '`wandb login` and the network, or use --wandb offline (upload later with `wandb '
+        'sync`) or --wandb disabled')
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    with pytest.raises(ValueError) as err:
+        WandbTracker('sometimes')
+    assert str(err.value) == ("wandb mode must be one of ('disabled', 'offline', 'online'), "
+                              "got 'sometimes'")
+
+
+def test_check_wandb_mode_messages_in_full(netrc, monkeypatch):
+    from mmssl_pyg.training.tracking import TrackerError, check_wandb_mode
+    for mode in ('disabled', 'offline', 'online'):  # online: the netrc holds a login
+        check_wandb_mode(mode)
+    netrc.write_text('')
+    check_wandb_mode('offline')
+    with pytest.raises(TrackerError) as err:
+        check_wandb_mode('online')
+    assert str(err.value) == (
+        '--wandb online needs a Weights & Biases login, and none was found (no WANDB_API_KEY, '
+        'no .netrc entry for the W&B host). Fix: run `wandb login` (or set WANDB_API_KEY), or '
+        'use --wandb offline and upload later with `wandb sync`')
+    with pytest.raises(ValueError) as err:
+        check_wandb_mode('sometimes')
+    assert str(err.value) == "--wandb must be one of disabled, offline, online, got 'sometimes'"
