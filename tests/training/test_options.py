@@ -26,7 +26,9 @@ from mmssl_pyg.testing import assert_user_error, make_tiny_graph, run_cli, write
 from mmssl_pyg.training import ConfigError, TrainConfig, resolve_options
 from mmssl_pyg.training.options import (
     OPTION_RULES,
+    check_cutoffs,
     check_option,
+    coerce,
     model_option_rules,
     model_option_types,
     neutral_values,
@@ -271,3 +273,92 @@ def test_a_renamed_option_is_read_under_its_former_name():
         resolve_options(VBPR, 'tiktok', overrides=['model.feat_norm=none'])
     assert stored_model_kwargs(VBPR, {'feature_norm': 'l2'}) == {'feat_norm': 'l2'}
     assert stored_model_kwargs(MMSSL, {'feature_norm': 'l2'}) == {'feature_norm': 'l2'}
+
+
+#: TrainConfig's documented defaults (its docstring), as to_dict writes them
+DEFAULTS = {'lr': 1e-3, 'weight_decay': 0.0, 'critic_lr': 3e-4, 'critic_betas': [0.5, 0.9],
+            'critic_weight_decay': 0.0, 'critic_every': 1, 'batch_size': 1024,
+            'batches_per_epoch': None, 'epochs': 1000, 'patience': 10, 'eval_every': 1,
+            'ks': [10, 20, 50], 'metric': 'recall@20', 'eval_batch_size': 1024,
+            'exclude_val_at_test': False, 'seed': 2023, 'device': 'auto', 'num_threads': None,
+            'progress': True, 'precision': 'fp32'}
+
+
+def test_train_config_to_dict_and_from_dict_round_trip():
+    assert TrainConfig().to_dict() == DEFAULTS
+    cfg = TrainConfig(ks=(5, 10), metric='ndcg@5', critic_betas=(0.4, 0.8), seed='7')
+    d = cfg.to_dict()
+    assert d == {**DEFAULTS, 'ks': [5, 10], 'metric': 'ndcg@5', 'critic_betas': [0.4, 0.8],
+                 'seed': 7}
+    assert TrainConfig.from_dict(d) == cfg and cfg.ks == (5, 10)
+    assert TrainConfig.from_dict({'lr': '0.5'}).lr == 0.5  # checked and converted
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({'lr': 'x'}, 'my.yaml')
+    assert str(err.value) == "my.yaml: option 'lr' expects a number > 0, got 'x'"
+    valid = ', '.join(sorted(DEFAULTS))
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({'lr': 0.1, 'bogus': 1})
+    assert str(err.value) == (f"train options: unknown train option 'bogus'; valid train "
+                              f"options: {valid}")
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({'bogus': 1, 'other': 2}, 'run.yaml')
+    assert str(err.value) == (f"run.yaml: unknown train options 'bogus', 'other'; valid train "
+                              f"options: {valid}")
+
+
+def test_train_config_metric_and_device_messages_in_full():
+    for metric in ('hit@10', 'ndcg@50', 'precision@20'):
+        assert TrainConfig(metric=metric).metric == metric
+    for metric in ('recall@30', 'mrr@20', 'recall20', 'Recall@20', 'recall@20x'):
+        with pytest.raises(ConfigError) as err:
+            TrainConfig(metric=metric)
+        assert str(err.value) == (
+            f"TrainConfig.metric must be <name>@<k> with name in ['recall', 'precision', "
+            f"'ndcg', 'hit'] and k in ks=[10, 20, 50], got {metric!r}")
+    for device in ('auto', 'cpu', 'mps', 'cuda', 'cuda:1', 'cuda:12'):  # no CUDA call
+        assert TrainConfig(device=device).device == device
+    for device in ('gpu', 'cuda:x', 'cpu:0', 'cuda:', ' cpu'):
+        with pytest.raises(ConfigError) as err:
+            TrainConfig(device=device)
+        assert str(err.value) == (f"TrainConfig.device must be 'auto', 'cpu', 'cuda' or "
+                                  f"'cuda:N', got {device!r}")
+
+
+def test_check_cutoffs_and_coerce():
+    assert check_cutoffs([5, 10], 10) == (5, 10)  # up to the number of items
+    with pytest.raises(ConfigError) as err:
+        check_cutoffs([5, 20, 30], 10, '--ks')
+    assert str(err.value) == ('--ks [20, 30] exceed the number of items (10): top-k lists '
+                              'cannot be that long. Fix: use cut-offs <= 10')
+    with pytest.raises(ConfigError) as err:
+        check_cutoffs((11,), 10)
+    assert str(err.value).startswith('ks [11] exceed')
+    # coerce: check_option in an earlier argument order, a trainer option by default
+    assert coerce('3', 1, 'epochs', 'src') == 3
+    with pytest.raises(ConfigError) as err:
+        coerce('0', 1, 'epochs', 'src')
+    assert str(err.value) == "src: option 'epochs' expects an integer >= 1, got 0"
+    assert coerce('0', 1, 'epochs', 'src', section='model') == 0  # no rule: the default's type
+
+
+def test_options_without_a_rule_are_checked_against_their_defaults_type():
+    assert check_option('model', 'size', '4', 3) == 4
+    assert check_option('model', 'rate', '1e-3', 2.5) == 0.001
+    assert check_option('model', 'flag', 'true', True) is True  # a bool, not an int
+    assert check_option('model', 'name', 5, 'abc') == 5  # strings: the model checks them
+    assert check_option('model', 'path', [1], None) == [1]
+    with pytest.raises(ConfigError) as err:
+        check_option('model', 'flag', 'maybe', True)
+    assert str(err.value) == "options: option 'flag' expects true or false, got 'maybe'"
+
+
+def test_signature_defaults_skip_the_graph_and_star_args():
+    class Sig(Recommender):
+        def __init__(self, graph, *parts, size: int = 3, name=None, needed):
+            super().__init__(graph)
+
+    types = model_option_types(Sig)
+    assert types == {'size': 3, 'name': None, 'needed': None}
+    types['size'] = 9  # each call returns a new dict
+    assert model_option_types(Sig) == {'size': 3, 'name': None, 'needed': None}
+    assert stored_model_kwargs(Sig, {'size': 4, 'other': 1}) == {'size': 4, 'other': 1}
