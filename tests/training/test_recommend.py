@@ -158,3 +158,14 @@ def test_write_recommendations_rows_in_full_and_no_replacing_without_force(tmp_p
     assert out.read_text().count('\n') == 4
     write_recommendations(out, users[:1], items[:1], scores[:1], force=True)
     assert out.read_bytes() == b'user,rank,item,score\r\n3,1,2,0.5\r\n3,2,0,0.25\r\n'
+
+
+def test_check_output_path_returns_the_lower_case_suffix_and_keeps_existing_files(tmp_path):
+    from mmssl_pyg.training.recommend import check_output_path
+    from mmssl_pyg.utils.io import OutputError
+    assert check_output_path(tmp_path / 'recs.CSV') == '.csv'
+    existing = tmp_path / 'old.csv'
+    existing.write_text('user,rank,item,score\n')
+    with pytest.raises(OutputError, match='already exists'):  # the default is not to replace
+        check_output_path(existing)
+    assert check_output_path(existing, force=True) == '.csv'

@@ -243,3 +243,37 @@ def test_check_wandb_mode_messages_in_full(netrc, monkeypatch):
     with pytest.raises(ValueError) as err:
         check_wandb_mode('sometimes')
     assert str(err.value) == "--wandb must be one of disabled, offline, online, got 'sometimes'"
+
+
+def test_budget_tracker_forwards_everything_and_stops_the_trainer_past_its_budget(monkeypatch):
+    from types import SimpleNamespace
+
+    import mmssl_pyg.training.tracking as tracking
+    from mmssl_pyg.training import MemoryTracker
+    now = [100.0]
+    monkeypatch.setattr(tracking, 'time', SimpleNamespace(perf_counter=lambda: now[0]))
+    inner = MemoryTracker()
+    budget = tracking.BudgetTracker(inner, seconds=10)
+    budget.log_config({'lr': 0.1})
+    budget.log({'loss': 1.0}, step=1)   # no trainer yet: nothing to stop
+    budget.trainer = trainer = SimpleNamespace(stopped_early=False)
+    for step, t in ((2, 105.0), (3, 110.0)):  # up to the budget (10 s) exactly: runs on
+        now[0] = t
+        budget.log({'loss': 0.5}, step=step)
+        assert budget.cut_at is None and not trainer.stopped_early
+    now[0] = 110.5
+    budget.log({'loss': 0.25}, step=4)
+    assert budget.cut_at == 4 and trainer.stopped_early
+    now[0] = 200.0
+    budget.log({'loss': 0.2}, step=5)
+    assert budget.cut_at == 4  # the first epoch past the budget
+    budget.summary({'best_epoch': 3})
+    budget.finish()
+    assert inner.config == {'lr': 0.1} and inner.summary_ == {'best_epoch': 3} and inner.finished
+    assert inner.history == [(1, {'loss': 1.0}), (2, {'loss': 0.5}), (3, {'loss': 0.5}),
+                             (4, {'loss': 0.25}), (5, {'loss': 0.2})]
+    unlimited = tracking.BudgetTracker(MemoryTracker(), seconds=None)
+    unlimited.trainer = SimpleNamespace(stopped_early=False)
+    now[0] = 1e9
+    unlimited.log({}, step=1)
+    assert unlimited.cut_at is None and not unlimited.trainer.stopped_early
