@@ -226,6 +226,13 @@ def test_wandb_tracker_starts_a_quiet_run_that_a_resume_continues(tmp_path, monk
         WandbTracker('sometimes')
     assert str(err.value) == ("wandb mode must be one of ('disabled', 'offline', 'online'), "
                               "got 'sometimes'")
+    # make_tracker: offline by default, wandb for every mode but disabled
+    monkeypatch.setattr(wandb, 'init', init)
+    assert isinstance(make_tracker(dir=tmp_path), WandbTracker) and calls[-1]['mode'] == 'offline'
+    assert make_tracker('online', dir=tmp_path).mode == 'online'
+    with pytest.raises(ValueError) as err:
+        make_tracker('sometimes')
+    assert str(err.value) == "--wandb must be one of disabled, offline, online, got 'sometimes'"
 
 
 def test_check_wandb_mode_messages_in_full(netrc, monkeypatch):
