@@ -169,7 +169,8 @@ def test_wandb_tracker_logs_an_offline_run_with_its_project_name_config_and_step
     out = tmp_path / 'a' / 'b'  # created when missing
     tracker = WandbTracker(dir=out, name='first', config={'lr': 0.5})
     assert tracker.mode == 'offline' and out.is_dir()
-    tracker.log_config({'seed': 3})
+    tracker.log_config({'seed': 3, 'epochs': 5})
+    tracker.log_config({'epochs': 8})  # a resumed run logs its options again, changed
     tracker.log({'loss': 1.5}, step=1)
     tracker.log({'loss': 0.5}, step=2)
     tracker.summary({'best_epoch': 2})
@@ -181,6 +182,7 @@ def test_wandb_tracker_logs_an_offline_run_with_its_project_name_config_and_step
     logged = read_wandb_file(files[0])
     assert (logged['run'].project, logged['run'].display_name) == ('mmssl-pyg', 'first')
     assert logged['config']['lr'] == 0.5 and logged['config']['seed'] == 3
+    assert logged['config']['epochs'] == 8
     assert [(h['_step'], h['loss']) for h in logged['history'] if 'loss' in h] == \
         [(1, 1.5), (2, 0.5)]
     assert logged['summary']['best_epoch'] == 2
