@@ -281,6 +281,10 @@ def test_budget_tracker_forwards_everything_and_stops_the_trainer_past_its_budge
     assert inner.config == {'lr': 0.1} and inner.summary_ == {'best_epoch': 3} and inner.finished
     assert inner.history == [(1, {'loss': 1.0}), (2, {'loss': 0.5}), (3, {'loss': 0.5}),
                              (4, {'loss': 0.25}), (5, {'loss': 0.2})]
+    orphan = tracking.BudgetTracker(MemoryTracker(), seconds=1)  # no trainer set: no stop
+    now[0] = 1e9
+    orphan.log({}, step=1)
+    assert orphan.cut_at is None and orphan.trainer is None
     unlimited = tracking.BudgetTracker(MemoryTracker(), seconds=None)
     unlimited.trainer = SimpleNamespace(stopped_early=False)
     now[0] = 1e9
