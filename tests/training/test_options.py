@@ -342,7 +342,8 @@ def test_check_cutoffs_and_coerce():
 
 
 def test_options_without_a_rule_are_checked_against_their_defaults_type():
-    assert check_option('model', 'size', '4', 3) == 4
+    size = check_option('model', 'size', '4', 3)
+    assert size == 4 and type(size) is int  # not 4.0
     assert check_option('model', 'rate', '1e-3', 2.5) == 0.001
     assert check_option('model', 'flag', 'true', True) is True  # a bool, not an int
     assert check_option('model', 'name', 5, 'abc') == 5  # strings: the model checks them
