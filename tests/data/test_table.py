@@ -50,3 +50,75 @@ def test_in_memory_table_with_missing_ids(tmp_path):
     with pytest.raises(DatasetFormatError, match=r'my frame \[column "user_id"\]: 2 empty '
                        r'id\(s\) \(first at row 1\)'):
         build_dataset(table, tmp_path / 'ds', progress=False)
+
+
+def test_table_from_columns_converts_every_value_to_text():
+    table = Table.from_columns({'user_id': ['a', None, float('nan'), 2.5, 3]})
+    # None and NaN are missing (''); any other value is str(): 2.5 -> '2.5', 3 -> '3'
+    assert table.columns == {'user_id': ['a', '', '', '2.5', '3']}
+    assert (table.source, table.kind) == ('<table>', 'memory')
+
+
+def test_a_bad_rating_names_the_column_the_row_and_the_fix(tmp_path):
+    table = {'user_id': ['a', 'b'], 'item_id': ['x', 'y'], 'rating': ['4', 'five']}
+    with pytest.raises(DatasetFormatError) as err:
+        build_dataset(table, tmp_path / 'ds', rating_col='rating', progress=False)
+    assert (err.value.field, err.value.problem, err.value.fix) == (
+        'column "rating"', "rating 'five' is not a number at row 1",
+        'write every rating as a number (or name the right column with --rating-col)')
+
+
+@pytest.mark.parametrize('n, shown', [
+    (5, "'i0', 'i1', 'i2', 'i3', 'i4'"),
+    (6, "'i0', 'i1', 'i2', 'i3', 'i4', ... (6 in all)")])
+def test_missing_items_are_listed_five_at_most(tmp_path, n, shown):
+    # n interacted items that the item table lacks: the first five are named, then the count
+    items = [f'i{k}' for k in range(n)]
+    table = {'user_id': ['a'] * n, 'item_id': items}
+    with pytest.raises(DatasetFormatError) as err:
+        build_dataset(table, tmp_path / 'ds', items={'item_id': ['other'], 'title': ['t']},
+                      item_id_col='item_id', text_cols=['title'], progress=False)
+    assert err.value.problem.endswith(f': {shown}')
+
+
+def _parquet(tmp_path, columns: dict):
+    pa = pytest.importorskip('pyarrow')
+    pq = pytest.importorskip('pyarrow.parquet')
+    path = tmp_path / 'inter.parquet'
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_parquet_table_reads_the_wanted_columns_as_text(tmp_path):
+    from mmssl_pyg.data.table import read_table
+    path = _parquet(tmp_path, {'user': ['a', None, 'c'], 'item': [1, 2, 3],
+                               'score': [0.5, float('nan'), 2.0]})
+    table = read_table(path, ['item', 'score', 'absent'])
+    assert table.columns == {'item': ['1', '2', '3'], 'score': ['0.5', '', '2.0']}
+    assert (table.source, table.kind, table.header) == (str(path), 'parquet',
+                                                        ['user', 'item', 'score'])
+    assert table.where(0) == 'row 0'
+    assert read_table(path).columns['user'] == ['a', '', 'c']
+    with pytest.raises(DatasetFormatError) as err:
+        table.column('absent', '--item-col')
+    assert err.value.problem == "no such column; the columns are 'user', 'item', 'score'"
+
+
+def test_parquet_errors_say_what_to_do(tmp_path, monkeypatch):
+    import sys
+
+    from mmssl_pyg.data.table import read_table
+    pytest.importorskip('pyarrow.parquet')
+    path = tmp_path / 'broken.parquet'
+    path.write_bytes(b'not parquet')
+    with pytest.raises(DatasetFormatError) as err:
+        read_table(path)
+    assert (err.value.path, err.value.field) == (str(path), 'format')
+    assert err.value.problem.startswith('not a readable Parquet file (')
+    assert err.value.fix == ('write the table with pandas.DataFrame.to_parquet or '
+                             'pyarrow.parquet.write_table')
+    monkeypatch.setitem(sys.modules, 'pyarrow.parquet', None)  # as if pyarrow were missing
+    with pytest.raises(ImportError) as err:
+        read_table(path)
+    assert str(err.value) == (f"reading {path} needs pyarrow. Fix: pip install -e '.[parquet]' "
+                              '(or pip install pyarrow), or save the table as CSV')
