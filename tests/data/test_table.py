@@ -122,3 +122,64 @@ def test_parquet_errors_say_what_to_do(tmp_path, monkeypatch):
         read_table(path)
     assert str(err.value) == (f"reading {path} needs pyarrow. Fix: pip install -e '.[parquet]' "
                               '(or pip install pyarrow), or save the table as CSV')
+
+
+def test_kcore_filter_removes_in_rounds_and_keeps_an_empty_input_empty():
+    # k = 2: i2 has one pair (u2-i2), so it goes in round 1; u2 is left with one pair (u2-i1),
+    # which goes in round 2; then every user and item has 2 pairs
+    users = np.array([0, 0, 1, 1, 2, 2])
+    items = np.array([0, 1, 0, 1, 1, 2])
+    assert kcore_filter(users, items, 2).tolist() == [True] * 4 + [False] * 2
+    empty = np.array([], dtype=np.int64)
+    assert kcore_filter(empty, empty, 2).tolist() == []
+
+
+def test_read_table_messages_and_the_wanted_columns(tmp_path):
+    from mmssl_pyg.data.table import read_table
+    path = tmp_path / 'inter.csv'
+    with pytest.raises(DatasetFormatError) as err:
+        read_table(path)
+    assert (err.value.path, err.value.field, err.value.problem, err.value.fix) == (
+        str(path), 'file', 'not found', 'give the path of the table file')
+    path.mkdir()
+    with pytest.raises(DatasetFormatError) as err:
+        read_table(path)
+    assert (err.value.path, err.value.problem) == (str(path), 'not a file')
+    path.rmdir()
+    path.write_text('a,b,c\n1,2,3\n')
+    # empty names are dropped and repeated ones read once; every column stays in the header
+    table = read_table(path, ['c', '', 'a', 'c'])
+    assert table.columns == {'a': ['1'], 'c': ['3']} and table.header == ['a', 'b', 'c']
+    assert read_table(path).columns == {'a': ['1'], 'b': ['2'], 'c': ['3']}
+
+
+def test_number_and_timestamp_errors_name_the_column_the_row_the_value_and_the_fix():
+    from mmssl_pyg.data.table import _numbers, _timestamps
+    number_fix = 'write every rating as a number (or name the right column with --rating-col)'
+    time_fix = ('write every timestamp as a number (e.g. Unix seconds) or as an ISO-8601 '
+                'date-time such as 2024-01-31T12:00:00, one format for the whole column')
+
+    def error(fn, values, *args):
+        with pytest.raises(DatasetFormatError) as err:
+            fn(Table({'x': values}, 'f.csv', 'csv'), 'x', *args)
+        assert (err.value.path, err.value.field) == ('f.csv', 'column "x"')
+        return err.value.problem, err.value.fix
+
+    assert error(_numbers, ['1', 'nan'], '--rating-col', 'rating') == (
+        "rating 'nan' is not finite at line 3", number_fix)
+    assert error(_numbers, ['1', 'inf', 'x'], '--rating-col', 'rating') == (
+        "rating 'x' is not a number at line 4", number_fix)
+    # a non-finite number is reported as such, not as a mix of formats
+    assert error(_timestamps, ['1', 'inf'], '--time-col') == (
+        "timestamp 'inf' is not finite at line 3",
+        'write every timestamp as a number (or name the right column with --time-col)')
+    assert error(_timestamps, ['2024-01-31', 'soon'], '--time-col') == (
+        "timestamp 'soon' is neither a number nor an ISO-8601 date-time at line 3", time_fix)
+    assert error(_timestamps, ['5', '2024-01-31', '7'], '--time-col') == (
+        '2 timestamp(s) are numbers and the others date-times', time_fix)
+    with pytest.raises(DatasetFormatError) as err:
+        _timestamps(Table({'x': ['1']}, 'f.csv', 'csv'), 'ts', '--time-col')
+    assert err.value.fix == 'name the right column with --time-col'
+    # date-times become seconds since 1970 (2024-01-31T12:00:00 = 1706702400 s)
+    stamps = _timestamps(Table({'x': ['2024-01-31T12:00:00', ' 1970-01-01 ']}), 'x', '-')
+    assert stamps.dtype == np.float64 and stamps.tolist() == [1706702400.0, 0.0]
