@@ -183,3 +183,87 @@ def test_number_and_timestamp_errors_name_the_column_the_row_the_value_and_the_f
     # date-times become seconds since 1970 (2024-01-31T12:00:00 = 1706702400 s)
     stamps = _timestamps(Table({'x': ['2024-01-31T12:00:00', ' 1970-01-01 ']}), 'x', '-')
     assert stamps.dtype == np.float64 and stamps.tolist() == [1706702400.0, 0.0]
+
+
+def test_read_table_csv_details(tmp_path):
+    from mmssl_pyg.data.table import read_table
+    # a byte-order mark and spaces around header names are dropped; blank lines are skipped
+    path = tmp_path / 'inter.csv'
+    path.write_text('\ufeffuser , item\n\nu1,i1\n\nu2,i2\n', encoding='utf-8')
+    table = read_table(path)
+    assert table.columns == {'user': ['u1', 'u2'], 'item': ['i1', 'i2']}
+    assert (table.kind, table.where(0)) == ('csv', 'line 2')
+    # the separator follows the suffix (any case): a tab for .tsv / .tab, else a comma
+    for name in ('inter.tsv', 'inter.TAB'):
+        (tmp_path / name).write_text('user\titem\nu1\ti1\n')
+        assert read_table(tmp_path / name).columns == {'user': ['u1'], 'item': ['i1']}
+    (tmp_path / 'inter.txt').write_text('user;item\nu1;i1\n')
+    assert read_table(tmp_path / 'inter.txt', sep=';').columns == {'user': ['u1'],
+                                                                    'item': ['i1']}
+    assert list(read_table(tmp_path / 'inter.txt').columns) == ['user;item']
+
+
+def _csv_error(path, text, **kwargs):
+    from mmssl_pyg.data.table import read_table
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(DatasetFormatError) as err:
+        read_table(path, **kwargs)
+    assert err.value.path == str(path)
+    return err.value.field, err.value.problem, err.value.fix
+
+
+def test_read_table_csv_errors_in_full(tmp_path):
+    path = tmp_path / 'inter.csv'
+    assert _csv_error(path, '') == ('header', 'the file is empty', 'write a header line with '
+                                    'the column names, then one line per row')
+    assert _csv_error(path, 'a,b,a,b,c\n1,2,3,4,5\n') == (
+        'header', "column name(s) ['a', 'b'] repeated", 'give every column a distinct name')
+    assert _csv_error(path, 'a,b,c\n1,2,3\n4,5\n') == (
+        'line 3', '2 fields, the header has 3',
+        "quote fields that contain the separator (','), or pass the right --sep / sep=")
+    field, problem, fix = _csv_error(path, b'a,b\n\xff,1\n')
+    assert (field, fix) == ('encoding', 're-save the file as UTF-8')
+    assert problem.startswith("not UTF-8 text ('utf-8' codec can't decode byte 0xff")
+    field, problem, fix = _csv_error(path, 'a,b\n' + 'x' * 200_000 + ',1\n')
+    assert (field, fix) == ('format', 'write one header line and one line per row')
+    assert problem == 'not a readable delimited file (field larger than field limit (131072))'
+
+
+def test_a_bad_separator_is_refused_with_the_fix(tmp_path):
+    from mmssl_pyg.data.table import read_table
+    path = tmp_path / 'inter.csv'
+    path.write_text('a,b\n1,2\n')
+    for sep in ('', ';;', '"', '\n', '\r', 1):
+        with pytest.raises(ValueError) as err:
+            read_table(path, sep=sep)
+        assert str(err.value) == (
+            f'--sep / sep={sep!r} for {path}: the field separator must be one character other '
+            "than a quote or a line break. Fix: e.g. --sep , or --sep ';' (a tab: --sep $'\\t')")
+
+
+def test_parquet_suffix_in_any_case(tmp_path):
+    from mmssl_pyg.data.table import read_table
+    path = _parquet(tmp_path, {'user': ['a'], 'item': ['b']})
+    for name in ('inter.PQ', 'inter.Parquet'):
+        path.rename(tmp_path / name)
+        assert read_table(tmp_path / name).kind == 'parquet'
+        path = tmp_path / name
+
+
+def test_natural_order_sorts_integers_as_numbers_and_the_rest_as_text():
+    from mmssl_pyg.data.table import _natural_order
+
+    def order(ids):
+        return [ids[j] for j in _natural_order(np.array(ids))]
+
+    assert order(['10', '9', '-200']) == ['-200', '9', '10']
+    assert order(['b', '10', '9']) == ['10', '9', 'b']
+    # beyond +-2**62 integers are compared as text (they may not fit in 64 bits)
+    big, small = str(2**62), str(-2**62)
+    assert order([big, '9']) == [big, '9']
+    assert order(['9', small, '10']) == [small, '10', '9']
+    assert order(['9', str(2**62 - 1)]) == ['9', str(2**62 - 1)]
+    assert order([str(-2**62 + 1), '9']) == [str(-2**62 + 1), '9']
+    assert order(['9', '1' + '0' * 30]) == ['1' + '0' * 30, '9']
+    # compared exactly, not as floats (2**60 and 2**60 + 1 are one float64)
+    assert order([str(2**60 + 1), str(2**60)]) == [str(2**60), str(2**60 + 1)]
