@@ -267,3 +267,72 @@ def test_natural_order_sorts_integers_as_numbers_and_the_rest_as_text():
     assert order(['9', '1' + '0' * 30]) == ['1' + '0' * 30, '9']
     # compared exactly, not as floats (2**60 and 2**60 + 1 are one float64)
     assert order([str(2**60 + 1), str(2**60)]) == [str(2**60), str(2**60 + 1)]
+
+
+def test_columns_of_different_lengths_are_refused():
+    with pytest.raises(ValueError) as err:
+        Table({'a': ['1', '2'], 'b': ['1']}, 'my frame')
+    assert str(err.value) == "my frame: columns have different lengths {'a': 2, 'b': 1}"
+
+
+def test_a_missing_column_lists_the_columns_and_hints_at_the_separator():
+    def fix_and_problem(table):
+        with pytest.raises(DatasetFormatError) as err:
+            table.column('user_id', '--user-col')
+        assert err.value.fix == 'name the right column with --user-col'
+        return err.value.problem
+
+    # one column in a CSV file: most likely the wrong separator
+    assert fix_and_problem(Table({'user_id;item_id': ['1;2']}, 'f.csv', 'csv')) == (
+        "no such column; the columns are 'user_id;item_id' (one column only: is the separator "
+        'right? pass --sep / sep=)')
+    assert fix_and_problem(Table({'a': ['1']}, 'f.pq', 'parquet')) == (
+        "no such column; the columns are 'a'")
+    assert fix_and_problem(Table({'a': ['1'], 'b': ['2']}, 'f.csv', 'csv')) == (
+        "no such column; the columns are 'a', 'b'")
+    assert fix_and_problem(Table({})) == 'no such column; the columns are none'
+    # the file's header is listed, also the columns that were not read
+    assert fix_and_problem(Table({'a': ['1']}, 'f.csv', 'csv', ['a', 'b'])) == (
+        "no such column; the columns are 'a', 'b'")
+
+
+def test_the_builder_reads_a_text_table_with_the_given_separator(tmp_path):
+    (tmp_path / 'inter.txt').write_text('user_id;item_id;extra\n' + ''.join(
+        f'u{k};i{j};x\n' for k in range(3) for j in range(10)))
+    res = build_dataset(tmp_path / 'inter.txt', tmp_path / 'ds', sep=';', progress=False)
+    # 3 users x 10 items; each user holds out round(10 / 10) = 1 for val and 1 for test
+    assert (res.stats['train'], res.stats['val'], res.stats['test']) == (24, 3, 3)
+
+
+def test_ids_must_be_given_and_written_one_way():
+    from mmssl_pyg.data.table import _ids
+
+    def problem_and_fix(values):
+        with pytest.raises(DatasetFormatError) as err:
+            _ids(Table({'x': values}, 'f.csv', 'csv'), 'x', '--user-col')
+        assert (err.value.path, err.value.field) == ('f.csv', 'column "x"')
+        return err.value.problem, err.value.fix
+
+    assert problem_and_fix(['a', ' ', 'b', '']) == (
+        '2 empty id(s) (first at line 3)', 'give every row an id, or remove those rows')
+    alias_fix = 'write each id one way (e.g. all as integers), or make them non-numeric'
+    # ids are compared as sorted texts: '07' comes before '7', so '7' is the second spelling;
+    # '-a' is not a number and '-inf' not a finite one, and both sort first
+    assert problem_and_fix(['-a', '7', '-inf', 'b', '7', '07']) == (
+        "ids '07' and '7' are two spellings of the number 7 (first '7' at line 3); they would "
+        'become two different ids', alias_fix)
+    assert problem_and_fix(['1.0', 'x', '1']) == (
+        "ids '1' and '1.0' are two spellings of the number 1 (first '1.0' at line 2); they "
+        'would become two different ids', alias_fix)
+    # infinities and NaN in their spellings are ids like any text
+    ids = _ids(Table({'x': ['inf', 'Infinity', '-inf', 'nan', 'NaN', ' 3 ']}), 'x', '-')
+    assert ids.tolist() == ['inf', 'Infinity', '-inf', 'nan', 'NaN', '3']
+
+
+def test_heldout_counts_leave_every_user_one_training_interaction():
+    # half and half: round(n / 2) each, halves up; test is capped at n - 1 first, then val at
+    # what is left minus one: n = 0 -> (0, 0); 1 -> (0, 0); 2 -> test 1, val 0;
+    # 3 -> test 2, val 0; 4 -> test 2, val 1; 5 -> test 3 (2.5 up), val 1
+    val, test = heldout_counts(np.arange(6), 0.5, 0.5)
+    assert test.tolist() == [0, 0, 1, 2, 2, 3] and val.tolist() == [0, 0, 0, 0, 1, 1]
+    assert val.dtype == test.dtype == np.int64
