@@ -336,3 +336,15 @@ def test_heldout_counts_leave_every_user_one_training_interaction():
     val, test = heldout_counts(np.arange(6), 0.5, 0.5)
     assert test.tolist() == [0, 0, 1, 2, 2, 3] and val.tolist() == [0, 0, 0, 0, 1, 1]
     assert val.dtype == test.dtype == np.int64
+
+
+def test_read_table_keeps_line_breaks_inside_quoted_fields_and_takes_any_separator(tmp_path):
+    from mmssl_pyg.data.table import _numbers, read_table
+    path = tmp_path / 'items.csv'
+    path.write_bytes(b'item,title\r\ni1,"two\r\nlines"\r\n')
+    assert read_table(path).columns == {'item': ['i1'], 'title': ['two\r\nlines']}
+    path.write_text('aXb\n1X2\n')
+    assert read_table(path, sep='X').columns == {'a': ['1'], 'b': ['2']}
+    with pytest.raises(DatasetFormatError) as err:
+        _numbers(read_table(path, sep='X'), 'rating', '--rating-col', 'rating')
+    assert err.value.fix == 'name the right column with --rating-col'
