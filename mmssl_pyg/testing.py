@@ -737,4 +737,8 @@ STUDY_DEFAULTS = {
     # the MovieLens-100K winner (the rule's choice for FREEDOM)
     'freedom': ({'reg_weight': 0.0007549512266404008, 'dropout': 0.8},
                 {'lr': 0.0032499669479670638}),
+    # the MovieLens-100K winner (the rule's choice for BM3; its layers and dropout are the
+    # class defaults)
+    'bm3': ({'reg_weight': 0.04961326086920538, 'num_layers': 1, 'dropout': 0.5},
+            {'lr': 0.004325529382837775}),
 }

@@ -130,9 +130,10 @@ def test_recommend_to_stdout_and_csv(trained, tmp_path, capsys):
     assert float(first[0]['score']) >= float(first[1]['score'])
 
 
-@pytest.mark.skipif(importlib.util.find_spec('pyarrow') is not None,
-                    reason='pyarrow is installed')
-def test_parquet_without_pyarrow_names_the_fix(trained, tmp_path, capsys):
+def test_parquet_without_pyarrow_names_the_fix(trained, tmp_path, capsys, monkeypatch):
+    import sys
+    for name in ('pyarrow', 'pyarrow.parquet'):
+        monkeypatch.setitem(sys.modules, name, None)  # as if pyarrow were not installed
     _, run = trained
     assert cli.main(['recommend', str(run), '--output', str(tmp_path / 'r.parquet')]) == 2
     err = capsys.readouterr().err

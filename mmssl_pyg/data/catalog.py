@@ -189,7 +189,9 @@ def _registry_key(name: str) -> str:
 
 
 def _is_path(name: str) -> bool:
-    return osp.sep in name or '/' in name or name.startswith(('.', '~'))
+    # every caller also asks whether the name is a registry key, so a name that is neither
+    # (e.g. '.', '~' or 'my-copy') is a folder already; this only tells 'x/tiktok' from 'tiktok'
+    return osp.sep in name or '/' in name
 
 
 def is_dataset_folder(name: str) -> bool:

@@ -171,12 +171,16 @@ class _SparseMatrixUnpickler(pickle.Unpickler):
                       'numpy.core.numeric', 'numpy._core.numeric'}
     _numpy_names = {'_reconstruct', 'ndarray', 'dtype', 'scalar', '_frombuffer'}
     _sparse_name = re.compile(r'^(coo|csr|csc|lil|dok|bsr|dia)_(matrix|array)$')
+    # how protocols 0-2 rebuild objects and bytes; a pickle of those protocols names the
+    # Python 2 modules (copy_reg, __builtin__), which the base class maps to Python 3's
+    _rebuild_names = {('copyreg', '_reconstructor'), ('copy_reg', '_reconstructor'),
+                      ('builtins', 'object'), ('__builtin__', 'object'), ('_codecs', 'encode')}
 
     def find_class(self, module: str, name: str):
         allowed = (
             (module.startswith('scipy.sparse') and self._sparse_name.match(name))
             or (module in self._numpy_modules and name in self._numpy_names)
-            or (module, name) in {('copyreg', '_reconstructor'), ('builtins', 'object')})
+            or (module, name) in self._rebuild_names)
         if not allowed:
             raise pickle.UnpicklingError(f'refusing to load {module}.{name}')
         return super().find_class(module, name)

@@ -344,3 +344,36 @@ def test_not_registered_name_without_a_slash_is_a_folder_of_the_working_director
     monkeypatch.chdir(tmp_path)
     assert datasets_command(['my-copy'], root=tmp_path / 'elsewhere') == format_stats(
         load_dataset(str(tmp_path / 'my-copy')))
+
+
+def test_load_dataset_passes_its_arguments_on(tmp_path, monkeypatch):
+    """Each argument of load_dataset reaches the dataset: modalities (a registry name's own
+    default included), the default folder of a registry name, force_reload, and a folder
+    path's modalities; an unknown name gets the whole message."""
+    from mmssl_pyg.data import catalog
+    root = copy_raw('tiktok-mini', tmp_path)
+    assert load_dataset('tiktok-mini', root=root)[0].modalities == ['image', 'audio']
+    assert load_dataset('TikTok_Mini', root=root, modalities=['audio'])[0].modalities == [
+        'audio']
+    # without a root, a registry name loads from its default folder
+    monkeypatch.setattr(catalog, 'default_root', lambda key: tmp_path / key)
+    dataset = load_dataset('tiktok-mini', modalities=[])
+    assert Path(dataset.root) == root and dataset[0].modalities == []
+    # force_reload re-processes, for a registry name and for a folder path
+    path = Path(dataset.processed_paths[0])
+    for name in ('tiktok-mini', str(root)):
+        os.utime(path, ns=(0, 0))
+        load_dataset(name, modalities=[], force_reload=True)
+        assert path.stat().st_mtime_ns != 0, name
+    folder = load_dataset(str(root), modalities=['image'])
+    assert folder[0].modalities == ['image'] and 'audio_feat' not in folder[0]['item']
+    # the *-interactions names default to no modality, and an explicit choice still wins
+    baby = copy_raw('amazon-baby-interactions', tmp_path)
+    assert load_dataset('amazon-baby-interactions', root=baby)[0].modalities == []
+    with pytest.raises(ValueError) as err:
+        load_dataset(str(tmp_path / 'nowhere'))
+    assert str(err.value) == (
+        f"unknown dataset {str(tmp_path / 'nowhere')!r}: not a known name and not a folder. "
+        'Known names: tiktok, tiktok-mini, amazon-baby, amazon-sports, allrecipes, '
+        'movielens-100k, amazon-baby-interactions, amazon-sports-interactions; or pass the path '
+        'to a folder holding train.json, val.json, test.json and <modality>_feat.npy files')
