@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from mmssl_pyg.data.builder import build_dataset
-from mmssl_pyg.data.table import Table, heldout_counts, kcore_filter
+from mmssl_pyg.data.table import (
+    Table,
+    _ids,
+    _natural_order,
+    _numbers,
+    _timestamps,
+    heldout_counts,
+    kcore_filter,
+    read_table,
+)
 from mmssl_pyg.data.validation import DatasetFormatError
 from mmssl_pyg.testing import _read
 
@@ -90,7 +99,6 @@ def _parquet(tmp_path, columns: dict):
 
 
 def test_parquet_table_reads_the_wanted_columns_as_text(tmp_path):
-    from mmssl_pyg.data.table import read_table
     path = _parquet(tmp_path, {'user': ['a', None, 'c'], 'item': [1, 2, 3],
                                'score': [0.5, float('nan'), 2.0]})
     table = read_table(path, ['item', 'score', 'absent'])
@@ -107,7 +115,6 @@ def test_parquet_table_reads_the_wanted_columns_as_text(tmp_path):
 def test_parquet_errors_say_what_to_do(tmp_path, monkeypatch):
     import sys
 
-    from mmssl_pyg.data.table import read_table
     pytest.importorskip('pyarrow.parquet')
     path = tmp_path / 'broken.parquet'
     path.write_bytes(b'not parquet')
@@ -135,7 +142,6 @@ def test_kcore_filter_removes_in_rounds_and_keeps_an_empty_input_empty():
 
 
 def test_read_table_messages_and_the_wanted_columns(tmp_path):
-    from mmssl_pyg.data.table import read_table
     path = tmp_path / 'inter.csv'
     with pytest.raises(DatasetFormatError) as err:
         read_table(path)
@@ -154,7 +160,6 @@ def test_read_table_messages_and_the_wanted_columns(tmp_path):
 
 
 def test_number_and_timestamp_errors_name_the_column_the_row_the_value_and_the_fix():
-    from mmssl_pyg.data.table import _numbers, _timestamps
     number_fix = 'write every rating as a number (or name the right column with --rating-col)'
     time_fix = ('write every timestamp as a number (e.g. Unix seconds) or as an ISO-8601 '
                 'date-time such as 2024-01-31T12:00:00, one format for the whole column')
@@ -186,7 +191,6 @@ def test_number_and_timestamp_errors_name_the_column_the_row_the_value_and_the_f
 
 
 def test_read_table_csv_details(tmp_path):
-    from mmssl_pyg.data.table import read_table
     # a byte-order mark and spaces around header names are dropped; blank lines are skipped
     path = tmp_path / 'inter.csv'
     path.write_text('\ufeffuser , item\n\nu1,i1\n\nu2,i2\n', encoding='utf-8')
@@ -204,7 +208,6 @@ def test_read_table_csv_details(tmp_path):
 
 
 def _csv_error(path, text, **kwargs):
-    from mmssl_pyg.data.table import read_table
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(DatasetFormatError) as err:
         read_table(path, **kwargs)
@@ -230,7 +233,6 @@ def test_read_table_csv_errors_in_full(tmp_path):
 
 
 def test_a_bad_separator_is_refused_with_the_fix(tmp_path):
-    from mmssl_pyg.data.table import read_table
     path = tmp_path / 'inter.csv'
     path.write_text('a,b\n1,2\n')
     for sep in ('', ';;', '"', '\n', '\r', 1):
@@ -242,7 +244,6 @@ def test_a_bad_separator_is_refused_with_the_fix(tmp_path):
 
 
 def test_parquet_suffix_in_any_case(tmp_path):
-    from mmssl_pyg.data.table import read_table
     path = _parquet(tmp_path, {'user': ['a'], 'item': ['b']})
     for name in ('inter.PQ', 'inter.Parquet'):
         path.rename(tmp_path / name)
@@ -251,7 +252,6 @@ def test_parquet_suffix_in_any_case(tmp_path):
 
 
 def test_natural_order_sorts_integers_as_numbers_and_the_rest_as_text():
-    from mmssl_pyg.data.table import _natural_order
 
     def order(ids):
         return [ids[j] for j in _natural_order(np.array(ids))]
@@ -305,7 +305,6 @@ def test_the_builder_reads_a_text_table_with_the_given_separator(tmp_path):
 
 
 def test_ids_must_be_given_and_written_one_way():
-    from mmssl_pyg.data.table import _ids
 
     def problem_and_fix(values):
         with pytest.raises(DatasetFormatError) as err:
@@ -339,7 +338,6 @@ def test_heldout_counts_leave_every_user_one_training_interaction():
 
 
 def test_read_table_keeps_line_breaks_inside_quoted_fields_and_takes_any_separator(tmp_path):
-    from mmssl_pyg.data.table import _numbers, read_table
     path = tmp_path / 'items.csv'
     path.write_bytes(b'item,title\r\ni1,"two\r\nlines"\r\n')
     assert read_table(path).columns == {'item': ['i1'], 'title': ['two\r\nlines']}
