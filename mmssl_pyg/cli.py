@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument('--prune-startup', type=int, default=PRUNER_STARTUP_TRIALS, metavar='N',
                       help='no pruning before this many trials have finished (default '
                            f'{PRUNER_STARTUP_TRIALS})')
+    tune.add_argument('--trial-checkpoints', action='store_true',
+                      help='each trial saves a checkpoint every epoch, and a trial whose process '
+                           'died resumes from it when the study continues (instead of starting '
+                           'again)')
     tune.add_argument('--no-write', action='store_true',
                       help='do not write the tuned preset')
     tune.add_argument('--preset-dir', default=None,
@@ -292,7 +296,7 @@ def _tune(args) -> int:
          write_preset=not args.no_write, preset_dir=args.preset_dir,
          startup_trials=args.startup_trials, multivariate=args.multivariate,
          prune_percentile=args.prune_percentile, prune_warmup=args.prune_warmup,
-         prune_startup=args.prune_startup)
+         prune_startup=args.prune_startup, trial_checkpoints=args.trial_checkpoints)
     return 0
 
 
