@@ -83,7 +83,9 @@ def head_commit() -> str:
 
 def check_commit(folder: Path, commit: str) -> None:
     """A study runs from one commit (PROTOCOL.md): the first trial records it in
-    ``commit.txt``; a later trial from another commit (or a modified checkout) is refused."""
+    ``commit.txt``; a later trial from another commit (or a modified checkout) is refused. A
+    dated amendment may move an unfinished study to a later commit: the amendment appends that
+    commit as a new line, and trials then run from the last line only."""
     path = folder / 'commit.txt'
     if commit.endswith('+dirty'):
         raise SystemExit(f'{ROOT} has uncommitted changes to tracked files; run the study from '
@@ -91,12 +93,12 @@ def check_commit(folder: Path, commit: str) -> None:
     if not path.is_file():
         path.write_text(commit + '\n')
         return
-    started = path.read_text().strip()
+    started = path.read_text().split()[-1]
     if started != commit:
-        raise SystemExit(f'{folder.name} on {folder.parent.name}: this study started at commit '
+        raise SystemExit(f'{folder.name} on {folder.parent.name}: this study runs from commit '
                          f'{started}, this checkout is {commit}. Continue it from a checkout of '
                          f'{started} (git worktree add <dir> {started}); a change of commit needs '
-                         f'a dated amendment in benchmarks/PROTOCOL.md and a new study folder')
+                         f'a dated amendment in benchmarks/PROTOCOL.md')
 
 
 def _selected(args) -> list[tuple[str, str]]:
@@ -124,7 +126,7 @@ def step(args) -> int:
         tune(model, dataset, done + 1, None, study_name=f'{model}-{dataset}',
              seed=sampler_seed(model, dataset), overrides=list(FIXED), device=args.device,
              wandb='disabled', run_dir=folder, preset_dir=folder, force=True, log=log,
-             **SETTINGS)
+             trial_checkpoints=True, **SETTINGS)
         return 0
     print('every selected study has its trials', flush=True)
     return 3
@@ -345,7 +347,7 @@ def status(args) -> int:
     for model, dataset in _selected(args):
         commit = study_dir(model, dataset, args.out) / 'commit.txt'
         print(f'{model:10} {dataset:16} {finished_trials(model, dataset, args.out):3d}        '
-              f'{commit.read_text().strip()[:12] if commit.is_file() else "-"}')
+              f'{commit.read_text().split()[-1][:12] if commit.is_file() else "-"}')
     return 0
 
 

@@ -174,6 +174,10 @@ def _add_tune_parser(sub) -> argparse.ArgumentParser:
     tune.add_argument('--prune-startup', type=int, default=PRUNER_STARTUP_TRIALS, metavar='N',
                       help='no pruning before this many trials have finished (default '
                            f'{PRUNER_STARTUP_TRIALS})')
+    tune.add_argument('--trial-checkpoints', action='store_true',
+                      help='each trial saves a checkpoint every epoch, and a trial whose process '
+                           'died resumes from it when the study continues (instead of starting '
+                           'again)')
     tune.add_argument('--no-write', action='store_true',
                       help='do not write the tuned preset')
     tune.add_argument('--preset-dir', default=None,

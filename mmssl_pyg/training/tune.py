@@ -69,6 +69,12 @@ PRUNER_WARMUP_EPOCHS = 5
 PRUNER_PERCENTILE = 50.0
 #: TPE's random start-up trials (Optuna's default).
 TPE_STARTUP_TRIALS = 10
+#: A trial whose process died is rerun with its parameters at most this many times; with
+#: ``trial_checkpoints`` each rerun resumes from the last epoch the dead process saved.
+RETRIES = 1
+RETRIES_WITH_CHECKPOINTS = 5
+#: Per-trial checkpoint folders under the study folder (``trial_checkpoints``).
+TRIAL_CHECKPOINTS = 'trials'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +183,16 @@ class TuneOptions:
             (default folder: ``mmssl_pyg/configs/tuned``).
         force: replace an existing tuned preset (otherwise refused before the study runs).
         heartbeat_interval, grace_period: seconds; a running trial whose process has not
-            beaten for ``grace_period`` is marked failed and retried once with its parameters.
+            beaten for ``grace_period`` is marked failed and retried once with its parameters
+            (up to :data:`RETRIES_WITH_CHECKPOINTS` times with ``trial_checkpoints``).
+        trial_checkpoints: each trial writes ``<run_dir>/trials/<number>/last.pt`` (and
+            ``best.pt``) after every epoch, and a retried trial resumes from the checkpoint of
+            the trial it retries instead of starting again: its epochs and validation values
+            are those of the uninterrupted trial (the trainer's resume restores weights,
+            optimisers, random streams, history and patience), and the dead trial's values up
+            to that epoch are reported again under the new trial. A trial's folder is removed
+            once it completes or is pruned. For studies whose trials outlive their processes
+            (long trials on shared machines); nothing else of a trial changes.
         log: receives the progress lines (default ``print``; one line per trial).
     """
     model: str
@@ -206,6 +221,7 @@ class TuneOptions:
     prune_percentile: float = PRUNER_PERCENTILE
     prune_warmup: int = PRUNER_WARMUP_EPOCHS
     prune_startup: int = PRUNER_STARTUP_TRIALS
+    trial_checkpoints: bool = False
     log: Callable[[str], None] | None = None
 
     def check(self) -> None:
@@ -358,7 +374,9 @@ class _Search:
                 return RDBStorage(storage, engine_kwargs=engine,
                                   heartbeat_interval=self.o.heartbeat_interval,
                                   grace_period=self.o.grace_period,
-                                  failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+                                  failed_trial_callback=RetryFailedTrialCallback(
+                                      max_retry=RETRIES_WITH_CHECKPOINTS
+                                      if self.o.trial_checkpoints else RETRIES))
             except Exception as err:  # noqa: BLE001 - SQLAlchemy/driver errors vary
                 if created:  # a refused command leaves no empty study folder
                     with contextlib.suppress(OSError):
@@ -399,16 +417,25 @@ class _Search:
             config={'study': self.study_name, 'trial': trial.number, 'params': dict(params),
                     'fixed': self.identity['fixed']})
         tracker = _TrialTracker(inner, trial, f'val/{self.metric}', remaining)
+        folder, carried = _take_over_checkpoints(trial, self.run_dir) \
+            if o.trial_checkpoints else (None, 0.0)
         try:
-            trainer = Trainer(run.model, run.graph, run.options.train, tracker=tracker)
+            trainer = Trainer(run.model, run.graph, run.options.train, tracker=tracker,
+                              checkpoint_dir=folder)
             tracker.trainer = trainer
-            fit = trainer.fit(test=False)  # selection on validation: test is never read
+            # selection on validation: test is never read
+            fit = trainer.fit(resume=folder is not None, test=False)
         except NonFiniteLossError as err:
             trial.set_user_attr('diverged', str(err)[:500])
+            _remove_checkpoints(folder)
             raise self.optuna.TrialPruned(f'diverged: {str(err)[:200]}') from None
-        finally:
-            trial.set_user_attr('seconds', time.perf_counter() - t0)
+        except self.optuna.TrialPruned:
+            _remove_checkpoints(folder)
+            raise
+        finally:  # a resumed trial's seconds include its kept epochs'
+            trial.set_user_attr('seconds', time.perf_counter() - t0 + carried)
             tracker.finish()
+        _remove_checkpoints(folder)
         trial.set_user_attr('best_epoch', fit.best_epoch)
         trial.set_user_attr('epochs_run', len(fit.history))
         trial.set_user_attr('val', fit.val)
@@ -532,6 +559,46 @@ def _trial_outcome(frozen, metric: str) -> str:
         what += (' (diverged)' if 'diverged' in frozen.user_attrs else
                  f' after epoch {frozen.user_attrs.get("pruned_at_epoch")}')
     return what
+
+
+def _take_over_checkpoints(trial, run_dir: Path) -> Path:
+    """The checkpoint folder of ``trial`` (``<run_dir>/trials/<number>``). When the trial
+    retries one whose process died and that trial saved a checkpoint, its folder becomes this
+    trial's, and its validation values up to the checkpoint's epoch are reported under this
+    trial (the resumed trainer reports only the epochs after it); ``resumed_from`` records
+    ``{trial, epoch, seconds}``, the seconds being the kept epochs' training and validation
+    time. Returns the folder and those seconds."""
+    from .checkpoint import LAST, load_checkpoint
+    root = run_dir / TRIAL_CHECKPOINTS
+    folder = root / str(trial.number)
+    trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+    # Optuna's RetryFailedTrialCallback marks a retry with the number of the trial it retries
+    failed = trials[trial.number].system_attrs.get('failed_trial')
+    source = None if failed is None else root / str(failed)
+    carried = 0.0
+    if source is not None and (source / LAST).is_file() and not folder.exists():
+        state = load_checkpoint(source / LAST)
+        epoch = int(state['epoch'])
+        carried = sum(h.get('epoch_seconds', 0.0) + h.get('eval_seconds', 0.0)
+                      for h in state['history'])
+        for step, value in sorted(trials[failed].intermediate_values.items()):
+            if step <= epoch:
+                trial.report(value, step)
+        os.replace(source, folder)
+        trial.set_user_attr('resumed_from', {'trial': failed, 'epoch': epoch,
+                                             'seconds': carried})
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, carried
+
+
+def _remove_checkpoints(folder: Path | None) -> None:
+    """Remove a finished trial's checkpoint folder (and ``trials/`` once it is empty)."""
+    if folder is None:
+        return
+    import shutil
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()
 
 
 def _check_search_settings(startup_trials, prune_percentile, prune_warmup, prune_startup):

@@ -34,10 +34,32 @@ def test_a_study_is_pinned_to_its_first_commit(tmp_path):
     study.check_commit(tmp_path, 'abc123')
     assert (tmp_path / 'commit.txt').read_text().strip() == 'abc123'
     study.check_commit(tmp_path, 'abc123')  # the same commit continues
-    with pytest.raises(SystemExit, match='started at commit abc123.*amendment'):
+    with pytest.raises(SystemExit, match='runs from commit abc123.*amendment'):
         study.check_commit(tmp_path, 'def456')
     with pytest.raises(SystemExit, match='uncommitted changes'):
         study.check_commit(tmp_path / 'other', 'abc123+dirty')
+    # an amendment moves the study: its commit is appended, and only that one runs trials
+    with open(tmp_path / 'commit.txt', 'a') as fh:
+        fh.write('def456\n')
+    study.check_commit(tmp_path, 'def456')
+    with pytest.raises(SystemExit, match='runs from commit def456'):
+        study.check_commit(tmp_path, 'abc123')
+    assert (tmp_path / 'commit.txt').read_text() == 'abc123\ndef456\n'
+
+
+def test_step_runs_trials_with_checkpoints(tmp_path, monkeypatch):
+    """A study trial saves a checkpoint every epoch, so one killed by a session's end resumes
+    (PROTOCOL.md amendment of 2026-12-07); the other settings are the registered ones."""
+    import mmssl_pyg.training.tune as tune_module
+    calls = []
+    monkeypatch.setattr(tune_module, 'tune', lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setattr(study, 'head_commit', lambda: 'abc123')
+    assert study.main(['step', '--models', 'mf', '--datasets', 'tiktok', '--out',
+                       str(tmp_path)]) == 0
+    (args, kw), = calls
+    assert args == ('mf', 'tiktok', 1, None) and kw['trial_checkpoints'] is True
+    assert kw['overrides'] == study.FIXED and kw['seed'] == study.sampler_seed('mf', 'tiktok')
+    assert {k: kw[k] for k in study.SETTINGS} == study.SETTINGS
 
 
 def test_finished_trials_counts_complete_and_pruned_only(tmp_path):

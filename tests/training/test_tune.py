@@ -29,6 +29,7 @@ from mmssl_pyg.testing import (
 )
 from mmssl_pyg.training import Trainer, resolve_options
 from mmssl_pyg.training import presets as presets_mod
+from mmssl_pyg.training.checkpoint import load_checkpoint
 from mmssl_pyg.training.options import ConfigError
 from mmssl_pyg.training.presets import find_tuned_preset, read_yaml
 from mmssl_pyg.training.search_space import (
@@ -354,6 +355,15 @@ def _has_heartbeat(run_dir: Path, trial) -> bool:
                                (trial._trial_id,)).fetchone()[0])
 
 
+def _kill_when(proc, ready, timeout: float = 60.0) -> None:
+    """SIGKILL ``proc`` once ``ready()`` says so (or it exits, or ``timeout`` passes)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
     """A real ``mmssl-pyg tune`` process is killed in its second trial; a new process (here:
     in-process) continues the same SQLite study: the first trial is kept, the killed one is
@@ -377,14 +387,12 @@ def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
         # then kill it once trial 1 has reported an epoch and its first heartbeat is stored
         # (optuna only fails a stale trial that has a heartbeat; killed before it, the trial
         # would stay RUNNING: a race seen once in CI)
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        def ready():
             running = [t for t in _study(storage, name).trials if t.state == TrialState.RUNNING]
-            if running and running[0].intermediate_values and _has_heartbeat(run_dir, running[0]):
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+            return bool(running and running[0].intermediate_values and
+                        _has_heartbeat(run_dir, running[0]))
+
+        _kill_when(proc, ready)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -529,3 +537,60 @@ def test_prune_percentile_is_the_share_of_earlier_trials_a_trial_must_beat(tmp_p
     t = study.ask()
     t.report(0.45, 1)  # above 4 of the 10 earlier trials: their 40th percentile
     assert bool(t.should_prune()) is pruned
+
+
+def test_a_killed_trial_resumes_from_its_checkpoint_with_the_uninterrupted_values(tmp_path):
+    """``--trial-checkpoints``: a real ``mmssl-pyg tune`` process is killed in the middle of
+    its MMSSL trial; the next process retries the trial from the dead one's last checkpoint,
+    and the retry's per-epoch validation values, score and best epoch equal those of the same
+    trial run in one go without checkpoints (the study's own trials before this option)."""
+    opts = ['epochs=12', 'batch_size=128', 'batches_per_epoch=2', 'patience=0',
+            'num_threads=1']
+    name = 'mmssl-tiktok-mini'
+    quiet = {'device': 'cpu', 'wandb': 'disabled', 'write_preset': False,
+             'log': lambda _line: None}
+    ref_dir = tmp_path / 'reference'
+    tune('mmssl', 'tiktok-mini', trials=1, run_dir=ref_dir, overrides=opts, **quiet)
+    (ref,) = _study(f'sqlite:///{ref_dir / "study.db"}', name).trials
+    assert ref.state == TrialState.COMPLETE and sorted(ref.intermediate_values) == \
+        list(range(1, 13))
+
+    run_dir = tmp_path / 'study'
+    storage = f'sqlite:///{run_dir / "study.db"}'
+    cmd = [sys.executable, '-m', 'mmssl_pyg.cli', 'tune', '--model', 'mmssl', '--dataset',
+           'tiktok-mini', '--trials', '1', '--run-dir', str(run_dir), '--no-write',
+           '--trial-checkpoints', '--wandb', 'disabled', '--device', 'cpu', *opts]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = run_dir / 'trials' / '0' / 'last.pt'
+    def ready():  # it has saved epoch 3 or later, and its heartbeat is stored
+        if not last.is_file() or load_checkpoint(last)['epoch'] < 3:
+            return False
+        return _has_heartbeat(run_dir, _study(storage, name).trials[0])
+
+    try:
+        _kill_when(proc, ready, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (dead,) = _study(storage, name).trials
+    assert dead.state == TrialState.RUNNING  # killed, not finished
+    saved = load_checkpoint(last)['epoch']
+    assert 3 <= saved < 12 and max(dead.intermediate_values) >= saved
+    time.sleep(1.5)  # its heartbeat is now older than the grace period
+
+    result = tune('mmssl', 'tiktok-mini', trials=1, run_dir=run_dir, overrides=opts,
+                  trial_checkpoints=True, heartbeat_interval=1, grace_period=1, **quiet)
+    failed, retry = _study(storage, name).trials
+    assert (failed.state, retry.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert retry.params == ref.params  # both studies drew the same first point
+    resumed = retry.user_attrs['resumed_from']
+    assert (resumed['trial'], resumed['epoch']) == (0, saved)
+    assert 0 < resumed['seconds'] < retry.user_attrs['seconds']  # counted in the trial's
+    # this process trained only the epochs after the checkpoint, and the trial is the same
+    assert retry.intermediate_values == ref.intermediate_values
+    assert retry.value == ref.value and result.best_value == ref.value
+    for key in ('best_epoch', 'epochs_run', 'val'):
+        assert retry.user_attrs[key] == ref.user_attrs[key], key
+    assert not (run_dir / 'trials').exists()  # a finished trial's checkpoints are removed
