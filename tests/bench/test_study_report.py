@@ -24,12 +24,17 @@ def _study(path: Path):
         (optuna.trial.TrialState.COMPLETE, 0.35, (2e-3, 3, 'users'), 20.5),
         (optuna.trial.TrialState.PRUNED, 0.50, (3e-3, 1, 'overall'), 4.0),  # never "best"
         (optuna.trial.TrialState.FAIL, None, (4e-3, 1, 'overall'), 1.5),
+        # the retry of the failed trial, resumed from its checkpoint: 0.5 s of its 7 s were
+        # the dead trial's kept epochs, already in the dead trial's 1.5 s
+        (optuna.trial.TrialState.COMPLETE, 0.20, (4e-3, 1, 'overall'), 7.0),
     ]
-    for state, value, (lr, layers, pairing), seconds in rows:
+    for number, (state, value, (lr, layers, pairing), seconds) in enumerate(rows):
+        resumed = {'resumed_from': {'trial': 3, 'epoch': 2, 'seconds': 0.5}} if number == 4 \
+            else {}
         study.add_trial(optuna.trial.create_trial(
             state=state, value=value, distributions=dists,
             params={'lr': lr, 'model.num_layers': layers, 'model.cl_pairing': pairing},
-            user_attrs={'seconds': seconds, 'best_epoch': layers * 10},
+            user_attrs={'seconds': seconds, 'best_epoch': layers * 10, **resumed},
             intermediate_values={0: 0.1} if state == optuna.trial.TrialState.PRUNED else None))
     return study
 
@@ -40,15 +45,15 @@ def test_summarise_counts_best_params_and_seconds(tmp_path):
     _study(folder / 'study.db')
     [s] = R.collect(tmp_path)
     assert (s.dataset, s.model) == ('tiktok', 'mf')
-    assert s.counts == {'COMPLETE': 2, 'PRUNED': 1, 'FAIL': 1}
-    assert s.finished == 3
+    assert s.counts == {'COMPLETE': 3, 'PRUNED': 1, 'FAIL': 1}
+    assert s.finished == 4
     assert s.best_number == 1 and s.best_value == pytest.approx(0.35)
     assert s.best_params == {'lr': pytest.approx(2e-3), 'model.num_layers': 3,
                              'model.cl_pairing': 'users'}
     assert s.best_epoch == 30
-    assert s.seconds == pytest.approx(10.0 + 20.5 + 4.0 + 1.5)
+    assert s.seconds == pytest.approx(10.0 + 20.5 + 4.0 + 1.5 + (7.0 - 0.5))
     text = R.render([s], target=20)
-    assert '| tiktok | mf | 3 / 20 | 2 / 1 / 1 / 0 | 36 | 0.3500 (#1) | 30 |' in text
+    assert '| tiktok | mf | 4 / 20 | 3 / 1 / 1 / 0 | 42 | 0.3500 (#1) | 30 |' in text
     assert 'model.cl_pairing=users' in text and 'Studies done: 0' in text
 
 
