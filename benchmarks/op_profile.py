@@ -1,8 +1,9 @@
 """Where a model's training step spends its time: an operator profile at full size (issue 24).
 
 For each model, with its preset as ``mmssl-pyg train --model M --dataset D`` resolves it, the
-trainer runs ``--batches`` mini-batches of one epoch (critic and model steps, exactly as in
-training) as a warm-up, then ``--batches`` more under :mod:`torch.profiler`. Operators are
+trainer runs 2 mini-batches (critic and model steps, exactly as in training) as a warm-up, then
+one full epoch under :mod:`torch.profiler` (``--batches N``: epochs of N mini-batches, for smoke
+runs; work a model does once per epoch is then over-weighted). Operators are
 grouped by name and sorted by self time (CPU time, or device time with ``--device cuda``); the
 table gives each one's seconds per mini-batch, its share of the profiled self time and its
 calls per mini-batch. Self times add up to the step's operator time; Python overhead between
@@ -13,9 +14,10 @@ wall-clock split. Profiling adds overhead of its own: time epochs with
 It also counts the **dense floating-point work** of a step: the multiply-adds of every matrix
 product whose operands are both dense (``mm``, ``addmm``, ``bmm``, ``baddbmm``, forward and
 backward; sparse-by-dense products and element-wise operators are not counted), per mini-batch
-and per full epoch, and measures this machine's dense product rate (``--threads`` threads, a
-2,048-square ``float32`` product, best of 5). Their ratio is a floor for the epoch: the time
-the dense products alone would take at that rate, whatever else is made faster.
+and per epoch (over one more epoch), and measures this machine's dense product rate
+(``--threads`` threads, a 2,048-square ``float32`` product, best of 5). Their ratio is a floor
+for the epoch: the time the dense products alone would take at that rate, whatever else is made
+faster.
 
 Writes ``benchmarks/results/efficiency/profile-<dataset>-<device>.{md,csv}`` (the Markdown
 table keeps the ``--top`` operators per model, the CSV all of them), headed by the stamp
@@ -85,24 +87,31 @@ def dense_rate(device: str = 'cpu', size: int = 2048, repeats: int = 5) -> float
     return 2 * size ** 3 / best / 1e9
 
 
-def profile_model(name: str, dataset: str, batches: int, device: str = 'cpu',
+def profile_model(name: str, dataset: str, batches: int | None = None, device: str = 'cpu',
                   threads: int = 2, seed: int = 2023) -> tuple[list[dict], dict]:
-    """Rows (one per operator, largest self time first) of ``batches`` profiled mini-batches
-    of ``name`` on ``dataset``, after as many unprofiled ones, and the model's summary
-    (mini-batches in a full epoch, dense GFLOP per mini-batch, counted over ``batches`` more)."""
+    """Rows (one per operator, largest self time first) of one profiled epoch of ``name`` on
+    ``dataset`` (all its mini-batches, or ``batches``), after a short unprofiled one, and the
+    model's summary (mini-batches per epoch, dense GFLOP per mini-batch, counted over one more
+    such epoch). Whole epochs, so work a model does once per epoch is weighted as in
+    training."""
     from torch.profiler import ProfilerActivity, profile
-    request = RunRequest(model=name, dataset=dataset, seed=seed, device=device, progress=False,
-                         overrides=[f'train.batches_per_epoch={batches}', 'train.patience=0',
-                                    f'train.num_threads={threads}'])
-    run = prepare_run(request)
+    overrides = ['train.patience=0', f'train.num_threads={threads}']
+    if batches:
+        overrides.append(f'train.batches_per_epoch={batches}')
+    run = prepare_run(RunRequest(model=name, dataset=dataset, seed=seed, device=device,
+                                 progress=False, overrides=overrides))
     trainer = Trainer(run.model, run.graph, run.options.train)
     sampler = trainer.sampler
-    summary = {'model': name, 'batches per epoch':
-               math.ceil(int(sampler.keys.numel()) / sampler.batch_size) if trainer.trains else 0,
+    n = len(sampler)
+    summary = {'model': name, 'batches per epoch': n if trainer.trains else 0,
                'dense GFLOP per batch': 0.0}
     if not trainer.trains:
         return [], summary
-    trainer._train_epoch(1)  # warm-up: one-off allocations, caches, lazy initialisation
+    # warm-up (one-off allocations, caches, lazy initialisation): an epoch of at most 2
+    # mini-batches; the sampler's loop length is its num_batches
+    sampler.num_batches = min(n, 2)
+    trainer._train_epoch(1)
+    sampler.num_batches = n
     cuda = torch.device(device).type == 'cuda'
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
@@ -114,13 +123,13 @@ def profile_model(name: str, dataset: str, batches: int, device: str = 'cpu',
     total = sum(getattr(e, attr) for e in events)
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
     rows = [{'model': name, 'operator': e.key,
-             'self s per batch': getattr(e, attr) / 1e6 / batches,
+             'self s per batch': getattr(e, attr) / 1e6 / n,
              'share %': 100.0 * getattr(e, attr) / total,
-             'calls per batch': e.count / batches} for e in events]
+             'calls per batch': e.count / n} for e in events]
     with DenseFlops() as counter:
         trainer._train_epoch(3)
-    summary['dense GFLOP per batch'] = counter.flops / 1e9 / batches
-    summary['self s per batch'] = total / 1e6 / batches
+    summary['dense GFLOP per batch'] = counter.flops / 1e9 / n
+    summary['self s per batch'] = total / 1e6 / n
     return rows, summary
 
 
@@ -146,9 +155,10 @@ def render(rows_by_model: dict[str, list[dict]], summaries: list[dict], rate: fl
            dataset: str, args, st: dict, top: int) -> str:
     lines = [f'# Operator profile of a training step on {dataset} ({args.device})', '']
     lines += [f'- {x}' for x in stamp_lines(st)]
-    lines += [f'- threads: {args.threads}; {args.batches} mini-batches profiled per model after '
-              f'{args.batches} unprofiled ones, {args.batches} more counted; seed {args.seed}; '
-              f'every model with its preset for {dataset}',
+    epoch = f'epochs of {args.batches} mini-batches' if args.batches else 'full epochs'
+    lines += [f'- threads: {args.threads}; per model, after 2 unprofiled mini-batches, one epoch '
+              f'profiled and one counted ({epoch}); seed {args.seed}; every model with its '
+              f'preset for {dataset}',
               f'- dense product rate of this machine: {rate:.1f} GFLOP/s (2,048-square float32 '
               f'product, {args.threads} threads, best of 5)', '',
               '*Dense GFLOP*: the multiply-adds (x 2) of every matrix product with two dense '
@@ -188,14 +198,15 @@ def main(argv=None) -> int:
     p.add_argument('--dataset', default='tiktok')
     p.add_argument('--models', nargs='+', default=['lightgcn', 'mmgcn', 'mmssl'],
                    choices=sorted(MODELS))
-    p.add_argument('--batches', type=int, default=3, help='mini-batches profiled per model')
+    p.add_argument('--batches', type=int, default=None,
+                   help='mini-batches per profiled epoch (default: a full epoch)')
     p.add_argument('--top', type=int, default=12, help='operators per model in the Markdown')
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--seed', type=int, default=2023)
     p.add_argument('--out', type=Path, default=OUT)
     args = p.parse_args(argv)
-    if args.batches < 1 or args.top < 1:
+    if (args.batches is not None and args.batches < 1) or args.top < 1:
         p.error('--batches and --top must be positive')
     torch.set_num_threads(args.threads)
     st = stamp(args.device)
