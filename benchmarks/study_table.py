@@ -46,6 +46,7 @@ from benchmarks.study import (
     winner_params,
 )
 from benchmarks.study_report import StudySummary, _fmt_param, summarise
+from mmssl_pyg.training.presets import read_yaml
 
 #: The model every row is compared with, and the row beside the studied models without a study.
 OURS = 'mmssl'
@@ -205,12 +206,18 @@ def selected_configuration(row: StudyRow, out: Path = OUT) -> str:
     of the row ran exactly them (``spec.model_options`` / ``spec.train_options``) in one
     configuration."""
     path = winner_file(row.model, row.dataset, out)
+    fix = ('Fix: restore the committed copies of the study folder; the study rewrites the preset '
+           'at each new best complete trial')
     try:
         params, _ = winner_params(row.model, row.dataset, out)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise MalformedResult(f'{path}: not the tuned preset of a finished study ({err!r}). Fix: '
-                              f'restore the committed copy; the study writes it at its best '
-                              f'complete trial') from err
+        named = read_yaml(path)['provenance'].get('best_trial')
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise MalformedResult(f'{path}: not the tuned preset of a finished study ({err!r}). '
+                              f'{fix}') from err
+    best = row.summary.best_number if row.summary is not None else None
+    if named != best:
+        raise MalformedResult(f'{path}: its provenance.best_trial is {named!r}, but the best '
+                              f'complete trial in the study database is {best!r}. {fix}')
     for unit in row.units:
         spec = unit['spec']
         for key, value in params:
@@ -222,8 +229,7 @@ def selected_configuration(row: StudyRow, out: Path = OUT) -> str:
                     f'{(spec.get(f"{section}_options") or {}).get(option)!r}, the winner\'s '
                     f'{value!r}. {_RERUN}')
     values = ', '.join(f'{k}={_fmt_param(v)}' for k, v in params) or 'the preset\'s values'
-    trial = row.summary.best_number if row.summary is not None else None
-    return f'trial #{trial}: {values}' if trial is not None else values
+    return f'trial #{best}: {values}'
 
 
 def _one_configuration(row: StudyRow) -> None:
@@ -358,6 +364,9 @@ def write_tables(out: Path = OUT, final_out: Path = FINAL_OUT,
                  resamples: int = RESAMPLES) -> tuple[Path, list[str]]:
     """Write ``<final_out>/study.md`` and its CSVs; return its path and one :func:`gate_line`
     per dataset."""
+    if not Path(out).is_dir():
+        raise MalformedResult(f'{out}: no such folder. Fix: give --out the study results folder '
+                              f'(benchmarks/results/study, where the study writes its databases)')
     table = collect(out, final_out)
     units = [u for rows in table.values() for r in rows for u in r.units]
     rep = _TableReport(final_out, 'study', 'The equal-budget study: published tables '

@@ -66,7 +66,8 @@ def _finished_study(out: Path, model: str, dataset: str, trials: int = S.TRIALS)
     _study_db(S.study_dir(model, dataset, out),
               ['COMPLETE'] * (trials - 5) + ['PRUNED'] * 5)
     S.winner_file(model, dataset, out).write_text(
-        'provenance:\n  best_value: 0.14\nmodel:\n  embedding_dim: 64\ntrain:\n  lr: 0.002\n')
+        f'provenance:\n  best_trial: {trials - 6}\n  best_value: 0.14\nmodel:\n'
+        f'  embedding_dim: 64\ntrain:\n  lr: 0.002\n')
 
 
 def _unit(final_out: Path, model: str, dataset: str, seed: int, test_recall: float,
@@ -281,6 +282,8 @@ def test_the_command_prints_the_gate_and_writes_the_report(results, capsys):
     assert 'Recall' not in printed and '0.2700' not in printed
     assert {p.name for p in final_out.glob('study*')} == {
         'study.md', 'study_movielens-100k.csv', 'study_tiktok.csv', 'study_cost.csv'}
+    with pytest.raises(SystemExit, match='nope: no such folder. Fix: give --out'):
+        S.main(['table', '--out', str(out.parent / 'nope'), '--final-out', str(final_out)])
     with pytest.raises(SystemExit) as e:
         S.main(['table', '--models', 'mf'])
     assert e.value.code == 2
@@ -316,6 +319,16 @@ def test_a_unit_of_another_configuration_is_refused(results):
     path.write_text(json.dumps(unit))
     with pytest.raises(T.MalformedResult, match=f"{re.escape(str(path))}: this final unit did "
                        r"not run the study's winner .*spec.train_options\['lr'\] is 0.003"):
+        T.write_tables(out, final_out, resamples=200)
+
+
+def test_a_tuned_preset_of_another_trial_is_refused(results):
+    out, final_out = results
+    preset = S.winner_file('sgl', 'movielens-100k', out)
+    preset.write_text(preset.read_text().replace('best_trial: 14', 'best_trial: 3'))
+    with pytest.raises(T.MalformedResult, match=f'{re.escape(str(preset))}: its provenance.'
+                       'best_trial is 3, but the best complete trial in the study database is '
+                       '14'):
         T.write_tables(out, final_out, resamples=200)
 
 
