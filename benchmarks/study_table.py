@@ -202,9 +202,10 @@ def cross_seconds(model: str, dataset: str, out: Path = OUT) -> float | None:
 
 
 def selected_configuration(row: StudyRow, out: Path = OUT) -> str:
-    """The winner's values from the study's tuned preset, after checking that every final unit
-    of the row ran exactly them (``spec.model_options`` / ``spec.train_options``) in one
-    configuration."""
+    """``'trial #N: option=value, ...'``: the winner's values from the study's tuned preset,
+    after checking that the preset names the database's best complete trial and that every
+    final unit of the row ran exactly those values (``spec.model_options`` /
+    ``spec.train_options``)."""
     path = winner_file(row.model, row.dataset, out)
     fix = ('Fix: restore the committed copies of the study folder; the study rewrites the preset '
            'at each new best complete trial')
