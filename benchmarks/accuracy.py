@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from benchmarks._plan import (
     tuned_preset,
     unit,
 )
+from mmssl_pyg.training.significance import PairedTest
 
 
 def plan_accuracy(args):
@@ -95,7 +97,23 @@ def user_means(units, name: str = 'recall@20') -> tuple[list[int], np.ndarray] |
     return users, np.mean(values, axis=0)
 
 
-def user_level_rows(rows_units, ours: str, name: str = 'recall@20', resamples: int = 10_000):
+class Comparison(NamedTuple):
+    """``ours`` against one other row (:func:`user_level_comparisons`)."""
+    other: str
+    #: seeds both rows have
+    seeds: int
+    #: ``ours - other`` of test ``name`` paired by seed, with its 95% t-interval
+    seed_diff: C.PairedDiff
+    #: the user-level test of ``ours - other`` (users averaged over the common seeds)
+    users: PairedTest
+    #: ``users.p_value`` Holm-adjusted across the comparisons
+    p_holm: float
+    #: ``'<ours> wins'``, ``'<other> wins'`` or ``'tie'`` (PROTOCOL.md Sec. 6)
+    verdict: str
+
+
+def user_level_comparisons(rows_units, ours: str, name: str = 'recall@20',
+                           resamples: int = 10_000) -> tuple[list[Comparison], list[str]]:
     """``ours`` against every other row (PROTOCOL.md Sec. 6): the seed-paired test difference
     with its t-interval and, over test users (each user's metric averaged over the seeds both
     rows have), the mean difference with its bootstrap interval and the Wilcoxon p-value,
@@ -121,16 +139,28 @@ def user_level_rows(rows_units, ours: str, name: str = 'recall@20', resamples: i
         tests.append((other, len(common), seed_diff,
                       paired_user_test(a[1], b[1], resamples=resamples, seed=0)))
     adjusted = holm([t.p_value for *_, t in tests])
-    rows = []
+    out = []
     for (other, n, seed_diff, t), p_holm in zip(tests, adjusted):
         verdict = 'tie'
         if p_holm < 0.05 and seed_diff.lo > 0 and t.mean_difference > 0:
             verdict = f'{ours} wins'
         elif p_holm < 0.05 and seed_diff.hi < 0 and t.mean_difference < 0:
             verdict = f'{other} wins'
-        rows.append([other, n, seed_diff, t.users,
+        out.append(Comparison(other, n, seed_diff, t, p_holm, verdict))
+    return out, skipped
+
+
+def user_level_rows(rows_units, ours: str, name: str = 'recall@20', resamples: int = 10_000):
+    """:func:`user_level_comparisons` as table rows: ``[row, common seeds, seed-paired
+    difference, test users, user-level difference [interval], Wilcoxon p, Holm p, verdict]``,
+    and the skipped rows."""
+    comparisons, skipped = user_level_comparisons(rows_units, ours, name, resamples)
+    rows = []
+    for c in comparisons:
+        t = c.users
+        rows.append([c.other, c.seeds, c.seed_diff, t.users,
                      f'{t.mean_difference:+.4f} [{t.low:+.4f}, {t.high:+.4f}]',
-                     f'{t.p_value:.3g}', f'{p_holm:.3g}', verdict])
+                     f'{t.p_value:.3g}', f'{c.p_holm:.3g}', c.verdict])
     return rows, skipped
 
 

@@ -11,6 +11,7 @@ kill loses at most one trial and the study databases can be committed between tr
     python -m benchmarks.study defaults               # the rule's choice of each default
     python -m benchmarks.study final --models M --datasets D   # the winner's final units
     python -m benchmarks.study snapshot               # stage the databases for a commit
+    python -m benchmarks.study table                  # the published tables (Sec. 7)
     benchmarks/study_loop.sh [--models M ...]         # step until every selected study is done
 
 Results go to ``benchmarks/results/study/<dataset>/<model>/``: ``study.db`` (the Optuna
@@ -18,6 +19,9 @@ database: every trial with its parameters, per-epoch validation values, seconds,
 ``trials.log`` (one line per trial) and, once a trial has completed, the tuned preset
 ``<model>-<dataset>.yaml`` with its provenance. Trials are scored on validation only; the test
 split is never read here (the final units of PROTOCOL.md's step 3 are the only ones that do).
+``table`` writes ``study-final/study.md`` (:mod:`benchmarks.study_table`): per dataset, each
+model's trials, selected configuration, metrics and comparison with MMSSL, shown only once every
+study of the dataset has its trials and final units, and the study's cost.
 """
 from __future__ import annotations
 
@@ -342,6 +346,20 @@ def snapshot(args) -> int:
     return 0
 
 
+def table(args) -> int:
+    """Write the published tables of PROTOCOL.md Sec. 7 (:mod:`benchmarks.study_table`); print
+    where each dataset stands against their gate, and no figure."""
+    from benchmarks.study_table import MalformedResult, write_tables
+    try:
+        path, lines = write_tables(args.out, args.final_out)
+    except MalformedResult as err:
+        raise SystemExit(str(err)) from None
+    for line in lines:
+        print(line, flush=True)
+    print(f'wrote {path}', flush=True)
+    return 0
+
+
 def status(args) -> int:
     print(f'{"model":10} {"dataset":16} finished / {TRIALS}   commit')
     for model, dataset in _selected(args):
@@ -354,7 +372,8 @@ def status(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('command',
-                        choices=['step', 'status', 'cross', 'defaults', 'final', 'snapshot'])
+                        choices=['step', 'status', 'cross', 'defaults', 'final', 'snapshot',
+                                 'table'])
     parser.add_argument('--models', nargs='*', choices=MODELS, default=None)
     parser.add_argument('--datasets', nargs='*', choices=DATASETS, default=None)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda', 'auto'])
@@ -363,8 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--final-out', type=Path, default=FINAL_OUT,
                         help='final units folder (default benchmarks/results/study-final)')
     args = parser.parse_args(argv)
+    if args.command == 'table' and (args.models is not None or args.datasets is not None):
+        parser.error('table covers every model and dataset (PROTOCOL.md Sec. 7); drop --models '
+                     'and --datasets')
     return {'step': step, 'status': status, 'cross': cross, 'defaults': defaults,
-            'final': final, 'snapshot': snapshot}[args.command](args)
+            'final': final, 'snapshot': snapshot, 'table': table}[args.command](args)
 
 
 if __name__ == '__main__':

@@ -62,7 +62,17 @@ def _seconds(start: str | None, end: str | None) -> float:
 
 
 def summarise(db: Path, dataset: str, model: str) -> StudySummary:
-    """Read one study database (opened read-only) into a :class:`StudySummary`."""
+    """Read one study database (opened read-only) into a :class:`StudySummary`; a file that is
+    not an Optuna study database raises a ``ValueError`` naming it."""
+    try:
+        return _summarise(db, dataset, model)
+    except (sqlite3.DatabaseError, json.JSONDecodeError) as err:
+        raise ValueError(f'{db}: not a readable Optuna study database ({err}). Fix: restore the '
+                         f'committed copy of this file (the study writes it through '
+                         f'`python -m benchmarks.study step`)') from err
+
+
+def _summarise(db: Path, dataset: str, model: str) -> StudySummary:
     s = StudySummary(dataset, model)
     con = sqlite3.connect(f'file:{db}?mode=ro', uri=True, timeout=60)
     try:

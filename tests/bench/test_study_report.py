@@ -85,3 +85,11 @@ def test_the_defaults_section_appears_once_the_cross_runs_exist(tmp_path):
     assert '| tiktok | no |' in R.render(R.collect(tmp_path), out=tmp_path, presets=presets)
     (presets / 'mf.yaml').write_text('train:\n  default:\n    lr: 0.005\n')
     assert '| tiktok | yes |' in R.render(R.collect(tmp_path), out=tmp_path, presets=presets)
+
+
+def test_a_file_that_is_not_a_study_database_is_named(tmp_path):
+    folder = tmp_path / 'tiktok' / 'mf'
+    folder.mkdir(parents=True)
+    (folder / 'study.db').write_bytes(b'not sqlite' * 200)
+    with pytest.raises(ValueError, match='study.db: not a readable Optuna study database'):
+        R.collect(tmp_path)
