@@ -2,8 +2,10 @@
 
 Every study has the same number of finished trials, the same sampler and pruner settings, the
 same learning-rate range, an L2 range of at least [1e-6, 1], the same epoch cap and patience, and
-its own sampler seed. Each trial runs in its own process (``step`` runs one trial and exits), so a
-kill loses at most one trial and the study databases can be committed between trials::
+its own sampler seed. Each trial runs in its own process (``step`` runs one trial and exits) and
+saves a checkpoint every epoch (``tune(trial_checkpoints=True)``, PROTOCOL.md amendment of
+2026-12-07): a killed trial is retried from its last epoch by the next ``step``, so a kill loses
+at most one epoch, and the study databases can be committed between trials::
 
     python -m benchmarks.study status                 # finished trials per study
     python -m benchmarks.study step [--models M ...] [--datasets D ...]   # one trial, then exit
