@@ -397,3 +397,46 @@ def test_tuned_without_a_tuned_preset_names_the_missing_file_and_the_fix():
     assert str(err.value) == (
         f'no tuned preset for lightgcn on sample: {missing} does not exist. Run `mmssl-pyg '
         f'tune --model lightgcn --dataset sample` first, or drop --tuned.')
+
+
+def test_read_yaml_messages_in_full(tmp_path):
+    from mmssl_pyg.training.presets import read_yaml
+
+    def message(path, error=ConfigError):
+        with pytest.raises(error) as err:
+            read_yaml(path)
+        return str(err.value)
+
+    fix = 'Fix: give the path of a YAML file with model: and/or train: sections'
+    folder, loop, gone = tmp_path / 'folder.yaml', tmp_path / 'loop.yaml', tmp_path / 'no.yaml'
+    folder.mkdir()
+    os.symlink(loop, loop)
+    assert message(folder, FileNotFoundError) == \
+        f'config file {str(folder)!r} is a folder, not a file. {fix}'
+    assert message(loop, FileNotFoundError) == (f'config file {str(loop)!r} is a broken symbolic '
+                                                f'link (its target is missing, or a loop). {fix}')
+    assert message(gone, FileNotFoundError) == f'config file {str(gone)!r} does not exist. {fix}'
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_bytes(b'train:\n  lr: \xff\n')  # the bad byte is the 14th: index 13
+    assert message(cfg) == (f'config file {str(cfg)!r} is not UTF-8 text (invalid start byte at '
+                            f'byte 13). Fix: save it as UTF-8 YAML with model: and/or train: '
+                            f'sections')
+    cfg.write_text('[' * 50_000 + ']' * 50_000)
+    assert message(cfg) == (f'config file {str(cfg)!r} is nested too deeply to be a config. Fix: '
+                            f'write model: and/or train: sections of key: value lines')
+    cfg.write_text('train: [\n')
+    assert message(cfg).startswith(f'config file {str(cfg)!r} is not valid YAML: while parsing')
+    cfg.write_text('- 1\n')
+    assert message(cfg) == (f'config file {str(cfg)!r} must be a mapping with model: and/or '
+                            f'train: sections, got list')
+    cfg.write_text('train: {}\nmodle: {}\n')
+    assert message(cfg) == (f"config file {str(cfg)!r}: unknown top-level key(s) ['modle']; "
+                            f'expected model: and/or train: (and provenance: in a tuned preset)')
+    for section in ('model', 'train', 'provenance'):
+        cfg.write_text(f'{section}: 3\n')
+        assert message(cfg) == f'config file {str(cfg)!r}: {section}: must be a mapping'
+    cfg.write_text('# nothing\n')
+    assert read_yaml(cfg) == {}
+    cfg.write_text('model: {embedding_dim: 8}\ntrain:\nprovenance: {study: s}\n')
+    assert read_yaml(cfg) == {'model': {'embedding_dim': 8}, 'train': None,
+                              'provenance': {'study': 's'}}
