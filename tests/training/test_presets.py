@@ -440,3 +440,29 @@ def test_read_yaml_messages_in_full(tmp_path):
     cfg.write_text('model: {embedding_dim: 8}\ntrain:\nprovenance: {study: s}\n')
     assert read_yaml(cfg) == {'model': {'embedding_dim': 8}, 'train': None,
                               'provenance': {'study': 's'}}
+
+
+def test_overrides_are_parsed_as_yaml_and_their_messages_are_in_full():
+    import dataclasses
+    assert parse_overrides(['lr=1e-3', 'model.embedding_dim=32', 'x=', 'ks=[1, 2', ' seed =7',
+                            'a=b=c', 'flag= true']) == [
+        ('lr', 0.001), ('model.embedding_dim', 32), ('x', None),  # an empty value is null
+        ('ks', '[1, 2'), ('seed', 7), ('a', 'b=c'), ('flag', True)]  # bad YAML stays text
+    assert parse_overrides(None) == [] and parse_overrides([]) == []
+    for item, message in (('lr', "override 'lr' must look like key=value (e.g. lr=1e-3)"),
+                          (' =3', "override ' =3' has an empty key")):
+        with pytest.raises(ConfigError) as err:
+            parse_overrides([item])
+        assert str(err.value) == message
+    train = ', '.join(sorted(f.name for f in dataclasses.fields(TrainConfig)))
+    for model, names in (('pop', 'none'), ('lightgcn', 'embedding_dim, num_layers, reg_weight')):
+        with pytest.raises(ConfigError) as err:
+            resolve_options(get_model_class(model), 'x', overrides=['bogus=1'])
+        assert str(err.value) == (f"unknown option 'bogus'; model options: {names}; "
+                                  f'train options: {train}')
+    # model. / train. force a section; a key of neither section is refused there
+    forced = resolve_options(LightGCN, 'x', overrides=['model.num_layers=2', 'train.seed=3'])
+    assert (forced.model_kwargs['num_layers'], forced.train.seed) == (2, 3)
+    assert forced.sources['model.num_layers'] == 'override model.num_layers=2'
+    with pytest.raises(ConfigError, match="'seed'"):
+        resolve_options(LightGCN, 'x', overrides=['model.seed=3'])
