@@ -466,3 +466,25 @@ def test_overrides_are_parsed_as_yaml_and_their_messages_are_in_full():
     assert forced.sources['model.num_layers'] == 'override model.num_layers=2'
     with pytest.raises(ConfigError, match="'seed'"):
         resolve_options(LightGCN, 'x', overrides=['model.seed=3'])
+
+
+def test_every_value_names_its_layer_without_a_dataset_block_and_when_resumed(tmp_path,
+                                                                             monkeypatch):
+    from mmssl_pyg.models import LightGCN
+    monkeypatch.setattr(presets, 'CONFIG_DIR', tmp_path)
+    monkeypatch.setattr(presets, 'DATASET_DIR', tmp_path / 'datasets')
+    (tmp_path / 'lgcn.yaml').write_text('model:\n  default: {num_layers: 2}\n'
+                                        'train:\n  default: {epochs: 7}\n')
+    options = resolve_options(LightGCN, 'other', model_name='LGCN')  # the name is lower-cased
+    assert (options.model_kwargs, options.train.epochs) == ({'num_layers': 2}, 7)
+    assert options.sources == {'model.num_layers': 'preset lgcn.yaml (model.default)',
+                               'train.epochs': 'preset lgcn.yaml (train.default)'}
+    # a resumed run: its saved options alone, each named as such
+    saved = resolve_options(LightGCN, 'other', model_name='lgcn',
+                            base=({'num_layers': 4}, {'epochs': 9}), overrides=['lr=0.5'])
+    assert (saved.model_kwargs, saved.train.epochs, saved.train.lr) == ({'num_layers': 4}, 9, 0.5)
+    assert saved.sources == {'model.num_layers': 'saved run options',
+                             'train.epochs': 'saved run options', 'train.lr': 'override lr=0.5'}
+    # without a model preset file: the class defaults, no source
+    bare = resolve_options(LightGCN, 'other', model_name='nothing')
+    assert (bare.model_kwargs, bare.sources, bare.train) == ({}, {}, TrainConfig())
