@@ -237,3 +237,19 @@ def test_dataset_key_and_resolve_checkpoint(tmp_path, monkeypatch):
     (run / 'best.pt').write_bytes(b'')
     assert resolve_checkpoint(run) == run / 'best.pt'
     assert resolve_checkpoint(str(run / 'last.pt')) == run / 'last.pt'
+
+
+def test_run_record_helpers_compare_and_write_plain_values(tmp_path):
+    from pathlib import Path
+
+    from mmssl_pyg.training.run_folder import _is_path, _json_default, _norm, _plain
+    assert _plain({'a': (1, [torch.tensor([2, 3])]), 'b': {'c': torch.tensor(1.5)}}) == \
+        {'a': [1, [[2, 3]]], 'b': {'c': 1.5}}
+    assert json.dumps({'p': Path('runs/x'), 't': torch.tensor([1, 2]), 'o': {1, 2}},
+                      default=_json_default) == '{"p": "runs/x", "t": [1, 2], "o": "{1, 2}"}'
+    # a model name compares case-insensitively, a dataset by its key
+    assert (_norm('LightGCN', 'model'), _norm('Amazon_Baby', 'dataset')) == \
+        ('lightgcn', 'amazon-baby')
+    # a registry name (in any case) is not a folder; a path or an unknown name is
+    assert [_is_path(d) for d in ('tiktok', 'TikTok_Mini', str(tmp_path), 'mine')] == \
+        [False, False, True, True]
