@@ -693,3 +693,33 @@ def test_search_space_section_and_file_messages_in_full(tmp_path):
     space = load_search_space('LightGCN', 'tiktok', preset)
     assert (space.model, space.dataset, space.path, space.names) == \
         ('lightgcn', 'tiktok', preset, ['lr'])
+
+
+def test_tuned_preset_text_in_full_and_the_provenance_helpers(tmp_path, monkeypatch):
+    import re
+
+    from mmssl_pyg.training import search_space
+    path = write_tuned_preset(tmp_path / 'new' / 't.yaml', 'lightgcn', 'tiktok',
+                              {'model': {'num_layers': 2}},
+                              {'study': 's', 'metric': 'validation recall@20', 'note': 'é'})
+    assert path == tmp_path / 'new' / 't.yaml' and sorted(os.listdir(path.parent)) == ['t.yaml']
+    assert path.read_text(encoding='utf-8') == (
+        "# Tuned settings of lightgcn on tiktok, written by `mmssl-pyg tune`: the best trial of "
+        "study\n# 's', selected on validation recall@20 only (the test split was never "
+        "evaluated).\n# Use: mmssl-pyg train --model lightgcn --dataset tiktok --tuned\n"
+        "# Regenerate by rerunning the study rather than editing by hand.\n"
+        "provenance:\n  study: s\n  metric: validation recall@20\n  note: é\n"
+        "model:\n  num_layers: 2\ntrain: {}\n")
+    assert search_space._hide_password('postgresql://me:pa:ss@host/db') == \
+        'postgresql://me:***@host/db'
+    assert search_space._hide_password('sqlite:///x.db') == 'sqlite:///x.db'
+    assert re.fullmatch(r'[0-9a-f]{40}(\+dirty)?', search_space._git_commit())
+    monkeypatch.setattr(search_space.subprocess, 'run', lambda *a, **k: type(
+        'Done', (), {'returncode': 128, 'stdout': ''})())
+    assert search_space._git_commit() == 'unknown (not a git checkout)'
+
+    def fail(*args, **kwargs):
+        raise OSError('no git')
+
+    monkeypatch.setattr(search_space.subprocess, 'run', fail)
+    assert search_space._git_commit() == 'unknown (git failed)'
