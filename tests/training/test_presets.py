@@ -479,6 +479,12 @@ def test_every_value_names_its_layer_without_a_dataset_block_and_when_resumed(tm
     assert (options.model_kwargs, options.train.epochs) == ({'num_layers': 2}, 7)
     assert options.sources == {'model.num_layers': 'preset lgcn.yaml (model.default)',
                                'train.epochs': 'preset lgcn.yaml (train.default)'}
+    # the layers themselves: a dataset without a block (nor a dataset preset) adds empty ones
+    assert presets.preset_layers('lgcn', 'other') == [
+        ('model', {'num_layers': 2}, 'preset lgcn.yaml (model.default)'),
+        ('train', {'epochs': 7}, 'preset lgcn.yaml (train.default)'),
+        ('model', {}, 'preset lgcn.yaml (model.other)'),
+        ('train', {}, 'preset lgcn.yaml (train.other)')]
     # a resumed run: its saved options alone, each named as such
     saved = resolve_options(LightGCN, 'other', model_name='lgcn',
                             base=({'num_layers': 4}, {'epochs': 9}), overrides=['lr=0.5'])
