@@ -467,7 +467,8 @@ def test_overrides_are_parsed_as_yaml_and_their_messages_are_in_full():
         ('override model.num_layers=2', 'override train.seed=3')
     with pytest.raises(ConfigError) as err:  # the trainer's rule applies to a train. key
         resolve_options(LightGCN, 'x', overrides=['train.epochs=0'])
-    assert str(err.value) == "override train.epochs=0: option 'epochs' expects an integer >= 1, got 0"
+    assert str(err.value) == \
+        "override train.epochs=0: option 'epochs' expects an integer >= 1, got 0"
     with pytest.raises(ConfigError, match="'seed'"):
         resolve_options(LightGCN, 'x', overrides=['model.seed=3'])
 
