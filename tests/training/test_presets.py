@@ -449,6 +449,8 @@ def test_overrides_are_parsed_as_yaml_and_their_messages_are_in_full():
         ('lr', 0.001), ('model.embedding_dim', 32), ('x', None),  # an empty value is null
         ('ks', '[1, 2'), ('seed', 7), ('a', 'b=c'), ('flag', True)]  # bad YAML stays text
     assert parse_overrides(None) == [] and parse_overrides([]) == []
+    # a blank value is null, even one YAML cannot read (a tab cannot start a YAML token)
+    assert parse_overrides(['x= ', 'y=\t']) == [('x', None), ('y', None)]
     for item, message in (('lr', "override 'lr' must look like key=value (e.g. lr=1e-3)"),
                           (' =3', "override ' =3' has an empty key")):
         with pytest.raises(ConfigError) as err:
