@@ -474,6 +474,14 @@ def test_overrides_are_parsed_as_yaml_and_their_messages_are_in_full():
     with pytest.raises(ConfigError, match="'seed'"):
         resolve_options(LightGCN, 'x', overrides=['model.seed=3'])
 
+    class Free:  # a model that takes any keyword: an unknown key goes to the model
+        def __init__(self, graph, **kwargs):
+            pass
+
+    free = resolve_options(Free, 'x', model_name='free', overrides=['anything=3'])
+    assert (free.model_kwargs, free.sources) == ({'anything': 3},
+                                                 {'model.anything': 'override anything=3'})
+
 
 def test_every_value_names_its_layer_without_a_dataset_block_and_when_resumed(tmp_path,
                                                                              monkeypatch):
