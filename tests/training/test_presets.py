@@ -509,3 +509,16 @@ def test_every_value_names_its_layer_without_a_dataset_block_and_when_resumed(tm
     # without a model preset file: the class defaults, no source
     bare = resolve_options(LightGCN, 'other', model_name='nothing')
     assert (bare.model_kwargs, bare.sources, bare.train) == ({}, {}, TrainConfig())
+
+
+def test_a_model_option_without_a_declaration_is_checked_against_its_default():
+    class Plain:  # no annotations: the defaults' types are the rules
+        def __init__(self, graph, size=3, rate=0.5):
+            pass
+
+    options = resolve_options(Plain, 'x', model_name='plain', overrides=['size=4', 'rate=2'])
+    assert options.model_kwargs == {'size': 4, 'rate': 2.0}
+    assert type(options.model_kwargs['rate']) is float
+    with pytest.raises(ConfigError) as err:
+        resolve_options(Plain, 'x', model_name='plain', overrides=['size=4.5'])
+    assert str(err.value) == "override size=4.5: option 'size' expects an integer, got 4.5"
