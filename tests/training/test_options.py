@@ -353,6 +353,15 @@ def test_options_without_a_rule_are_checked_against_their_defaults_type():
     assert str(err.value) == "options: option 'flag' expects true or false, got 'maybe'"
 
 
+def test_an_option_without_a_rule_and_a_float_default_refuses_what_is_not_a_number():
+    # the float rule's description ('a number') names what is expected
+    with pytest.raises(ConfigError) as err:
+        check_option('model', 'rate', 'fast', 2.5, 'config file c.yaml')
+    assert str(err.value) == "config file c.yaml: option 'rate' expects a number, got 'fast'"
+    rate = check_option('model', 'rate', 1, 2.5)
+    assert rate == 1.0 and type(rate) is float
+
+
 def test_signature_defaults_skip_the_graph_and_star_args():
     class Sig(Recommender):
         def __init__(self, graph, *parts, size: int = 3, name=None, needed):

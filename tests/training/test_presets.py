@@ -397,3 +397,128 @@ def test_tuned_without_a_tuned_preset_names_the_missing_file_and_the_fix():
     assert str(err.value) == (
         f'no tuned preset for lightgcn on sample: {missing} does not exist. Run `mmssl-pyg '
         f'tune --model lightgcn --dataset sample` first, or drop --tuned.')
+
+
+def test_read_yaml_messages_in_full(tmp_path):
+    from mmssl_pyg.training.presets import read_yaml
+
+    def message(path, error=ConfigError):
+        with pytest.raises(error) as err:
+            read_yaml(path)
+        return str(err.value)
+
+    fix = 'Fix: give the path of a YAML file with model: and/or train: sections'
+    folder, loop, gone = tmp_path / 'folder.yaml', tmp_path / 'loop.yaml', tmp_path / 'no.yaml'
+    folder.mkdir()
+    os.symlink(loop, loop)
+    assert message(folder, FileNotFoundError) == \
+        f'config file {str(folder)!r} is a folder, not a file. {fix}'
+    assert message(loop, FileNotFoundError) == (f'config file {str(loop)!r} is a broken symbolic '
+                                                f'link (its target is missing, or a loop). {fix}')
+    assert message(gone, FileNotFoundError) == f'config file {str(gone)!r} does not exist. {fix}'
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_bytes(b'train:\n  lr: \xff\n')  # the bad byte is the 14th: index 13
+    assert message(cfg) == (f'config file {str(cfg)!r} is not UTF-8 text (invalid start byte at '
+                            f'byte 13). Fix: save it as UTF-8 YAML with model: and/or train: '
+                            f'sections')
+    cfg.write_text('[' * 50_000 + ']' * 50_000)
+    assert message(cfg) == (f'config file {str(cfg)!r} is nested too deeply to be a config. Fix: '
+                            f'write model: and/or train: sections of key: value lines')
+    cfg.write_text('train: [\n')
+    assert message(cfg).startswith(f'config file {str(cfg)!r} is not valid YAML: while parsing')
+    cfg.write_text('- 1\n')
+    assert message(cfg) == (f'config file {str(cfg)!r} must be a mapping with model: and/or '
+                            f'train: sections, got list')
+    cfg.write_text('train: {}\nmodle: {}\n')
+    assert message(cfg) == (f"config file {str(cfg)!r}: unknown top-level key(s) ['modle']; "
+                            f'expected model: and/or train: (and provenance: in a tuned preset)')
+    for section in ('model', 'train', 'provenance'):
+        cfg.write_text(f'{section}: 3\n')
+        assert message(cfg) == f'config file {str(cfg)!r}: {section}: must be a mapping'
+    cfg.write_text('# nothing\n')
+    assert read_yaml(cfg) == {}
+    cfg.write_text('model: {embedding_dim: 8}\ntrain:\nprovenance: {study: s}\n')
+    assert read_yaml(cfg) == {'model': {'embedding_dim': 8}, 'train': None,
+                              'provenance': {'study': 's'}}
+
+
+def test_overrides_are_parsed_as_yaml_and_their_messages_are_in_full():
+    import dataclasses
+    assert parse_overrides(['lr=1e-3', 'model.embedding_dim=32', 'x=', 'ks=[1, 2', ' seed =7',
+                            'a=b=c', 'flag= true']) == [
+        ('lr', 0.001), ('model.embedding_dim', 32), ('x', None),  # an empty value is null
+        ('ks', '[1, 2'), ('seed', 7), ('a', 'b=c'), ('flag', True)]  # bad YAML stays text
+    assert parse_overrides(None) == [] and parse_overrides([]) == []
+    # a blank value is null, even one YAML cannot read (a tab cannot start a YAML token)
+    assert parse_overrides(['x= ', 'y=\t']) == [('x', None), ('y', None)]
+    for item, message in (('lr', "override 'lr' must look like key=value (e.g. lr=1e-3)"),
+                          (' =3', "override ' =3' has an empty key")):
+        with pytest.raises(ConfigError) as err:
+            parse_overrides([item])
+        assert str(err.value) == message
+    train = ', '.join(sorted(f.name for f in dataclasses.fields(TrainConfig)))
+    for model, names in (('pop', 'none'), ('lightgcn', 'embedding_dim, num_layers, reg_weight')):
+        with pytest.raises(ConfigError) as err:
+            resolve_options(get_model_class(model), 'x', overrides=['bogus=1'])
+        assert str(err.value) == (f"unknown option 'bogus'; model options: {names}; "
+                                  f'train options: {train}')
+    # model. / train. force a section; a key of neither section is refused there
+    forced = resolve_options(LightGCN, 'x', overrides=['model.num_layers=2', 'train.seed=3'])
+    assert (forced.model_kwargs['num_layers'], forced.train.seed) == (2, 3)
+    assert (forced.sources['model.num_layers'], forced.sources['train.seed']) == \
+        ('override model.num_layers=2', 'override train.seed=3')
+    with pytest.raises(ConfigError) as err:  # the trainer's rule applies to a train. key
+        resolve_options(LightGCN, 'x', overrides=['train.epochs=0'])
+    assert str(err.value) == \
+        "override train.epochs=0: option 'epochs' expects an integer >= 1, got 0"
+    with pytest.raises(ConfigError, match="'seed'"):
+        resolve_options(LightGCN, 'x', overrides=['model.seed=3'])
+
+    class Free:  # a model that takes any keyword: an unknown key goes to the model
+        def __init__(self, graph, **kwargs):
+            pass
+
+    free = resolve_options(Free, 'x', model_name='free', overrides=['anything=3'])
+    assert (free.model_kwargs, free.sources) == ({'anything': 3},
+                                                 {'model.anything': 'override anything=3'})
+
+
+def test_every_value_names_its_layer_without_a_dataset_block_and_when_resumed(tmp_path,
+                                                                             monkeypatch):
+    from mmssl_pyg.models import LightGCN
+    monkeypatch.setattr(presets, 'CONFIG_DIR', tmp_path)
+    monkeypatch.setattr(presets, 'DATASET_DIR', tmp_path / 'datasets')
+    (tmp_path / 'lgcn.yaml').write_text('model:\n  default: {num_layers: 2}\n'
+                                        'train:\n  default: {epochs: 7}\n')
+    options = resolve_options(LightGCN, 'other', model_name='LGCN')  # the name is lower-cased
+    assert (options.model_kwargs, options.train.epochs) == ({'num_layers': 2}, 7)
+    assert options.sources == {'model.num_layers': 'preset lgcn.yaml (model.default)',
+                               'train.epochs': 'preset lgcn.yaml (train.default)'}
+    # the layers themselves: a dataset without a block (nor a dataset preset) adds empty ones
+    assert presets.preset_layers('lgcn', 'other') == [
+        ('model', {'num_layers': 2}, 'preset lgcn.yaml (model.default)'),
+        ('train', {'epochs': 7}, 'preset lgcn.yaml (train.default)'),
+        ('model', {}, 'preset lgcn.yaml (model.other)'),
+        ('train', {}, 'preset lgcn.yaml (train.other)')]
+    # a resumed run: its saved options alone, each named as such
+    saved = resolve_options(LightGCN, 'other', model_name='lgcn',
+                            base=({'num_layers': 4}, {'epochs': 9}), overrides=['lr=0.5'])
+    assert (saved.model_kwargs, saved.train.epochs, saved.train.lr) == ({'num_layers': 4}, 9, 0.5)
+    assert saved.sources == {'model.num_layers': 'saved run options',
+                             'train.epochs': 'saved run options', 'train.lr': 'override lr=0.5'}
+    # without a model preset file: the class defaults, no source
+    bare = resolve_options(LightGCN, 'other', model_name='nothing')
+    assert (bare.model_kwargs, bare.sources, bare.train) == ({}, {}, TrainConfig())
+
+
+def test_a_model_option_without_a_declaration_is_checked_against_its_default():
+    class Plain:  # no annotations: the defaults' types are the rules
+        def __init__(self, graph, size=3, rate=0.5):
+            pass
+
+    options = resolve_options(Plain, 'x', model_name='plain', overrides=['size=4', 'rate=2'])
+    assert options.model_kwargs == {'size': 4, 'rate': 2.0}
+    assert type(options.model_kwargs['rate']) is float
+    with pytest.raises(ConfigError) as err:
+        resolve_options(Plain, 'x', model_name='plain', overrides=['size=4.5'])
+    assert str(err.value) == "override size=4.5: option 'size' expects an integer, got 4.5"

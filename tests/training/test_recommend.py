@@ -160,6 +160,24 @@ def test_write_recommendations_rows_in_full_and_no_replacing_without_force(tmp_p
     assert out.read_bytes() == b'user,rank,item,score\r\n3,1,2,0.5\r\n3,2,0,0.25\r\n'
 
 
+def test_write_recommendations_parquet_rows_in_full(tmp_path):
+    pq = pytest.importorskip('pyarrow.parquet')
+    import torch
+
+    from mmssl_pyg.training.recommend import write_recommendations
+    users = torch.tensor([3, 1])
+    items = torch.tensor([[2, 0], [1, 5]])
+    scores = torch.tensor([[0.5, 0.25], [1.5, float('-inf')]])  # user 1: one unseen item
+    out = tmp_path / 'recs.PARQUET'  # the suffix is read case-insensitively
+    assert write_recommendations(out, users, items, scores) == out
+    table = pq.read_table(out)  # a Parquet file, not CSV text under that name
+    # the same rows as the CSV test above, the -inf tail left out; scores as float32
+    assert table.to_pydict() == {'user': [3, 3, 1], 'rank': [1, 2, 1], 'item': [2, 0, 1],
+                                 'score': [0.5, 0.25, 1.5]}
+    assert str(table.schema.field('score').type) == 'float'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['recs.PARQUET']  # no temporary file
+
+
 def test_check_output_path_returns_the_lower_case_suffix_and_keeps_existing_files(tmp_path):
     from mmssl_pyg.training.recommend import check_output_path
     from mmssl_pyg.utils.io import OutputError

@@ -39,7 +39,11 @@ def test_small_graph_batch_is_every_active_user_and_dense_users_are_skipped():
     ei = torch.tensor([[0, 0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 0, 1, 3]])
     empty = torch.zeros(2, 0, dtype=torch.long)
     graph = RecGraph(4, 4, ei, empty, empty)
-    batch = BPRSampler(graph, batch_size=1024, seed=0).sample()
+    sampler = BPRSampler(graph, batch_size=1024, seed=0)
+    # the pool of users to draw from, checked before sampling: a pool that let user 0 in
+    # would make the rejection sampler loop forever on its negative instead of failing here
+    assert sampler.users.tolist() == [1, 2]
+    batch = sampler.sample()
     assert sorted(batch.users.tolist()) == [1, 2]
     for u, n in zip(batch.users.tolist(), batch.neg.tolist()):
         assert (u, n) not in {(1, 0), (2, 1), (2, 3)}

@@ -180,6 +180,16 @@ def test_paired_user_test_takes_boolean_hits_and_records_its_settings():
     assert (t.statistic, t.p_value) == wilcoxon_signed_rank(d)[:2] and t.statistic == 4.0
 
 
+def test_paired_user_test_bootstraps_with_its_own_seed():
+    # continuous differences: the interval's ends move with the seed (with the four values
+    # of the boolean test above, seeds 0 and 4 give the same 90% interval)
+    a = np.random.default_rng(5).random(31)
+    b = np.random.default_rng(6).random(31)
+    t = paired_user_test(a, b, resamples=400, confidence=0.9, seed=4)
+    assert (t.low, t.high) == bootstrap_mean_interval(a - b, 400, 0.9, 4)
+    assert (t.low, t.high) != bootstrap_mean_interval(a - b, 400, 0.9, 0)
+
+
 @pytest.fixture(scope='module')
 def runs(trained, tmp_path_factory):
     """The shared two-epoch run, one of another seed on its data, one on other data of the same
@@ -217,6 +227,20 @@ def test_compare_checkpoints_defaults_are_test_recall_at_20_and_the_default_boot
         assert out[key] == pytest.approx(recorded, abs=1e-6)
     va, vb = _per_user(a, 'test', 20, 'recall'), _per_user(b, 'test', 20, 'recall')
     assert out['test'] == paired_user_test(va, vb, resamples=10_000, confidence=0.95, seed=0)
+
+
+def test_compare_checkpoints_default_bootstrap_on_a_graded_metric(runs):
+    # NDCG@7 on val: graded per-user differences, so the interval depends on the seed, the
+    # number of resamples and the confidence (mutants with another default seed or number of
+    # resamples passed the test above, on test Recall@20)
+    a, b, _ = runs
+    va, vb = _per_user(a, 'val', 7, 'ndcg'), _per_user(b, 'val', 7, 'ndcg')
+    want = paired_user_test(va, vb, resamples=10_000, confidence=0.95, seed=0)
+    assert compare_checkpoints(a, b, 'val', 7, 'ndcg')['test'] == want
+    for other in ({'seed': 1}, {'resamples': 10_001}, {'confidence': 0.9}):
+        t = paired_user_test(va, vb, **{'resamples': 10_000, 'confidence': 0.95, 'seed': 0,
+                                        **other})
+        assert (t.low, t.high) != (want.low, want.high), other
 
 
 def test_compare_checkpoints_passes_every_setting_on(runs):

@@ -228,10 +228,23 @@ def test_wandb_tracker_starts_a_quiet_run_that_a_resume_continues(tmp_path, monk
         WandbTracker('sometimes')
     assert str(err.value) == ("wandb mode must be one of ('disabled', 'offline', 'online'), "
                               "got 'sometimes'")
-    # make_tracker: offline by default, wandb for every mode but disabled
+
+
+def test_make_tracker_is_offline_by_default_and_wandb_for_every_mode_but_disabled(tmp_path,
+                                                                                   monkeypatch):
+    import wandb
+
+    from mmssl_pyg.training.tracking import WandbTracker
+    modes = []
+
+    def init(**kwargs):
+        modes.append(kwargs['mode'])
+        return type('Run', (), {'id': 'abc123'})()
+
     monkeypatch.setattr(wandb, 'init', init)
-    assert isinstance(make_tracker(dir=tmp_path), WandbTracker) and calls[-1]['mode'] == 'offline'
-    assert make_tracker('online', dir=tmp_path).mode == 'online'
+    assert isinstance(make_tracker(dir=tmp_path), WandbTracker) and modes == ['offline']
+    assert make_tracker('online', dir=tmp_path).mode == 'online' and modes[-1] == 'online'
+    assert isinstance(make_tracker('disabled', dir=tmp_path), NullTracker) and len(modes) == 2
     with pytest.raises(ValueError) as err:
         make_tracker('sometimes')
     assert str(err.value) == "--wandb must be one of disabled, offline, online, got 'sometimes'"

@@ -594,3 +594,132 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_the_uninterrupted_value
     for key in ('best_epoch', 'epochs_run', 'val'):
         assert retry.user_attrs[key] == ref.user_attrs[key], key
     assert not (run_dir / 'trials').exists()  # a finished trial's checkpoints are removed
+
+
+_RANGE = 'my.yaml: search.default.lr'
+
+
+@pytest.mark.parametrize('spec, message', [
+    ([1, 2], 'expected a mapping like {low: 1.0e-4, high: 1.0e-2, log: true, source: "..."} or '
+             '{choices: [...], source: "..."}, got [1, 2]'),
+    ({'low': 1, 'high': 2, 'source': 's', 'typo': 1, 'a': 2},
+     ": unknown field(s) ['a', 'typo']; valid fields: low, high, log, step, choices, type, source"),
+    ({'low': 1, 'high': 2}, ': source is missing; say where the range comes from (the paper\'s '
+                            'searched range, a toolkit\'s grid, or "this library\'s choice: '
+                            '<why>")'),
+    ({'low': 1, 'high': 2, 'source': ' '}, ': source is missing; say where the range comes from '
+                                           '(the paper\'s searched range, a toolkit\'s grid, or '
+                                           '"this library\'s choice: <why>")'),
+    ({'low': 1, 'high': 2, 'source': 's', 'type': 'str'}, ".type must be float or int, got 'str'"),
+    ({'choices': [1], 'type': 'int', 'low': 1, 'source': 's'},
+     ": choices cannot be combined with ['low', 'type']"),
+    ({'choices': 3, 'source': 's'}, '.choices must be a non-empty list, got 3'),
+    ({'choices': [], 'source': 's'}, '.choices must be a non-empty list, got []'),
+    ({'choices': [1, [0.1], {}], 'source': 's'}, '.choices: [[0.1], {}] are not numbers, strings, '
+                                                 'booleans or null (Optuna stores only those)'),
+    ({'choices': [1, 'a', 1], 'source': 's'}, ".choices has duplicates: [1, 'a', 1]"),
+    ({'low': 1, 'source': 's'}, ': give low and high (a range) or choices (a list)'),
+    ({'high': 1, 'source': 's'}, ': give low and high (a range) or choices (a list)'),
+    ({'low': 'abc', 'high': 1, 'source': 's'}, ".low must be a number, got 'abc'"),
+    ({'low': True, 'high': 1, 'source': 's'}, '.low must be a number, got True'),
+    ({'low': 0, 'high': None, 'source': 's'}, '.high must be a number, got None'),
+    ({'low': 0, 'high': [1], 'source': 's'}, '.high must be a number, got [1]'),
+    ({'low': 1, 'high': 2, 'log': 'yes', 'source': 's'}, ".log must be true or false, got 'yes'"),
+    ({'low': 1, 'high': 2, 'step': 0, 'source': 's'}, '.step must be > 0, got 0'),
+    ({'low': 1, 'high': 2, 'step': -0.5, 'source': 's'}, '.step must be > 0, got -0.5'),
+    ({'low': 1, 'high': 2, 'step': 1, 'log': True, 'source': 's'},
+     ': step and log cannot be combined (Optuna samples a log range continuously)'),
+    ({'low': 1, 'high': 4, 'step': 0.5, 'type': 'int', 'source': 's'},
+     ': an int range needs integer low/high/step, got 1, 4, 0.5'),
+    ({'low': 1.5, 'high': 4, 'type': 'int', 'source': 's'},
+     ': an int range needs integer low/high/step, got 1.5, 4, None'),
+    ({'low': 2.0, 'high': 1.0, 'source': 's'}, ': low must be below high, got low=2.0, high=1.0'),
+    ({'low': 1, 'high': 1, 'source': 's'}, ': low must be below high, got low=1, high=1'),
+    ({'low': '-inf', 'high': 1.0, 'source': 's'}, ': low must be below high, got low=-inf, '
+                                                  'high=1.0'),
+    ({'low': 0.0, 'high': 1.0, 'log': True, 'source': 's'},
+     ': a log range needs low > 0, got 0.0 (use choices to include 0)'),
+])
+def test_search_entry_messages_in_full(spec, message):
+    with pytest.raises(ConfigError) as err:
+        parse_search_space({'default': {'lr': spec}}, 'tiktok', 'my.yaml')
+    assert str(err.value) == (f'{_RANGE}: {message}' if isinstance(spec, list) else
+                              _RANGE + message)
+
+
+def test_search_ranges_take_the_kind_of_their_bounds_and_strip_the_source():
+    from mmssl_pyg.training.search_space import parse_param
+    kinds = {name: parse_param(name, spec, 'w') for name, spec in (
+        ('i', {'low': 1, 'high': 4, 'source': ' paper '}),
+        ('f', {'low': 1, 'high': 4, 'step': 0.5, 'source': 's'}),     # a float step: float
+        ('t', {'low': 1, 'high': 4, 'type': 'float', 'source': 's'}),
+        ('n', {'low': 1.0, 'high': 4.0, 'step': 1.0, 'type': 'int', 'source': 's'}),
+        ('g', {'low': '1e-4', 'high': 1, 'log': True, 'source': 's'}),  # YAML 1.1's string
+        ('c', {'choices': [None, True, 1, 1.0, 'a'], 'source': 's'}))}  # distinct by repr
+    got = {n: (p.kind, p.low, p.high, p.log, p.step, p.choices, p.source) for n, p in kinds.items()}
+    assert got == {'i': ('int', 1, 4, False, None, (), 'paper'),
+                   'f': ('float', 1.0, 4.0, False, 0.5, (), 's'),
+                   't': ('float', 1.0, 4.0, False, None, (), 's'),
+                   'n': ('int', 1, 4, False, 1, (), 's'),
+                   'g': ('float', 1e-4, 1.0, True, None, (), 's'),
+                   'c': ('categorical', None, None, False, None, (None, True, 1, 1.0, 'a'), 's')}
+    assert [type(v) for v in (kinds['i'].low, kinds['t'].low, kinds['n'].step)] == \
+        [int, float, int]
+
+
+def test_search_space_section_and_file_messages_in_full(tmp_path):
+    for section, message in (
+            ([1], 'my.yaml: search: must be a mapping with a default: block'),
+            ({'default': {}, 'tiktok': [1]},
+             'my.yaml: search.tiktok must be a mapping of option names to ranges, got list')):
+        with pytest.raises(ConfigError) as err:
+            parse_search_space(section, 'tiktok', 'my.yaml')
+        assert str(err.value) == message
+    assert parse_search_space(None, 'tiktok', 'my.yaml', LightGCN, 'lgcn').params == []
+    # the default block alone when the dataset is named 'default'
+    one = {'default': {'lr': {'low': 1, 'high': 2, 'source': 's'}}}
+    assert parse_search_space(one, 'default', 'f').names == ['lr']
+    with pytest.raises(ConfigError) as err:
+        load_search_space('lightgcn', 'tiktok', tmp_path / 'none.yaml')
+    assert str(err.value) == (f"lightgcn has no preset file {tmp_path / 'none.yaml'}, so no "
+                              f'search space; add a search: section there')
+    preset = tmp_path / 'p.yaml'
+    preset.write_text('model:\n  default: {num_layers: 1}\n')
+    with pytest.raises(ConfigError) as err:
+        load_search_space('LightGCN', 'tiktok', preset)
+    assert str(err.value) == (f'{preset}: no search space for LightGCN on tiktok; add a search: '
+                              f'section with a default: block (see mmssl_pyg/training/tune.py)')
+    preset.write_text('search:\n  default:\n    lr: {low: 0.1, high: 0.2, source: s}\n')
+    space = load_search_space('LightGCN', 'tiktok', preset)
+    assert (space.model, space.dataset, space.path, space.names) == \
+        ('lightgcn', 'tiktok', preset, ['lr'])
+
+
+def test_tuned_preset_text_in_full_and_the_provenance_helpers(tmp_path, monkeypatch):
+    import re
+
+    from mmssl_pyg.training import search_space
+    path = write_tuned_preset(tmp_path / 'new' / 't.yaml', 'lightgcn', 'tiktok',
+                              {'model': {'num_layers': 2}},
+                              {'study': 's', 'metric': 'validation recall@20', 'note': 'é'})
+    assert path == tmp_path / 'new' / 't.yaml' and sorted(os.listdir(path.parent)) == ['t.yaml']
+    assert path.read_text(encoding='utf-8') == (
+        "# Tuned settings of lightgcn on tiktok, written by `mmssl-pyg tune`: the best trial of "
+        "study\n# 's', selected on validation recall@20 only (the test split was never "
+        "evaluated).\n# Use: mmssl-pyg train --model lightgcn --dataset tiktok --tuned\n"
+        "# Regenerate by rerunning the study rather than editing by hand.\n"
+        "provenance:\n  study: s\n  metric: validation recall@20\n  note: é\n"
+        "model:\n  num_layers: 2\ntrain: {}\n")
+    assert search_space._hide_password('postgresql://me:pa:ss@host/db') == \
+        'postgresql://me:***@host/db'
+    assert search_space._hide_password('sqlite:///x.db') == 'sqlite:///x.db'
+    assert re.fullmatch(r'[0-9a-f]{40}(\+dirty)?', search_space._git_commit())
+    monkeypatch.setattr(search_space.subprocess, 'run', lambda *a, **k: type(
+        'Done', (), {'returncode': 128, 'stdout': ''})())
+    assert search_space._git_commit() == 'unknown (not a git checkout)'
+
+    def fail(*args, **kwargs):
+        raise OSError('no git')
+
+    monkeypatch.setattr(search_space.subprocess, 'run', fail)
+    assert search_space._git_commit() == 'unknown (git failed)'
