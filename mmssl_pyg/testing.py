@@ -741,4 +741,6 @@ STUDY_DEFAULTS = {
     # class defaults)
     'bm3': ({'reg_weight': 0.04961326086920538, 'num_layers': 1, 'dropout': 0.5},
             {'lr': 0.004325529382837775}),
+    # the MovieLens-100K winner (the rule's choice for LATTICE)
+    'lattice': ({'reg_weight': 6.796714392043717e-05}, {'lr': 0.0022564264721347525}),
 }
