@@ -561,7 +561,7 @@ def _trial_outcome(frozen, metric: str) -> str:
     return what
 
 
-def _take_over_checkpoints(trial, run_dir: Path) -> Path:
+def _take_over_checkpoints(trial, run_dir: Path) -> tuple[Path, float]:
     """The checkpoint folder of ``trial`` (``<run_dir>/trials/<number>``). When the trial
     retries one whose process died and that trial saved a checkpoint, its folder becomes this
     trial's, and its validation values up to the checkpoint's epoch are reported under this
