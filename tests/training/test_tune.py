@@ -355,6 +355,23 @@ def _has_heartbeat(run_dir: Path, trial) -> bool:
                                (trial._trial_id,)).fetchone()[0])
 
 
+def _wait_until_stale(run_dir: Path, grace: int = 1, timeout: float = 30.0) -> None:
+    """Wait until every stored heartbeat is older than ``grace`` seconds by the database's own
+    clock. SQLite's ``CURRENT_TIMESTAMP`` (what optuna stores and compares) has one-second
+    resolution, so a fixed sleep of 1.5 s can leave a difference of exactly ``grace``, which
+    optuna does not count as stale: a race seen once in CI."""
+    import sqlite3
+    deadline = time.time() + timeout
+    while True:
+        with sqlite3.connect(run_dir / 'study.db') as db:
+            age = db.execute("select min(strftime('%s', current_timestamp) - "
+                             "strftime('%s', heartbeat)) from trial_heartbeats").fetchone()[0]
+        if age is not None and age > grace:
+            return
+        assert time.time() < deadline, f'heartbeats still {age} s old after {timeout} s'
+        time.sleep(0.1)
+
+
 def _kill_when(proc, ready, timeout: float = 60.0) -> None:
     """SIGKILL ``proc`` once ``ready()`` says so (or it exits, or ``timeout`` passes)."""
     deadline = time.time() + timeout
@@ -401,7 +418,7 @@ def test_study_resumes_after_a_kill(tmp_path, monkeypatch):
     assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
     assert not presets.exists()  # killed before writing anything
     first, killed = before
-    time.sleep(1.5)  # the killed trial's heartbeat is now older than the grace period
+    _wait_until_stale(run_dir)  # the killed trial's heartbeat is older than the grace
 
     def no_test(self):  # selection never reads the test split
         raise AssertionError('the test split was evaluated during tuning')
@@ -578,7 +595,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_the_uninterrupted_value
     assert dead.state == TrialState.RUNNING  # killed, not finished
     saved = load_checkpoint(last)['epoch']
     assert 3 <= saved < 12 and max(dead.intermediate_values) >= saved
-    time.sleep(1.5)  # its heartbeat is now older than the grace period
+    _wait_until_stale(run_dir)  # its heartbeat is now older than the grace period
 
     result = tune('mmssl', 'tiktok-mini', trials=1, run_dir=run_dir, overrides=opts,
                   trial_checkpoints=True, heartbeat_interval=1, grace_period=1, **quiet)
