@@ -239,6 +239,24 @@ def test_dataset_key_and_resolve_checkpoint(tmp_path, monkeypatch):
     assert resolve_checkpoint(str(run / 'last.pt')) == run / 'last.pt'
 
 
+def test_resume_matches_the_model_by_its_lower_cased_name_not_as_a_dataset_key(tmp_path,
+                                                                             monkeypatch):
+    """--resume checks the model given against the run's: case does not matter, but a model
+    name is not read like a dataset argument (no '_' -> '-', not a folder's last part)."""
+    from mmssl_pyg.training.options import ConfigError
+    from mmssl_pyg.training.run import RunRequest
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'x' / 'lightgcn').mkdir(parents=True)
+    saved = {'model': 'lightgcn', 'dataset': 'amazon-baby', 'model_kwargs': {}, 'train': {}}
+    again = RunRequest(model='LightGCN', dataset='Amazon_Baby').resumed(saved, 'run')
+    assert (again.model, again.dataset) == ('lightgcn', 'amazon-baby')
+    for given in ('x/lightgcn', 'light_gcn'):
+        want = 'light-gcn' if given == 'light_gcn' else 'lightgcn'
+        assert _error(RunRequest(model=given).resumed, {**saved, 'model': want}, 'run',
+                      error=ConfigError) == (f'cannot resume run with --model {given}: the run '
+                                             f'was started with {want}')
+
+
 def test_run_record_helpers_compare_and_write_plain_values(tmp_path):
     from pathlib import Path
 
