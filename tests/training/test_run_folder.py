@@ -4,6 +4,7 @@ folders or links, and full disks. Each case asserts the exact outcome, and that 
 lost or written where a command was refused."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from mmssl_pyg.testing import (
     tree,
     write_torch_payload,
 )
+from mmssl_pyg.training import run_folder
 from mmssl_pyg.training.run_folder import RUN_FILES
 
 
@@ -214,6 +216,21 @@ def test_check_same_data_names_each_changed_file_in_full():
         assert [str(w.message) for w in caught] == [
             'checkpoint C does not record which data it was trained on (written by an older '
             'version); the data in /b is used unchecked']
+
+
+@pytest.mark.skipif(hasattr(run_folder, 'x_check_same_data__mutmut_orig'),
+                    reason="mutmut's trampolines add stack frames between the caller and "
+                           "the warning")
+def test_unchecked_data_warning_names_the_line_that_assembled_the_run():
+    from mmssl_pyg.testing import make_tiny_graph
+    from mmssl_pyg.training.run import RunRequest, prepare_run
+    data = (make_tiny_graph(), {'root': '/d', 'digest': 'd' * 64, 'files': {}})
+    with pytest.warns(UserWarning) as caught:
+        line = inspect.currentframe().f_lineno + 1
+        prepare_run(RunRequest(model='lightgcn', dataset='tiny'), data=data,
+                    expect_data=(None, 'run R'))
+    mine = [w for w in caught if 'does not record' in str(w.message)]
+    assert [(w.category, w.filename, w.lineno) for w in mine] == [(UserWarning, __file__, line)]
 
 
 def test_dataset_key_and_resolve_checkpoint(tmp_path, monkeypatch):
