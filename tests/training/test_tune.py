@@ -740,3 +740,36 @@ def test_tuned_preset_text_in_full_and_the_provenance_helpers(tmp_path, monkeypa
 
     monkeypatch.setattr(search_space.subprocess, 'run', fail)
     assert search_space._git_commit() == 'unknown (git failed)'
+
+
+def test_git_commit_asks_the_package_checkout_whatever_the_working_folder(tmp_path,
+                                                                         monkeypatch):
+    """A study records the commit of the package's checkout, not of the folder it runs from;
+    git runs there, silently (output captured as text), at most 20 s per call."""
+    from mmssl_pyg.training import search_space
+    package = Path(search_space.__file__).resolve().parent
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    sha = subprocess.run(['git', '-C', str(package), 'rev-parse', 'HEAD'], capture_output=True,
+                         text=True).stdout.strip()
+    dirty = subprocess.run(['git', '-C', str(package), 'status', '--porcelain'],
+                           capture_output=True, text=True).stdout.strip()
+    assert search_space._git_commit() == sha + ('+dirty' if dirty else '')
+    for status, want in ((' M x.py\n', 'abc123+dirty'), ('\n', 'abc123')):
+        calls = []
+
+        def git(args, status=status, calls=calls, **kwargs):
+            calls.append((args, kwargs))
+            out = {'rev-parse': 'abc123\n', 'status': status}[args[1]]
+            return subprocess.CompletedProcess(args, 0, stdout=out, stderr='')
+
+        monkeypatch.setattr(search_space.subprocess, 'run', git)
+        assert search_space._git_commit() == want
+        quiet = {'cwd': package, 'capture_output': True, 'text': True, 'timeout': 20}
+        assert calls == [(['git', 'rev-parse', 'HEAD'], quiet),
+                         (['git', 'status', '--porcelain'], quiet)]
+    for error in (subprocess.TimeoutExpired(['git'], 20), subprocess.SubprocessError('x')):
+        def hangs_or_fails(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(search_space.subprocess, 'run', hangs_or_fails)
+        assert search_space._git_commit() == 'unknown (git failed)'
