@@ -563,34 +563,119 @@ def test_distributed_context_alone_is_a_no_op():
     assert not alone.owns_group
 
 
-def test_distributed_context_collectives_on_two_thread_ranks(tmp_path, monkeypatch):
-    """The collectives of two ranks in this process (fast; the gloo test below runs the same
-    body on two processes and expects the same values)."""
+def _on_thread_ranks(monkeypatch, play) -> list:
+    """``play(rank)`` on two thread ranks of this process, torch.distributed's collectives
+    being :class:`_ThreadRanks`'; returns the two results (re-raises a rank's error)."""
     ranks = _ThreadRanks(2)
     for name in ('all_reduce', 'all_gather', 'broadcast', 'broadcast_object_list',
                  'all_gather_object', 'barrier'):
         monkeypatch.setattr(dist, name, getattr(ranks, name))
     results, errors = [None, None], []
 
-    def play(rank):
+    def run(rank):
         ranks.local.rank = rank
         try:
-            results[rank] = _collectives(DistContext(rank, 2, rank, 'gloo'), rank, str(tmp_path))
-            ctx = DistContext(rank, 2, rank, 'gloo')
-            ctx.average_gradients([], num_contributors=2)  # nothing to average: no hang
+            results[rank] = play(rank)
         except BaseException as err:  # noqa: BLE001 (re-raised in the test's thread)
             errors.append(err)
             ranks.sync.abort()
 
-    threads = [threading.Thread(target=play, args=(r,)) for r in (0, 1)]
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     if errors:
         raise errors[0]
+    return results
+
+
+def test_distributed_context_collectives_on_two_thread_ranks(tmp_path, monkeypatch):
+    """The collectives of two ranks in this process (fast; the gloo test below runs the same
+    body on two processes and expects the same values)."""
+    def play(rank):
+        ctx = DistContext(rank, 2, rank, 'gloo')
+        res = _collectives(ctx, rank, str(tmp_path))
+        ctx.average_gradients([], num_contributors=2)  # nothing to average: no hang
+        return res
+
+    results = _on_thread_ranks(monkeypatch, play)
     for rank in (0, 1):
         assert results[rank] == _expected(rank), rank
+
+
+class _StepSampler(BPRSampler):
+    """One process standing for two ranks: its batch ``s`` is the ranks' batches of step ``s``
+    of a 2-process run on the same stream, concatenated (rank 0's alone in the last step of an
+    epoch with an odd number of batches)."""
+
+    def __init__(self, graph, batch_size, seed=0, batches_per_epoch=None):
+        super().__init__(graph, batch_size, seed, batches_per_epoch)
+        self.draws, self.num_batches, self.step = batches_per_epoch, -(-batches_per_epoch // 2), 0
+
+    def sample(self):
+        take = min(2, self.draws - 2 * (self.step % self.num_batches))
+        self.step += 1
+        draw = super().sample
+        parts = [draw() for _ in range(take)]
+        return Batch(*(torch.cat(x) for x in zip(*((b.users, b.pos, b.neg) for b in parts))))
+
+
+@pytest.mark.parametrize('batches', [4, 5])
+def test_trainer_on_two_thread_ranks_equals_one_process_on_both_batches(batches, tmp_path,
+                                                                        monkeypatch):
+    """Two LightGCN replicas (built differently: rank 0's weights are broadcast), ``batches``
+    batches of 8 users per epoch: each step averages the gradients of the ranks' batch mean
+    losses (rank 0's alone in the last step of 5), which for LightGCN's per-user terms (BPR,
+    L2) is one process's gradient on the step's users (:class:`_StepSampler`), so the weights
+    and metrics agree at float32 round-off (and the epoch's mean loss terms with 4 batches,
+    where every step has two); only rank 0 writes checkpoints, which hold both ranks' random
+    states."""
+    from mmssl_pyg.training import trainer as trainer_module
+    graph = synthetic_graph(num_users=60, num_items=40)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(LightGCN(graph, embedding_dim=8))
+    start = {k: v.clone() for k, v in models[0].state_dict().items()}
+    settings = dict(batch_size=8, batches_per_epoch=batches, epochs=2, seed=3, progress=False,
+                    device='cpu', ks=(10, 20))
+
+    def play(rank):
+        trainer = Trainer(models[rank], graph, TrainConfig(**settings),
+                          checkpoint_dir=tmp_path / 'run' if rank == 0 else tmp_path / 'r1',
+                          distributed=DistContext(rank, 2, rank, 'gloo'))
+        fit = trainer.fit()
+        return fit, trainer.dist_log, state_digests(models[rank])
+
+    (fit0, log0, dig0), (fit1, log1, dig1) = _on_thread_ranks(monkeypatch, play)
+    assert [_strip(h) for h in fit0.history] == [_strip(h) for h in fit1.history]
+    assert (fit0.val, fit0.test) == (fit1.val, fit1.test)
+    # the peak memory is the larger of the two ranks' (all-reduced with max)
+    assert [h['peak_memory_mb'] for h in fit0.history] == [h['peak_memory_mb']
+                                                          for h in fit1.history]
+    assert dig0 == dig1 and [e['epoch'] for e in log0] == [1, 2] and log0 == log1
+    assert all(e['digests'][0] == e['digests'][1] for e in log0)
+    assert log0[0]['digests'][0] != log0[1]['digests'][0]  # the weights moved
+    assert [h['dist/world_size'] for h in fit0.history] == [2, 2]
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['best.pt', 'last.pt']
+    assert not (tmp_path / 'r1').exists()
+    last = load_checkpoint(tmp_path / 'run' / 'last.pt')
+    assert last['world_size'] == 2 and len(last['rng_ranks']) == 2
+
+    monkeypatch.setattr(trainer_module, 'BPRSampler', _StepSampler)
+    one = LightGCN(graph, embedding_dim=8)
+    one.load_state_dict(start)
+    ref = Trainer(one, graph, TrainConfig(**settings)).fit()
+    assert ref.history[0]['epoch'] == 1 and 'dist/world_size' not in ref.history[0]
+    for k, v in one.state_dict().items():
+        assert torch.allclose(models[0].state_dict()[k], v, rtol=1e-5, atol=1e-7), k
+    if batches == 4:
+        for h2, h1 in zip(fit0.history, ref.history, strict=True):
+            for key in ('train/loss', 'train/bpr', 'train/reg'):
+                assert h2[key] == pytest.approx(h1[key], rel=1e-6), key
+    assert fit0.best_epoch == ref.best_epoch
+    assert fit0.test == pytest.approx(ref.test, rel=1e-6, abs=1e-9)
 
 
 def test_current_reads_the_default_process_group(monkeypatch):
