@@ -733,6 +733,9 @@ def test_buckets_split_by_size_and_dtype_and_state_tensors_once_each():
     assert list(_buckets([s, p], 4)) == [[s], [p]]  # larger than a bucket: alone
     assert list(_buckets([p, q, s], 64 << 20)) == [[p, q, s]]
     assert list(_buckets([], 8)) == []
+    # a full bucket is yielded and the next one starts empty: 16 + 16 fills 32 twice
+    w, x, y, z = (torch.nn.Parameter(torch.zeros(4)) for _ in range(4))
+    assert list(_buckets([w, x, y, z], 32)) == [[w, x], [y, z]]
 
     shared = torch.ones(2)
     root = torch.nn.Module()
@@ -757,7 +760,7 @@ class _Extra(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.tensor([1.0]))
         self.register_buffer('mask', torch.tensor([True, False]))
         self.register_buffer('empty', torch.zeros(0, 3))
-        self.state = {'b': [1, 2], 'a': 'x'}
+        self.state = {'b': [1, 2], 'a': 'x', 2: 'two', 10: 'ten'}
 
     def get_extra_state(self):
         return self.state
@@ -773,7 +776,9 @@ def test_state_digests_by_hand():
     weights = hashlib.sha256(b'w' + b'torch.float32(1,)' + struct.pack('<f', 1.0)
                              + b'mask' + b'torch.uint8(2,)' + bytes([1, 0])
                              + b'empty' + b'torch.float32(0, 3)').hexdigest()
-    extra = hashlib.sha256(b'_extra_state' + b'a' + b"'x'" + b'b' + b'[2' + b'1' + b'2')
+    # keys in the order of their text: '10' before '2' before 'a' (and mixed types allowed)
+    extra = hashlib.sha256(b'_extra_state' + b'10' + b"'ten'" + b'2' + b"'two'" + b'a' + b"'x'"
+                           + b'b' + b'[2' + b'1' + b'2')
     module = _Extra()
     assert state_digests(module) == {'weights': weights, 'extra': extra.hexdigest()}
     plain = torch.nn.Linear(1, 1, bias=False)
