@@ -310,6 +310,36 @@ def test_search_param_to_dict_round_trips():
     assert space.params == [p]
 
 
+def test_search_space_asks_the_trial_for_each_kind_and_range_in_order():
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    from mmssl_pyg.training.search_space import SearchSpace
+    space = SearchSpace('m', 'd', [
+        SearchParam('lr', 'float', 'p', 1e-4, 1e-2, True),
+        SearchParam('n', 'int', 'p', 1, 4),
+        SearchParam('k', 'int', 'p', 2, 8, step=2),
+        SearchParam('w', 'float', 'p', 0.0, 1.0, step=0.25),
+        SearchParam('c', 'categorical', 'p', choices=(None, 'a'))])
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    values = space.suggest(trial)
+    assert [n for n, _ in values] == space.names == ['lr', 'n', 'k', 'w', 'c']
+    assert dict(values) == trial.params
+    assert trial.distributions == {
+        'lr': FloatDistribution(1e-4, 1e-2, log=True), 'n': IntDistribution(1, 4),
+        'k': IntDistribution(2, 8, step=2), 'w': FloatDistribution(0.0, 1.0, step=0.25),
+        'c': CategoricalDistribution((None, 'a'))}
+    assert space.to_dict() == {
+        'lr': {'type': 'float', 'low': 1e-4, 'high': 1e-2, 'log': True, 'source': 'p'},
+        'n': {'type': 'int', 'low': 1, 'high': 4, 'source': 'p'},
+        'k': {'type': 'int', 'low': 2, 'high': 8, 'step': 2, 'source': 'p'},
+        'w': {'type': 'float', 'low': 0.0, 'high': 1.0, 'step': 0.25, 'source': 'p'},
+        'c': {'choices': [None, 'a'], 'source': 'p'}}
+
+
 def test_trial_tracker_reports_every_epoch_and_prunes(mini_graph):
     """The trainer's per-epoch validation metric reaches Optuna; a pruner stops the trial."""
     from mmssl_pyg.training.tracking import MemoryTracker
