@@ -818,6 +818,9 @@ def test_env_world_size_and_init_distributed_messages_in_full(monkeypatch):
     launch = ('is not set: launch with torchrun (python -m torch.distributed.run), which sets '
               'RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT')
     assert _refused('cpu') == f'WORLD_SIZE=3 but RANK, LOCAL_RANK {launch}'
+    monkeypatch.setenv('WORLD_SIZE', '2')  # two processes are already a data-parallel run
+    assert _refused('cpu') == f'WORLD_SIZE=2 but RANK, LOCAL_RANK {launch}'
+    monkeypatch.setenv('WORLD_SIZE', '3')
     monkeypatch.setenv('RANK', '0')
     assert _refused('cpu') == f'WORLD_SIZE=3 but LOCAL_RANK {launch}'
     monkeypatch.setenv('RANK', '2')
