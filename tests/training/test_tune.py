@@ -340,6 +340,24 @@ def test_search_space_asks_the_trial_for_each_kind_and_range_in_order():
         'c': {'choices': [None, 'a'], 'source': 'p'}}
 
 
+def test_split_sections_routes_by_the_models_own_options():
+    from mmssl_pyg.models import BM3
+    # BM3 takes batch_size itself (pairs per step when it samples interactions), as the
+    # trainer does: both get it
+    assert split_sections({'batch_size': 512, 'lr': 0.1, 'embedding_dim': 8}, BM3) == {
+        'model': {'batch_size': 512, 'embedding_dim': 8},
+        'train': {'batch_size': 512, 'lr': 0.1}}
+    with pytest.raises(ConfigError, match=r"^unknown option 'depth'; model options: "):
+        split_sections({'depth': 2}, LightGCN)
+
+
+def test_tuned_preset_folders_are_created(tmp_path):
+    path = write_tuned_preset(tmp_path / 'a' / 'b' / 't.yaml', 'lightgcn', 'tiktok',
+                              {'model': {}, 'train': {'lr': 0.1}}, {'study': 's'})
+    assert yaml.safe_load(path.read_text()) == {'provenance': {'study': 's'}, 'model': {},
+                                                'train': {'lr': 0.1}}
+
+
 def test_trial_tracker_reports_every_epoch_and_prunes(mini_graph):
     """The trainer's per-epoch validation metric reaches Optuna; a pruner stops the trial."""
     from mmssl_pyg.training.tracking import MemoryTracker
