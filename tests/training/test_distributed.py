@@ -871,7 +871,7 @@ def test_shutdown_ends_only_a_group_it_started(monkeypatch):
     assert ended == []
     ctx = DistContext(0, 2, 0, 'gloo', owns_group=True)
     ctx.shutdown()
-    assert ended == [1] and not ctx.owns_group
+    assert ended == [1] and ctx == DistContext(0, 2, 0, 'gloo', owns_group=False)
     ctx.shutdown()
     assert ended == [1]
     monkeypatch.setattr(dist, 'is_initialized', lambda: False)  # ended elsewhere already
