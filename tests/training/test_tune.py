@@ -351,11 +351,17 @@ def test_split_sections_routes_by_the_models_own_options():
         split_sections({'depth': 2}, LightGCN)
 
 
-def test_tuned_preset_folders_are_created(tmp_path):
+def test_tuned_preset_folders_are_created_and_long_values_fold_past_100_columns(tmp_path):
+    note = 'abc' + ' abcdefghi' * 20  # its 10th word ends at column 101 of the line
     path = write_tuned_preset(tmp_path / 'a' / 'b' / 't.yaml', 'lightgcn', 'tiktok',
-                              {'model': {}, 'train': {'lr': 0.1}}, {'study': 's'})
-    assert yaml.safe_load(path.read_text()) == {'provenance': {'study': 's'}, 'model': {},
+                              {'model': {}, 'train': {'lr': 0.1}}, {'note': note})
+    assert yaml.safe_load(path.read_text()) == {'provenance': {'note': note}, 'model': {},
                                                 'train': {'lr': 0.1}}
+    # a line is folded at the first space after it passes 100 columns
+    nine, ten = (' '.join(['abcdefghi'] * n) for n in (9, 10))
+    assert path.read_text().splitlines()[4:] == [
+        'provenance:', f'  note: abc {nine}', f'    {ten}', '    abcdefghi', 'model: {}',
+        'train:', '  lr: 0.1']
 
 
 def test_trial_tracker_reports_every_epoch_and_prunes(mini_graph):
