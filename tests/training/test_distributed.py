@@ -678,6 +678,38 @@ def test_trainer_on_two_thread_ranks_equals_one_process_on_both_batches(batches,
     assert fit0.test == pytest.approx(ref.test, rel=1e-6, abs=1e-9)
 
 
+class _DriftingLightGCN(LightGCN):
+    """LightGCN whose epoch end moves one weight by its rank: the replicas of rank 1 and up
+    diverge from rank 0 after the first epoch."""
+
+    def __init__(self, graph, rank):
+        super().__init__(graph, embedding_dim=8)
+        self.rank = rank
+
+    def on_epoch_end(self, epoch):
+        super().on_epoch_end(epoch)
+        with torch.no_grad():
+            self.user_emb.weight[0, 0] += self.rank
+
+
+def test_trainer_stops_when_the_replicas_diverge(monkeypatch):
+    graph = synthetic_graph(num_users=60, num_items=40)
+    models = [_DriftingLightGCN(graph, rank) for rank in (0, 1)]
+    settings = dict(batch_size=8, batches_per_epoch=2, epochs=2, seed=3, progress=False,
+                    device='cpu', ks=(10, 20))
+
+    def play(rank):
+        Trainer(models[rank], graph, TrainConfig(**settings),
+                distributed=DistContext(rank, 2, rank, 'gloo')).fit()
+
+    with pytest.raises(RuntimeError) as err:
+        _on_thread_ranks(monkeypatch, play)
+    digests = [state_digests(m) for m in models]
+    assert digests[0] != digests[1]
+    assert str(err.value) == (f'data-parallel replicas diverged after epoch 1: the model state '
+                              f'of rank(s) [1] differs from rank 0 ({digests})')
+
+
 def test_current_reads_the_default_process_group(monkeypatch):
     monkeypatch.setattr(dist, 'is_available', lambda: True)
     monkeypatch.setattr(dist, 'is_initialized', lambda: False)
