@@ -339,6 +339,15 @@ def test_fit_result_to_dict_is_plain():
         'resumed_from_epoch': None, 'checkpoint_dir': None}
 
 
+def test_a_trainer_that_never_validated_has_no_best_epoch_to_test():
+    graph = synthetic_graph()
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    with pytest.raises(RuntimeError) as err:
+        trainer._test_best()
+    assert str(err.value) == ('no validation evaluation took place, so there is no best epoch '
+                              'to test (epochs must be >= 1)')
+
+
 def test_early_stopping_selects_on_validation_and_tests_once(monkeypatch, tmp_path):
     calls = []
     scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at epoch 2, patience 2 stops at 4
