@@ -322,20 +322,23 @@ def test_search_space_asks_the_trial_for_each_kind_and_range_in_order():
         SearchParam('lr', 'float', 'p', 1e-4, 1e-2, True),
         SearchParam('n', 'int', 'p', 1, 4),
         SearchParam('k', 'int', 'p', 2, 8, step=2),
+        SearchParam('m', 'int', 'p', 1, 64, True),
         SearchParam('w', 'float', 'p', 0.0, 1.0, step=0.25),
         SearchParam('c', 'categorical', 'p', choices=(None, 'a'))])
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     values = space.suggest(trial)
-    assert [n for n, _ in values] == space.names == ['lr', 'n', 'k', 'w', 'c']
+    assert [n for n, _ in values] == space.names == ['lr', 'n', 'k', 'm', 'w', 'c']
     assert dict(values) == trial.params
     assert trial.distributions == {
         'lr': FloatDistribution(1e-4, 1e-2, log=True), 'n': IntDistribution(1, 4),
-        'k': IntDistribution(2, 8, step=2), 'w': FloatDistribution(0.0, 1.0, step=0.25),
+        'k': IntDistribution(2, 8, step=2), 'm': IntDistribution(1, 64, log=True),
+        'w': FloatDistribution(0.0, 1.0, step=0.25),
         'c': CategoricalDistribution((None, 'a'))}
     assert space.to_dict() == {
         'lr': {'type': 'float', 'low': 1e-4, 'high': 1e-2, 'log': True, 'source': 'p'},
         'n': {'type': 'int', 'low': 1, 'high': 4, 'source': 'p'},
         'k': {'type': 'int', 'low': 2, 'high': 8, 'step': 2, 'source': 'p'},
+        'm': {'type': 'int', 'low': 1, 'high': 64, 'log': True, 'source': 'p'},
         'w': {'type': 'float', 'low': 0.0, 'high': 1.0, 'step': 0.25, 'source': 'p'},
         'c': {'choices': [None, 'a'], 'source': 'p'}}
 
@@ -764,6 +767,21 @@ def test_search_space_section_and_file_messages_in_full(tmp_path):
     space = load_search_space('LightGCN', 'tiktok', preset)
     assert (space.model, space.dataset, space.path, space.names) == \
         ('lightgcn', 'tiktok', preset, ['lr'])
+
+
+def test_a_preset_file_search_space_is_checked_against_the_model_and_named(tmp_path):
+    preset = tmp_path / 'p.yaml'
+    preset.write_text('search:\n  default:\n    model.depth: {low: 1, high: 3, source: s}\n')
+    with pytest.raises(ConfigError) as err:
+        load_search_space('lightgcn', 'tiktok', preset)
+    assert str(err.value) == (f"{preset}: search parameter 'model.depth': model.depth: unknown "
+                              f"model option 'depth'; valid model options: embedding_dim, "
+                              f"num_layers, reg_weight")
+    preset.write_text('search:\n  default:\n    lr: {low: 1, source: s}\n')
+    with pytest.raises(ConfigError) as err:
+        load_search_space('lightgcn', 'tiktok', preset)
+    assert str(err.value) == (f'{preset}: search.default.lr: give low and high (a range) or '
+                              f'choices (a list)')
 
 
 def test_tuned_preset_text_in_full_and_the_provenance_helpers(tmp_path, monkeypatch):
