@@ -788,12 +788,13 @@ def test_a_null_entry_removes_a_default_only_from_a_dataset_block():
     lr = {'low': 0.1, 'high': 0.2, 'source': 's'}
     section = {'default': {'lr': lr, 'n': lr}, 'tiktok': {'n': None}}
     assert parse_search_space(section, 'tiktok', 'my.yaml').names == ['lr']
-    # in the default block itself (a dataset without a block of its own) it is an error
-    with pytest.raises(ConfigError) as err:
-        parse_search_space({'default': {'lr': None}}, 'amazon-baby', 'my.yaml')
-    assert str(err.value) == ('my.yaml: search.default.lr: expected a mapping like {low: 1.0e-4, '
-                              'high: 1.0e-2, log: true, source: "..."} or {choices: [...], '
-                              'source: "..."}, got None')
+    # in the default block itself it is an error, also when the block asked for is 'default'
+    for dataset in ('amazon-baby', 'default'):
+        with pytest.raises(ConfigError) as err:
+            parse_search_space({'default': {'lr': None}}, dataset, 'my.yaml')
+        assert str(err.value) == (
+            'my.yaml: search.default.lr: expected a mapping like {low: 1.0e-4, high: 1.0e-2, '
+            'log: true, source: "..."} or {choices: [...], source: "..."}, got None')
 
 
 def test_tuned_preset_text_in_full_and_the_provenance_helpers(tmp_path, monkeypatch):
