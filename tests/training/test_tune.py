@@ -786,7 +786,7 @@ def test_a_preset_file_search_space_is_checked_against_the_model_and_named(tmp_p
 
 def test_a_null_entry_removes_a_default_only_from_a_dataset_block():
     lr = {'low': 0.1, 'high': 0.2, 'source': 's'}
-    section = {'default': {'lr': lr, 'n': lr}, 'tiktok': {'n': None}}
+    section = {'default': {'lr': lr, 'n': lr}, 'tiktok': {'n': None, 'not_searched': None}}
     assert parse_search_space(section, 'tiktok', 'my.yaml').names == ['lr']
     # in the default block itself it is an error, also when the block asked for is 'default'
     for dataset in ('amazon-baby', 'default'):
