@@ -777,6 +777,12 @@ def test_a_preset_file_search_space_is_checked_against_the_model_and_named(tmp_p
     assert str(err.value) == (f"{preset}: search parameter 'model.depth': model.depth: unknown "
                               f"model option 'depth'; valid model options: embedding_dim, "
                               f"num_layers, reg_weight")
+    preset.write_text('search:\n  default:\n    depth: {low: 1, high: 3, source: s}\n')
+    with pytest.raises(ConfigError) as err:
+        load_search_space('lightgcn', 'tiktok', preset)
+    assert str(err.value).startswith(
+        f"{preset}: search parameter 'depth': unknown option 'depth'; model options: "
+        f"embedding_dim, num_layers, reg_weight; train options: batch_size, ")
     preset.write_text('search:\n  default:\n    lr: {low: 1, source: s}\n')
     with pytest.raises(ConfigError) as err:
         load_search_space('lightgcn', 'tiktok', preset)
