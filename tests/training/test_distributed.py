@@ -3,11 +3,17 @@ with an uneven number of batches, MMSSL's generated graphs gathered across proce
 ``mmssl-pyg train`` under ``torch.distributed.run`` against a single-process run."""
 from __future__ import annotations
 
+import copy
+import datetime
+import hashlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -381,3 +387,526 @@ def _kwargs(settings: list[str]) -> dict:
 def _tiktok_mini():
     from mmssl_pyg.training.run import load_graph
     return load_graph('tiktok-mini')
+
+
+# ---------------------------------------------------------------------------------------------
+# DistContext: alone, on two ranks played by two threads, on two gloo processes
+
+
+def _collectives(ctx: DistContext, rank: int, out_dir: str) -> dict:
+    """Every collective of DistContext on rank ``rank`` of two; the values are rank-dependent
+    so that each result shows where it came from (expected: :func:`_expected`)."""
+    res = {}
+    # all_reduce_ in place: rank 0 holds [1, 5], rank 1 holds [3, 2]
+    for op in ('sum', 'max', 'min', None):
+        t = torch.tensor([1.0, 5.0]) if rank == 0 else torch.tensor([3.0, 2.0])
+        out = ctx.all_reduce_(t) if op is None else ctx.all_reduce_(t, op)
+        res[f'reduce_{op}'] = [out.tolist(), out is t]
+    res['bcast'] = [ctx.broadcast_object({'from': rank}), ctx.broadcast_object(f'r{rank}', src=1)]
+    res['gather_object'] = ctx.all_gather_object(['r', rank])
+    # all_gather: the longer tensor on rank 0 (1-D), then on rank 1 (2-D floats, bools)
+    res['gather'] = [[t.tolist(), str(t.dtype)] for t in ctx.all_gather(torch.arange(3 - rank))]
+    res['gather_2d'] = [[t.tolist(), str(t.dtype)]
+                        for t in ctx.all_gather(torch.full((rank + 1, 2), rank + 0.5))]
+    res['gather_bool'] = [[t.tolist(), str(t.dtype)]
+                          for t in ctx.all_gather(torch.tensor([True, False])[:rank + 1])]
+    # barrier: rank 1 writes a file before it; rank 0 looks after it
+    flag = Path(out_dir) / 'before-barrier'
+    if rank == 1:
+        time.sleep(0.5)
+        flag.write_text('x')
+    ctx.barrier()
+    res['barrier'] = flag.exists()
+    # average_gradients: p on both, q on rank 1 only, r on none, s float64 (its own bucket)
+    p, q, r = (torch.nn.Parameter(torch.zeros(n)) for n in (3, 2, 1))
+    s = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    p.grad = torch.full((3,), rank + 1.0)
+    q.grad = torch.full((2,), 4.0) if rank == 1 else None
+    s.grad = torch.tensor([1.0, 2.0], dtype=torch.float64) * rank
+    p_grad = p.grad
+    ctx.average_gradients([p, q, r, s], num_contributors=2, bucket_bytes=12)
+    res['avg'] = [p.grad.tolist(), q.grad.tolist(), r.grad is None, s.grad.tolist(),
+                  str(s.grad.dtype), p.grad is p_grad]
+    # one contributor (rank 0 had the last batch): its gradient, not half of it; zero
+    # contributors count as one (the sum)
+    a = torch.nn.Parameter(torch.zeros(2))
+    a.grad = torch.tensor([2.0, 6.0]) if rank == 0 else None
+    ctx.average_gradients([a], num_contributors=1)
+    b = torch.nn.Parameter(torch.zeros(1))
+    b.grad = torch.tensor([rank + 1.0])
+    ctx.average_gradients([b], num_contributors=0)
+    res['avg_one'], res['avg_none'] = a.grad.tolist(), b.grad.tolist()
+    # broadcast_module / average_buffers: rank-dependent parameters and buffers
+    for src in (1, None):
+        m = _BufferModule(rank)
+        ctx.broadcast_module(m) if src is None else ctx.broadcast_module(m, src=src)
+        res[f'bmod_{src}'] = _module_values(m)
+    m = _BufferModule(rank)
+    ctx.average_buffers(m)
+    res['avg_buffers'] = _module_values(m)
+    return res
+
+
+def _expected(rank: int) -> dict:
+    """:func:`_collectives`' results on ``rank``, worked by hand."""
+    return {
+        'reduce_sum': [[4.0, 7.0], True], 'reduce_None': [[4.0, 7.0], True],
+        'reduce_max': [[3.0, 5.0], True], 'reduce_min': [[1.0, 2.0], True],
+        'bcast': [{'from': 0}, 'r1'],
+        'gather_object': [['r', 0], ['r', 1]],
+        'gather': [[[0, 1, 2], 'torch.int64'], [[0, 1], 'torch.int64']],
+        'gather_2d': [[[[0.5, 0.5]], 'torch.float32'],
+                      [[[1.5, 1.5], [1.5, 1.5]], 'torch.float32']],
+        'gather_bool': [[[True], 'torch.bool'], [[True, False], 'torch.bool']],
+        'barrier': True,
+        # (1 + 2) / 2; (0 + 4) / 2; no gradient anywhere; (0 + 1) / 2, (0 + 2) / 2 in
+        # float64; the existing gradient tensor is filled in place
+        'avg': [[1.5] * 3, [2.0] * 2, True, [0.5, 1.0], 'torch.float64', True],
+        'avg_one': [2.0, 6.0], 'avg_none': [3.0],
+        # the parameter and persistent buffers of the source rank; the scratch buffer kept
+        'bmod_1': [2.0, 2.0, 2.0, 6, 10.0 + rank],
+        'bmod_None': [1.0, 0.0, 1.0, 5, 10.0 + rank],
+        # floats averaged ((0 + 2) / 2, (1 + 2) / 2), the batch counter of rank 0
+        'avg_buffers': [1.0 + rank, 1.0, 1.5, 5, 10.0 + rank],
+    }
+
+
+class _BufferModule(torch.nn.Module):
+    """A parameter, a BatchNorm's buffers (float and integer) and a non-persistent buffer,
+    every value depending on the rank."""
+
+    def __init__(self, rank: int):
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 1, bias=False)
+        self.bn = torch.nn.BatchNorm1d(1)
+        with torch.no_grad():
+            self.lin.weight.fill_(rank + 1.0)
+            self.bn.running_mean.fill_(2.0 * rank)
+            self.bn.running_var.fill_(1.0 + rank)
+            self.bn.num_batches_tracked.fill_(5 + rank)
+        self.register_buffer('scratch', torch.tensor([10.0 + rank]), persistent=False)
+
+
+def _module_values(m: _BufferModule) -> list:
+    return [m.lin.weight.item(), m.bn.running_mean.item(), m.bn.running_var.item(),
+            m.bn.num_batches_tracked.item(), m.scratch.item()]
+
+
+class _ThreadRanks:
+    """torch.distributed's collectives as documented, for ranks played by threads of this
+    process: each call hands every rank's input to every rank (a barrier before and after),
+    then applies the collective's rule. Like gloo, ``all_gather`` needs equal shapes and
+    dtypes. A rank that skips a collective breaks the barrier (10 s) instead of hanging."""
+
+    def __init__(self, world: int):
+        self.world, self.slots = world, [None] * world
+        self.sync = threading.Barrier(world, timeout=10)
+        self.local = threading.local()
+
+    def _exchange(self, value) -> list:
+        self.slots[self.local.rank] = value
+        self.sync.wait()
+        out = list(self.slots)
+        self.sync.wait()
+        return out
+
+    def all_reduce(self, tensor, op=dist.ReduceOp.SUM):
+        stacked = torch.stack(self._exchange(tensor.clone()))
+        rule = {dist.ReduceOp.SUM: lambda x: x.sum(0), dist.ReduceOp.MAX: lambda x: x.amax(0),
+                dist.ReduceOp.MIN: lambda x: x.amin(0)}
+        tensor.copy_(next(f for o, f in rule.items() if o == op)(stacked))
+
+    def all_gather(self, out, tensor):
+        values = self._exchange(tensor.clone())
+        assert len(out) == self.world
+        for o, v in zip(out, values):
+            assert o.shape == v.shape and o.dtype == v.dtype, 'gloo needs equal shapes'
+            o.copy_(v)
+
+    def broadcast(self, tensor, src):
+        tensor.copy_(self._exchange(tensor.clone())[src])
+
+    def broadcast_object_list(self, box, src):
+        box[:] = copy.deepcopy(self._exchange(list(box))[src])
+
+    def all_gather_object(self, out, obj):
+        out[:] = copy.deepcopy(self._exchange(obj))
+
+    def barrier(self):
+        self.sync.wait()
+
+
+def test_distributed_context_alone_is_a_no_op():
+    alone = DistContext()
+    assert (alone.rank, alone.world_size, alone.local_rank, alone.backend,
+            alone.owns_group) == (0, 1, 0, None, False)
+    assert not alone.enabled and alone.is_main
+    assert DistContext(rank=1, world_size=2).enabled and not DistContext(rank=1).is_main
+    t = torch.tensor([1.0, 2.0])
+    assert alone.all_reduce_(t, 'max') is t and t.tolist() == [1.0, 2.0]
+    obj = {'a': 1}
+    assert alone.broadcast_object(obj, src=1) is obj
+    assert alone.all_gather_object(obj) == [obj]
+    gathered = alone.all_gather(t)
+    assert len(gathered) == 1 and gathered[0] is t
+    alone.barrier()
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([4.0, 6.0])
+    q = torch.nn.Parameter(torch.zeros(1))
+    alone.average_gradients([p, q], num_contributors=2)
+    assert p.grad.tolist() == [4.0, 6.0] and q.grad is None
+    m = _BufferModule(3)
+    alone.broadcast_module(m)
+    alone.average_buffers(m)
+    assert _module_values(m) == [4.0, 6.0, 4.0, 8, 13.0]
+    alone.shutdown()
+    assert not alone.owns_group
+
+
+def _on_thread_ranks(monkeypatch, play) -> list:
+    """``play(rank)`` on two thread ranks of this process, torch.distributed's collectives
+    being :class:`_ThreadRanks`'; returns the two results (re-raises a rank's error)."""
+    ranks = _ThreadRanks(2)
+    for name in ('all_reduce', 'all_gather', 'broadcast', 'broadcast_object_list',
+                 'all_gather_object', 'barrier'):
+        monkeypatch.setattr(dist, name, getattr(ranks, name))
+    results, errors = [None, None], []
+
+    def run(rank):
+        ranks.local.rank = rank
+        try:
+            results[rank] = play(rank)
+        except BaseException as err:  # noqa: BLE001 (re-raised in the test's thread)
+            errors.append(err)
+            ranks.sync.abort()
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_distributed_context_collectives_on_two_thread_ranks(tmp_path, monkeypatch):
+    """The collectives of two ranks in this process (fast; the gloo test below runs the same
+    body on two processes and expects the same values)."""
+    def play(rank):
+        ctx = DistContext(rank, 2, rank, 'gloo')
+        res = _collectives(ctx, rank, str(tmp_path))
+        ctx.average_gradients([], num_contributors=2)  # nothing to average: no hang
+        return res
+
+    results = _on_thread_ranks(monkeypatch, play)
+    for rank in (0, 1):
+        assert results[rank] == _expected(rank), rank
+
+
+class _StepSampler(BPRSampler):
+    """One process standing for two ranks: its batch ``s`` is the ranks' batches of step ``s``
+    of a 2-process run on the same stream, concatenated (rank 0's alone in the last step of an
+    epoch with an odd number of batches)."""
+
+    def __init__(self, graph, batch_size, seed=0, batches_per_epoch=None):
+        super().__init__(graph, batch_size, seed, batches_per_epoch)
+        self.draws, self.num_batches, self.step = batches_per_epoch, -(-batches_per_epoch // 2), 0
+
+    def sample(self):
+        take = min(2, self.draws - 2 * (self.step % self.num_batches))
+        self.step += 1
+        draw = super().sample
+        parts = [draw() for _ in range(take)]
+        return Batch(*(torch.cat(x) for x in zip(*((b.users, b.pos, b.neg) for b in parts))))
+
+
+@pytest.mark.parametrize('batches', [4, 5])
+def test_trainer_on_two_thread_ranks_equals_one_process_on_both_batches(batches, tmp_path,
+                                                                        monkeypatch):
+    """Two LightGCN replicas (built differently: rank 0's weights are broadcast), ``batches``
+    batches of 8 users per epoch: each step averages the gradients of the ranks' batch mean
+    losses (rank 0's alone in the last step of 5), which for LightGCN's per-user terms (BPR,
+    L2) is one process's gradient on the step's users (:class:`_StepSampler`), so the weights
+    and metrics agree at float32 round-off (and the epoch's mean loss terms with 4 batches,
+    where every step has two); only rank 0 writes checkpoints, which hold both ranks' random
+    states."""
+    from mmssl_pyg.training import trainer as trainer_module
+    graph = synthetic_graph(num_users=60, num_items=40)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(LightGCN(graph, embedding_dim=8))
+    start = {k: v.clone() for k, v in models[0].state_dict().items()}
+    settings = dict(batch_size=8, batches_per_epoch=batches, epochs=2, seed=3, progress=False,
+                    device='cpu', ks=(10, 20))
+
+    def play(rank):
+        trainer = Trainer(models[rank], graph, TrainConfig(**settings),
+                          checkpoint_dir=tmp_path / 'run' if rank == 0 else tmp_path / 'r1',
+                          distributed=DistContext(rank, 2, rank, 'gloo'))
+        fit = trainer.fit()
+        return fit, trainer.dist_log, state_digests(models[rank])
+
+    (fit0, log0, dig0), (fit1, log1, dig1) = _on_thread_ranks(monkeypatch, play)
+    assert [_strip(h) for h in fit0.history] == [_strip(h) for h in fit1.history]
+    assert (fit0.val, fit0.test) == (fit1.val, fit1.test)
+    # the peak memory is the larger of the two ranks' (all-reduced with max)
+    assert [h['peak_memory_mb'] for h in fit0.history] == [h['peak_memory_mb']
+                                                          for h in fit1.history]
+    assert dig0 == dig1 and [e['epoch'] for e in log0] == [1, 2] and log0 == log1
+    assert all(e['digests'][0] == e['digests'][1] for e in log0)
+    assert log0[0]['digests'][0] != log0[1]['digests'][0]  # the weights moved
+    assert [h['dist/world_size'] for h in fit0.history] == [2, 2]
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['best.pt', 'last.pt']
+    assert not (tmp_path / 'r1').exists()
+    last = load_checkpoint(tmp_path / 'run' / 'last.pt')
+    assert last['world_size'] == 2 and len(last['rng_ranks']) == 2
+
+    monkeypatch.setattr(trainer_module, 'BPRSampler', _StepSampler)
+    one = LightGCN(graph, embedding_dim=8)
+    one.load_state_dict(start)
+    ref = Trainer(one, graph, TrainConfig(**settings)).fit()
+    assert ref.history[0]['epoch'] == 1 and 'dist/world_size' not in ref.history[0]
+    for k, v in one.state_dict().items():
+        assert torch.allclose(models[0].state_dict()[k], v, rtol=1e-5, atol=1e-7), k
+    if batches == 4:
+        for h2, h1 in zip(fit0.history, ref.history, strict=True):
+            for key in ('train/loss', 'train/bpr', 'train/reg'):
+                assert h2[key] == pytest.approx(h1[key], rel=1e-6), key
+    assert fit0.best_epoch == ref.best_epoch
+    assert fit0.test == pytest.approx(ref.test, rel=1e-6, abs=1e-9)
+
+
+class _DriftingLightGCN(LightGCN):
+    """LightGCN whose epoch end moves one weight by its rank: the replicas of rank 1 and up
+    diverge from rank 0 after the first epoch."""
+
+    def __init__(self, graph, rank):
+        super().__init__(graph, embedding_dim=8)
+        self.rank = rank
+
+    def on_epoch_end(self, epoch):
+        super().on_epoch_end(epoch)
+        with torch.no_grad():
+            self.user_emb.weight[0, 0] += self.rank
+
+
+def test_trainer_stops_when_the_replicas_diverge(monkeypatch):
+    graph = synthetic_graph(num_users=60, num_items=40)
+    models = [_DriftingLightGCN(graph, rank) for rank in (0, 1)]
+    settings = dict(batch_size=8, batches_per_epoch=2, epochs=2, seed=3, progress=False,
+                    device='cpu', ks=(10, 20))
+
+    def play(rank):
+        Trainer(models[rank], graph, TrainConfig(**settings),
+                distributed=DistContext(rank, 2, rank, 'gloo')).fit()
+
+    with pytest.raises(RuntimeError) as err:
+        _on_thread_ranks(monkeypatch, play)
+    digests = [state_digests(m) for m in models]
+    assert digests[0] != digests[1]
+    assert str(err.value) == (f'data-parallel replicas diverged after epoch 1: the model state '
+                              f'of rank(s) [1] differs from rank 0 ({digests})')
+
+
+def test_current_reads_the_default_process_group(monkeypatch):
+    monkeypatch.setattr(dist, 'is_available', lambda: True)
+    monkeypatch.setattr(dist, 'is_initialized', lambda: False)
+    assert DistContext.current() == DistContext()
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'get_world_size', lambda: 1)
+    assert DistContext.current() == DistContext()
+    monkeypatch.setattr(dist, 'get_world_size', lambda: 4)
+    monkeypatch.setattr(dist, 'get_rank', lambda: 3)
+    monkeypatch.setattr(dist, 'get_backend', lambda: 'nccl')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert DistContext.current() == DistContext(3, 4, 1, 'nccl', False)
+    monkeypatch.delenv('LOCAL_RANK')
+    assert DistContext.current() == DistContext(3, 4, 0, 'nccl', False)
+    monkeypatch.setattr(dist, 'is_available', lambda: False)
+    assert DistContext.current() == DistContext()
+
+
+def _context_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """:func:`_collectives` on real gloo processes, started by init_distributed as under
+    torchrun (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* in the environment)."""
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from mmssl_pyg.training.distributed import init_distributed
+    ctx, device = init_distributed('cpu', timeout_minutes=1.0)  # a hang fails within a minute
+    now = DistContext.current()
+    res = _collectives(ctx, rank, out_dir)
+    res['ctx'] = [ctx.rank, ctx.world_size, ctx.local_rank, ctx.backend, ctx.owns_group, device]
+    res['current'] = [now.rank, now.world_size, now.local_rank, now.backend, now.owns_group]
+    ctx.shutdown()
+    res['after_shutdown'] = [dist.is_initialized(), ctx.owns_group]
+    (Path(out_dir) / f'ctx{rank}.json').write_text(json.dumps(res))
+
+
+@pytest.mark.distributed
+def test_distributed_context_collectives_on_two_gloo_processes(tmp_path):
+    mp.spawn(_context_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        res = json.loads((tmp_path / f'ctx{rank}.json').read_text())
+        assert res.pop('ctx') == [rank, 2, rank, 'gloo', True, 'cpu']
+        assert res.pop('current') == [rank, 2, rank, 'gloo', False]
+        assert res.pop('after_shutdown') == [False, False]
+        assert res == _expected(rank)
+
+
+def test_buckets_split_by_size_and_dtype_and_state_tensors_once_each():
+    from mmssl_pyg.training.distributed import _buckets, _persistent_buffers, _state_tensors
+    p, q, s = (torch.nn.Parameter(torch.zeros(n)) for n in (3, 2, 4))  # 12, 8, 16 bytes
+    r = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))  # 8 bytes
+    assert list(_buckets([p, q, r, s], 20)) == [[p, q], [r], [s]]  # 12 + 8 = 20 fits
+    assert list(_buckets([p, q, r, s], 19)) == [[p], [q], [r], [s]]
+    assert list(_buckets([s, p], 4)) == [[s], [p]]  # larger than a bucket: alone
+    assert list(_buckets([p, q, s], 64 << 20)) == [[p, q, s]]
+    assert list(_buckets([], 8)) == []
+    # a full bucket is yielded and the next one starts empty: 16 + 16 fills 32 twice
+    w, x, y, z = (torch.nn.Parameter(torch.zeros(4)) for _ in range(4))
+    assert list(_buckets([w, x, y, z], 32)) == [[w, x], [y, z]]
+
+    shared = torch.ones(2)
+    root = torch.nn.Module()
+    root.register_buffer('keep', torch.zeros(1))
+    root.register_buffer('scratch', torch.zeros(1), persistent=False)
+    root.register_buffer('unset', None)
+    root.bn = torch.nn.BatchNorm1d(2)
+    root.a, root.b = torch.nn.Module(), torch.nn.Module()
+    root.a.register_buffer('x', shared)
+    root.b.register_buffer('x', shared)
+    root.lin = torch.nn.Linear(2, 1)
+    bufs = [root.keep, root.bn.running_mean, root.bn.running_var, root.bn.num_batches_tracked,
+            shared, shared]
+    assert [id(b) for b in _persistent_buffers(root)] == [id(b) for b in bufs]
+    want = [root.bn.weight, root.bn.bias, root.lin.weight, root.lin.bias, *bufs[:5]]
+    assert [id(t) for t in _state_tensors(root)] == [id(t) for t in want]
+
+
+class _Extra(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([1.0]))
+        self.register_buffer('mask', torch.tensor([True, False]))
+        self.register_buffer('empty', torch.zeros(0, 3))
+        self.state = {'b': [1, 2], 'a': 'x', 2: 'two', 10: 'ten'}
+
+    def get_extra_state(self):
+        return self.state
+
+    def set_extra_state(self, state):
+        self.state = state
+
+
+def test_state_digests_by_hand():
+    # the bytes fed to SHA-256, spelled out: each key, then dtype and shape, then the raw
+    # little-endian values (bool as uint8, nothing for an empty tensor); extra-state dicts in
+    # key order, lists as '[<len>' and their items, other values by repr
+    weights = hashlib.sha256(b'w' + b'torch.float32(1,)' + struct.pack('<f', 1.0)
+                             + b'mask' + b'torch.uint8(2,)' + bytes([1, 0])
+                             + b'empty' + b'torch.float32(0, 3)').hexdigest()
+    # keys in the order of their text: '10' before '2' before 'a' (and mixed types allowed)
+    extra = hashlib.sha256(b'_extra_state' + b'10' + b"'ten'" + b'2' + b"'two'" + b'a' + b"'x'"
+                           + b'b' + b'[2' + b'1' + b'2')
+    module = _Extra()
+    assert state_digests(module) == {'weights': weights, 'extra': extra.hexdigest()}
+    plain = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        plain.weight.fill_(1.0)
+    assert state_digests(plain) == {
+        'weights': hashlib.sha256(b'weight' + b'torch.float32(1, 1)'
+                                  + struct.pack('<f', 1.0)).hexdigest(),
+        'extra': hashlib.sha256().hexdigest()}
+    # a list of two one-item lists is not one two-item list
+    module.state = [[1], [2]]
+    one = state_digests(module)['extra']
+    module.state = [[1, 2]]
+    assert state_digests(module)['extra'] != one
+
+
+def _refused(device) -> str:
+    from mmssl_pyg.training.distributed import init_distributed
+    with pytest.raises(RuntimeError) as err:
+        init_distributed(device)
+    return str(err.value)
+
+
+def test_env_world_size_and_init_distributed_messages_in_full(monkeypatch):
+    from mmssl_pyg.training.distributed import env_world_size, init_distributed
+    for var in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.delenv(var, raising=False)
+    assert env_world_size() == 1
+    assert init_distributed() == (DistContext(), 'auto')
+    assert init_distributed(torch.device('cpu')) == (DistContext(), 'cpu')
+    monkeypatch.setenv('WORLD_SIZE', '')
+    assert env_world_size() == 1
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    assert init_distributed('cuda') == (DistContext(), 'cuda')
+    monkeypatch.setenv('WORLD_SIZE', '3')
+    assert env_world_size() == 3
+    launch = ('is not set: launch with torchrun (python -m torch.distributed.run), which sets '
+              'RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT')
+    assert _refused('cpu') == f'WORLD_SIZE=3 but RANK, LOCAL_RANK {launch}'
+    monkeypatch.setenv('WORLD_SIZE', '2')  # two processes are already a data-parallel run
+    assert _refused('cpu') == f'WORLD_SIZE=2 but RANK, LOCAL_RANK {launch}'
+    monkeypatch.setenv('WORLD_SIZE', '3')
+    monkeypatch.setenv('RANK', '0')
+    assert _refused('cpu') == f'WORLD_SIZE=3 but LOCAL_RANK {launch}'
+    monkeypatch.setenv('RANK', '2')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    monkeypatch.setattr(dist, 'is_available', lambda: False)
+    assert _refused('cpu') == ('this torch build has no torch.distributed; cannot run with '
+                               'WORLD_SIZE=3')
+    monkeypatch.setattr(dist, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for device in ('cuda', 'cuda:1'):
+        assert _refused(device) == (f'device {device!r} was asked for but CUDA is not '
+                                    f'available; use --device cpu (gloo) for CPU processes')
+    # a GPU machine, as far as init_distributed can tell: NCCL on cuda:LOCAL_RANK
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    assert _refused('auto') == ('LOCAL_RANK=1 but this machine has 1 GPU(s): use '
+                                '--nproc_per_node <= the number of GPUs')
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    chosen, started = [], []
+    monkeypatch.setattr(torch.cuda, 'set_device', chosen.append)
+    monkeypatch.setattr(dist, 'is_initialized', lambda: bool(started))
+    monkeypatch.setattr(dist, 'init_process_group',
+                        lambda backend, timeout: started.append((backend, timeout)))
+    monkeypatch.setattr(dist, 'get_backend', lambda: started[0][0])
+    ctx, device = init_distributed('auto', timeout_minutes=0.5)
+    assert (ctx, device) == (DistContext(2, 3, 1, 'nccl', True), 'cuda:1')
+    assert chosen == [1] and started == [('nccl', datetime.timedelta(seconds=30))]
+    # a group that already exists is reused, and not owned (shutdown leaves it)
+    ctx, device = init_distributed('cuda:0')
+    assert (ctx, device) == (DistContext(2, 3, 1, 'nccl', False), 'cuda:1')
+    assert chosen == [1, 1] and len(started) == 1
+    # CPU processes: gloo, whatever CUDA says; the default timeout is 30 minutes
+    started.clear()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert init_distributed('auto') == (DistContext(2, 3, 1, 'gloo', True), 'cpu')
+    assert started == [('gloo', datetime.timedelta(minutes=30))]
+    started.clear()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert init_distributed('cpu') == (DistContext(2, 3, 1, 'gloo', True), 'cpu')
+    assert chosen == [1, 1]
+
+
+def test_shutdown_ends_only_a_group_it_started(monkeypatch):
+    ended = []
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'destroy_process_group', lambda: ended.append(1))
+    DistContext(0, 2, 0, 'gloo', owns_group=False).shutdown()
+    assert ended == []
+    ctx = DistContext(0, 2, 0, 'gloo', owns_group=True)
+    ctx.shutdown()
+    assert ended == [1] and ctx == DistContext(0, 2, 0, 'gloo', owns_group=False)
+    ctx.shutdown()
+    assert ended == [1]
+    monkeypatch.setattr(dist, 'is_initialized', lambda: False)  # ended elsewhere already
+    ctx = DistContext(0, 2, 0, 'gloo', owns_group=True)
+    ctx.shutdown()
+    assert ended == [1] and not ctx.owns_group

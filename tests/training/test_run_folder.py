@@ -4,6 +4,7 @@ folders or links, and full disks. Each case asserts the exact outcome, and that 
 lost or written where a command was refused."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from mmssl_pyg.testing import (
     tree,
     write_torch_payload,
 )
+from mmssl_pyg.training import run_folder
 from mmssl_pyg.training.run_folder import RUN_FILES
 
 
@@ -216,6 +218,21 @@ def test_check_same_data_names_each_changed_file_in_full():
             'version); the data in /b is used unchecked']
 
 
+@pytest.mark.skipif(hasattr(run_folder, 'x_check_same_data__mutmut_orig'),
+                    reason="mutmut's trampolines add stack frames between the caller and "
+                           "the warning")
+def test_unchecked_data_warning_names_the_line_that_assembled_the_run():
+    from mmssl_pyg.testing import make_tiny_graph
+    from mmssl_pyg.training.run import RunRequest, prepare_run
+    data = (make_tiny_graph(), {'root': '/d', 'digest': 'd' * 64, 'files': {}})
+    with pytest.warns(UserWarning) as caught:
+        line = inspect.currentframe().f_lineno + 1
+        prepare_run(RunRequest(model='lightgcn', dataset='tiny'), data=data,
+                    expect_data=(None, 'run R'))
+    mine = [w for w in caught if 'does not record' in str(w.message)]
+    assert [(w.category, w.filename, w.lineno) for w in mine] == [(UserWarning, __file__, line)]
+
+
 def test_dataset_key_and_resolve_checkpoint(tmp_path, monkeypatch):
     from mmssl_pyg.training.run_folder import _dataset_key, resolve_checkpoint
     monkeypatch.chdir(tmp_path)
@@ -237,6 +254,24 @@ def test_dataset_key_and_resolve_checkpoint(tmp_path, monkeypatch):
     (run / 'best.pt').write_bytes(b'')
     assert resolve_checkpoint(run) == run / 'best.pt'
     assert resolve_checkpoint(str(run / 'last.pt')) == run / 'last.pt'
+
+
+def test_resume_matches_the_model_by_its_lower_cased_name_not_as_a_dataset_key(tmp_path,
+                                                                             monkeypatch):
+    """--resume checks the model given against the run's: case does not matter, but a model
+    name is not read like a dataset argument (no '_' -> '-', not a folder's last part)."""
+    from mmssl_pyg.training.options import ConfigError
+    from mmssl_pyg.training.run import RunRequest
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'x' / 'lightgcn').mkdir(parents=True)
+    saved = {'model': 'lightgcn', 'dataset': 'amazon-baby', 'model_kwargs': {}, 'train': {}}
+    again = RunRequest(model='LightGCN', dataset='Amazon_Baby').resumed(saved, 'run')
+    assert (again.model, again.dataset) == ('lightgcn', 'amazon-baby')
+    for given in ('x/lightgcn', 'light_gcn'):
+        want = 'light-gcn' if given == 'light_gcn' else 'lightgcn'
+        assert _error(RunRequest(model=given).resumed, {**saved, 'model': want}, 'run',
+                      error=ConfigError) == (f'cannot resume run with --model {given}: the run '
+                                             f'was started with {want}')
 
 
 def test_run_record_helpers_compare_and_write_plain_values(tmp_path):

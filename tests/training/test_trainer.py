@@ -325,6 +325,29 @@ def test_history_and_result_contents():
         'cuda' if torch.cuda.is_available() else 'cpu')
 
 
+def test_fit_result_to_dict_is_plain():
+    from mmssl_pyg.training.trainer import FitResult
+    history = [{'epoch': 1, 'train/loss': 0.5}]
+    result = FitResult(1, {'recall@20': 0.25}, {'recall@20': 0.2}, history, True,
+                       Path('runs') / 'x', 3)
+    assert result.to_dict() == {'best_epoch': 1, 'val': {'recall@20': 0.25},
+                                'test': {'recall@20': 0.2}, 'stopped_early': True,
+                                'history': history, 'resumed_from_epoch': 3,
+                                'checkpoint_dir': str(Path('runs') / 'x')}
+    assert FitResult(2, {}, {}).to_dict() == {
+        'best_epoch': 2, 'val': {}, 'test': {}, 'stopped_early': False, 'history': [],
+        'resumed_from_epoch': None, 'checkpoint_dir': None}
+
+
+def test_a_trainer_that_never_validated_has_no_best_epoch_to_test():
+    graph = synthetic_graph()
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    with pytest.raises(RuntimeError) as err:
+        trainer._test_best()
+    assert str(err.value) == ('no validation evaluation took place, so there is no best epoch '
+                              'to test (epochs must be >= 1)')
+
+
 def test_early_stopping_selects_on_validation_and_tests_once(monkeypatch, tmp_path):
     calls = []
     scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at epoch 2, patience 2 stops at 4

@@ -310,6 +310,63 @@ def test_search_param_to_dict_round_trips():
     assert space.params == [p]
 
 
+def test_search_space_asks_the_trial_for_each_kind_and_range_in_order():
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    from mmssl_pyg.training.search_space import SearchSpace
+    space = SearchSpace('m', 'd', [
+        SearchParam('lr', 'float', 'p', 1e-4, 1e-2, True),
+        SearchParam('n', 'int', 'p', 1, 4),
+        SearchParam('k', 'int', 'p', 2, 8, step=2),
+        SearchParam('m', 'int', 'p', 1, 64, True),
+        SearchParam('w', 'float', 'p', 0.0, 1.0, step=0.25),
+        SearchParam('c', 'categorical', 'p', choices=(None, 'a'))])
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    values = space.suggest(trial)
+    assert [n for n, _ in values] == space.names == ['lr', 'n', 'k', 'm', 'w', 'c']
+    assert dict(values) == trial.params
+    assert trial.distributions == {
+        'lr': FloatDistribution(1e-4, 1e-2, log=True), 'n': IntDistribution(1, 4),
+        'k': IntDistribution(2, 8, step=2), 'm': IntDistribution(1, 64, log=True),
+        'w': FloatDistribution(0.0, 1.0, step=0.25),
+        'c': CategoricalDistribution((None, 'a'))}
+    assert space.to_dict() == {
+        'lr': {'type': 'float', 'low': 1e-4, 'high': 1e-2, 'log': True, 'source': 'p'},
+        'n': {'type': 'int', 'low': 1, 'high': 4, 'source': 'p'},
+        'k': {'type': 'int', 'low': 2, 'high': 8, 'step': 2, 'source': 'p'},
+        'm': {'type': 'int', 'low': 1, 'high': 64, 'log': True, 'source': 'p'},
+        'w': {'type': 'float', 'low': 0.0, 'high': 1.0, 'step': 0.25, 'source': 'p'},
+        'c': {'choices': [None, 'a'], 'source': 'p'}}
+
+
+def test_split_sections_routes_by_the_models_own_options():
+    from mmssl_pyg.models import BM3
+    # BM3 takes batch_size itself (pairs per step when it samples interactions), as the
+    # trainer does: both get it
+    assert split_sections({'batch_size': 512, 'lr': 0.1, 'embedding_dim': 8}, BM3) == {
+        'model': {'batch_size': 512, 'embedding_dim': 8},
+        'train': {'batch_size': 512, 'lr': 0.1}}
+    with pytest.raises(ConfigError, match=r"^unknown option 'depth'; model options: "):
+        split_sections({'depth': 2}, LightGCN)
+
+
+def test_tuned_preset_folders_are_created_and_long_values_fold_past_100_columns(tmp_path):
+    note = 'abc' + ' abcdefghi' * 20  # its 10th word ends at column 101 of the line
+    path = write_tuned_preset(tmp_path / 'a' / 'b' / 't.yaml', 'lightgcn', 'tiktok',
+                              {'model': {}, 'train': {'lr': 0.1}}, {'note': note})
+    assert yaml.safe_load(path.read_text()) == {'provenance': {'note': note}, 'model': {},
+                                                'train': {'lr': 0.1}}
+    # a line is folded at the first space after it passes 100 columns
+    nine, ten = (' '.join(['abcdefghi'] * n) for n in (9, 10))
+    assert path.read_text().splitlines()[4:] == [
+        'provenance:', f'  note: abc {nine}', f'    {ten}', '    abcdefghi', 'model: {}',
+        'train:', '  lr: 0.1']
+
+
 def test_trial_tracker_reports_every_epoch_and_prunes(mini_graph):
     """The trainer's per-epoch validation metric reaches Optuna; a pruner stops the trial."""
     from mmssl_pyg.training.tracking import MemoryTracker
@@ -712,6 +769,40 @@ def test_search_space_section_and_file_messages_in_full(tmp_path):
         ('lightgcn', 'tiktok', preset, ['lr'])
 
 
+def test_a_preset_file_search_space_is_checked_against_the_model_and_named(tmp_path):
+    preset = tmp_path / 'p.yaml'
+    preset.write_text('search:\n  default:\n    model.depth: {low: 1, high: 3, source: s}\n')
+    with pytest.raises(ConfigError) as err:
+        load_search_space('lightgcn', 'tiktok', preset)
+    assert str(err.value) == (f"{preset}: search parameter 'model.depth': model.depth: unknown "
+                              f"model option 'depth'; valid model options: embedding_dim, "
+                              f"num_layers, reg_weight")
+    preset.write_text('search:\n  default:\n    depth: {low: 1, high: 3, source: s}\n')
+    with pytest.raises(ConfigError) as err:
+        load_search_space('lightgcn', 'tiktok', preset)
+    assert str(err.value).startswith(
+        f"{preset}: search parameter 'depth': unknown option 'depth'; model options: "
+        f"embedding_dim, num_layers, reg_weight; train options: batch_size, ")
+    preset.write_text('search:\n  default:\n    lr: {low: 1, source: s}\n')
+    with pytest.raises(ConfigError) as err:
+        load_search_space('lightgcn', 'tiktok', preset)
+    assert str(err.value) == (f'{preset}: search.default.lr: give low and high (a range) or '
+                              f'choices (a list)')
+
+
+def test_a_null_entry_removes_a_default_only_from_a_dataset_block():
+    lr = {'low': 0.1, 'high': 0.2, 'source': 's'}
+    section = {'default': {'lr': lr, 'n': lr}, 'tiktok': {'n': None, 'not_searched': None}}
+    assert parse_search_space(section, 'tiktok', 'my.yaml').names == ['lr']
+    # in the default block itself it is an error, also when the block asked for is 'default'
+    for dataset in ('amazon-baby', 'default'):
+        with pytest.raises(ConfigError) as err:
+            parse_search_space({'default': {'lr': None}}, dataset, 'my.yaml')
+        assert str(err.value) == (
+            'my.yaml: search.default.lr: expected a mapping like {low: 1.0e-4, high: 1.0e-2, '
+            'log: true, source: "..."} or {choices: [...], source: "..."}, got None')
+
+
 def test_tuned_preset_text_in_full_and_the_provenance_helpers(tmp_path, monkeypatch):
     import re
 
@@ -740,3 +831,36 @@ def test_tuned_preset_text_in_full_and_the_provenance_helpers(tmp_path, monkeypa
 
     monkeypatch.setattr(search_space.subprocess, 'run', fail)
     assert search_space._git_commit() == 'unknown (git failed)'
+
+
+def test_git_commit_asks_the_package_checkout_whatever_the_working_folder(tmp_path,
+                                                                         monkeypatch):
+    """A study records the commit of the package's checkout, not of the folder it runs from;
+    git runs there, silently (output captured as text), at most 20 s per call."""
+    from mmssl_pyg.training import search_space
+    package = Path(search_space.__file__).resolve().parent
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    sha = subprocess.run(['git', '-C', str(package), 'rev-parse', 'HEAD'], capture_output=True,
+                         text=True).stdout.strip()
+    dirty = subprocess.run(['git', '-C', str(package), 'status', '--porcelain'],
+                           capture_output=True, text=True).stdout.strip()
+    assert search_space._git_commit() == sha + ('+dirty' if dirty else '')
+    for status, want in ((' M x.py\n', 'abc123+dirty'), ('\n', 'abc123')):
+        calls = []
+
+        def git(args, status=status, calls=calls, **kwargs):
+            calls.append((args, kwargs))
+            out = {'rev-parse': 'abc123\n', 'status': status}[args[1]]
+            return subprocess.CompletedProcess(args, 0, stdout=out, stderr='')
+
+        monkeypatch.setattr(search_space.subprocess, 'run', git)
+        assert search_space._git_commit() == want
+        quiet = {'cwd': package, 'capture_output': True, 'text': True, 'timeout': 20}
+        assert calls == [(['git', 'rev-parse', 'HEAD'], quiet),
+                         (['git', 'status', '--porcelain'], quiet)]
+    for error in (subprocess.TimeoutExpired(['git'], 20), subprocess.SubprocessError('x')):
+        def hangs_or_fails(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(search_space.subprocess, 'run', hangs_or_fails)
+        assert search_space._git_commit() == 'unknown (git failed)'
