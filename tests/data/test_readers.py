@@ -342,3 +342,20 @@ def test_modality_from_file_names():
     assert modality_from_file('_feat.npy') is None
     assert modality_from_file('image.npy') is None
     assert modality_from_file('image_feat.npz') is None
+
+
+@pytest.mark.skipif(hasattr(__import__('mmssl_pyg.data.readers', fromlist=['_']),
+                            'x_read_sparse_matrix__mutmut_orig'),
+                    reason="mutmut's trampolines add stack frames between the caller and "
+                    'the warning, so stacklevel is checked in the plain suite only')
+def test_reader_warnings_point_at_the_callers_line(tmp_path):
+    import inspect
+
+    dump(sp.coo_matrix((np.array([0.0, 1.0]), ([0, 1], [0, 1])), shape=(2, 2)),
+         tmp_path / 'trnMat.pkl')
+    (tmp_path / 'train.json').write_text('{"0": [1], "0": [2]}')
+    with pytest.warns(UserWarning) as rec:
+        line = inspect.currentframe().f_lineno + 1
+        read_sparse_matrix(tmp_path / 'trnMat.pkl')
+        read_json_split(tmp_path / 'train.json')
+    assert [(w.filename, w.lineno) for w in rec] == [(__file__, line), (__file__, line + 1)]
