@@ -5,6 +5,7 @@ deterministic functions, except in the one test that loads the real all-MiniLM-L
 when the `features` extra is not installed)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mmssl_pyg.data import load_dataset
@@ -280,3 +281,154 @@ def test_image_paths_are_read_from_the_root_or_the_tables_folder(tmp_path, monke
     with pytest.raises(DatasetFormatError) as err:
         _image_paths(blank, 'image', None, [0], 'item')
     assert err.value.fix == 'name the right column with --image-col'
+
+
+# ---- mmssl_pyg/data/builder.py (test_builder.py is selected for mutation testing test by
+# ---- test; the builder's checks and records are tested here)
+
+def test_build_request_defaults_and_checks_in_full(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from mmssl_pyg.data.builder import BuildRequest
+
+    request = BuildRequest('i.csv', tmp_path / 'x' / '..' / 'ds')
+    assert (request.items, request.user_col, request.item_col, request.rating_col,
+            request.time_col, request.item_id_col, request.text_cols, request.text_template,
+            request.image_col, request.image_root, request.min_rating, request.kcore,
+            request.split, request.ratios, request.seed, request.text_encoder,
+            request.image_encoder, request.image_weights, request.image_model,
+            request.batch_size, request.device, request.cache_dir, request.sep,
+            request.overwrite, request.progress, request.name, request.sources) == (
+        None, 'user_id', 'item_id', None, None, None, (), None, None, None, None, 0, 'random',
+        (0.8, 0.1, 0.1), 0, None, None, None, 'resnet50', 64, 'cpu', None, None, False, True,
+        None, None)
+    assert request.id_col == 'item_id'
+    assert request.check() == (0.8, 0.1, 0.1)
+    assert request.name == 'ds' and request.text_cols == []
+    named = BuildRequest('i.csv', 'out', item_id_col='sku', text_cols=('t',), items='t.csv',
+                         name='mine', ratios=['0.5', 0.25, 0.25])
+    assert named.check() == (0.5, 0.25, 0.25) and named.text_cols == ['t']
+    assert (named.name, named.id_col) == ('mine', 'sku')
+    monkeypatch.setenv('HOME', str(tmp_path))
+    assert BuildRequest('i.csv', '~/ds').root == Path(str(tmp_path)) / 'ds'
+
+    def problem(**options):
+        with pytest.raises(ValueError) as err:
+            BuildRequest('i.csv', **{'output': 'out', **options}).check()
+        return str(err.value)
+
+    assert problem(output=' ') == ('--output / output is empty: it would name the current '
+                                   'folder. Fix: give a folder path, e.g. datasets/my-data')
+    assert problem(cache_dir='') == ('--cache-dir / cache_dir is empty: it would name the '
+                                     'current folder. Fix: give a folder path, e.g. '
+                                     'datasets/my-data')
+    assert problem(split='time') == "split must be one of ('random', 'temporal'), got 'time'"
+    assert problem(split='temporal') == ("split='temporal' needs the timestamp column: pass "
+                                         '--time-col / time_col=NAME')
+    assert problem(min_rating=4) == ('min_rating needs the rating column: pass --rating-col / '
+                                     'rating_col=NAME')
+    assert problem(kcore=-1) == 'kcore must be >= 0, got -1'
+    no_items = 'text and image features come from the item table: pass --items / items=FILE'
+    assert problem(text_cols=['t']) == no_items and problem(image_col='img') == no_items
+    assert problem(items='t.csv', text_template='{t}') == (
+        'text_template needs the text columns: pass --text-cols / text_cols')
+    # accepted at the limits
+    BuildRequest('i.csv', 'out', split='temporal', time_col='ts', rating_col='r', min_rating=0,
+                 kcore=0).check()
+    assert BuildRequest('i.csv', 'out', ratios=(0.8, 0.1, 0.1 + 5e-7)).check()[2] == 0.1 + 5e-7
+    for ratios in ((0.5, 0.5), (-0.1, 0.6, 0.5), (0, 0.5, 0.5), (0.8, 0.1, 0.2), ('a', 0, 0),
+                   None, (0.8, 0.1, 0.1 + 2e-6)):
+        assert problem(ratios=ratios) == ('ratios must be three fractions train, val, test that '
+                                          'sum to 1 with train > 0, e.g. 0.8,0.1,0.1; got '
+                                          f'{ratios!r}')
+
+
+def test_build_info_id_map_and_encoder_notes_in_full(tmp_path):
+    import json
+
+    from mmssl_pyg.testing import THIRDS, CountingEncoder
+
+    inter = _write_csv(tmp_path / 'inter.csv', ['user', 'item', 'rating', 'ts'], ROWS)
+    items = _write_csv(tmp_path / 'items.csv', ['item', 'title', 'tag'], ITEMS)
+    enc = CountingEncoder()
+    out = tmp_path / 'ds'
+    result = _build((inter, items), out, items=items, text_cols=['title', 'tag'],
+                    text_encoder=enc)
+    # 11 rows; A-i4 rated 2 (below 4); B-i1 twice (merged); the 2-core drops D, then i5, then
+    # C: A and B keep i1, i2, i3 (3 interactions each: one per split at 1/3 each)
+    counts = {'rows': 11, 'below_min_rating': 1, 'duplicates': 1, 'kcore': 2,
+              'kcore_interactions': 3, 'kcore_users': 2, 'kcore_items': 1,
+              'users_train_only': 0, 'catalog_items_unused': 3}
+    assert result.counts == counts
+    assert result.encoded == {'text': f'encoded with {enc!r}'}
+    stats = {'users': 2, 'items': 3, 'train': 2, 'val': 2, 'test': 2, 'interactions': 6,
+             'sparsity': 1 - 2 / 6, 'modalities': {'text': 3}}
+    assert result.stats == {'name': 'ds', **stats}
+    assert json.loads((out / 'build_info.json').read_text()) == {
+        'name': 'ds',
+        'sources': {'interactions': str(inter), 'items': str(items)},
+        'options': {'user_col': 'user', 'item_col': 'item', 'rating_col': 'rating',
+                    'time_col': 'ts', 'item_id_col': None, 'text_cols': ['title', 'tag'],
+                    'text_template': None, 'image_col': None, 'min_rating': 4, 'kcore': 2,
+                    'split': 'random', 'ratios': list(THIRDS), 'seed': 0},
+        'modalities': {'text': {'dim': 3, 'columns': ['title', 'tag'], 'template': None,
+                                'encoder': repr(enc)}},
+        'counts': counts,
+        'stats': stats}
+    assert json.loads((out / 'raw' / 'id_map.json').read_text()) == {
+        'user_column': 'user', 'item_column': 'item', 'users': {'A': 0, 'B': 1},
+        'items': {'i1': 0, 'i2': 1, 'i3': 2}}
+    # [length, a's, vowels]: 'Alpha. space' (12, 3, 4: a a a e), 'Beta' (4, 1, 2: e a; its tag
+    # is empty), 'Gamma. sea' (10, 3, 4: a a e a)
+    assert np.load(out / 'raw' / 'text_feat.npy').tolist() == [[12, 3, 4], [4, 1, 2],
+                                                                [10, 3, 4]]
+    again = _build((inter, items), out, items=items, text_cols=['title', 'tag'],
+                   text_encoder=enc, overwrite=True, sources={'data': 'elsewhere'},
+                   name='named')
+    cache = next((out / 'cache').iterdir())
+    assert again.encoded == {'text': f'read from cache {cache}'} and enc.calls == 1
+    info = json.loads((out / 'build_info.json').read_text())
+    assert info['sources'] == {'data': 'elsewhere'} and info['name'] == 'named'
+    # no item table: no features, no 'items' source
+    bare = _build((inter, items), tmp_path / 'bare', min_rating=None, kcore=0, rating_col=None)
+    info = json.loads((tmp_path / 'bare' / 'build_info.json').read_text())
+    assert info['sources'] == {'interactions': str(inter)} and info['modalities'] == {}
+    assert bare.counts == {'rows': 11, 'duplicates': 1, 'users_train_only': 1}
+    assert bare.encoded == {}
+
+
+def test_builder_messages_in_full(tmp_path):
+    from mmssl_pyg.data.builder import build_dataset
+    from mmssl_pyg.data.validation import DatasetFormatError
+
+    inter = _write_csv(tmp_path / 'inter.csv', ['user', 'item', 'rating', 'ts'], ROWS)
+
+    def error(table=inter, **options):
+        with pytest.raises(DatasetFormatError) as err:
+            build_dataset(table, tmp_path / 'out', user_col='user', item_col='item',
+                          progress=False, **options)
+        assert not (tmp_path / 'out').exists()
+        return str(err.value)
+
+    empty = _write_csv(tmp_path / 'empty.csv', ['user', 'item'], [])
+    assert error(empty) == (f'{empty} [rows]: the table has no interaction. Fix: give one row '
+                            'per (user, item) interaction')
+    assert error(rating_col='rating', min_rating=6) == (
+        f'{inter} [column "rating"]: no row has a rating >= 6. Fix: lower --min-rating / '
+        'min_rating')
+    assert error(kcore=4) == (f'{inter} [interactions]: the 4-core is empty: no user and item '
+                              'have 4 interactions together. Fix: lower --kcore / kcore')
+    assert error(ratios=(0.5, 0.25, 0.25), kcore=0, rating_col='rating', min_rating=5) == (
+        f'{inter} [interactions]: the val split is empty: every user has too few interactions '
+        'to hold one out with ratios (0.5, 0.25, 0.25). Fix: raise --kcore (5 gives every user '
+        'a val and a test item at 8:1:1) or the held-out ratios')
+    dup = _write_csv(tmp_path / 'dup.csv', ['item', 'title'],
+                     [('i1', 'a'), ('i2', 'b'), ('i1', 'c'), ('i2', 'd'), ('i3', 'e')])
+    assert error(items=dup, text_cols=['title']) == (
+        f"{dup} [column \"item\"]: 2 item id(s) appear on more than one row (first: 'i1' at "
+        'line 2). Fix: give each item one row')
+    few = _write_csv(tmp_path / 'few.csv', ['sku', 'title'], [('i1', 'a'), ('i9', 'z')])
+    assert error(items=few, item_id_col='sku', text_cols=['title']) == (
+        f'{inter} [column "item"]: 4 item id(s) have no row in the item table {few} (column '
+        "\"sku\"): 'i2', 'i3', 'i4', 'i5'. Fix: add those items to the item table, remove their "
+        'interactions, or name the matching id columns with --item-col / --item-id-col')
