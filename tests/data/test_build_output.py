@@ -432,3 +432,63 @@ def test_builder_messages_in_full(tmp_path):
         f'{inter} [column "item"]: 4 item id(s) have no row in the item table {few} (column '
         "\"sku\"): 'i2', 'i3', 'i4', 'i5'. Fix: add those items to the item table, remove their "
         'interactions, or name the matching id columns with --item-col / --item-id-col')
+
+
+def test_builder_keeps_the_latest_pair_orders_ids_and_notes_the_kept_cache(tmp_path,
+                                                                           monkeypatch):
+    import errno
+    import json
+
+    from mmssl_pyg.data import builder
+    from mmssl_pyg.data.builder import build_dataset
+    from mmssl_pyg.data.encoders import EncoderError
+    from mmssl_pyg.testing import CountingEncoder
+
+    # user 10 rates a at times 1 and 10, b at 5, c at 6: with a's latest time kept the
+    # temporal split holds out a (test) and c (val); users are indexed 2, 9, 10 (as numbers)
+    rows = {'user': ['10', '10', '10', '10', '9', '9', '9', '2', '2', '2'],
+            'item': ['a', 'b', 'c', 'a', 'a', 'b', 'c', 'a', 'b', 'c'],
+            'ts': ['1', '5', '6', '10', '1', '2', '3', '1', '2', '3']}
+    third = (1 / 3, 1 / 3, 1 / 3)
+    out = tmp_path / 'ds'
+    build_dataset(rows, out, user_col='user', item_col='item', time_col='ts', split='temporal',
+                  ratios=third, progress=False)
+    raw = out / 'raw'
+    assert json.loads((raw / 'id_map.json').read_text())['users'] == {'2': 0, '9': 1, '10': 2}
+    split = {s: json.loads((raw / f'{s}.json').read_text())['2'] for s in ('train', 'val',
+                                                                           'test')}
+    assert split == {'train': [1], 'val': [2], 'test': [0]}  # items a=0, b=1, c=2
+    items = {'item': ['a', 'b', 'c'], 'title': ['x', 'y', 'z']}
+    enc = CountingEncoder()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(builder, '_write_checked', full_disk)
+    cache = tmp_path / 'enc-cache'
+    with pytest.raises(OSError) as err:
+        build_dataset(rows, tmp_path / 'b', items, user_col='user', item_col='item',
+                      text_cols=['title'], text_encoder=enc, cache_dir=str(cache),
+                      ratios=third, progress=False)
+    assert err.value.__notes__ == [
+        '(the encoder outputs computed before the failure were kept for the retry: 1 file(s) '
+        f'in {cache}; delete them to undo)']
+    assert [p.name[:5] for p in cache.iterdir()] == ['text-']
+    # a text model given as a path is a SentenceEncoder of that folder (checked before any
+    # encoding)
+    with pytest.raises(EncoderError, match=r"^text model folder '.*nowhere' does not exist"):
+        build_dataset(rows, tmp_path / 'c', items, user_col='user', item_col='item',
+                      text_cols=['title'], text_encoder=str(tmp_path / 'nowhere'),
+                      ratios=third, progress=False)
+    made = []
+    monkeypatch.setattr(builder, 'torchvision_image_encoder',
+                        lambda *a, **kw: made.append((a, kw)) or (
+                            lambda paths: np.ones((len(paths), 2))))
+    (tmp_path / 'x.png').write_bytes(b'x')
+    with pytest.raises(OSError):
+        build_dataset(rows, tmp_path / 'd', {'item': ['a', 'b', 'c'], 'img': ['x.png'] * 3},
+                      user_col='user', item_col='item', image_col='img', image_root=tmp_path,
+                      image_model='vit_b_16', image_weights='w.pt', batch_size=5,
+                      device='cpu', ratios=third, progress=False)
+    assert made == [(('vit_b_16', 'w.pt'), {'batch_size': 5, 'device': 'cpu',
+                                            'progress': False})]
