@@ -296,6 +296,8 @@ def test_read_features_casts_to_contiguous_float32(tmp_path):
 
 
 def test_read_features_messages_in_full(tmp_path):
+    import warnings
+
     from mmssl_pyg.data.readers import read_features
 
     path = tmp_path / 'image_feat.npy'
@@ -311,27 +313,30 @@ def test_read_features_messages_in_full(tmp_path):
         'next to the split files, or leave that modality out with modalities=[...]')
     path.write_bytes(b'')
     err = error()
-    assert (err.field, err.problem, err.fix) == (
-        'format', 'empty or truncated (0 bytes; No data left in file)',
+    assert (err.path, err.field, err.problem, err.fix) == (
+        str(path), 'format', 'empty or truncated (0 bytes; No data left in file)',
         'write the file again with np.save(path, feat.astype(np.float32))')
     np.save(path, np.array([[1], ['a']], dtype=object), allow_pickle=True)
     err = error()
-    assert (err.field, err.problem, err.fix) == (
-        'format', 'not a readable .npy array (Object arrays cannot be loaded when '
+    assert (err.path, err.field, err.problem, err.fix) == (
+        str(path), 'format', 'not a readable .npy array (Object arrays cannot be loaded when '
         'allow_pickle=False)', 'save the features with np.save(path, feat.astype(np.float32))')
     with open(path, 'wb') as f:
         np.savez(f, a=np.ones((2, 2)))
     err = error()
-    assert (err.field, err.problem, err.fix) == (
-        'format', 'an .npz archive, not a single .npy array',
+    assert (err.path, err.field, err.problem, err.fix) == (
+        str(path), 'format', 'an .npz archive, not a single .npy array',
         'save one array per modality with np.save')
     np.save(path, np.ones(3, dtype=np.float32))
     assert error().field == 'shape'
-    # 1e39 is finite in float64 but beyond float32: it becomes inf and is refused
+    # 1e39 is finite in float64 but beyond float32: it becomes inf and is refused, with no
+    # overflow warning from the cast
     np.save(path, np.array([[1.0], [1e39], [2.0]]))
-    err = error()
-    assert (err.field, err.problem) == ('values', '1 of 3 rows hold NaN or infinite values '
-                                                  '(first: row 1, item 1)')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        err = error()
+    assert (err.path, err.field, err.problem) == (str(path), 'values', '1 of 3 rows hold NaN or '
+                                                  'infinite values (first: row 1, item 1)')
 
 
 def test_modality_from_file_names():
