@@ -164,6 +164,12 @@ def test_read_json_split_pairs_in_file_order_and_repeated_keys(tmp_path):
     assert pairs.users.tolist() == [1, 0, 1] and pairs.items.tolist() == [3, 1, 4]
     path.write_text('{}')
     assert read_json_split(path).num_pairs == 0
+    # read as bytes, so JSON's own encodings are understood whatever the locale: UTF-8 with a
+    # byte-order mark (as some editors save it), UTF-16
+    for encoding in ('utf-8-sig', 'utf-16'):
+        path.write_bytes('{"2": [5, 7]}'.encode(encoding))
+        pairs = read_json_split(path)
+        assert (pairs.users.tolist(), pairs.items.tolist()) == ([2, 2], [5, 7]), encoding
 
 
 def test_read_json_split_messages_in_full(tmp_path):
@@ -175,9 +181,9 @@ def test_read_json_split_messages_in_full(tmp_path):
     err = _json_error(path, b'{"0": [1], "\xff": [2]}')
     assert err.field == 'JSON' and err.problem.startswith("not valid JSON ('utf-8' codec")
     err = _json_error(path, '[' * 100_000)
-    assert (err.field, err.problem, err.fix) == (
-        'JSON', 'nested too deeply to be a split (lists inside lists, thousands of levels)',
-        JSON_FIX)
+    assert (err.path, err.field, err.problem, err.fix) == (
+        str(path), 'JSON',
+        'nested too deeply to be a split (lists inside lists, thousands of levels)', JSON_FIX)
     assert err.__cause__ is None and err.__suppress_context__
     err = _json_error(path, '{"0": [1], "a": [1], "-1": [2], "\u0663": [3]}')
     assert (err.field, err.problem, err.fix) == (
