@@ -190,13 +190,15 @@ def test_read_json_split_messages_in_full(tmp_path):
         'user "a"', "user id 'a' is not a non-negative integer (3 such key(s))",
         'use 0-based integer user ids written as strings, e.g. {"17": [3, 5]}')
     err = _json_error(path, '{"0": [1], "99999999999999999999": [1]}')
-    assert (err.field, err.problem, err.fix) == (
-        'user ids', 'a user id does not fit in 64 bits (Python int too large to convert to C '
-        'long)', 'use 0-based contiguous user ids')
+    assert (err.path, err.field, err.problem, err.fix) == (
+        str(path), 'user ids',
+        'a user id does not fit in 64 bits (Python int too large to convert to C long)',
+        'use 0-based contiguous user ids')
     err = _json_error(path, '{"0": [1, 99999999999999999999]}')
-    assert (err.field, err.problem, err.fix) == (
-        'item ids', 'an item id does not fit in 64 bits (Python int too large to convert to C '
-        'long)', 'use 0-based contiguous item ids')
+    assert (err.path, err.field, err.problem, err.fix) == (
+        str(path), 'item ids',
+        'an item id does not fit in 64 bits (Python int too large to convert to C long)',
+        'use 0-based contiguous item ids')
     item_fix = 'write item ids as JSON integers, e.g. "17": [3, 5]'
     # the user of the first bad item: the first of user "1"'s items, after user "0"'s one
     err = _json_error(path, '{"0": [1], "1": [true, 2]}')
