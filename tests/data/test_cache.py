@@ -306,3 +306,70 @@ def test_changed_files_lists_every_name_either_side_has_with_another_content():
     assert changed_files({'t.json': a}, {'t.json': b}) == ['t.json']
     assert changed_files({'t.json': a}, {'t.json': {**a, 'size': 2}}) == ['t.json']
     assert changed_files({'t.json': a}, {'t.json': {**a, 'mtime_ns': 5}}) == []
+
+
+def test_file_and_raw_fingerprints_and_their_digest_by_hand(tmp_path):
+    from mmssl_pyg.data.cache import file_fingerprint, raw_fingerprint
+    # more than one read chunk (4 MiB): the hash covers every chunk
+    blob = bytes(range(256)) * (5 << 12) + b'tail'
+    (tmp_path / 'b.npy').write_bytes(blob)
+    (tmp_path / 'a.json').write_bytes(b'{}')
+    os.utime(tmp_path / 'b.npy', ns=(1, 1_234_567_890_123))
+    fp = file_fingerprint(tmp_path / 'b.npy')
+    assert fp == {'size': len(blob), 'mtime_ns': 1_234_567_890_123,
+                  'sha256': hashlib.sha256(blob).hexdigest()}
+    raw = raw_fingerprint(str(tmp_path), ['b.npy', 'a.json'])
+    assert list(raw) == ['a.json', 'b.npy'] and raw['b.npy'] == fp
+    assert raw['a.json']['sha256'] == hashlib.sha256(b'{}').hexdigest()
+    # the digest: one SHA-256 over 'name NUL size NUL sha256 LF' per name in sorted order
+    text = ''.join(f'{n}\0{raw[n]["size"]}\0{raw[n]["sha256"]}\n' for n in ('a.json', 'b.npy'))
+    assert fingerprint_digest(raw) == hashlib.sha256(text.encode()).hexdigest()
+    assert fingerprint_digest({'b.npy': raw['b.npy'], 'a.json': raw['a.json']}) == \
+        fingerprint_digest(raw)
+
+
+def test_load_processed_returns_none_for_a_safe_file_that_is_not_a_current_cache(tmp_path):
+    good = {'format': 'mmssl-pyg-processed', 'version': 1, 'fingerprint': {}, 'data': {}}
+    path = tmp_path / 'data.pt'
+    torch.save(good, path)
+    assert load_processed(str(path)) == good
+    for change in ({'format': 'pyg'}, {'version': 2}, {'data': [1]}, {'fingerprint': None}):
+        torch.save({**good, **change}, path)
+        assert load_processed(path) is None, change
+    for missing in ('format', 'version', 'data', 'fingerprint'):
+        torch.save({k: v for k, v in good.items() if k != missing}, path)
+        assert load_processed(path) is None, missing
+    torch.save([good], path)
+    assert load_processed(path) is None
+
+
+def test_load_processed_messages_in_full(tmp_path):
+    fix = ('delete data.pt (it is only a cache of the raw files) or load with --force-reload / '
+           'force_reload=True to rebuild it')
+    path = tmp_path / 'data.pt'
+    with pytest.raises(ProcessedCacheError) as err:
+        load_processed(path)
+    assert str(err.value) == (f'{path} [processed file]: cannot read it (No such file or '
+                              f'directory). Fix: {fix}')
+    assert err.value.__cause__ is not None
+    path.write_bytes(b'')
+    with pytest.raises(ProcessedCacheError) as err:
+        load_processed(path)
+    assert str(err.value) == (f'{path} [processed file]: the file is empty (an interrupted '
+                              f'write?). Fix: {fix}')
+    path.write_bytes(b'not a torch file at all')
+    with pytest.raises(ProcessedCacheError) as err:
+        load_processed(path)
+    # the rest is torch's own reason, in brackets
+    assert err.value.problem.startswith('not a safe processed cache (not a file of tensors and '
+                                        'plain containers (')
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_processed_cache_error_survives_pickling():
+    err = ProcessedCacheError('/d/processed/data.pt', 'the file is empty')
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is ProcessedCacheError
+    assert (back.path, back.field, back.problem, back.fix) == (err.path, err.field,
+                                                              err.problem, err.fix)
+    assert str(back) == str(err)

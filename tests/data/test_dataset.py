@@ -406,3 +406,162 @@ def test_bad_arguments(tmp_path):
         MMSSLDataset(root, raw_format='csv')
     with pytest.raises(TypeError, match='root'):
         MMSSLDataset()
+
+
+JSON_SHAPE = 'JSON object user id -> list of item ids'
+FIX_LINE = ('Fix: place the files in {} and load again (nothing is downloaded), or load a subset '
+            'with modalities=[...] (modalities=[] needs only the split files).')
+PKL_LINE = ('Instead of the three JSON files, the DiffMM pickles trnMat.pkl, valMat.pkl, '
+            'tstMat.pkl, or the MMSSL train_mat with val.json and test.json, are accepted.')
+
+
+def test_missing_files_of_a_folder_message_and_summary_in_full(tmp_path):
+    root = write_folder(tmp_path / 'd')
+    raw = root / 'raw'
+    (raw / 'val.json').unlink()
+    (raw / 'val.json').mkdir()
+    (raw / 'test.json').unlink()
+    (raw / 'test.json').symlink_to(raw / 'gone.json')
+    with pytest.raises(DatasetNotFoundError) as err:
+        MMSSLDataset(str(root), modalities=['image', 'imgae'])
+    e = err.value
+    assert e.path == str(raw) and e.missing == ['val.json', 'test.json', 'imgae_feat.npy']
+    assert str(e) == '\n'.join([
+        f'MMSSLDataset (d): raw files missing in {raw}',
+        'Expected files:',
+        f'  train.json      present  {JSON_SHAPE}',
+        f'  val.json        MISSING (a folder, not a file)  {JSON_SHAPE}',
+        f'  test.json       MISSING (a broken symbolic link: its target is missing or a loop)  '
+        f'{JSON_SHAPE}',
+        '  image_feat.npy  present  float array [num_items, dim] (image features)',
+        '  imgae_feat.npy  MISSING  float array [num_items, dim] (imgae features)',
+        "Modality 'imgae' has no file imgae_feat.npy: did you mean 'image' (--modalities "
+        "image)?",
+        PKL_LINE,
+        'Feature files present: image_feat.npy (choose with modalities=[...]).',
+        FIX_LINE.format(raw)])
+    assert e.summary == (
+        f'MMSSLDataset: raw files missing in {raw}: val.json (a folder, not a file), test.json '
+        '(a broken symbolic link: its target is missing or a loop), imgae_feat.npy. Fix: place '
+        f'them there; `mmssl-pyg datasets {root}` (or the Python error of load_dataset) lists '
+        'each expected file, its shape and where to get it')
+    other = write_folder(tmp_path / 'e')
+    with pytest.raises(DatasetNotFoundError) as err:
+        MMSSLDataset(other / 'raw', modalities=['text'])  # only a feature file is missing
+    assert err.value.summary == (
+        f'MMSSLDataset: raw files missing in {other / "raw"}: text_feat.npy. Fix: place them '
+        'there, or load a subset with modalities=[...] (--modalities); `mmssl-pyg datasets '
+        f'{other / "raw"}` (or the Python error of load_dataset) lists each expected file, its '
+        'shape and where to get it')
+
+
+def test_missing_files_of_a_registered_dataset_give_the_paper_figures_and_sources(tmp_path):
+    from mmssl_pyg.data.dataset import DatasetInfo
+
+    class Toy(MMSSLDataset):
+        info = DatasetInfo('toy', 'Toy Set', 1234, 56, 7890, (('image', 8), ('text', 4)),
+                           ('https://a', 'https://b'), 'A note.')
+
+    raw = tmp_path / 'toy' / 'raw'
+    with pytest.raises(DatasetNotFoundError) as err:
+        Toy(tmp_path / 'toy')
+    counts = '(1,234 users, 56 items)'
+    assert str(err.value) == '\n'.join([
+        f'Toy (Toy Set): raw files missing in {raw}',
+        'Expected files:',
+        f'  train.json      MISSING  {JSON_SHAPE} {counts}',
+        f'  val.json        MISSING  {JSON_SHAPE} {counts}',
+        f'  test.json       MISSING  {JSON_SHAPE} {counts}',
+        '  image_feat.npy  MISSING  float array [56, 8] (image features)',
+        '  text_feat.npy   MISSING  float array [56, 4] (text features)',
+        PKL_LINE,
+        'Paper (MMSSL, Table 1): 1,234 users, 56 items, 7,890 interactions, modalities: image '
+        '8-d, text 4-d.',
+        'A note.',
+        'Where to get them:',
+        '  - https://a',
+        '  - https://b',
+        FIX_LINE.format(raw)])
+    assert err.value.summary == (
+        f'Toy: raw files missing in {raw}: train.json, val.json, test.json, image_feat.npy, '
+        'text_feat.npy. Fix: place them there; `mmssl-pyg datasets toy` (or the Python error '
+        'of load_dataset) lists each expected file, its shape and where to get it')
+    assert not (tmp_path / 'toy').exists()  # nothing created by a failed load
+    # the pickled layout: no note on other layouts; a folder without a note
+    Toy.info = DatasetInfo('toy', 'Toy Set', 1234, 56, 7890, (), ('https://a',))
+    raw.mkdir(parents=True)
+    dump(sp.coo_matrix((np.ones(1), ([0], [0])), shape=(1, 1)), raw / 'trnMat.pkl')
+    with pytest.raises(DatasetNotFoundError) as err:
+        Toy(tmp_path / 'toy')
+    assert str(err.value).splitlines()[2:6] == [
+        '  trnMat.pkl  present  pickled scipy.sparse matrix users x items (1,234 users, 56 '
+        'items)',
+        '  valMat.pkl  MISSING  pickled scipy.sparse matrix users x items (1,234 users, 56 '
+        'items)',
+        '  tstMat.pkl  MISSING  pickled scipy.sparse matrix users x items (1,234 users, 56 '
+        'items)',
+        'Paper (MMSSL, Table 1): 1,234 users, 56 items, 7,890 interactions, modalities: .']
+    assert str(err.value).splitlines()[6:8] == ['Where to get them:', '  - https://a']
+
+
+def test_bad_arguments_in_full(tmp_path):
+    root = write_folder(tmp_path / 'd')
+    with pytest.raises(ValueError) as err:
+        MMSSLDataset(root, modalities=('text', 'image', 'text', 'image', 'x'))
+    assert str(err.value) == ("modalities lists ['image', 'text'] more than once: ['text', "
+                              "'image', 'text', 'image', 'x']")
+    with pytest.raises(ValueError) as err:
+        MMSSLDataset(root, raw_format='csv')
+    assert str(err.value) == "raw_format must be one of ['json', 'pkl', 'train_mat'], got 'csv'"
+    with pytest.raises(TypeError) as err:
+        MMSSLDataset()
+    assert str(err.value) == 'MMSSLDataset needs root=<folder holding raw/ or the raw files>'
+
+
+def test_names_files_repr_stats_and_the_cache_key(tmp_path, monkeypatch, capsys):
+    from mmssl_pyg.data.cache import load_processed
+
+    root = write_folder(tmp_path / 'd')
+    ds = MMSSLDataset(str(root), modalities='image', raw_format='json', log=False)
+    assert ds.modalities == ['image'] and ds.raw_format == 'json' and ds.name == 'd'
+    assert ds.raw_file_names == ['train.json', 'val.json', 'test.json', 'image_feat.npy']
+    assert ds.processed_file_names == 'data_image.pt'
+    assert (ds.num_users, ds.num_items) == (3, 5)
+    assert repr(ds) == 'MMSSLDataset(d, users=3, items=5, train=5, modalities=[image])'
+    assert ds.stats() == {'name': 'd', 'users': 3, 'items': 5, 'train': 5, 'val': 1, 'test': 2,
+                          'interactions': 8, 'sparsity': 1 - 5 / 15, 'modalities': {'image': 4}}
+    bare = MMSSLDataset(root, modalities=[], name='other', log=False)
+    assert bare.name == 'other' and bare[0].name == 'other'
+    assert bare.processed_file_names == 'data_no_features.pt'
+    assert repr(bare) == 'MMSSLDataset(other, users=3, items=5, train=5, modalities=[none])'
+    # the same files under another name: the cache is shared, the name is the one asked for
+    assert MMSSLDataset(root, modalities=[], name='third', log=False)[0].name == 'third'
+
+    def double(data):
+        return data
+
+    key = load_processed(MMSSLDataset(root, pre_transform=double, log=False)
+                         .processed_paths[0])['key']
+    assert key == {'raw_format': 'json', 'modalities': ['image'],
+                   'pre_transform': '<function test_names_files_repr_stats_and_the_cache_key.'
+                                    '<locals>.double>'}
+    # what is printed when the processed file is (re)built; pytest's variable silences it
+    monkeypatch.delenv('PYTEST_CURRENT_TEST', raising=False)
+    capsys.readouterr()
+    path = tmp_path / 'd' / 'processed' / 'data_image.pt'
+    MMSSLDataset(root, modalities=['image'])
+    assert capsys.readouterr().err == f'Re-processing {path}: built with other options ' \
+                                      '(raw_format, modalities or pre_transform)\nProcessing...\n'
+    MMSSLDataset(root, modalities=['image'])
+    assert capsys.readouterr().err == ''
+    (root / 'raw' / 'val.json').write_text('{"1": [4]}')
+    MMSSLDataset(root, modalities=['image'])
+    assert capsys.readouterr().err == (f'Re-processing {path}: raw file(s) changed since it was '
+                                       'built: val.json\nProcessing...\n')
+    torch.save(torch.zeros(1), path)
+    MMSSLDataset(root, modalities=['image'])
+    assert capsys.readouterr().err == (f'Re-processing {path}: written by another '
+                                       'version\nProcessing...\n')
+    MMSSLDataset(root, modalities=['image'], log=False)
+    MMSSLDataset(root, modalities=['image'], log=False, force_reload=True)
+    assert capsys.readouterr().err == ''
