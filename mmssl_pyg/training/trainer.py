@@ -544,6 +544,13 @@ class Trainer:
     def _test_best(self) -> dict[str, float]:
         cfg = self.config
         if self.best_epoch == 0:
+            key = f'val/{cfg.metric}'
+            seen = [r[key] for r in self.history if key in r]
+            if seen:  # fit validated, but no value compared greater than -inf
+                raise RuntimeError(
+                    f'validation {cfg.metric} was not a number at any of the {len(seen)} '
+                    f'evaluation(s) ({seen[-1]} at the last), so no epoch can be selected to '
+                    f'test; check that the model\'s embeddings are finite')
             raise RuntimeError('no validation evaluation took place, so there is no best epoch '
                                'to test (epochs must be >= 1)')
         if self.checkpoint_dir is not None:

@@ -339,6 +339,24 @@ def test_fit_result_to_dict_is_plain():
         'resumed_from_epoch': None, 'checkpoint_dir': None}
 
 
+def test_a_run_whose_validation_metric_is_never_a_number_says_so_instead_of_testing(
+        monkeypatch):
+    # NaN never compares greater than the starting best (-inf), so no epoch is selected; the
+    # error names the metric, how many evaluations there were and the last value.
+    nan = float('nan')
+    monkeypatch.setattr(trainer_module, 'evaluate',
+                        lambda *a, **kw: {'recall@10': nan, 'recall@20': nan})
+    graph = synthetic_graph()
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph,
+                      TrainConfig(**{**FAST, 'epochs': 3, 'patience': 0}))
+    with pytest.raises(RuntimeError) as err:
+        trainer.fit()
+    assert trainer.best_epoch == 0 and len(trainer.history) == 3
+    assert str(err.value) == ('validation recall@20 was not a number at any of the 3 '
+                              'evaluation(s) (nan at the last), so no epoch can be selected to '
+                              "test; check that the model's embeddings are finite")
+
+
 def test_a_trainer_that_never_validated_has_no_best_epoch_to_test():
     graph = synthetic_graph()
     trainer = Trainer(LightGCN(graph, embedding_dim=8), graph, TrainConfig(**FAST))
