@@ -631,13 +631,19 @@ GRCN_MMGCN_SHORT = {'progress': False, 'device': 'cpu', 'num_threads': 1, 'epoch
          'patience': 0}
 
 
-def grcn_mmgcn_run(name: str, graph: RecGraph) -> dict:
+def grcn_mmgcn_run(name: str, graph: RecGraph, prepare=None) -> dict:
     """Per-epoch train losses and validation metrics, best epoch and final embedding norms of
-    ``name`` trained on ``graph`` (tiktok-mini) with :data:`GRCN_MMGCN_SHORT` over its preset."""
+    ``name`` trained on ``graph`` (tiktok-mini) with :data:`GRCN_MMGCN_SHORT` over its preset;
+    ``prepare(model)``, when given, runs on the freshly built model before training."""
     cls = get_model_class(name)
     options = resolve_options(cls, 'tiktok-mini', model_name=name, train_updates=GRCN_MMGCN_SHORT)
-    result, norms = seeded_fit(lambda: cls(graph, **options.model_kwargs), graph,
-                               options.train)
+
+    def build():
+        model = cls(graph, **options.model_kwargs)
+        if prepare is not None:
+            prepare(model)
+        return model
+    result, norms = seeded_fit(build, graph, options.train)
     return {'losses': [h['train/loss'] for h in result.history],
             'val': [{k[4:]: v for k, v in h.items() if k.startswith('val/')}
                     for h in result.history],

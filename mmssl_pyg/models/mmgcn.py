@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.graph import RecGraph
+from ..nn.adjacency import sparse_transpose
 from ..nn.conv import BipartiteConv
 from ..nn.features import FeatureNorm
 from ..utils.options import Formerly, NoneMeans, NonNegative, PositiveInt, Range
@@ -29,7 +30,10 @@ class ModalityGCN(torch.nn.Module):
         \mathbf{x}' &= \mathrm{LeakyReLU}(\mathbf{W}_3^{(l)} \mathbf{h} + \hat{\mathbf{x}})
 
     with the mean aggregation done by :class:`~mmssl_pyg.nn.BipartiteConv` over the
-    row-normalised user-item graph (users from items, items from users).
+    row-normalised user-item graph (users from items, items from users). The mean weights
+    differ by direction (:math:`1/|\mathcal{N}_u|` into users, :math:`1/|\mathcal{N}_i|` into
+    items), so neither matrix is the other's transpose: each aggregation's backward pass
+    takes its own cached transpose (``adj_ui_t``, ``adj_iu_t``).
     """
 
     def __init__(self, num_users: int, feat_dim: int, embedding_dim: int, latent_dim: int | None,
@@ -57,7 +61,7 @@ class ModalityGCN(torch.nn.Module):
             torch.nn.init.zeros_(lin.bias)
 
     def forward(self, features: Tensor, user_id: Tensor, item_id: Tensor, adj_ui: Tensor,
-                adj_iu: Tensor) -> tuple[Tensor, Tensor]:
+                adj_iu: Tensor, adj_ui_t: Tensor, adj_iu_t: Tensor) -> tuple[Tensor, Tensor]:
         # Users and items share every layer's weights, so they go through each dense product
         # stacked (users first), and W_1 and W_2 share their input, so x @ [W_1 | W_2^T] is one
         # product: fewer, larger kernels, the same arithmetic as one product per node type.
@@ -73,8 +77,8 @@ class ModalityGCN(torch.nn.Module):
                 [w.size(1), lin.weight.size(0)], 1)
             x_hat = F.leaky_relu(pre + lin.bias) + ids
             xw_u, xw_i = xw.split(sizes)
-            h = F.leaky_relu(torch.cat([self.conv(xw_i, adj_ui, adj_rev=adj_iu),
-                                        self.conv(xw_u, adj_iu, adj_rev=adj_ui)]))
+            h = F.leaky_relu(torch.cat([self.conv(xw_i, adj_ui, adj_rev=adj_ui_t),
+                                        self.conv(xw_u, adj_iu, adj_rev=adj_iu_t)]))
             x = F.leaky_relu(gate(h) + x_hat)
         user, item = x.split(sizes)
         return user, item
@@ -124,6 +128,9 @@ class MMGCN(Recommender):
             ModalityGCN(graph.num_users, f.size(1), embedding_dim, latent_dim, num_layers)
             for f in modality_features(self)])
         self.register_adjacency(graph, 'mean')
+        # the true transposes, for the backward pass (ModalityGCN's docstring says why)
+        self.register_buffer('adj_ui_t', sparse_transpose(self.adj_ui), persistent=False)
+        self.register_buffer('adj_iu_t', sparse_transpose(self.adj_iu), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -134,7 +141,8 @@ class MMGCN(Recommender):
 
     def modality_embeddings(self) -> list[tuple[Tensor, Tensor]]:
         """``[(user [n_u, d], item [n_i, d]) per modality]``: one propagation per modality."""
-        return [gcn(f, self.user_id.weight, self.item_id.weight, self.adj_ui, self.adj_iu)
+        return [gcn(f, self.user_id.weight, self.item_id.weight, self.adj_ui, self.adj_iu,
+                    self.adj_ui_t, self.adj_iu_t)
                 for gcn, f in zip(self.gcns, modality_features(self))]
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:

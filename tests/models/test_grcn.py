@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmssl_pyg.models.grcn import GRCN
 from mmssl_pyg.testing import (
@@ -146,3 +147,76 @@ def test_grcn_documented_defaults_repr_and_initialisation():
     assert torch.allclose(model.feat_1.norm(dim=1), torch.ones(15))
     u, i = model.get_embedding()
     assert u.shape == (12, 64 + 2 * 64) and i.shape == (15, 64 + 2 * 64)
+
+
+def test_grcn_matches_the_authors_code_with_the_routing_the_paper_describes():
+    """The authors' GRCN (weiyinwei/GRCN ``Model_routing.py`` with ``GATConv.py`` and
+    ``SAGEConv.py``; ``main.py`` defaults: ``aggr_mode='add'``, ``has_norm``, no activation,
+    ``weight_mode='confid'``, ``fusion_mode='concat'``, hard pruning), transcribed with PyG's
+    edge-list message passing and fed this model's parameters, gives the same representations
+    and refined weights once its routing loop is fed item->user edges. As published, the loop
+    gets the user->item ``edge_index`` (rows ``user, item + n_users``), so its messages reach
+    items only and ``x_hat_1[:num_user]`` is zero: the preferences are never routed."""
+    from torch_geometric.nn.conv import MessagePassing
+    from torch_geometric.utils import softmax
+
+    class AuthorsGATConv(MessagePassing):
+        def __init__(self):
+            super().__init__(aggr='add')
+
+        def forward(self, x, edge_index):
+            return self.propagate(edge_index, x=x)
+
+        def message(self, edge_index_i, x_i, x_j, size_i):
+            self.alpha = softmax((x_i * x_j).sum(-1), edge_index_i, num_nodes=size_i)
+            return x_j * self.alpha.view(-1, 1)
+
+    class AuthorsSAGEConv(MessagePassing):
+        def __init__(self):
+            super().__init__(aggr='add')
+
+        def forward(self, x, edge_index, weight_vector):
+            self.weight_vector = weight_vector
+            return self.propagate(edge_index, x=x)
+
+        def message(self, x_j):
+            return x_j * self.weight_vector
+
+    graph = make_tiny_graph(2, num_users=10, num_items=12, seed=4)
+    nu = graph.num_users
+    torch.manual_seed(0)
+    model = GRCN(graph, embedding_dim=3, latent_dim=4, num_routing=2, num_layers=2,
+                 feature_norm='none')
+    u, i = graph.train_edge_index
+    edge_index = torch.stack([u, i + nu])
+    both = torch.cat([edge_index, edge_index[[1, 0]]], 1)
+    with torch.no_grad():
+        model.confidence.copy_(torch.randn_like(model.confidence) + 0.3)  # some pruned
+        for lin in model.content:
+            torch.nn.init.normal_(lin.bias)
+        reps, alphas = [], []
+        for m, lin in enumerate(model.content):  # CGCN.forward
+            conv = AuthorsGATConv()
+            features = F.normalize(F.leaky_relu(lin(getattr(model, f'feat_{m}'))))
+            preference = F.normalize(model.preference[m])
+            published = conv(torch.cat([preference, features]), edge_index)
+            assert published[:nu].abs().max() == 0 and published[nu:].abs().max() > 0
+            for _ in range(model.num_routing):
+                x_hat_1 = conv(torch.cat([preference, features]), edge_index[[1, 0]])
+                preference = F.normalize(preference + x_hat_1[:nu])
+            x = torch.cat([preference, features])
+            reps.append(x + conv(x, both))
+            alphas.append(conv.alpha.view(-1, 1))
+        confidence = torch.cat([model.confidence[edge_index[0]],
+                                model.confidence[edge_index[1]]])  # the sender's
+        weight = torch.relu((torch.cat(alphas, 1) * confidence).max(1).values).view(-1, 1)
+        x = F.normalize(torch.cat([model.user_id.weight, model.item_id.weight]))  # EGCN
+        x_hat_1 = AuthorsSAGEConv()(x, both, weight)
+        x_hat_2 = AuthorsSAGEConv()(x_hat_1, both, weight)
+        want = torch.cat([x + x_hat_1 + x_hat_2, *reps], 1)
+        user, item, w_iu, w_ui = model._forward()
+    assert torch.allclose(torch.cat([user, item]), want, atol=1e-5)
+    num_edges = u.numel()
+    assert torch.allclose(w_ui, weight[:num_edges, 0], atol=1e-6)  # user -> item messages
+    assert torch.allclose(w_iu, weight[num_edges:, 0], atol=1e-6)  # item -> user messages
+    assert (weight == 0).any() and (weight > 0).any()

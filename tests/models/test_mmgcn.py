@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmssl_pyg.models.mmgcn import MMGCN
 from mmssl_pyg.testing import (
@@ -124,8 +125,8 @@ def test_mmgcn_documented_defaults_repr_and_initialisation():
 
 
 def test_mmgcn_aggregations_hand_the_layer_the_cached_transpose(monkeypatch):
-    """Both mean aggregations of a layer pass the other direction's matrix as ``adj_rev``, so
-    the backward pass uses the cached transpose (the fast path of ``sparse_matmul``)."""
+    """Both mean aggregations of a layer pass their matrix's cached transpose as ``adj_rev``,
+    so the backward pass takes the fast path of ``sparse_matmul`` with the right weights."""
     from mmssl_pyg.nn import conv as conv_module
     graph = make_tiny_graph(1, num_users=10, num_items=12, seed=4)
     model = MMGCN(graph, embedding_dim=4, latent_dim=3, num_layers=1)
@@ -134,5 +135,70 @@ def test_mmgcn_aggregations_hand_the_layer_the_cached_transpose(monkeypatch):
     monkeypatch.setattr(conv_module._TransposedSpMM, 'apply',
                         lambda a, rev, x: (seen.append((a, rev)), original(a, rev, x))[1])
     model.get_embedding()
-    assert [(a is model.adj_ui, rev is model.adj_iu) for a, rev in seen[:1]] == [(True, True)]
-    assert [(a is model.adj_iu, rev is model.adj_ui) for a, rev in seen[1:]] == [(True, True)]
+    assert [(a is model.adj_ui, rev is model.adj_ui_t) for a, rev in seen[:1]] == [(True, True)]
+    assert [(a is model.adj_iu, rev is model.adj_iu_t) for a, rev in seen[1:]] == [(True, True)]
+    # the true transposes: the mean weights differ by direction (1/|N_u| and 1/|N_i|)
+    ui, iu = model.adj_ui.to_dense(), model.adj_iu.to_dense()
+    assert torch.equal(model.adj_ui_t.to_dense(), ui.t())
+    assert torch.equal(model.adj_iu_t.to_dense(), iu.t())
+    assert not torch.allclose(iu, ui.t())
+
+
+def test_mmgcn_matches_the_authors_code_in_its_add_form():
+    """The authors' ``GCN.forward`` (weiyinwei/MMGCN ``Model_MMGCN.py``; ``BaseModel.py``: a
+    ``MessagePassing`` with ``x @ W`` and mean aggregation over both edge directions of one
+    user+item node set), transcribed with PyG's edge-list message passing and fed this
+    model's parameters, gives the same representations. Two differences are set aside here
+    and recorded in docs/baselines-audit.md: the code runs three layers whatever
+    ``num_layer`` says and its ``concate='False'`` string selects the concatenation form."""
+    from torch_geometric.nn.conv import MessagePassing
+
+    class AuthorsBaseModel(MessagePassing):
+        def __init__(self, weight):
+            super().__init__(aggr='mean')
+            self.weight = weight
+
+        def forward(self, x, edge_index):
+            x = torch.matmul(x, self.weight)
+            return self.propagate(edge_index, size=(x.size(0), x.size(0)), x=x)
+
+        def message(self, x_j):
+            return x_j
+
+    graph = make_tiny_graph(2, num_users=10, num_items=12, seed=4, dims=(5, 4))
+    torch.manual_seed(0)
+    model = MMGCN(graph, embedding_dim=4, latent_dim=3, num_layers=2, feature_norm='none')
+    u, i = graph.train_edge_index
+    edge_index = torch.stack([u, i + graph.num_users])  # train.npy rows: user, item + n_users
+    edge_index = torch.cat([edge_index, edge_index[[1, 0]]], 1)
+    id_embedding = torch.cat([model.user_id.weight, model.item_id.weight])
+    with torch.no_grad():
+        for gcn in model.gcns:  # non-zero biases, so every one enters the check
+            for lin in [*gcn.linear, *gcn.gate, gcn.mlp]:
+                torch.nn.init.normal_(lin.bias)
+        reps = []
+        for j, gcn in enumerate(model.gcns):
+            x = F.normalize(torch.cat([gcn.preference, gcn.mlp(getattr(model, f'feat_{j}'))]))
+            for w, lin, g in zip(gcn.conv_weight, gcn.linear, gcn.gate):
+                h = F.leaky_relu(AuthorsBaseModel(w)(x, edge_index))  # equation 1
+                x_hat = F.leaky_relu(lin(x)) + id_embedding  # equation 5
+                x = F.leaky_relu(g(h) + x_hat)
+            reps.append(x)
+        want = sum(reps) / len(reps)  # Net.forward: mean over the modalities
+        user, item = model.get_embedding()
+    assert torch.allclose(torch.cat([user, item]), want, atol=1e-5)
+    # gradients: the cached-transpose backward against autograd through PyG's scatter mean
+    # (before the fix the backward used 1/|N_i| weights where the transpose has 1/|N_u|)
+    params = list(model.parameters())
+    weight = torch.randn(want.shape, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad((torch.cat(model.get_embedding()) * weight).sum(), params)
+    reps = []
+    for j, gcn in enumerate(model.gcns):
+        x = F.normalize(torch.cat([gcn.preference, gcn.mlp(getattr(model, f'feat_{j}'))]))
+        for w, lin, g in zip(gcn.conv_weight, gcn.linear, gcn.gate):
+            x = F.leaky_relu(g(F.leaky_relu(AuthorsBaseModel(w)(x, edge_index)))
+                             + F.leaky_relu(lin(x)) + id_embedding)
+        reps.append(x)
+    want_grads = torch.autograd.grad(((sum(reps) / len(reps)) * weight).sum(), params)
+    for (name, _), got, ref in zip(model.named_parameters(), grads, want_grads):
+        assert torch.allclose(got, ref, atol=1e-5), name

@@ -98,9 +98,19 @@ def _run(name: str, graph: RecGraph) -> dict:
             'embedding_norms': norms}
 
 
+def recorded_mmgcn_backward(model) -> None:
+    """Give MMGCN's aggregations the backward pass of the recorded implementation, which took
+    the other direction's matrix for the transpose (``adj_iu`` for ``adj_ui.T``: 1/|N_i| where
+    the transpose has 1/|N_u|; fixed after the recording, see docs/baselines-audit.md). The
+    speed-up this test guards changed the forward arithmetic only, so it is compared on that
+    backward; ``test_mmgcn_matches_the_authors_code_in_its_add_form`` checks the fixed one."""
+    model.adj_ui_t, model.adj_iu_t = model.adj_iu, model.adj_ui
+
+
 @pytest.mark.parametrize('name', MODELS)
 def test_same_numbers_as_the_recorded_implementation(mini, name):
-    got, want = run(name, mini), REFERENCE['models'][name]
+    prepare = recorded_mmgcn_backward if name == 'mmgcn' else None
+    got, want = run(name, mini, prepare), REFERENCE['models'][name]
     assert got['best_epoch'] == want['best_epoch']
     assert got['losses'] == pytest.approx(want['losses'], rel=1e-4)
     assert got['embedding_norms'] == pytest.approx(want['embedding_norms'], rel=1e-4)
