@@ -283,3 +283,40 @@ def test_from_preset_takes_a_class_or_a_name_and_overrides(tiny_graph):
     assert (paper.num_layers, paper.fusion_scale) == (2, 'unit')
     bare = MMSSL(tiny_graph, embedding_dim=8, num_heads=2)  # the constructor: the paper's
     assert (bare.num_layers, bare.fusion_scale, bare.cl_weight) == (2, 'unit', 0.03)
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_every_models_fast_backward_gives_autograds_gradients(name, tiny_graph, monkeypatch):
+    """The cached-transpose backward of ``sparse_matmul`` (``adj_rev``) gives every model the
+    gradients autograd computes through ``torch.sparse.mm`` itself: a model that hands
+    BipartiteConv a matrix that is not ``adj.T`` (MMGCN's mean aggregations did, 1/|N_i| where
+    the transpose has 1/|N_u|; docs/baselines-audit.md) fails here."""
+    from mmssl_pyg.nn import conv as conv_module
+    model = _build(name, tiny_graph)
+    if not getattr(model, 'trainable', True):
+        pytest.skip(f'{name} has no parameters')
+    model.train()
+    batch = tiny_batch(tiny_graph)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+
+    def gradients():
+        torch.manual_seed(5)  # the same dropout, Gumbel noise and augmented views each time
+        model.on_epoch_start(1)
+        return torch.autograd.grad(model.loss(batch)['loss'], params, allow_unused=True)
+
+    fast = gradients()
+    calls = []
+
+    def plain(adj, adj_rev, x):
+        calls.append(adj)
+        return torch.sparse.mm(adj, x)  # autograd's own backward, no adj_rev
+
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply', plain)
+    slow = gradients()
+    for (pname, _), a, b in zip(named, fast, slow):
+        assert (a is None) == (b is None), pname
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), pname
+    if name in ('lightgcn', 'mmgcn', 'sgl', 'bm3', 'freedom', 'lattice', 'mmssl'):
+        assert calls, f'{name} never took the cached-transpose path'
