@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.graph import RecGraph
+from ..nn.adjacency import sparse_transpose
 from ..nn.conv import BipartiteConv
 from ._common import check_positive_int, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
@@ -53,7 +54,7 @@ class ModalityGCN(torch.nn.Module):
             torch.nn.init.zeros_(lin.bias)
 
     def forward(self, features: Tensor, user_id: Tensor, item_id: Tensor, adj_ui: Tensor,
-                adj_iu: Tensor) -> tuple[Tensor, Tensor]:
+                adj_iu: Tensor, adj_ui_t: Tensor, adj_iu_t: Tensor) -> tuple[Tensor, Tensor]:
         # Users and items share every layer's weights, so they go through each dense product
         # stacked (users first), and W_1 and W_2 share their input, so x @ [W_1 | W_2^T] is one
         # product: fewer, larger kernels, the same arithmetic as one product per node type.
@@ -64,8 +65,8 @@ class ModalityGCN(torch.nn.Module):
         for w, lin, gate in zip(self.conv_weight, self.linear, self.gate):
             y = x @ torch.cat([w, lin.weight.t()], 1)
             xw, x_hat = y[:, :w.size(1)], F.leaky_relu(y[:, w.size(1):] + lin.bias) + ids
-            h = F.leaky_relu(torch.cat([self.conv(xw[n_u:], adj_ui, adj_rev=adj_iu),
-                                        self.conv(xw[:n_u], adj_iu, adj_rev=adj_ui)]))
+            h = F.leaky_relu(torch.cat([self.conv(xw[n_u:], adj_ui, adj_rev=adj_ui_t),
+                                        self.conv(xw[:n_u], adj_iu, adj_rev=adj_iu_t)]))
             x = F.leaky_relu(gate(h) + x_hat)
         return x[:n_u], x[n_u:]
 
@@ -112,6 +113,10 @@ class MMGCN(Recommender):
             ModalityGCN(graph.num_users, f.size(1), embedding_dim, latent_dim, num_layers)
             for f in modality_features(self)])
         self.register_adjacency(graph, 'mean')
+        # the true transposes, for the backward pass: the mean weights differ by direction
+        # (1/|N_u| into users, 1/|N_i| into items), so neither matrix is the other's transpose
+        self.register_buffer('adj_ui_t', sparse_transpose(self.adj_ui), persistent=False)
+        self.register_buffer('adj_iu_t', sparse_transpose(self.adj_iu), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -122,7 +127,8 @@ class MMGCN(Recommender):
 
     def modality_embeddings(self) -> list[tuple[Tensor, Tensor]]:
         """``[(user [n_u, d], item [n_i, d]) per modality]``: one propagation per modality."""
-        return [gcn(f, self.user_id.weight, self.item_id.weight, self.adj_ui, self.adj_iu)
+        return [gcn(f, self.user_id.weight, self.item_id.weight, self.adj_ui, self.adj_iu,
+                    self.adj_ui_t, self.adj_iu_t)
                 for gcn, f in zip(self.gcns, modality_features(self))]
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:

@@ -36,8 +36,8 @@ class BipartiteAdjacency(torch.nn.Module):
             if norm == 'sym':  # both directions carry the same weights: each is the other's .T
                 self.ui_t, self.iu_t = None, None
             else:  # the cached transposes give BipartiteConv its fast backward
-                self.register_buffer('ui_t', _transpose(ui, sparse_layout), persistent=False)
-                self.register_buffer('iu_t', _transpose(iu, sparse_layout), persistent=False)
+                self.register_buffer('ui_t', sparse_transpose(ui), persistent=False)
+                self.register_buffer('iu_t', sparse_transpose(iu), persistent=False)
         else:  # edge lists (also the storage of the SparseTensor layout)
             ui, iu = ui.coalesce(), iu.coalesce()
             self.register_buffer('ui_index', ui.indices(), persistent=False)  # (user, item)
@@ -67,9 +67,12 @@ class BipartiteAdjacency(torch.nn.Module):
         return conv(x, _sparse_tensor(index, value, (size[1], size[0])))
 
 
-def _transpose(adj: Tensor, layout) -> Tensor:
+def sparse_transpose(adj: Tensor) -> Tensor:
+    """``adj.T`` of a ``torch.sparse`` CSR or COO matrix, in the same layout: the ``adj_rev``
+    of :class:`~mmssl_pyg.nn.conv.BipartiteConv` when no other matrix is the transpose (any
+    normalisation but ``'sym'``, whose two directions carry the same weights)."""
     t = adj.to_sparse_coo().t().coalesce()
-    return t.to_sparse_csr() if layout == torch.sparse_csr else t
+    return t.to_sparse_csr() if adj.layout == torch.sparse_csr else t
 
 
 def _sparse_tensor(index: Tensor, value: Tensor, size: tuple[int, int]):

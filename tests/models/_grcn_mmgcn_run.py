@@ -14,15 +14,18 @@ SHORT = {'progress': False, 'device': 'cpu', 'num_threads': 1, 'epochs': 3,
          'patience': 0}
 
 
-def run(name: str, graph: RecGraph) -> dict:
+def run(name: str, graph: RecGraph, prepare=None) -> dict:
     """Per-epoch train losses and validation metrics, best epoch and final embedding norms of
-    ``name`` trained on ``graph`` (tiktok-mini) with :data:`SHORT` over its preset."""
+    ``name`` trained on ``graph`` (tiktok-mini) with :data:`SHORT` over its preset;
+    ``prepare(model)``, when given, runs on the freshly built model before training."""
     cls = get_model_class(name)
     options = resolve_options(cls, 'tiktok-mini', model_name=name, train_updates=SHORT)
     threads = torch.get_num_threads()
     try:
         torch.manual_seed(options.train.seed)
         model = cls(graph, **options.model_kwargs)
+        if prepare is not None:
+            prepare(model)
         result = Trainer(model, graph, options.train).fit(test=False)
         model.eval()
         with torch.no_grad():

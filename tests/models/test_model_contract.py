@@ -63,3 +63,40 @@ def test_every_model_keeps_the_contract(name, tiny_graph):
         seen = set(col[rowptr[u]:rowptr[u + 1]].tolist())
         assert not seen & set(top[r].tolist())  # training items are excluded
         assert torch.all(scores[r, :-1] >= scores[r, 1:])  # best first
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_every_models_fast_backward_gives_autograds_gradients(name, tiny_graph, monkeypatch):
+    """The cached-transpose backward of ``sparse_matmul`` (``adj_rev``) gives every model the
+    gradients autograd computes through ``torch.sparse.mm`` itself: a model that hands
+    BipartiteConv a matrix that is not ``adj.T`` (MMGCN's mean aggregations did, 1/|N_i| where
+    the transpose has 1/|N_u|; PROTOCOL.md's amendment of 2026-12-07 on MMGCN) fails here."""
+    from mmssl_pyg.nn import conv as conv_module
+    model = _build(name, tiny_graph)
+    if not getattr(model, 'trainable', True):
+        pytest.skip(f'{name} has no parameters')
+    model.train()
+    batch = tiny_batch(tiny_graph)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+
+    def gradients():
+        torch.manual_seed(5)  # the same dropout, Gumbel noise and augmented views each time
+        model.on_epoch_start(1)
+        return torch.autograd.grad(model.loss(batch)['loss'], params, allow_unused=True)
+
+    fast = gradients()
+    calls = []
+
+    def plain(adj, adj_rev, x):
+        calls.append(adj)
+        return torch.sparse.mm(adj, x)  # autograd's own backward, no adj_rev
+
+    monkeypatch.setattr(conv_module._TransposedSpMM, 'apply', plain)
+    slow = gradients()
+    for (pname, _), a, b in zip(named, fast, slow):
+        assert (a is None) == (b is None), pname
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), pname
+    if name in ('lightgcn', 'mmgcn', 'sgl', 'bm3', 'freedom', 'lattice', 'mmssl'):
+        assert calls, f'{name} never took the cached-transpose path'
