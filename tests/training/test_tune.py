@@ -543,7 +543,8 @@ def test_sampler_and_pruner_settings_are_applied_recorded_and_part_of_the_identi
     run_dir = tmp_path / 'study'
     settings = {'startup_trials': 1, 'multivariate': True, 'prune_percentile': 25.0,
                 'prune_warmup': 7, 'prune_startup': 3}
-    result = tune('mf', 'tiktok-mini', trials=2, run_dir=run_dir, overrides=TINY,
+    # the settings, not the training, are under test: one short epoch a trial
+    result = tune('mf', 'tiktok-mini', trials=2, run_dir=run_dir, overrides=ONE_EPOCH,
                   wandb='disabled', preset_dir=tmp_path, log=lambda line: None, **settings)
     study = _study(result.storage, result.study_name)
     identity = study.user_attrs['identity']
@@ -559,7 +560,7 @@ def test_sampler_and_pruner_settings_are_applied_recorded_and_part_of_the_identi
     for changed in ({'multivariate': False}, {'startup_trials': 10}, {'prune_percentile': 50.0},
                     {'prune_warmup': 5}):
         with pytest.raises(ConfigError, match='created for another search'):
-            tune('mf', 'tiktok-mini', trials=3, run_dir=run_dir, overrides=TINY,
+            tune('mf', 'tiktok-mini', trials=3, run_dir=run_dir, overrides=ONE_EPOCH,
                  wandb='disabled', write_preset=False, log=lambda line: None,
                  **{**settings, **changed})
 
@@ -598,7 +599,7 @@ def test_prune_percentile_is_the_share_of_earlier_trials_a_trial_must_beat(tmp_p
     monkey.setattr(optuna.pruners, 'PercentilePruner', capture)
     try:
         tune_mod.tune('mf', 'tiktok-mini', trials=1, run_dir=tmp_path / 'study',
-                      overrides=TINY, wandb='disabled', write_preset=False,
+                      overrides=ONE_EPOCH, wandb='disabled', write_preset=False,
                       log=lambda line: None, prune_percentile=prune_percentile,
                       prune_startup=0, prune_warmup=0)
     finally:
