@@ -70,14 +70,15 @@ def _fit(epochs=2, checkpoint_dir=None, model_seed=0, resume=False, model_cls=Li
 
 
 class _NaNLightGCN(LightGCN):
-    """Its BPR term turns NaN at epoch 2, batch index 1."""
+    """Its BPR term turns NaN at epoch ``nan_epoch`` (2), batch index 1."""
+    nan_epoch = 2
 
     def on_epoch_start(self, epoch):
         self._epoch, self._batch = epoch, 0
 
     def loss(self, batch):
         out = super().loss(batch)
-        if self._epoch == 2 and self._batch == 1:
+        if self._epoch == self.nan_epoch and self._batch == 1:
             out['bpr'] = out['bpr'] * float('nan')
             out['loss'] = out['bpr'] + out['reg']
         self._batch += 1
@@ -532,3 +533,215 @@ def test_trainer_tests_with_exclude_val_at_test(exclude):
     # by hand (see exclusion_graph): each user's top-1 is its val item unless it is excluded
     assert result.test['recall@1'] == (1.0 if exclude else 0.0)
     assert result.val['recall@1'] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# what a user sees when a model, a graph or an option does not fit (messages in full)
+
+class _NoCriticParameters(LightGCN):
+    """Claims a critic but hands the trainer no critic parameters."""
+    has_critic = True
+
+
+class _TensorLoss(LightGCN):
+    """``loss`` returns the bare tensor instead of the dict of terms."""
+
+    def loss(self, batch):
+        return super().loss(batch)['loss']
+
+
+class _UnnamedLoss(LightGCN):
+    """``loss`` returns the terms without the ``'loss'`` key."""
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        return {'bpr': out['bpr'], 'reg': out['reg']}
+
+
+class _NaNFirstEpoch(_NaNLightGCN):
+    nan_epoch = 1
+
+
+def test_trainer_refusals_name_the_numbers_and_the_fix_in_full():
+    graph = synthetic_graph()  # 60 users, 40 items
+    other = synthetic_graph(num_users=50, num_items=30, seed=1)
+    torch.manual_seed(0)
+    model = LightGCN(graph, embedding_dim=8)
+    with pytest.raises(ValueError) as err:
+        Trainer(model, other, TrainConfig(**FAST))
+    assert str(err.value) == (
+        f'LightGCN was built on another graph (60 users, 40 items, '
+        f'{graph.train_edge_index.size(1)} training edges) than the one given to Trainer '
+        f'(50 users, 30 items, {other.train_edge_index.size(1)} training edges). Fix: build '
+        f'the model on the graph you train it on')
+    with pytest.raises(ConfigError) as err:
+        Trainer(model, graph, TrainConfig(**{**FAST, 'ks': (20, 41, 50)}))
+    assert str(err.value) == ('ks [41, 50] exceed the number of items (40): top-k lists '
+                              'cannot be that long. Fix: use cut-offs <= 40')
+    frozen = LightGCN(graph, embedding_dim=8)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError) as err:
+        Trainer(frozen, graph, TrainConfig(**FAST))
+    assert str(err.value) == 'LightGCN has no trainable parameters'
+    with pytest.raises(ValueError) as err:
+        Trainer(_NoCriticParameters(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    assert str(err.value) == ('_NoCriticParameters.has_critic is True but critic_parameters() '
+                              'returned no trainable parameters')
+
+
+def test_process_group_refusals_in_full_and_replicas_made_identical(monkeypatch):
+    """No collective runs before these checks: contexts of a group that is never started."""
+    from mmssl_pyg.training.distributed import DistContext
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = LightGCN(graph, embedding_dim=8)
+    with pytest.raises(ConfigError) as err:
+        Trainer(model, graph, TrainConfig(**{**FAST, 'device': 'cpu'}),
+                distributed=DistContext(0, 2, 0, 'nccl'))
+    assert str(err.value) == ("the process group uses NCCL (GPUs) but device is 'cpu'; use "
+                              "device cuda (or a gloo group on CPU)")
+    with pytest.raises(ConfigError) as err:
+        Trainer(model, graph, TrainConfig(**{**FAST, 'batches_per_epoch': 3}),
+                distributed=DistContext(0, 4, 0, 'gloo'))
+    assert str(err.value) == ('an epoch has 3 mini-batches but 4 processes: every process '
+                              'needs at least one batch per epoch (raise batches_per_epoch or '
+                              'use fewer processes)')
+    # as many batches as processes is enough; the model is then copied from rank 0
+    sent = []
+    monkeypatch.setattr(DistContext, 'broadcast_module',
+                        lambda self, module, src=0: sent.append(module))
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'batches_per_epoch': 4}),
+                      distributed=DistContext(1, 4, 1, 'gloo'))
+    assert sent == [model] and trainer.dist == DistContext(1, 4, 1, 'gloo')
+    assert isinstance(trainer.tracker, trainer_module.NullTracker)  # only rank 0 logs
+
+
+@pytest.mark.parametrize('model_cls, got', [(_TensorLoss, 'Tensor'), (_UnnamedLoss, 'dict')])
+def test_a_loss_that_is_not_a_dict_with_loss_is_refused_in_full(model_cls, got):
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    trainer = Trainer(model_cls(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    with pytest.raises(TypeError) as err:
+        trainer.fit()
+    assert str(err.value) == (f"{model_cls.__name__}.loss(batch) must return a dict with key "
+                              f"'loss', got {got}")
+
+
+def test_non_finite_loss_message_in_full(tmp_path):
+    """BPR (and so the total) turns NaN at batch index 1; the message names the BPR term,
+    and the last good checkpoint once an epoch has been saved."""
+    batches = math.ceil(synthetic_graph().num_train / FAST['batch_size'])
+    tail = ('Try a lower lr or check the input features.')
+    with pytest.raises(NonFiniteLossError) as err:
+        _fit(epochs=3, checkpoint_dir=tmp_path / 'saved', model_cls=_NaNLightGCN)
+    assert str(err.value) == (
+        f"non-finite loss term 'bpr' (= nan) from _NaNLightGCN.loss at epoch 2, batch index 1 "
+        f"(0-based, of {batches}); non-finite terms: ['loss', 'bpr']. Training stopped before "
+        f"the optimiser step; the last good checkpoint is {tmp_path / 'saved' / 'last.pt'} "
+        f"(epoch 1). {tail}")
+    for kw in ({}, {'checkpoint_dir': tmp_path / 'first'}):  # nothing saved to point to
+        with pytest.raises(NonFiniteLossError) as err:
+            _fit(epochs=3, model_cls=_NaNFirstEpoch, **kw)
+        assert str(err.value) == (
+            f"non-finite loss term 'bpr' (= nan) from _NaNFirstEpoch.loss at epoch 1, batch "
+            f"index 1 (0-based, of {batches}); non-finite terms: ['loss', 'bpr']. Training "
+            f"stopped before the optimiser step. {tail}")
+
+
+def test_testing_refuses_a_best_checkpoint_of_another_epoch(monkeypatch, tmp_path):
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate([0.5, 0.1]))
+    result, trainer = _fit(epochs=2, checkpoint_dir=tmp_path)
+    assert result.best_epoch == 1
+    (tmp_path / 'best.pt').write_bytes((tmp_path / 'last.pt').read_bytes())  # epoch 2
+    with pytest.raises(RuntimeError) as err:
+        trainer._test_best()
+    assert str(err.value) == f'{tmp_path / "best.pt"} holds epoch 2, but the best epoch is 1'
+
+
+class _PlainModel(torch.nn.Module):
+    """Not a Recommender and without ``trainable`` / ``has_critic``: the trainer takes it as
+    a trainable model without a critic."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.user = torch.nn.Embedding(graph.num_users, 4)
+        self.item = torch.nn.Embedding(graph.num_items, 4)
+
+    def model_parameters(self):
+        return list(self.parameters())
+
+    def on_epoch_start(self, epoch):
+        pass
+
+    def on_epoch_end(self, epoch):
+        pass
+
+    def get_embedding(self):
+        return self.user.weight, self.item.weight
+
+    def loss(self, batch):
+        u = self.user(batch.users)
+        pos, neg = (u * self.item(batch.pos)).sum(1), (u * self.item(batch.neg)).sum(1)
+        return {'loss': torch.nn.functional.softplus(neg - pos).mean()}
+
+
+def test_a_model_without_the_recommender_flags_trains_without_a_critic():
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = _PlainModel(graph)
+    before = model.user.weight.detach().clone()
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 2, 'batches_per_epoch': 3}))
+    assert trainer.trains and trainer.critic_optimizer is None
+    result = trainer.fit()
+    assert [h['epoch'] for h in result.history] == [1, 2]
+    assert all('train/loss' in h for h in result.history)
+    assert not torch.equal(model.user.weight.detach(), before)
+
+
+def test_a_run_stopped_early_resumes_only_with_more_patience(monkeypatch, tmp_path):
+    """Patience 1 stops after epoch 2 (worse than epoch 1). Resumed with patience 1 it stays
+    stopped (no new epoch); with patience 3 it trains on and stops after epoch 4 (the third
+    evaluation below epoch 1's), without early stopping (0) it trains to the last epoch."""
+    values = [0.5, 0.1, 0.2, 0.3, 0.4]
+    for patience, epochs, stopped in ((1, [1, 2], True), (3, [1, 2, 3, 4], True),
+                                      (0, [1, 2, 3, 4], False)):
+        run = tmp_path / f'patience-{patience}'
+        monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate(values))
+        first, _ = _fit(epochs=4, patience=1, checkpoint_dir=run)
+        assert [h['epoch'] for h in first.history] == [1, 2] and first.stopped_early
+        resumed, _ = _fit(epochs=4, patience=patience, checkpoint_dir=run, resume=True)
+        assert [h['epoch'] for h in resumed.history] == epochs, patience
+        assert resumed.stopped_early is stopped and resumed.resumed_from_epoch == 2
+
+
+class _LossSpy(LightGCN):
+    """Records every batch's loss."""
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.losses = []
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        self.losses.append(float(out['loss']))
+        return out
+
+
+def test_progress_bars_show_epochs_batches_and_losses(capsys):
+    """With ``progress``: one bar over the epochs (its postfix the epoch's mean loss and
+    validation metric) and, per epoch, a bar over the batches, its postfix the loss of every
+    tenth batch (0, 10, ...). tqdm redraws at most every 0.1 s: only the states drawn on
+    creation and on each postfix change are certain to be in the output."""
+    result, trainer = _fit(epochs=2, model_cls=_LossSpy, batches_per_epoch=12, progress=True)
+    err = capsys.readouterr().err
+    assert 'epochs:   0%|          | 0/2 [00:00<?, ?epoch/s]' in err
+    for h in result.history:
+        assert (f', train/loss={h["train/loss"]:.4g}, '
+                f'val/recall@20={h["val/recall@20"]:.4g}]') in err
+    losses = trainer.model.losses
+    for epoch in (1, 2):
+        assert f'epoch {epoch}:   0%|          | 0/12 [00:00<?, ?batch/s]' in err
+        for step in (0, 10):
+            assert f', loss={losses[(epoch - 1) * 12 + step]:.4g}]' in err
+    assert '| 2/2 [' in err
