@@ -745,3 +745,49 @@ def test_progress_bars_show_epochs_batches_and_losses(capsys):
         for step in (0, 10):
             assert f', loss={losses[(epoch - 1) * 12 + step]:.4g}]' in err
     assert '| 2/2 [' in err
+
+
+class _SometimesUsed(LightGCN):
+    """A model parameter (``bonus``) that only the first model step uses, and a critic
+    parameter (``gate``) that every model step uses but only the first critic step; each
+    records its value when a step starts."""
+    has_critic = True
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.bonus = torch.nn.Parameter(torch.tensor(0.5))
+        self.gate = torch.nn.Parameter(torch.tensor(0.5))
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))  # in every critic step
+        self.bonus_seen, self.gate_seen = [], []
+
+    def critic_parameters(self):
+        return [self.gate, self.scale]
+
+    def critic_loss(self, batch):
+        self.gate_seen.append(float(self.gate))
+        real = self.item_emb(batch.pos).detach().sum() * self.scale
+        return {'loss': real * self.gate if len(self.gate_seen) == 1 else real}
+
+    def loss(self, batch):
+        self.bonus_seen.append(float(self.bonus))
+        out = super().loss(batch)
+        out['loss'] = out['loss'] + self.gate ** 2
+        if len(self.bonus_seen) == 1:
+            out['loss'] = out['loss'] + self.bonus ** 2
+        return out
+
+
+def test_a_step_leaves_the_parameters_it_does_not_reach_as_they_are():
+    """Adam(W) moves a parameter that has a gradient, even a zero one (its moment estimates
+    carry on); one without a gradient is skipped. So each step clears the gradients to none,
+    and a parameter the step's loss does not reach keeps its value: ``bonus`` moves in the
+    first model step only, ``gate`` in the first critic step only (the model steps' L_G
+    gradient reaches it, but only the critic optimiser steps it, after clearing)."""
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = _SometimesUsed(graph)
+    Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 1, 'batches_per_epoch': 3})).fit()
+    b0, b1, b2 = model.bonus_seen
+    assert b1 != b0 and b2 == b1
+    g0, g1, g2 = model.gate_seen
+    assert g1 != g0 and g2 == g1
