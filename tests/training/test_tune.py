@@ -722,6 +722,23 @@ def test_search_entry_messages_in_full(spec, message):
                               _RANGE + message)
 
 
+def test_choices_refuse_every_range_field_by_name():
+    from mmssl_pyg.training.search_space import parse_param
+    spec = {'choices': [1, 2], 'low': 1, 'high': 2, 'log': True, 'step': 1, 'type': 'int',
+            'source': 's'}
+    with pytest.raises(ConfigError) as err:
+        parse_param('lr', spec, 'my.yaml: search.default.lr')
+    assert str(err.value) == ("my.yaml: search.default.lr: choices cannot be combined with "
+                              "['high', 'log', 'low', 'step', 'type']")
+
+
+def test_a_search_space_names_its_model_or_none():
+    section = {'default': {'lr': {'low': 1e-4, 'high': 1e-2, 'source': 's'}}}
+    assert parse_search_space(section, 'tiktok', 'my.yaml').model == ''
+    named = parse_search_space(section, 'tiktok', 'my.yaml', LightGCN, 'lightgcn')
+    assert (named.model, named.dataset, named.names) == ('lightgcn', 'tiktok', ['lr'])
+
+
 def test_search_ranges_take_the_kind_of_their_bounds_and_strip_the_source():
     from mmssl_pyg.training.search_space import parse_param
     kinds = {name: parse_param(name, spec, 'w') for name, spec in (
