@@ -791,3 +791,124 @@ def test_a_step_leaves_the_parameters_it_does_not_reach_as_they_are():
     assert b1 != b0 and b2 == b1
     g0, g1, g2 = model.gate_seen
     assert g1 != g0 and g2 == g1
+
+
+# ---------------------------------------------------------------------------------------------
+# rank 1 of two processes, its group played by rank 0's documented answers (no process group)
+
+def _rank1_trainer(monkeypatch, graph, answers, checkpoint_dir=None, **cfg):
+    """A trainer of rank 1 (of 2): ``broadcast_object`` returns what rank 0 would send, taken
+    in turn from ``answers``; ``all_reduce_`` sums this rank's tensor with the next of
+    ``answers`` (rank 0's); the model is rank 0's already."""
+    from mmssl_pyg.training.distributed import DistContext
+    monkeypatch.setattr(DistContext, 'broadcast_module', lambda self, module, src=0: None)
+    monkeypatch.setattr(DistContext, 'broadcast_object', lambda self, obj, src=0: answers.pop(0))
+    monkeypatch.setattr(DistContext, 'all_reduce_',
+                        lambda self, t, op='sum': t.add_(answers.pop(0)))
+    torch.manual_seed(0)
+    return Trainer(LightGCN(graph, embedding_dim=8), graph,
+                   TrainConfig(**{**FAST, 'batches_per_epoch': 4, **cfg}),
+                   checkpoint_dir=checkpoint_dir, distributed=DistContext(1, 2, 1, 'gloo'))
+
+
+def _stream(seed):
+    import random
+
+    import numpy as np
+    return (torch.rand(4, generator=torch.Generator().manual_seed(seed)).tolist(),
+            np.random.RandomState(seed).random_sample(), random.Random(seed).random())
+
+
+def _drawn():
+    import random
+
+    import numpy as np
+    return torch.rand(4).tolist(), np.random.random_sample(), random.random()
+
+
+def test_a_resumed_rank_continues_its_own_random_stream_or_a_fresh_one(monkeypatch, tmp_path):
+    """Rank 1 restores its own saved random state when the checkpoint was written by as many
+    processes; from a checkpoint of one process (no per-rank states) or of three, it seeds a
+    fresh stream: ``seed + 1_000_003 * rank + epoch``."""
+    from mmssl_pyg.training.checkpoint import rng_state, save_checkpoint
+    graph = synthetic_graph()
+    _fit(epochs=2, checkpoint_dir=tmp_path)  # one process: no 'rng_ranks'
+    single = load_checkpoint(tmp_path / 'last.pt')
+    assert 'rng_ranks' not in single and single['epoch'] == 2
+    torch.manual_seed(0)
+    rank0 = rng_state()
+    from mmssl_pyg.training.device import seed_everything
+    seed_everything(123)
+    rank1 = rng_state()
+    for ranks, expected in ((None, 7 + 1_000_003 + 2), ([rank0, rank1], 123),
+                            ([rank0, rank1, rank0], 7 + 1_000_003 + 2)):
+        state = dict(single) if ranks is None else {**single, 'rng_ranks': ranks}
+        run = tmp_path / f'ranks-{0 if ranks is None else len(ranks)}'
+        save_checkpoint(state, run / 'last.pt')
+        trainer = _rank1_trainer(monkeypatch, graph, [True, load_checkpoint(run / 'last.pt')],
+                                 checkpoint_dir=run)
+        torch.manual_seed(999)  # whatever this process drew before
+        assert trainer._start(resume=True) == 2
+        assert _drawn() == _stream(expected), ranks is None or len(ranks)
+        assert not (run / 'best.pt').exists()  # only rank 0 repairs best.pt
+
+
+def test_non_finite_terms_of_two_processes_name_whose_batch(monkeypatch):
+    """Every process stops on the summed terms; rank 1 names its own batch when its terms were
+    not finite, else rank 0's batch by the step (batch index 5 of rank 1 is step 2)."""
+    graph = synthetic_graph()
+    out = {'loss': torch.tensor(1.5), 'bpr': torch.tensor(1.0)}
+    rank0 = [torch.tensor([float('nan'), float('nan')]), torch.tensor([0.5, 0.5]),
+             torch.tensor([0.5, 0.5])]  # rank 0's terms in the three steps
+    trainer = _rank1_trainer(monkeypatch, graph, rank0)
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer._check_finite(out, 'loss', 3, 5, 8)
+    assert str(err.value) == (
+        "non-finite loss term 'bpr' (= nan) from LightGCN.loss at epoch 3, the batch of "
+        "another process in step 2 (0-based, of 8 batches); non-finite terms: ['loss', 'bpr']. "
+        "Training stopped before the optimiser step. Try a lower lr or check the input "
+        "features.")
+    bad = {'loss': torch.tensor(float('inf')), 'bpr': torch.tensor(1.0)}
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer._check_finite(bad, 'loss', 3, 5, 8)
+    assert str(err.value) == (
+        "non-finite loss term 'loss' (= inf) from LightGCN.loss at epoch 3, batch index 5 "
+        "(0-based, of 8); non-finite terms: ['loss']. Training stopped before the optimiser "
+        "step. Try a lower lr or check the input features.")
+    # finite everywhere: the terms summed over the processes
+    assert trainer._check_finite(out, 'loss', 3, 5, 8) == {'loss': 2.0, 'bpr': 1.5}
+
+
+class _NamedCriticTerms(_CriticLightGCN):
+    """Critic terms named every way: the total, a plain name, names that already start with
+    ``critic`` (one of them ``critic_loss`` itself)."""
+
+    def critic_loss(self, batch):
+        out = super().critic_loss(batch)
+        real = out['real']
+        return {'loss': out['loss'], 'gp': real * 0, 'critic': real * 2, 'critic_real': real,
+                'critic_loss': real * 3}
+
+
+def test_critic_terms_are_logged_under_critic_names():
+    result, _ = _fit(epochs=1, model_cls=_NamedCriticTerms)
+    h = result.history[0]
+    critic = {k for k in h if k.startswith('train/critic')}
+    assert critic == {'train/critic_loss', 'train/critic_gp', 'train/critic',
+                      'train/critic_real', 'train/critic_critic_loss'}
+    # the total stays the critic objective; the model's terms keep their names
+    assert h['train/critic_critic_loss'] == pytest.approx(3 * h['train/critic_real'])
+    assert h['train/critic'] == pytest.approx(2 * h['train/critic_real'])
+    assert {'train/loss', 'train/bpr', 'train/reg', 'train/generator'} <= set(h)
+
+
+def test_epoch_and_evaluation_seconds_are_wall_clock_durations():
+    import time
+    t0 = time.perf_counter()
+    result, _ = _fit(epochs=3, eval_every=2)
+    took = time.perf_counter() - t0
+    first, second, third = result.history
+    assert 'eval_seconds' not in first
+    assert all(0 < h['epoch_seconds'] < took for h in result.history)
+    assert all(0 < h['eval_seconds'] < took for h in (second, third))
+    assert sum(h['epoch_seconds'] + h.get('eval_seconds', 0) for h in result.history) < took
