@@ -845,12 +845,17 @@ def test_a_resumed_rank_continues_its_own_random_stream_or_a_fresh_one(monkeypat
         state = dict(single) if ranks is None else {**single, 'rng_ranks': ranks}
         run = tmp_path / f'ranks-{0 if ranks is None else len(ranks)}'
         save_checkpoint(state, run / 'last.pt')
+        # rank 1 reads no file (the run folder need only be readable where rank 0 runs)
+        elsewhere = tmp_path / 'rank1' / run.name
         trainer = _rank1_trainer(monkeypatch, graph, [True, load_checkpoint(run / 'last.pt')],
-                                 checkpoint_dir=run)
+                                 checkpoint_dir=elsewhere)
         torch.manual_seed(999)  # whatever this process drew before
         assert trainer._start(resume=True) == 2
         assert _drawn() == _stream(expected), ranks is None or len(ranks)
-        assert not (run / 'best.pt').exists()  # only rank 0 repairs best.pt
+        assert not elsewhere.exists() and not (run / 'best.pt').exists()  # only rank 0 writes
+    # a fresh start (rank 0 found no last.pt): rank 1's own noise stream is seed + rank
+    trainer = _rank1_trainer(monkeypatch, graph, [False], checkpoint_dir=tmp_path / 'fresh')
+    assert trainer._start(resume=True) is None and _drawn() == _stream(7 + 1)
 
 
 def test_non_finite_terms_of_two_processes_name_whose_batch(monkeypatch):
@@ -912,3 +917,26 @@ def test_epoch_and_evaluation_seconds_are_wall_clock_durations():
     assert all(0 < h['epoch_seconds'] < took for h in result.history)
     assert all(0 < h['eval_seconds'] < took for h in (second, third))
     assert sum(h['epoch_seconds'] + h.get('eval_seconds', 0) for h in result.history) < took
+
+
+def test_optimisers_take_the_configured_options_and_no_loss_scaler_without_fp16():
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    options = dict(lr=0.05, weight_decay=0.01, critic_lr=0.02, critic_betas=(0.4, 0.8),
+                   critic_weight_decay=0.003)
+    for precision in ('fp32', 'bf16'):
+        trainer = Trainer(_CriticLightGCN(graph), graph,
+                          TrainConfig(**{**FAST, **options, 'precision': precision}))
+        model, critic = trainer.optimizer.defaults, trainer.critic_optimizer.defaults
+        assert (model['lr'], model['weight_decay']) == (0.05, 0.01)
+        assert (critic['lr'], critic['betas'], critic['weight_decay']) == (0.02, (0.4, 0.8),
+                                                                           0.003)
+        assert trainer.scaler is None and trainer.critic_scaler is None, precision
+
+
+def test_fit_without_resume_starts_afresh_in_a_used_folder(tmp_path):
+    first, _ = _fit(epochs=2, checkpoint_dir=tmp_path)
+    again, _ = _fit(epochs=1, checkpoint_dir=tmp_path)
+    assert [h['epoch'] for h in again.history] == [1] and again.resumed_from_epoch is None
+    assert again.history[0]['train/loss'] == first.history[0]['train/loss']
+    assert load_checkpoint(tmp_path / 'last.pt')['epoch'] == 1
