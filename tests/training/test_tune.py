@@ -732,6 +732,13 @@ def test_choices_refuse_every_range_field_by_name():
                               "['high', 'log', 'low', 'step', 'type']")
 
 
+def test_a_step_that_is_not_a_number_is_named_in_full():
+    from mmssl_pyg.training.search_space import parse_param
+    with pytest.raises(ConfigError) as err:
+        parse_param('lr', {'low': 1, 'high': 4, 'step': 'one', 'source': 's'}, 'my.yaml: lr')
+    assert str(err.value) == "my.yaml: lr.step must be a number, got 'one'"
+
+
 def test_a_search_space_names_its_model_or_none():
     section = {'default': {'lr': {'low': 1e-4, 'high': 1e-2, 'source': 's'}}}
     assert parse_search_space(section, 'tiktok', 'my.yaml').model == ''
