@@ -936,7 +936,53 @@ def test_optimisers_take_the_configured_options_and_no_loss_scaler_without_fp16(
 
 def test_fit_without_resume_starts_afresh_in_a_used_folder(tmp_path):
     first, _ = _fit(epochs=2, checkpoint_dir=tmp_path)
-    again, _ = _fit(epochs=1, checkpoint_dir=tmp_path)
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph,
+                      TrainConfig(**{**FAST, 'epochs': 1}), checkpoint_dir=tmp_path)
+    again = trainer.fit()  # resume is off unless asked for
     assert [h['epoch'] for h in again.history] == [1] and again.resumed_from_epoch is None
     assert again.history[0]['train/loss'] == first.history[0]['train/loss']
+    assert set(again.test) == {f'{m}@{k}' for k in (10, 20)  # and the test split is evaluated
+                               for m in ('recall', 'precision', 'ndcg', 'hit')}
     assert load_checkpoint(tmp_path / 'last.pt')['epoch'] == 1
+
+
+def test_progress_bar_options(monkeypatch):
+    """What each bar is given: the epochs bar counts from the epoch a run starts at (a resumed
+    run's bar starts part-full), each epoch's batch bar is removed when done, and both follow
+    the terminal's width. tqdm records every bar it is asked for."""
+    import tqdm.auto
+    bars = []
+
+    class Recorded(list):
+        def __init__(self, iterable, **kwargs):
+            super().__init__(iterable)
+            bars.append((list(iterable), kwargs))
+
+    monkeypatch.setattr(tqdm.auto, 'tqdm', Recorded)
+    _fit(epochs=2, batches_per_epoch=3, progress=True)
+    ours = [(items, kw) for items, kw in bars if kw.get('unit') != 'block']  # not evaluation's
+    assert ours == [
+        ([1, 2], {'dynamic_ncols': True, 'desc': 'epochs', 'unit': 'epoch', 'initial': 0,
+                  'total': 2}),
+        ([0, 1, 2], {'dynamic_ncols': True, 'desc': 'epoch 1', 'unit': 'batch', 'leave': False}),
+        ([0, 1, 2], {'dynamic_ncols': True, 'desc': 'epoch 2', 'unit': 'batch', 'leave': False})]
+
+
+def test_progress_bar_of_a_resumed_run_starts_at_its_epoch(monkeypatch, tmp_path):
+    import tqdm.auto
+    bars = []
+    monkeypatch.setattr(tqdm.auto, 'tqdm',
+                        lambda iterable, **kw: bars.append((list(iterable), kw)) or iterable)
+    _fit(epochs=1, batches_per_epoch=2, checkpoint_dir=tmp_path)
+    bars.clear()
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph,
+                      TrainConfig(**{**FAST, 'epochs': 3, 'batches_per_epoch': 2,
+                                     'progress': True}), checkpoint_dir=tmp_path)
+    assert trainer.fit(resume=True).resumed_from_epoch == 1
+    epochs = [(items, kw) for items, kw in bars if kw.get('unit') == 'epoch']
+    assert epochs == [([2, 3], {'dynamic_ncols': True, 'desc': 'epochs', 'unit': 'epoch',
+                                'initial': 1, 'total': 3})]
