@@ -986,3 +986,20 @@ def test_progress_bar_of_a_resumed_run_starts_at_its_epoch(monkeypatch, tmp_path
     epochs = [(items, kw) for items, kw in bars if kw.get('unit') == 'epoch']
     assert epochs == [([2, 3], {'dynamic_ncols': True, 'desc': 'epochs', 'unit': 'epoch',
                                 'initial': 1, 'total': 3})]
+
+
+def test_evaluations_get_the_configured_options_and_the_tracker_every_epoch(monkeypatch):
+    """Validation and the one test evaluation read ``eval_batch_size`` and ``progress``, the
+    test evaluation ``exclude_val_at_test`` too; the tracker logs each epoch's record (but the
+    epoch, its step), the run's options and a summary of the best epoch."""
+    calls = []
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate([0.1, 0.3], calls))
+    tracker = MemoryTracker()
+    result, _ = _fit(epochs=2, tracker=tracker, eval_batch_size=7, exclude_val_at_test=True)
+    assert calls == [('val', {'batch_size': 7, 'progress': False})] * 2 + [
+        ('test', {'exclude_val_at_test': True, 'batch_size': 7, 'progress': False})]
+    assert tracker.history == [(h['epoch'], {k: v for k, v in h.items() if k != 'epoch'})
+                               for h in result.history]
+    assert tracker.config['train']['eval_batch_size'] == 7
+    assert tracker.summary_ == {'best_epoch': 2, **{f'val/{k}': 0.3 for k in result.val},
+                                **{f'test/{k}': -1.0 for k in result.test}}
