@@ -1003,3 +1003,16 @@ def test_evaluations_get_the_configured_options_and_the_tracker_every_epoch(monk
     assert tracker.config['train']['eval_batch_size'] == 7
     assert tracker.summary_ == {'best_epoch': 2, **{f'val/{k}': 0.3 for k in result.val},
                                 **{f'test/{k}': -1.0 for k in result.test}}
+
+
+def test_checkpoints_hold_the_options_and_the_callers_entries(tmp_path):
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    config = TrainConfig(**{**FAST, 'epochs': 1, 'batches_per_epoch': 2})
+    meta = {'model': 'lightgcn', 'data': {'name': 'synthetic'}}
+    Trainer(LightGCN(graph, embedding_dim=8), graph, config, checkpoint_dir=tmp_path,
+            meta=meta).fit()
+    for name in ('last.pt', 'best.pt'):
+        state = load_checkpoint(tmp_path / name)
+        assert state['config'] == config.to_dict() and state['meta'] == meta, name
+        assert state['epoch'] == 1 and state['critic_optimizer'] is None
