@@ -1016,3 +1016,36 @@ def test_checkpoints_hold_the_options_and_the_callers_entries(tmp_path):
         state = load_checkpoint(tmp_path / name)
         assert state['config'] == config.to_dict() and state['meta'] == meta, name
         assert state['epoch'] == 1 and state['critic_optimizer'] is None
+
+
+class _CriticSpy(_CriticLightGCN):
+    """Records the critic objective of every critic step."""
+
+    def critic_loss(self, batch):
+        out = super().critic_loss(batch)
+        self.critic_values = getattr(self, 'critic_values', []) + [out['loss'].item()]
+        return out
+
+
+def test_a_critic_model_on_one_of_two_processes_whose_peer_computed_the_same(monkeypatch):
+    """Rank 1 of two, the collectives answered as a peer with the same values would (sums
+    double, gathers repeat, rank 0 sends what rank 1 has): both optimisers average the two
+    processes' gradients, and the logged critic objective is the mean of this rank's (every
+    step's sum over two processes, divided by the two batches)."""
+    from mmssl_pyg.training.distributed import DistContext
+    monkeypatch.setattr(DistContext, 'broadcast_module', lambda self, module, src=0: None)
+    monkeypatch.setattr(DistContext, 'broadcast_object', lambda self, obj, src=0: obj)
+    monkeypatch.setattr(DistContext, 'all_gather_object', lambda self, obj: [obj, obj])
+    monkeypatch.setattr(DistContext, 'all_reduce_',
+                        lambda self, t, op='sum': t.mul_(2) if op == 'sum' else t)
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = _CriticSpy(graph)
+    weight = model.critic.weight.detach().clone()  # (the bias cancels in fake - real)
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 1, 'batches_per_epoch': 6}),
+                      distributed=DistContext(1, 2, 1, 'gloo'))
+    h = trainer.fit(test=False).history[0]
+    assert len(model.critic_values) == 3  # batches 1, 3 and 5 of the epoch's 6
+    assert h['train/critic_loss'] == pytest.approx(sum(model.critic_values) / 3)
+    assert h['dist/world_size'] == 2
+    assert not torch.equal(model.critic.weight.detach(), weight)
