@@ -131,6 +131,24 @@ def test_index_dtype_is_int32_while_counts_fit():
     assert index_dtype(2 ** 31) == index_dtype(2 ** 40) == torch.int64
 
 
+def test_indices_widen_when_any_one_count_reaches_the_limit(monkeypatch):
+    """The limit scaled down from 2**31 to 6 (no test machine holds 2**31 edges): a graph
+    gets int64 CSR indices as soon as its edges, its users or its items alone number 6."""
+    from mmssl_pyg.nn import edge_weighted
+    monkeypatch.setattr(edge_weighted, 'index_dtype',
+                        lambda largest: torch.int32 if largest < 6 else torch.int64)
+    six_edges = torch.tensor([[0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1]])
+    two_edges = torch.tensor([[0, 1], [1, 0]])
+    five_edges = six_edges[:, :5]
+    for edges, n_u, n_i, dtype in ((six_edges, 3, 2, torch.int64),   # the edges
+                                   (two_edges, 6, 2, torch.int64),   # the users
+                                   (two_edges, 2, 6, torch.int64),   # the items
+                                   (five_edges, 5, 5, torch.int32)):  # all below the limit
+        graph = EdgeWeightedGraph(edges, n_u, n_i)
+        assert {getattr(graph, name).dtype for name in ('crow_u', 'col_u', 'crow_i',
+                                                         'col_i')} == {dtype}, (n_u, n_i)
+
+
 def test_unit_rows_gradient_worked_by_hand():
     """x = (3, 4): y = (0.6, 0.8); for g = (1, 0), <g, y> = 0.6, so the gradient is
     ((1, 0) - 0.6 (0.6, 0.8)) / 5 = (0.128, -0.096). A row below eps = 0.5, (0.3, 0.1), is

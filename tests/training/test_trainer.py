@@ -70,14 +70,15 @@ def _fit(epochs=2, checkpoint_dir=None, model_seed=0, resume=False, model_cls=Li
 
 
 class _NaNLightGCN(LightGCN):
-    """Its BPR term turns NaN at epoch 2, batch index 1."""
+    """Its BPR term turns NaN at epoch ``nan_epoch`` (2), batch index 1."""
+    nan_epoch = 2
 
     def on_epoch_start(self, epoch):
         self._epoch, self._batch = epoch, 0
 
     def loss(self, batch):
         out = super().loss(batch)
-        if self._epoch == 2 and self._batch == 1:
+        if self._epoch == self.nan_epoch and self._batch == 1:
             out['bpr'] = out['bpr'] * float('nan')
             out['loss'] = out['bpr'] + out['reg']
         self._batch += 1
@@ -550,3 +551,519 @@ def test_trainer_tests_with_exclude_val_at_test(exclude):
     # by hand (see exclusion_graph): each user's top-1 is its val item unless it is excluded
     assert result.test['recall@1'] == (1.0 if exclude else 0.0)
     assert result.val['recall@1'] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# what a user sees when a model, a graph or an option does not fit (messages in full)
+
+class _NoCriticParameters(LightGCN):
+    """Claims a critic but hands the trainer no critic parameters."""
+    has_critic = True
+
+
+class _TensorLoss(LightGCN):
+    """``loss`` returns the bare tensor instead of the dict of terms."""
+
+    def loss(self, batch):
+        return super().loss(batch)['loss']
+
+
+class _UnnamedLoss(LightGCN):
+    """``loss`` returns the terms without the ``'loss'`` key."""
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        return {'bpr': out['bpr'], 'reg': out['reg']}
+
+
+class _NaNFirstEpoch(_NaNLightGCN):
+    nan_epoch = 1
+
+
+def test_trainer_refusals_name_the_numbers_and_the_fix_in_full():
+    graph = synthetic_graph()  # 60 users, 40 items
+    other = synthetic_graph(num_users=50, num_items=30, seed=1)
+    torch.manual_seed(0)
+    model = LightGCN(graph, embedding_dim=8)
+    with pytest.raises(ValueError) as err:
+        Trainer(model, other, TrainConfig(**FAST))
+    assert str(err.value) == (
+        f'LightGCN was built on another graph (60 users, 40 items, '
+        f'{graph.train_edge_index.size(1)} training edges) than the one given to Trainer '
+        f'(50 users, 30 items, {other.train_edge_index.size(1)} training edges). Fix: build '
+        f'the model on the graph you train it on')
+    with pytest.raises(ConfigError) as err:
+        Trainer(model, graph, TrainConfig(**{**FAST, 'ks': (20, 41, 50)}))
+    assert str(err.value) == ('ks [41, 50] exceed the number of items (40): top-k lists '
+                              'cannot be that long. Fix: use cut-offs <= 40')
+    frozen = LightGCN(graph, embedding_dim=8)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError) as err:
+        Trainer(frozen, graph, TrainConfig(**FAST))
+    assert str(err.value) == 'LightGCN has no trainable parameters'
+    with pytest.raises(ValueError) as err:
+        Trainer(_NoCriticParameters(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    assert str(err.value) == ('_NoCriticParameters.has_critic is True but critic_parameters() '
+                              'returned no trainable parameters')
+
+
+def test_process_group_refusals_in_full_and_replicas_made_identical(monkeypatch):
+    """No collective runs before these checks: contexts of a group that is never started."""
+    from mmssl_pyg.training.distributed import DistContext
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = LightGCN(graph, embedding_dim=8)
+    with pytest.raises(ConfigError) as err:
+        Trainer(model, graph, TrainConfig(**{**FAST, 'device': 'cpu'}),
+                distributed=DistContext(0, 2, 0, 'nccl'))
+    assert str(err.value) == ("the process group uses NCCL (GPUs) but device is 'cpu'; use "
+                              "device cuda (or a gloo group on CPU)")
+    with pytest.raises(ConfigError) as err:
+        Trainer(model, graph, TrainConfig(**{**FAST, 'batches_per_epoch': 3}),
+                distributed=DistContext(0, 4, 0, 'gloo'))
+    assert str(err.value) == ('an epoch has 3 mini-batches but 4 processes: every process '
+                              'needs at least one batch per epoch (raise batches_per_epoch or '
+                              'use fewer processes)')
+    # as many batches as processes is enough; the model is then copied from rank 0
+    sent = []
+    monkeypatch.setattr(DistContext, 'broadcast_module',
+                        lambda self, module, src=0: sent.append(module))
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'batches_per_epoch': 4}),
+                      distributed=DistContext(1, 4, 1, 'gloo'))
+    assert sent == [model] and trainer.dist == DistContext(1, 4, 1, 'gloo')
+    assert isinstance(trainer.tracker, trainer_module.NullTracker)  # only rank 0 logs
+
+
+@pytest.mark.parametrize('model_cls, got', [(_TensorLoss, 'Tensor'), (_UnnamedLoss, 'dict')])
+def test_a_loss_that_is_not_a_dict_with_loss_is_refused_in_full(model_cls, got):
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    trainer = Trainer(model_cls(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    with pytest.raises(TypeError) as err:
+        trainer.fit()
+    assert str(err.value) == (f"{model_cls.__name__}.loss(batch) must return a dict with key "
+                              f"'loss', got {got}")
+
+
+def test_non_finite_loss_message_in_full(tmp_path):
+    """BPR (and so the total) turns NaN at batch index 1; the message names the BPR term,
+    and the last good checkpoint once an epoch has been saved."""
+    batches = math.ceil(synthetic_graph().num_train / FAST['batch_size'])
+    tail = ('Try a lower lr or check the input features.')
+    with pytest.raises(NonFiniteLossError) as err:
+        _fit(epochs=3, checkpoint_dir=tmp_path / 'saved', model_cls=_NaNLightGCN)
+    assert str(err.value) == (
+        f"non-finite loss term 'bpr' (= nan) from _NaNLightGCN.loss at epoch 2, batch index 1 "
+        f"(0-based, of {batches}); non-finite terms: ['loss', 'bpr']. Training stopped before "
+        f"the optimiser step; the last good checkpoint is {tmp_path / 'saved' / 'last.pt'} "
+        f"(epoch 1). {tail}")
+    for kw in ({}, {'checkpoint_dir': tmp_path / 'first'}):  # nothing saved to point to
+        with pytest.raises(NonFiniteLossError) as err:
+            _fit(epochs=3, model_cls=_NaNFirstEpoch, **kw)
+        assert str(err.value) == (
+            f"non-finite loss term 'bpr' (= nan) from _NaNFirstEpoch.loss at epoch 1, batch "
+            f"index 1 (0-based, of {batches}); non-finite terms: ['loss', 'bpr']. Training "
+            f"stopped before the optimiser step. {tail}")
+
+
+def test_testing_refuses_a_best_checkpoint_of_another_epoch(monkeypatch, tmp_path):
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate([0.5, 0.1]))
+    result, trainer = _fit(epochs=2, checkpoint_dir=tmp_path)
+    assert result.best_epoch == 1
+    (tmp_path / 'best.pt').write_bytes((tmp_path / 'last.pt').read_bytes())  # epoch 2
+    with pytest.raises(RuntimeError) as err:
+        trainer._test_best()
+    assert str(err.value) == f'{tmp_path / "best.pt"} holds epoch 2, but the best epoch is 1'
+
+
+class _PlainModel(torch.nn.Module):
+    """Not a Recommender and without ``trainable`` / ``has_critic``: the trainer takes it as
+    a trainable model without a critic."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.user = torch.nn.Embedding(graph.num_users, 4)
+        self.item = torch.nn.Embedding(graph.num_items, 4)
+
+    def model_parameters(self):
+        return list(self.parameters())
+
+    def on_epoch_start(self, epoch):
+        pass
+
+    def on_epoch_end(self, epoch):
+        pass
+
+    def get_embedding(self):
+        return self.user.weight, self.item.weight
+
+    def loss(self, batch):
+        u = self.user(batch.users)
+        pos, neg = (u * self.item(batch.pos)).sum(1), (u * self.item(batch.neg)).sum(1)
+        return {'loss': torch.nn.functional.softplus(neg - pos).mean()}
+
+
+def test_a_model_without_the_recommender_flags_trains_without_a_critic():
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = _PlainModel(graph)
+    before = model.user.weight.detach().clone()
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 2, 'batches_per_epoch': 3}))
+    assert trainer.trains and trainer.critic_optimizer is None
+    result = trainer.fit()
+    assert [h['epoch'] for h in result.history] == [1, 2]
+    assert all('train/loss' in h for h in result.history)
+    assert not torch.equal(model.user.weight.detach(), before)
+
+
+def test_a_run_stopped_early_resumes_only_with_more_patience(monkeypatch, tmp_path):
+    """Patience 1 stops after epoch 2 (worse than epoch 1). Resumed with patience 1 it stays
+    stopped (no new epoch); with patience 3 it trains on and stops after epoch 4 (the third
+    evaluation below epoch 1's), without early stopping (0) it trains to the last epoch."""
+    values = [0.5, 0.1, 0.2, 0.3, 0.4]
+    for patience, epochs, stopped in ((1, [1, 2], True), (3, [1, 2, 3, 4], True),
+                                      (0, [1, 2, 3, 4], False)):
+        run = tmp_path / f'patience-{patience}'
+        monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate(values))
+        first, _ = _fit(epochs=4, patience=1, checkpoint_dir=run)
+        assert [h['epoch'] for h in first.history] == [1, 2] and first.stopped_early
+        resumed, _ = _fit(epochs=4, patience=patience, checkpoint_dir=run, resume=True)
+        assert [h['epoch'] for h in resumed.history] == epochs, patience
+        assert resumed.stopped_early is stopped and resumed.resumed_from_epoch == 2
+
+
+class _LossSpy(LightGCN):
+    """Records every batch's loss."""
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.losses = []
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        self.losses.append(float(out['loss']))
+        return out
+
+
+def test_progress_bars_show_epochs_batches_and_losses(capsys):
+    """With ``progress``: one bar over the epochs (its postfix the epoch's mean loss and
+    validation metric) and, per epoch, a bar over the batches, its postfix the loss of every
+    tenth batch (0, 10, ...). tqdm redraws at most every 0.1 s: only the states drawn on
+    creation and on each postfix change are certain to be in the output."""
+    result, trainer = _fit(epochs=2, model_cls=_LossSpy, batches_per_epoch=12, progress=True)
+    err = capsys.readouterr().err
+    assert 'epochs:   0%|          | 0/2 [00:00<?, ?epoch/s]' in err
+    for h in result.history:
+        assert (f', train/loss={h["train/loss"]:.4g}, '
+                f'val/recall@20={h["val/recall@20"]:.4g}]') in err
+    losses = trainer.model.losses
+    for epoch in (1, 2):
+        assert f'epoch {epoch}:   0%|          | 0/12 [00:00<?, ?batch/s]' in err
+        for step in (0, 10):
+            assert f', loss={losses[(epoch - 1) * 12 + step]:.4g}]' in err
+    assert '| 2/2 [' in err
+
+
+class _SometimesUsed(LightGCN):
+    """A model parameter (``bonus``) that only the first model step uses, and a critic
+    parameter (``gate``) that every model step uses but only the first critic step; each
+    records its value when a step starts."""
+    has_critic = True
+
+    def __init__(self, graph, embedding_dim=8):
+        super().__init__(graph, embedding_dim=embedding_dim)
+        self.bonus = torch.nn.Parameter(torch.tensor(0.5))
+        self.gate = torch.nn.Parameter(torch.tensor(0.5))
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))  # in every critic step
+        self.bonus_seen, self.gate_seen = [], []
+
+    def critic_parameters(self):
+        return [self.gate, self.scale]
+
+    def critic_loss(self, batch):
+        self.gate_seen.append(float(self.gate))
+        real = self.item_emb(batch.pos).detach().sum() * self.scale
+        return {'loss': real * self.gate if len(self.gate_seen) == 1 else real}
+
+    def loss(self, batch):
+        self.bonus_seen.append(float(self.bonus))
+        out = super().loss(batch)
+        out['loss'] = out['loss'] + self.gate ** 2
+        if len(self.bonus_seen) == 1:
+            out['loss'] = out['loss'] + self.bonus ** 2
+        return out
+
+
+def test_a_step_leaves_the_parameters_it_does_not_reach_as_they_are():
+    """Adam(W) moves a parameter that has a gradient, even a zero one (its moment estimates
+    carry on); one without a gradient is skipped. So each step clears the gradients to none,
+    and a parameter the step's loss does not reach keeps its value: ``bonus`` moves in the
+    first model step only, ``gate`` in the first critic step only (the model steps' L_G
+    gradient reaches it, but only the critic optimiser steps it, after clearing)."""
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = _SometimesUsed(graph)
+    Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 1, 'batches_per_epoch': 3})).fit()
+    b0, b1, b2 = model.bonus_seen
+    assert b1 != b0 and b2 == b1
+    g0, g1, g2 = model.gate_seen
+    assert g1 != g0 and g2 == g1
+
+
+# ---------------------------------------------------------------------------------------------
+# rank 1 of two processes, its group played by rank 0's documented answers (no process group)
+
+def _rank1_trainer(monkeypatch, graph, answers, checkpoint_dir=None, **cfg):
+    """A trainer of rank 1 (of 2): ``broadcast_object`` returns what rank 0 would send, taken
+    in turn from ``answers``; ``all_reduce_`` sums this rank's tensor with the next of
+    ``answers`` (rank 0's); the model is rank 0's already."""
+    from mmssl_pyg.training.distributed import DistContext
+    monkeypatch.setattr(DistContext, 'broadcast_module', lambda self, module, src=0: None)
+    monkeypatch.setattr(DistContext, 'broadcast_object', lambda self, obj, src=0: answers.pop(0))
+    monkeypatch.setattr(DistContext, 'all_reduce_',
+                        lambda self, t, op='sum': t.add_(answers.pop(0)))
+    torch.manual_seed(0)
+    return Trainer(LightGCN(graph, embedding_dim=8), graph,
+                   TrainConfig(**{**FAST, 'batches_per_epoch': 4, **cfg}),
+                   checkpoint_dir=checkpoint_dir, distributed=DistContext(1, 2, 1, 'gloo'))
+
+
+def _stream(seed):
+    import random
+
+    import numpy as np
+    return (torch.rand(4, generator=torch.Generator().manual_seed(seed)).tolist(),
+            np.random.RandomState(seed).random_sample(), random.Random(seed).random())
+
+
+def _drawn():
+    import random
+
+    import numpy as np
+    return torch.rand(4).tolist(), np.random.random_sample(), random.random()
+
+
+def test_a_resumed_rank_continues_its_own_random_stream_or_a_fresh_one(monkeypatch, tmp_path):
+    """Rank 1 restores its own saved random state when the checkpoint was written by as many
+    processes; from a checkpoint of one process (no per-rank states) or of three, it seeds a
+    fresh stream: ``seed + 1_000_003 * rank + epoch``."""
+    from mmssl_pyg.training.checkpoint import rng_state, save_checkpoint
+    graph = synthetic_graph()
+    _fit(epochs=2, checkpoint_dir=tmp_path)  # one process: no 'rng_ranks'
+    single = load_checkpoint(tmp_path / 'last.pt')
+    assert 'rng_ranks' not in single and single['epoch'] == 2
+    torch.manual_seed(0)
+    rank0 = rng_state()
+    from mmssl_pyg.training.device import seed_everything
+    seed_everything(123)
+    rank1 = rng_state()
+    for ranks, expected in ((None, 7 + 1_000_003 + 2), ([rank0, rank1], 123),
+                            ([rank0, rank1, rank0], 7 + 1_000_003 + 2)):
+        state = dict(single) if ranks is None else {**single, 'rng_ranks': ranks}
+        run = tmp_path / f'ranks-{0 if ranks is None else len(ranks)}'
+        save_checkpoint(state, run / 'last.pt')
+        # rank 1 reads no file (the run folder need only be readable where rank 0 runs)
+        elsewhere = tmp_path / 'rank1' / run.name
+        trainer = _rank1_trainer(monkeypatch, graph, [True, load_checkpoint(run / 'last.pt')],
+                                 checkpoint_dir=elsewhere)
+        torch.manual_seed(999)  # whatever this process drew before
+        assert trainer._start(resume=True) == 2
+        assert _drawn() == _stream(expected), ranks is None or len(ranks)
+        assert not elsewhere.exists() and not (run / 'best.pt').exists()  # only rank 0 writes
+    # a fresh start (rank 0 found no last.pt): rank 1's own noise stream is seed + rank
+    trainer = _rank1_trainer(monkeypatch, graph, [False], checkpoint_dir=tmp_path / 'fresh')
+    assert trainer._start(resume=True) is None and _drawn() == _stream(7 + 1)
+
+
+def test_non_finite_terms_of_two_processes_name_whose_batch(monkeypatch):
+    """Every process stops on the summed terms; rank 1 names its own batch when its terms were
+    not finite, else rank 0's batch by the step (batch index 5 of rank 1 is step 2)."""
+    graph = synthetic_graph()
+    out = {'loss': torch.tensor(1.5), 'bpr': torch.tensor(1.0)}
+    rank0 = [torch.tensor([float('nan'), float('nan')]), torch.tensor([0.5, 0.5]),
+             torch.tensor([0.5, 0.5])]  # rank 0's terms in the three steps
+    trainer = _rank1_trainer(monkeypatch, graph, rank0)
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer._check_finite(out, 'loss', 3, 5, 8)
+    assert str(err.value) == (
+        "non-finite loss term 'bpr' (= nan) from LightGCN.loss at epoch 3, the batch of "
+        "another process in step 2 (0-based, of 8 batches); non-finite terms: ['loss', 'bpr']. "
+        "Training stopped before the optimiser step. Try a lower lr or check the input "
+        "features.")
+    bad = {'loss': torch.tensor(float('inf')), 'bpr': torch.tensor(1.0)}
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer._check_finite(bad, 'loss', 3, 5, 8)
+    assert str(err.value) == (
+        "non-finite loss term 'loss' (= inf) from LightGCN.loss at epoch 3, batch index 5 "
+        "(0-based, of 8); non-finite terms: ['loss']. Training stopped before the optimiser "
+        "step. Try a lower lr or check the input features.")
+    # finite everywhere: the terms summed over the processes
+    assert trainer._check_finite(out, 'loss', 3, 5, 8) == {'loss': 2.0, 'bpr': 1.5}
+
+
+class _NamedCriticTerms(_CriticLightGCN):
+    """Critic terms named every way: the total, a plain name, names that already start with
+    ``critic`` (one of them ``critic_loss`` itself)."""
+
+    def critic_loss(self, batch):
+        out = super().critic_loss(batch)
+        real = out['real']
+        return {'loss': out['loss'], 'gp': real * 0, 'critic': real * 2, 'critic_real': real,
+                'critic_loss': real * 3}
+
+
+def test_critic_terms_are_logged_under_critic_names():
+    result, _ = _fit(epochs=1, model_cls=_NamedCriticTerms)
+    h = result.history[0]
+    critic = {k for k in h if k.startswith('train/critic')}
+    assert critic == {'train/critic_loss', 'train/critic_gp', 'train/critic',
+                      'train/critic_real', 'train/critic_critic_loss'}
+    # the total stays the critic objective; the model's terms keep their names
+    assert h['train/critic_critic_loss'] == pytest.approx(3 * h['train/critic_real'])
+    assert h['train/critic'] == pytest.approx(2 * h['train/critic_real'])
+    assert {'train/loss', 'train/bpr', 'train/reg', 'train/generator'} <= set(h)
+
+
+def test_epoch_and_evaluation_seconds_are_wall_clock_durations():
+    import time
+    t0 = time.perf_counter()
+    result, _ = _fit(epochs=3, eval_every=2)
+    took = time.perf_counter() - t0
+    first, second, third = result.history
+    assert 'eval_seconds' not in first
+    assert all(0 < h['epoch_seconds'] < took for h in result.history)
+    assert all(0 < h['eval_seconds'] < took for h in (second, third))
+    assert sum(h['epoch_seconds'] + h.get('eval_seconds', 0) for h in result.history) < took
+
+
+def test_optimisers_take_the_configured_options_and_no_loss_scaler_without_fp16():
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    options = dict(lr=0.05, weight_decay=0.01, critic_lr=0.02, critic_betas=(0.4, 0.8),
+                   critic_weight_decay=0.003)
+    for precision in ('fp32', 'bf16'):
+        trainer = Trainer(_CriticLightGCN(graph), graph,
+                          TrainConfig(**{**FAST, **options, 'precision': precision}))
+        model, critic = trainer.optimizer.defaults, trainer.critic_optimizer.defaults
+        assert (model['lr'], model['weight_decay']) == (0.05, 0.01)
+        assert (critic['lr'], critic['betas'], critic['weight_decay']) == (0.02, (0.4, 0.8),
+                                                                           0.003)
+        assert trainer.scaler is None and trainer.critic_scaler is None, precision
+
+
+def test_fit_without_resume_starts_afresh_in_a_used_folder(tmp_path):
+    first, _ = _fit(epochs=2, checkpoint_dir=tmp_path)
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph,
+                      TrainConfig(**{**FAST, 'epochs': 1}), checkpoint_dir=tmp_path)
+    again = trainer.fit()  # resume is off unless asked for
+    assert [h['epoch'] for h in again.history] == [1] and again.resumed_from_epoch is None
+    assert again.history[0]['train/loss'] == first.history[0]['train/loss']
+    assert set(again.test) == {f'{m}@{k}' for k in (10, 20)  # and the test split is evaluated
+                               for m in ('recall', 'precision', 'ndcg', 'hit')}
+    assert load_checkpoint(tmp_path / 'last.pt')['epoch'] == 1
+
+
+def test_progress_bar_options(monkeypatch):
+    """What each bar is given: the epochs bar counts from the epoch a run starts at (a resumed
+    run's bar starts part-full), each epoch's batch bar is removed when done, and both follow
+    the terminal's width. tqdm records every bar it is asked for."""
+    import tqdm.auto
+    bars = []
+
+    class Recorded(list):
+        def __init__(self, iterable, **kwargs):
+            super().__init__(iterable)
+            bars.append((list(iterable), kwargs))
+
+    monkeypatch.setattr(tqdm.auto, 'tqdm', Recorded)
+    _fit(epochs=2, batches_per_epoch=3, progress=True)
+    ours = [(items, kw) for items, kw in bars if kw.get('unit') != 'block']  # not evaluation's
+    assert ours == [
+        ([1, 2], {'dynamic_ncols': True, 'desc': 'epochs', 'unit': 'epoch', 'initial': 0,
+                  'total': 2}),
+        ([0, 1, 2], {'dynamic_ncols': True, 'desc': 'epoch 1', 'unit': 'batch', 'leave': False}),
+        ([0, 1, 2], {'dynamic_ncols': True, 'desc': 'epoch 2', 'unit': 'batch', 'leave': False})]
+
+
+def test_progress_bar_of_a_resumed_run_starts_at_its_epoch(monkeypatch, tmp_path):
+    import tqdm.auto
+    bars = []
+    monkeypatch.setattr(tqdm.auto, 'tqdm',
+                        lambda iterable, **kw: bars.append((list(iterable), kw)) or iterable)
+    _fit(epochs=1, batches_per_epoch=2, checkpoint_dir=tmp_path)
+    bars.clear()
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph,
+                      TrainConfig(**{**FAST, 'epochs': 3, 'batches_per_epoch': 2,
+                                     'progress': True}), checkpoint_dir=tmp_path)
+    assert trainer.fit(resume=True).resumed_from_epoch == 1
+    epochs = [(items, kw) for items, kw in bars if kw.get('unit') == 'epoch']
+    assert epochs == [([2, 3], {'dynamic_ncols': True, 'desc': 'epochs', 'unit': 'epoch',
+                                'initial': 1, 'total': 3})]
+
+
+def test_evaluations_get_the_configured_options_and_the_tracker_every_epoch(monkeypatch):
+    """Validation and the one test evaluation read ``eval_batch_size`` and ``progress``, the
+    test evaluation ``exclude_val_at_test`` too; the tracker logs each epoch's record (but the
+    epoch, its step), the run's options and a summary of the best epoch."""
+    calls = []
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate([0.1, 0.3], calls))
+    tracker = MemoryTracker()
+    result, _ = _fit(epochs=2, tracker=tracker, eval_batch_size=7, exclude_val_at_test=True)
+    assert calls == [('val', {'batch_size': 7, 'progress': False})] * 2 + [
+        ('test', {'exclude_val_at_test': True, 'batch_size': 7, 'progress': False})]
+    assert tracker.history == [(h['epoch'], {k: v for k, v in h.items() if k != 'epoch'})
+                               for h in result.history]
+    assert tracker.config['train']['eval_batch_size'] == 7
+    assert tracker.summary_ == {'best_epoch': 2, **{f'val/{k}': 0.3 for k in result.val},
+                                **{f'test/{k}': -1.0 for k in result.test}}
+
+
+def test_checkpoints_hold_the_options_and_the_callers_entries(tmp_path):
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    config = TrainConfig(**{**FAST, 'epochs': 1, 'batches_per_epoch': 2})
+    meta = {'model': 'lightgcn', 'data': {'name': 'synthetic'}}
+    Trainer(LightGCN(graph, embedding_dim=8), graph, config, checkpoint_dir=tmp_path,
+            meta=meta).fit()
+    for name in ('last.pt', 'best.pt'):
+        state = load_checkpoint(tmp_path / name)
+        assert state['config'] == config.to_dict() and state['meta'] == meta, name
+        assert state['epoch'] == 1 and state['critic_optimizer'] is None
+
+
+class _CriticSpy(_CriticLightGCN):
+    """Records the critic objective of every critic step."""
+
+    def critic_loss(self, batch):
+        out = super().critic_loss(batch)
+        self.critic_values = getattr(self, 'critic_values', []) + [out['loss'].item()]
+        return out
+
+
+def test_a_critic_model_on_one_of_two_processes_whose_peer_computed_the_same(monkeypatch):
+    """Rank 1 of two, the collectives answered as a peer with the same values would (sums
+    double, gathers repeat, rank 0 sends what rank 1 has): both optimisers average the two
+    processes' gradients, and the logged critic objective is the mean of this rank's (every
+    step's sum over two processes, divided by the two batches)."""
+    from mmssl_pyg.training.distributed import DistContext
+    monkeypatch.setattr(DistContext, 'broadcast_module', lambda self, module, src=0: None)
+    monkeypatch.setattr(DistContext, 'broadcast_object', lambda self, obj, src=0: obj)
+    monkeypatch.setattr(DistContext, 'all_gather_object', lambda self, obj: [obj, obj])
+    monkeypatch.setattr(DistContext, 'all_reduce_',
+                        lambda self, t, op='sum': t.mul_(2) if op == 'sum' else t)
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    model = _CriticSpy(graph)
+    weight = model.critic.weight.detach().clone()  # (the bias cancels in fake - real)
+    trainer = Trainer(model, graph, TrainConfig(**{**FAST, 'epochs': 1, 'batches_per_epoch': 6}),
+                      distributed=DistContext(1, 2, 1, 'gloo'))
+    h = trainer.fit(test=False).history[0]
+    assert len(model.critic_values) == 3  # batches 1, 3 and 5 of the epoch's 6
+    assert h['train/critic_loss'] == pytest.approx(sum(model.critic_values) / 3)
+    assert h['dist/world_size'] == 2
+    assert not torch.equal(model.critic.weight.detach(), weight)

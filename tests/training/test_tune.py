@@ -543,7 +543,8 @@ def test_sampler_and_pruner_settings_are_applied_recorded_and_part_of_the_identi
     run_dir = tmp_path / 'study'
     settings = {'startup_trials': 1, 'multivariate': True, 'prune_percentile': 25.0,
                 'prune_warmup': 7, 'prune_startup': 3}
-    result = tune('mf', 'tiktok-mini', trials=2, run_dir=run_dir, overrides=TINY,
+    # the settings, not the training, are under test: one short epoch a trial
+    result = tune('mf', 'tiktok-mini', trials=2, run_dir=run_dir, overrides=ONE_EPOCH,
                   wandb='disabled', preset_dir=tmp_path, log=lambda line: None, **settings)
     study = _study(result.storage, result.study_name)
     identity = study.user_attrs['identity']
@@ -559,7 +560,7 @@ def test_sampler_and_pruner_settings_are_applied_recorded_and_part_of_the_identi
     for changed in ({'multivariate': False}, {'startup_trials': 10}, {'prune_percentile': 50.0},
                     {'prune_warmup': 5}):
         with pytest.raises(ConfigError, match='created for another search'):
-            tune('mf', 'tiktok-mini', trials=3, run_dir=run_dir, overrides=TINY,
+            tune('mf', 'tiktok-mini', trials=3, run_dir=run_dir, overrides=ONE_EPOCH,
                  wandb='disabled', write_preset=False, log=lambda line: None,
                  **{**settings, **changed})
 
@@ -598,7 +599,7 @@ def test_prune_percentile_is_the_share_of_earlier_trials_a_trial_must_beat(tmp_p
     monkey.setattr(optuna.pruners, 'PercentilePruner', capture)
     try:
         tune_mod.tune('mf', 'tiktok-mini', trials=1, run_dir=tmp_path / 'study',
-                      overrides=TINY, wandb='disabled', write_preset=False,
+                      overrides=ONE_EPOCH, wandb='disabled', write_preset=False,
                       log=lambda line: None, prune_percentile=prune_percentile,
                       prune_startup=0, prune_warmup=0)
     finally:
@@ -719,6 +720,30 @@ def test_search_entry_messages_in_full(spec, message):
         parse_search_space({'default': {'lr': spec}}, 'tiktok', 'my.yaml')
     assert str(err.value) == (f'{_RANGE}: {message}' if isinstance(spec, list) else
                               _RANGE + message)
+
+
+def test_choices_refuse_every_range_field_by_name():
+    from mmssl_pyg.training.search_space import parse_param
+    spec = {'choices': [1, 2], 'low': 1, 'high': 2, 'log': True, 'step': 1, 'type': 'int',
+            'source': 's'}
+    with pytest.raises(ConfigError) as err:
+        parse_param('lr', spec, 'my.yaml: search.default.lr')
+    assert str(err.value) == ("my.yaml: search.default.lr: choices cannot be combined with "
+                              "['high', 'log', 'low', 'step', 'type']")
+
+
+def test_a_step_that_is_not_a_number_is_named_in_full():
+    from mmssl_pyg.training.search_space import parse_param
+    with pytest.raises(ConfigError) as err:
+        parse_param('lr', {'low': 1, 'high': 4, 'step': 'one', 'source': 's'}, 'my.yaml: lr')
+    assert str(err.value) == "my.yaml: lr.step must be a number, got 'one'"
+
+
+def test_a_search_space_names_its_model_or_none():
+    section = {'default': {'lr': {'low': 1e-4, 'high': 1e-2, 'source': 's'}}}
+    assert parse_search_space(section, 'tiktok', 'my.yaml').model == ''
+    named = parse_search_space(section, 'tiktok', 'my.yaml', LightGCN, 'lightgcn')
+    assert (named.model, named.dataset, named.names) == ('lightgcn', 'tiktok', ['lr'])
 
 
 def test_search_ranges_take_the_kind_of_their_bounds_and_strip_the_source():
