@@ -565,3 +565,21 @@ def test_names_files_repr_stats_and_the_cache_key(tmp_path, monkeypatch, capsys)
     MMSSLDataset(root, modalities=['image'], log=False)
     MMSSLDataset(root, modalities=['image'], log=False, force_reload=True)
     assert capsys.readouterr().err == ''
+
+
+def test_load_reads_a_processed_file_and_names_the_file_it_refuses(tmp_path):
+    root = copy_raw('tiktok-mini', tmp_path)
+    ds = MMSSLDataset(str(root), log=False)
+    image_only = MMSSLDataset(str(root), modalities=['image'], log=False)
+    assert sorted(ds[0]['item'].keys()) == ['audio_feat', 'image_feat', 'num_nodes']
+    ds.load(image_only.processed_paths[0])  # PyG's InMemoryDataset.load, weights_only
+    assert sorted(ds[0]['item'].keys()) == ['image_feat', 'num_nodes']
+    assert torch.equal(ds[0]['item'].image_feat, image_only[0]['item'].image_feat)
+    other = tmp_path / 'other.pt'
+    torch.save({'format': 'something else'}, other)  # loads safely, but is not a cache
+    with pytest.raises(DatasetFormatError) as err:
+        ds.load(str(other))
+    assert str(err.value) == (f'{other} [processed file]: not a processed cache of this version '
+                              'of mmssl-pyg. Fix: delete other.pt (it is only a cache of the raw '
+                              'files) or load with --force-reload / force_reload=True to rebuild '
+                              'it')
