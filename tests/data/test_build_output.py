@@ -492,3 +492,69 @@ def test_builder_keeps_the_latest_pair_orders_ids_and_notes_the_kept_cache(tmp_p
                       device='cpu', ratios=third, progress=False)
     assert made == [(('vit_b_16', 'w.pt'), {'batch_size': 5, 'device': 'cpu',
                                             'progress': False})]
+
+
+def test_a_text_model_folder_is_loaded_with_the_builds_settings(tables, tmp_path, monkeypatch,
+                                                                capsys):
+    import json
+    import re
+    import sys
+    import types
+
+    import torch
+
+    made, chunks = [], []
+
+    class Model:  # a stand-in for sentence_transformers.SentenceTransformer
+        def __init__(self, path, **kwargs):
+            made.append((path, kwargs))
+
+        def encode(self, chunk, **kwargs):
+            chunks.append((len(chunk), kwargs['batch_size']))
+            return [[float(len(t)), 1.0] for t in chunk]
+
+    monkeypatch.setitem(sys.modules, 'sentence_transformers',
+                        types.SimpleNamespace(SentenceTransformer=Model))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # 'auto' picks CUDA
+    folder = tmp_path / 'minilm'
+    folder.mkdir()
+    (folder / 'modules.json').write_text('[]')
+    _, items = tables
+    out = tmp_path / 'out'
+    res = _build(tables, out, items=items, item_id_col='item', text_cols=['title'],
+                 text_encoder=str(folder), batch_size=1, device='auto', progress=True)
+    n = res.stats['items']
+    assert made == [(str(folder.resolve()), {'device': 'cuda', 'local_files_only': True})]
+    assert chunks == [(1, 1)] * n  # one text per forward pass: the build's batch size
+    feat = np.load(out / 'raw' / 'text_feat.npy')
+    assert feat.shape == (n, 2) and (feat[:, 1] == 1).all()
+    info = json.loads((out / 'build_info.json').read_text())
+    assert info['modalities']['text']['encoder'] == (
+        f'SentenceEncoder({folder.resolve()}, device=cuda)')
+    assert re.search(r'(^|\r)text features: ', capsys.readouterr().err)
+    _build(tables, tmp_path / 'quiet', items=items, item_id_col='item', text_cols=['title'],
+           text_encoder=folder, progress=False)  # another output: its own encoder cache
+    assert len(made) == 2 and 'text features' not in capsys.readouterr().err
+
+
+def test_build_info_names_the_image_column(tables, tmp_path):
+    import json
+
+    import torch
+    from PIL import Image
+
+    inter, _ = tables
+    (tmp_path / 'img').mkdir()
+    for item in ('i1', 'i2', 'i3', 'i4', 'i5'):
+        Image.new('RGB', (4, 4), (10, 20, 30)).save(tmp_path / 'img' / f'{item}.png')
+    items = _write_csv(tmp_path / 'items_img.csv', ['item', 'picture'],
+                       [(f'i{k}', f'img/i{k}.png') for k in range(1, 6)])
+    from mmssl_pyg.data.encoders import ImageEncoder
+
+    encoder = ImageEncoder(torch.nn.Flatten(), 'flat', resize=2, size=2, progress=False)
+    out = tmp_path / 'out'
+    _build((inter, items), out, items=items, item_id_col='item', image_col='picture',
+           image_encoder=encoder)
+    info = json.loads((out / 'build_info.json').read_text())
+    assert info['modalities'] == {'image': {'dim': 12, 'column': 'picture',
+                                            'encoder': 'ImageEncoder(flat, device=cpu)'}}

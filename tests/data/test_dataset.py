@@ -583,3 +583,20 @@ def test_load_reads_a_processed_file_and_names_the_file_it_refuses(tmp_path):
                               'of mmssl-pyg. Fix: delete other.pt (it is only a cache of the raw '
                               'files) or load with --force-reload / force_reload=True to rebuild '
                               'it')
+
+
+def _drop_modalities(data):
+    del data.modalities
+    return data
+
+
+def test_repr_lists_every_modality_and_none_when_the_data_has_no_list(tmp_path):
+    root = copy_raw('tiktok-mini', tmp_path)
+    assert repr(MMSSLDataset(str(root), log=False)) == (
+        'MMSSLDataset(tiktok-mini, users=1000, items=2872, train=6227, '
+        'modalities=[image, audio])')
+    # a pre_transform may return data without the modalities list: the features stay
+    bare = MMSSLDataset(str(root), pre_transform=_drop_modalities, log=False)
+    assert 'modalities' not in bare[0] and 'image_feat' in bare[0]['item']
+    assert repr(bare) == ('MMSSLDataset(tiktok-mini, users=1000, items=2872, train=6227, '
+                          'modalities=[none])')

