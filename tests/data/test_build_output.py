@@ -558,3 +558,49 @@ def test_build_info_names_the_image_column(tables, tmp_path):
     info = json.loads((out / 'build_info.json').read_text())
     assert info['modalities'] == {'image': {'dim': 12, 'column': 'picture',
                                             'encoder': 'ImageEncoder(flat, device=cpu)'}}
+
+
+def test_a_failed_write_names_the_staging_folder_and_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from mmssl_pyg.data import build_output
+    from mmssl_pyg.utils.io import OutputError
+
+    def full_disk(file, arr):  # a write error carries no file name
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(build_output.np, 'save', full_disk)
+    stage = tmp_path / 'stage'
+    stage.mkdir()
+    splits = {s: {0: [0]} for s in ('train', 'val', 'test')}
+    with pytest.raises(OutputError) as err:
+        build_output._write_output(stage, splits, {'text': np.ones((1, 2))}, {}, {})
+    assert str(err.value) == (f'cannot write the new dataset {stage}: no space left on device. '
+                              'Fix: free disk space (or write elsewhere) and run the command '
+                              'again; existing files were left unchanged')
+
+
+def test_a_read_back_that_differs_is_reported_as_a_bug_and_nothing_is_left(tables, tmp_path,
+                                                                            monkeypatch):
+    from mmssl_pyg.data import builder
+
+    res = _build(tables, tmp_path / 'good')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['good', 'inter.csv', 'items.csv']
+    real, seen = builder.dataset_stats, []
+
+    def one_user_fewer(data):  # a read-back that lost a user (the counts of each split agree)
+        stats = real(data)
+        stats['users'] -= 1
+        seen.append(stats)
+        return stats
+
+    monkeypatch.setattr(builder, 'dataset_stats', one_user_fewer)
+    with pytest.raises(RuntimeError) as err:
+        _build(tables, tmp_path / 'bad')
+    s = res.stats
+    expected = {'train': s['train'], 'val': s['val'], 'test': s['test']}
+    assert str(err.value) == (f'{tmp_path / "bad"}: the folder read back ({seen[0]}) differs '
+                              f'from what was built ({s["users"]} users, {s["items"]} items, '
+                              f'{expected}); please report this bug')
+    # the staging folder is removed and nothing was swapped in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['good', 'inter.csv', 'items.csv']
