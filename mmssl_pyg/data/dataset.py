@@ -295,15 +295,15 @@ class MMSSLDataset(InMemoryDataset):
     def load(self, path: str, data_cls: type = HeteroData) -> None:
         """Load a processed file of this class (``weights_only``; see
         :func:`mmssl_pyg.data.cache.load_processed`)."""
-        self._set_cache(self._read_cache(path))
+        self._set_cache(self._read_cache(path), path)
 
     def _read_cache(self, path: str) -> dict | None:
         return load_processed(path)
 
-    def _set_cache(self, cache: dict | None) -> None:
+    def _set_cache(self, cache: dict | None, path: str | None = None) -> None:
         if cache is None:
-            raise ProcessedCacheError(self.processed_paths[0], 'not a processed cache of this '
-                                      'version of mmssl-pyg')
+            raise ProcessedCacheError(path or self.processed_paths[0], 'not a processed cache '
+                                      'of this version of mmssl-pyg')
         self._cache = cache
         self._data, self.slices = HeteroData.from_dict(cache['data']), None
 

