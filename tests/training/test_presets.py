@@ -164,7 +164,10 @@ def test_every_model_and_dataset_resolves_as_before_the_dataset_layer():
     as the equal-budget study finishes, so their recorded values are not compared)."""
     before = json.loads(BEFORE.read_text())
     now = json.loads(json.dumps(resolve_all()))  # tuples -> lists, as recorded
-    assert sorted(now) == sorted(before)
+    # tuned presets come and go with the study (a void study's is removed), so only the
+    # untuned keys are compared as a set; each tuned key below is checked against its file
+    assert sorted(k for k in now if not k.endswith('|tuned')) == \
+        sorted(k for k in before if not k.endswith('|tuned'))
     for key in [k for k in now if k.endswith('|tuned')]:
         model, dataset, _ = key.split('|')
         tuned = yaml.safe_load(find_tuned_preset(model, dataset).read_text())
