@@ -633,6 +633,31 @@ def _summary(rec: dict) -> str:
             f'{rec["test"].get("recall@20", float("nan")):.4f}{cut}')
 
 
+def run_attached(cmd: list[str], **popen_kwargs) -> int:
+    """Run ``cmd`` and return its exit code, passing a SIGTERM or SIGHUP sent to this process
+    on to the child (which passes it on the same way when it runs its own children through
+    this function) and then exiting with ``128 + signal``: stopping a benchmark with ``kill`` or
+    ``pkill`` stops every process it started, instead of leaving them to finish their work (a
+    terminal's Ctrl-C already reaches the whole process group)."""
+    import signal
+    proc = subprocess.Popen(cmd, **popen_kwargs)
+    caught: list[int] = []
+
+    def forward(signum, frame):
+        caught.append(signum)
+        proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if caught:
+        raise SystemExit(128 + caught[0])
+    return code
+
+
 def _run_isolated(unit: Unit, args) -> dict:
     """Run the unit in a fresh interpreter (``python -m benchmarks.run _unit``, from the
     repository root) so that the peak RSS is its own."""
@@ -649,9 +674,9 @@ def _run_isolated(unit: Unit, args) -> dict:
             cmd.append('--progress')
         if getattr(args, 'threads', None):
             cmd += ['--threads', str(args.threads)]
-        proc = subprocess.run(cmd, cwd=REPO)
-        if proc.returncode != 0 or not result.is_file():
-            raise RuntimeError(f'isolated unit process exited with {proc.returncode}')
+        code = run_attached(cmd, cwd=REPO)
+        if code != 0 or not result.is_file():
+            raise RuntimeError(f'isolated unit process exited with {code}')
         return json.loads(result.read_text())
 
 

@@ -271,14 +271,14 @@ def check_final(model: str, dataset: str, out: Path = OUT, tuned: Path = TUNED,
 def final(args) -> int:
     """Run the final units of each selected study (PROTOCOL.md Sec. 5), after the checks of
     :func:`check_final`; the accuracy benchmark skips units already in ``--final-out``."""
-    import subprocess
+    from benchmarks._common import run_attached
     selected = _selected(args)
     for model, dataset in selected:
         check_final(model, dataset, args.out)
     for model, dataset in selected:
         cmd = final_command(model, dataset, args.final_out)
         print(' '.join(cmd[1:]), flush=True)
-        if subprocess.run(cmd, cwd=ROOT).returncode:
+        if run_attached(cmd, cwd=ROOT):  # a kill of this process stops the units too
             return 1
     return 0
 

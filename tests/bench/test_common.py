@@ -222,3 +222,33 @@ def test_units_present_counts_the_last_plan_and_the_others_apart():
     lines = C.Report(Path('.'), 'accuracy', 'title', {}, units[:1], plan).cut_lines()
     assert lines[0] == ('units present: 1 of 2 planned by the last command; missing: '
                         'mf/tiktok/tuned/s1')
+
+
+def test_run_attached_passes_a_kill_on_to_the_process_it_started(tmp_path):
+    """``study final`` runs the accuracy benchmark, which runs each unit in its own process:
+    a SIGTERM to the top process must stop the child too (it used to finish its units)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    pid_file = tmp_path / 'child.pid'
+    child = (f'import os, time; open({str(pid_file)!r}, "w").write(str(os.getpid())); '
+             'time.sleep(120)')
+    parent = ('import sys; from benchmarks._common import run_attached; '
+              f'sys.exit(run_attached([sys.executable, "-c", {child!r}]))')
+    proc = subprocess.Popen([sys.executable, '-c', parent], cwd=C.REPO)
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # the child was stopped and reaped, not orphaned
+        os.kill(child_pid, 0)
+
+
+def test_run_attached_returns_the_childs_exit_code():
+    import sys
+    assert C.run_attached([sys.executable, '-c', 'raise SystemExit(3)']) == 3
+    assert C.run_attached([sys.executable, '-c', 'pass']) == 0
