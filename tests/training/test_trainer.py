@@ -358,6 +358,23 @@ def test_a_run_whose_validation_metric_is_never_a_number_says_so_instead_of_test
                               "test; check that the model's embeddings are finite")
 
 
+def test_the_never_a_number_error_quotes_the_last_evaluation():
+    # -inf does not compare greater than the starting best either; the message counts the
+    # evaluations (records without the metric are not evaluations) and quotes the last one,
+    # here NaN after two -inf (the first and the second-to-last value are -inf)
+    graph = synthetic_graph()
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    inf = float('inf')
+    trainer.history = [{'epoch': 1, 'val/recall@20': -inf}, {'epoch': 2},
+                       {'epoch': 3, 'val/recall@20': -inf},
+                       {'epoch': 4, 'val/recall@20': float('nan')}]
+    with pytest.raises(RuntimeError) as err:
+        trainer._test_best()
+    assert str(err.value) == ('validation recall@20 was not a number at any of the 3 '
+                              'evaluation(s) (nan at the last), so no epoch can be selected to '
+                              "test; check that the model's embeddings are finite")
+
+
 def test_a_trainer_that_never_validated_has_no_best_epoch_to_test():
     graph = synthetic_graph()
     trainer = Trainer(LightGCN(graph, embedding_dim=8), graph, TrainConfig(**FAST))
