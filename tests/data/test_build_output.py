@@ -604,3 +604,44 @@ def test_a_read_back_that_differs_is_reported_as_a_bug_and_nothing_is_left(table
                               f'{expected}); please report this bug')
     # the staging folder is removed and nothing was swapped in
     assert sorted(p.name for p in tmp_path.iterdir()) == ['good', 'inter.csv', 'items.csv']
+
+
+def test_the_old_files_go_aside_to_a_hidden_sibling_and_other_failures_pass_through(
+        tmp_path, monkeypatch):
+    """The old dataset is moved into a new hidden folder next to ``root`` (renames within one
+    file system), ``.<name>.old-*``; a failure that is not an OS error is re-raised as it is,
+    after the old files are put back."""
+    from pathlib import Path
+
+    from mmssl_pyg.data import build_output
+    from mmssl_pyg.data.build_output import _staging_dir, _swap_in, _write_output
+
+    root = tmp_path / 'ds'
+    _old_files(root)
+    stage = _staging_dir(root)
+    _write_output(stage, {'train': {0: [1]}, 'val': {0: [2]}, 'test': {0: [0]}},
+                  {'text': np.array([[1.0]])}, {'user': ['A']}, {})
+    real_replace = build_output.os.replace
+    calls, bug = [], RuntimeError('a bug')
+
+    def failing_replace(src, dst):
+        calls.append(Path(dst))
+        if len(calls) == 10:
+            raise bug
+        real_replace(src, dst)
+
+    monkeypatch.setattr(build_output.os, 'replace', failing_replace)
+    with pytest.raises(RuntimeError) as err:
+        _swap_in(stage, root)
+    assert err.value is bug
+    aside = {p.parent for p in calls[:8] if p.name == 'build_info.json'}.pop()
+    assert aside.parent == tmp_path and aside.name.startswith('.ds.old-')
+    assert all(aside in p.parents for p in calls[:8])
+    assert (root / 'raw' / 'train.json').read_text() == 'train.json'
+    assert (root / 'build_info.json').read_text() == '{}'
+
+
+def test_build_info_is_written_indented_by_two_spaces(tmp_path):
+    from mmssl_pyg.data.build_output import _write_info
+    _write_info(tmp_path, {'a': 1, 'b': [2]})
+    assert (tmp_path / 'build_info.json').read_text() == '{\n  "a": 1,\n  "b": [\n    2\n  ]\n}'
