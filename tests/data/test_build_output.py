@@ -645,3 +645,27 @@ def test_build_info_is_written_indented_by_two_spaces(tmp_path):
     from mmssl_pyg.data.build_output import _write_info
     _write_info(tmp_path, {'a': 1, 'b': [2]})
     assert (tmp_path / 'build_info.json').read_text() == '{\n  "a": 1,\n  "b": [\n    2\n  ]\n}'
+
+
+def test_five_existing_entries_are_named_four_and_an_ellipsis(tmp_path):
+    from mmssl_pyg.data.build_output import _old_dataset, _prepare_output
+
+    root = tmp_path / 'ds'
+    _old_files(root)
+    for p in _old_dataset(root)[5:]:  # 'processed' and the two feature files
+        p.rmdir() if p.is_dir() else p.unlink()
+    assert len(_old_dataset(root)) == 5
+    with pytest.raises(OutputExistsError) as err:
+        _prepare_output(root, overwrite=False)
+    assert str(err.value).startswith(
+        f'{root} already holds a dataset (raw/train.json, raw/val.json, raw/test.json, '
+        'raw/id_map.json, ...); nothing was overwritten.')
+
+
+def test_the_staging_folder_creates_missing_parent_folders(tmp_path):
+    from mmssl_pyg.data.build_output import _staging_dir
+
+    root = tmp_path / 'a' / 'b' / 'ds'
+    stage = _staging_dir(root)
+    assert stage.is_dir() and stage.parent == tmp_path / 'a' / 'b'
+    assert stage.name.startswith('.ds.build-') and list(stage.iterdir()) == []
