@@ -669,3 +669,16 @@ def test_the_staging_folder_creates_missing_parent_folders(tmp_path):
     stage = _staging_dir(root)
     assert stage.is_dir() and stage.parent == tmp_path / 'a' / 'b'
     assert stage.name.startswith('.ds.build-') and list(stage.iterdir()) == []
+
+
+def test_a_staging_folder_under_a_file_names_the_output_folders_parent(tmp_path):
+    from mmssl_pyg.data.build_output import _staging_dir
+    from mmssl_pyg.utils.io import OutputError
+
+    (tmp_path / 'f').write_text('x')
+    root = tmp_path / 'f' / 'sub' / 'ds'
+    with pytest.raises(OutputError) as err:
+        _staging_dir(root)
+    assert str(err.value) == (f'cannot create a folder in {tmp_path / "f" / "sub"}: a part of '
+                              'the path is a file, not a folder. Fix: choose a path whose parent '
+                              'folders are folders')
