@@ -12,7 +12,8 @@ not mutate; the commit the run was made on; and the wall-clock times recorded by
 
 Equivalent mutants are matched by their function and their diff (the changed lines, not the
 mutant's number, which shifts when the code changes), so the list survives edits elsewhere;
-an entry that no longer matches a survivor of a module run here is reported as stale.
+an entry that no longer matches a survivor of a module run here is reported as stale (unless
+a mutant of its function was not run here: a module rerun in part cannot tell).
 
 The scope is run module by module (hours in all on 2 cores), so a ``mutants/`` directory may
 hold results for some modules only. A module without any mutant run there keeps the counts of
@@ -109,6 +110,14 @@ def carried_modules(unrun: list[str], previous: dict) -> dict[str, dict]:
     return out
 
 
+def stale_equivalents(known: list[dict], used: list[bool], not_run: set[str]) -> list[dict]:
+    """The reviewed entries that matched no surviving mutant of this run (``used``), but those
+    of a function with a mutant not run here: that mutant may be the one an entry describes
+    (a module rerun in part, e.g. its survivors by name)."""
+    return [entry for entry, hit in zip(known, used)
+            if not hit and entry['function'] not in not_run]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', type=Path, default=OUT)
@@ -135,6 +144,7 @@ def main() -> None:
 
     per_module: dict[str, Counter] = defaultdict(Counter)
     survivors, equivalents, paths, unrun = [], [], [], []
+    not_run_functions: set[str] = set()
     for path in walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
@@ -156,6 +166,7 @@ def main() -> None:
                 continue
             if status == 'not checked':
                 counts['not run'] += 1
+                not_run_functions.add(_function_of(name))
                 continue
             diff = get_diff_for_mutant(name, path=path)
             removed, added = _changed_lines(diff)
@@ -180,8 +191,9 @@ def main() -> None:
     previous = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     carried = carried_modules(unrun, previous)
     unrun = [m for m in unrun if m not in carried]
-    for j, entry in enumerate(known):  # a carried module's entries were matched by its run
-        if module_of(entry['function'], list(carried)) is not None:
+    # a carried module's entries were matched by its run; a module never run cannot tell
+    for j, entry in enumerate(known):
+        if module_of(entry['function'], list(carried) + unrun) is not None:
             used[j] = True
     numbers = ('total', 'killed', 'timeout', 'survived', 'equivalent', 'environment-only',
                'not run')
@@ -212,7 +224,7 @@ def main() -> None:
         'killed_pct_counting_environment_only_as_survived': score(total, True),
         'modules': dict(sorted(modules.items())),
         'survivors': [{k: v for k, v in s.items() if k != 'diff'} for s in survivors],
-        'stale_equivalents': [known[j] for j in range(len(known)) if not used[j]],
+        'stale_equivalents': stale_equivalents(known, used, not_run_functions),
         'modules_not_run': unrun,
         'run_times': run_times,
     }

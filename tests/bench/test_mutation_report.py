@@ -2,7 +2,7 @@
 earlier modules' results with the commit they were run on, and lists the rest as not run."""
 from __future__ import annotations
 
-from benchmarks.mutation_report import carried_modules, module_of
+from benchmarks.mutation_report import carried_modules, module_of, stale_equivalents
 
 
 def test_module_of_maps_a_function_to_its_file():
@@ -42,3 +42,18 @@ def test_carried_modules_keep_the_earlier_counts_and_their_commit():
     assert got['mmssl_pyg/nn/conv.py']['commit'] == 'b' * 40
     assert got['mmssl_pyg/nn/conv.py']['date'] == '2026-11-01 10:00 UTC'
     assert carried_modules(unrun, {}) == {}
+
+
+def test_an_entry_is_stale_only_when_every_mutant_of_its_function_ran():
+    matched = {'function': 'mmssl_pyg.nn.losses.f', 'removed': ['a'], 'added': ['b']}
+    gone = {'function': 'mmssl_pyg.nn.losses.f', 'removed': ['c'], 'added': ['d']}
+    unjudged = {'function': 'mmssl_pyg.training.presets.read_yaml', 'removed': ['e'],
+                'added': ['f']}
+    known = [matched, gone, unjudged]
+    # f ran in full: its unmatched entry is stale; read_yaml has a mutant not run here
+    assert stale_equivalents(known, [True, False, False],
+                             {'mmssl_pyg.training.presets.read_yaml'}) == [gone]
+    assert stale_equivalents(known, [True, False, False], set()) == [gone, unjudged]
+    assert stale_equivalents(known, [True, False, False],
+                             {'mmssl_pyg.nn.losses.f',
+                              'mmssl_pyg.training.presets.read_yaml'}) == []

@@ -604,3 +604,81 @@ def test_a_read_back_that_differs_is_reported_as_a_bug_and_nothing_is_left(table
                               f'{expected}); please report this bug')
     # the staging folder is removed and nothing was swapped in
     assert sorted(p.name for p in tmp_path.iterdir()) == ['good', 'inter.csv', 'items.csv']
+
+
+def test_the_old_files_go_aside_to_a_hidden_sibling_and_other_failures_pass_through(
+        tmp_path, monkeypatch):
+    """The old dataset is moved into a new hidden folder next to ``root`` (renames within one
+    file system), ``.<name>.old-*``; a failure that is not an OS error is re-raised as it is,
+    after the old files are put back."""
+    from pathlib import Path
+
+    from mmssl_pyg.data import build_output
+    from mmssl_pyg.data.build_output import _staging_dir, _swap_in, _write_output
+
+    root = tmp_path / 'ds'
+    _old_files(root)
+    stage = _staging_dir(root)
+    _write_output(stage, {'train': {0: [1]}, 'val': {0: [2]}, 'test': {0: [0]}},
+                  {'text': np.array([[1.0]])}, {'user': ['A']}, {})
+    real_replace = build_output.os.replace
+    calls, bug = [], RuntimeError('a bug')
+
+    def failing_replace(src, dst):
+        calls.append(Path(dst))
+        if len(calls) == 10:
+            raise bug
+        real_replace(src, dst)
+
+    monkeypatch.setattr(build_output.os, 'replace', failing_replace)
+    with pytest.raises(RuntimeError) as err:
+        _swap_in(stage, root)
+    assert err.value is bug
+    aside = {p.parent for p in calls[:8] if p.name == 'build_info.json'}.pop()
+    assert aside.parent == tmp_path and aside.name.startswith('.ds.old-')
+    assert all(aside in p.parents for p in calls[:8])
+    assert (root / 'raw' / 'train.json').read_text() == 'train.json'
+    assert (root / 'build_info.json').read_text() == '{}'
+
+
+def test_build_info_is_written_indented_by_two_spaces(tmp_path):
+    from mmssl_pyg.data.build_output import _write_info
+    _write_info(tmp_path, {'a': 1, 'b': [2]})
+    assert (tmp_path / 'build_info.json').read_text() == '{\n  "a": 1,\n  "b": [\n    2\n  ]\n}'
+
+
+def test_five_existing_entries_are_named_four_and_an_ellipsis(tmp_path):
+    from mmssl_pyg.data.build_output import _old_dataset, _prepare_output
+
+    root = tmp_path / 'ds'
+    _old_files(root)
+    for p in _old_dataset(root)[5:]:  # 'processed' and the two feature files
+        p.rmdir() if p.is_dir() else p.unlink()
+    assert len(_old_dataset(root)) == 5
+    with pytest.raises(OutputExistsError) as err:
+        _prepare_output(root, overwrite=False)
+    assert str(err.value).startswith(
+        f'{root} already holds a dataset (raw/train.json, raw/val.json, raw/test.json, '
+        'raw/id_map.json, ...); nothing was overwritten.')
+
+
+def test_the_staging_folder_creates_missing_parent_folders(tmp_path):
+    from mmssl_pyg.data.build_output import _staging_dir
+
+    root = tmp_path / 'a' / 'b' / 'ds'
+    stage = _staging_dir(root)
+    assert stage.is_dir() and stage.parent == tmp_path / 'a' / 'b'
+    assert stage.name.startswith('.ds.build-') and list(stage.iterdir()) == []
+
+
+def test_a_staging_folder_under_a_file_names_the_output_folders_parent(tmp_path):
+    from mmssl_pyg.data.build_output import _staging_dir
+    from mmssl_pyg.utils.io import OutputError
+
+    (tmp_path / 'f').write_text('x')
+    root = tmp_path / 'f' / 'sub' / 'ds'
+    with pytest.raises(OutputError) as err:
+        _staging_dir(root)
+    assert str(err.value) == (f'cannot create a folder in {tmp_path / "f" / "sub"}: a part of '
+                              'the path is a file, not a folder. Fix: choose a path whose parent '
+                              'folders are folders')

@@ -144,6 +144,17 @@ def test_mmgcn_aggregations_hand_the_layer_the_cached_transpose(monkeypatch):
     assert not torch.allclose(iu, ui.t())
 
 
+def test_mmgcn_checkpoints_hold_its_parameters_not_the_cached_transposes():
+    """The graph matrices and their transposes are rebuilt from the graph: a checkpoint holds
+    the learned weights only (so one written before the transposes were cached still loads
+    with strict key matching)."""
+    graph = make_tiny_graph(1, num_users=10, num_items=12, seed=4)
+    model = MMGCN(graph, embedding_dim=4, latent_dim=3, num_layers=1)
+    state = model.state_dict()
+    assert sorted(state) == sorted(name for name, _ in model.named_parameters())
+    assert 'adj_ui_t' not in state and 'adj_iu_t' not in state
+
+
 def test_mmgcn_matches_the_authors_code_in_its_add_form():
     """The authors' ``GCN.forward`` (weiyinwei/MMGCN ``Model_MMGCN.py``; ``BaseModel.py``: a
     ``MessagePassing`` with ``x @ W`` and mean aggregation over both edge directions of one

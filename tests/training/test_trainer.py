@@ -358,6 +358,23 @@ def test_a_run_whose_validation_metric_is_never_a_number_says_so_instead_of_test
                               "test; check that the model's embeddings are finite")
 
 
+def test_the_never_a_number_error_quotes_the_last_evaluation():
+    # -inf does not compare greater than the starting best either; the message counts the
+    # evaluations (records without the metric are not evaluations) and quotes the last one,
+    # here NaN after two -inf (the first and the second-to-last value are -inf)
+    graph = synthetic_graph()
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph, TrainConfig(**FAST))
+    inf = float('inf')
+    trainer.history = [{'epoch': 1, 'val/recall@20': -inf}, {'epoch': 2},
+                       {'epoch': 3, 'val/recall@20': -inf},
+                       {'epoch': 4, 'val/recall@20': float('nan')}]
+    with pytest.raises(RuntimeError) as err:
+        trainer._test_best()
+    assert str(err.value) == ('validation recall@20 was not a number at any of the 3 '
+                              'evaluation(s) (nan at the last), so no epoch can be selected to '
+                              "test; check that the model's embeddings are finite")
+
+
 def test_a_trainer_that_never_validated_has_no_best_epoch_to_test():
     graph = synthetic_graph()
     trainer = Trainer(LightGCN(graph, embedding_dim=8), graph, TrainConfig(**FAST))
@@ -1067,3 +1084,28 @@ def test_a_critic_model_on_one_of_two_processes_whose_peer_computed_the_same(mon
     assert h['train/critic_loss'] == pytest.approx(sum(model.critic_values) / 3)
     assert h['dist/world_size'] == 2
     assert not torch.equal(model.critic.weight.detach(), weight)
+
+
+def test_a_data_parallel_trainer_hands_its_process_group_to_every_evaluation(monkeypatch):
+    """Under torchrun each evaluation ranks its share of the users and gathers the metrics:
+    validation and the final test evaluation both get ``distributed=`` the trainer's context
+    (rank 1 of two, the collectives answered as a peer with the same values would)."""
+    from mmssl_pyg.training.distributed import DistContext
+    monkeypatch.setattr(DistContext, 'broadcast_module', lambda self, module, src=0: None)
+    monkeypatch.setattr(DistContext, 'broadcast_object', lambda self, obj, src=0: obj)
+    monkeypatch.setattr(DistContext, 'all_gather_object', lambda self, obj: [obj, obj])
+    monkeypatch.setattr(DistContext, 'all_reduce_',
+                        lambda self, t, op='sum': t.mul_(2) if op == 'sum' else t)
+    calls = []
+    monkeypatch.setattr(trainer_module, 'evaluate', _scripted_evaluate([0.1, 0.3], calls))
+    graph = synthetic_graph()
+    torch.manual_seed(0)
+    ctx = DistContext(1, 2, 1, 'gloo')
+    trainer = Trainer(LightGCN(graph, embedding_dim=8), graph,
+                      TrainConfig(**{**FAST, 'epochs': 2, 'eval_batch_size': 7,
+                                     'exclude_val_at_test': True}), distributed=ctx)
+    result = trainer.fit()
+    assert result.best_epoch == 2 and result.test['recall@20'] == -1.0
+    assert calls == [('val', {'batch_size': 7, 'progress': False, 'distributed': ctx})] * 2 + [
+        ('test', {'exclude_val_at_test': True, 'batch_size': 7, 'progress': False,
+                  'distributed': ctx})]
