@@ -340,6 +340,12 @@ def test_fit_result_to_dict_is_plain():
         'resumed_from_epoch': None, 'checkpoint_dir': None}
 
 
+#: The trainer's error when validation Recall@20 was never a number in 3 evaluations.
+NEVER_A_NUMBER_AFTER_3 = ('validation recall@20 was not a number at any of the 3 evaluation(s) '
+                          '(nan at the last), so no epoch can be selected to test; check that '
+                          "the model's embeddings are finite")
+
+
 def test_a_run_whose_validation_metric_is_never_a_number_says_so_instead_of_testing(
         monkeypatch):
     # NaN never compares greater than the starting best (-inf), so no epoch is selected; the
@@ -353,9 +359,7 @@ def test_a_run_whose_validation_metric_is_never_a_number_says_so_instead_of_test
     with pytest.raises(RuntimeError) as err:
         trainer.fit()
     assert trainer.best_epoch == 0 and len(trainer.history) == 3
-    assert str(err.value) == ('validation recall@20 was not a number at any of the 3 '
-                              'evaluation(s) (nan at the last), so no epoch can be selected to '
-                              "test; check that the model's embeddings are finite")
+    assert str(err.value) == NEVER_A_NUMBER_AFTER_3
 
 
 def test_the_never_a_number_error_quotes_the_last_evaluation():
@@ -370,9 +374,7 @@ def test_the_never_a_number_error_quotes_the_last_evaluation():
                        {'epoch': 4, 'val/recall@20': float('nan')}]
     with pytest.raises(RuntimeError) as err:
         trainer._test_best()
-    assert str(err.value) == ('validation recall@20 was not a number at any of the 3 '
-                              'evaluation(s) (nan at the last), so no epoch can be selected to '
-                              "test; check that the model's embeddings are finite")
+    assert str(err.value) == NEVER_A_NUMBER_AFTER_3
 
 
 def test_a_trainer_that_never_validated_has_no_best_epoch_to_test():
