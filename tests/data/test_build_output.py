@@ -682,3 +682,66 @@ def test_a_staging_folder_under_a_file_names_the_output_folders_parent(tmp_path)
     assert str(err.value) == (f'cannot create a folder in {tmp_path / "f" / "sub"}: a part of '
                               'the path is a file, not a folder. Fix: choose a path whose parent '
                               'folders are folders')
+
+
+def test_dead_builds_folders_that_cannot_be_removed_do_not_stop_the_build(tmp_path,
+                                                                         monkeypatch):
+    """Removing a killed build's staging folder is tidying only: a folder that another build
+    removed meanwhile, or one that cannot be removed, is skipped, and the build goes on."""
+    import errno
+    import os
+    import shutil
+
+    from mmssl_pyg.data import build_output
+
+    parent = tmp_path / 'out'
+    gone = parent / '.ds.build-999999999-abcd'  # removed by a build started at the same time
+    (gone / 'raw').mkdir(parents=True)
+    stuck = parent / '.ds.build-999999998-abcd'  # on a file system that refuses the delete
+    stuck.mkdir()
+    (stuck / 'train.json').write_text('{}')
+    alive = parent / f'.ds.build-{os.getppid()}-abcd'
+    alive.mkdir()
+    real_pid_alive, real_rmdir = build_output.pid_alive, os.rmdir
+
+    def removed_meanwhile(pid):
+        if pid == 999999999:
+            shutil.rmtree(gone)
+        return real_pid_alive(pid)
+
+    def refused(path, *args, **kwargs):
+        if str(path) == str(stuck):
+            raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+        return real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(build_output, 'pid_alive', removed_meanwhile)
+    monkeypatch.setattr(os, 'rmdir', refused)
+    stage = build_output._staging_dir(parent / 'ds')
+    assert stage.is_dir() and list(stage.iterdir()) == []
+    assert stage.name.startswith(f'.ds.build-{os.getpid()}-')
+    assert not gone.exists() and stuck.is_dir() and alive.is_dir()
+    assert list(stuck.iterdir()) == []  # its files went, only the folder itself stayed
+
+
+def test_no_free_staging_folder_name_names_the_output_folders_parent(tmp_path, monkeypatch):
+    """When every candidate name is taken, tempfile.mkdtemp gives up with an error that has no
+    file name (CPython's "No usable temporary directory name found"): the message names the
+    folder from the output path instead."""
+    import itertools
+    import os
+    import tempfile
+
+    from mmssl_pyg.data.build_output import _staging_dir
+    from mmssl_pyg.utils.io import OutputError
+
+    parent = tmp_path / 'out'
+    (parent / f'.ds.build-{os.getpid()}-taken').mkdir(parents=True)  # a live build's: kept
+    monkeypatch.setattr(tempfile, '_get_candidate_names', lambda: itertools.repeat('taken'))
+    monkeypatch.setattr(tempfile, 'TMP_MAX', 3)  # CPython tries 10,000 names
+    with pytest.raises(OutputError) as err:
+        _staging_dir(parent / 'ds')
+    assert str(err.value) == (f'cannot create a folder in {parent}: No usable temporary '
+                              'directory name found')
+    assert isinstance(err.value.__cause__, FileExistsError)
+    assert err.value.__cause__.filename is None
+
