@@ -747,9 +747,9 @@ def test_no_free_staging_folder_name_names_the_output_folders_parent(tmp_path, m
 
 
 def _failing_swap(tmp_path, monkeypatch, features, fail_at, unlink_fails=(), replace_fails=(),
-                  rmdir_fails=False):
+                  rmdir_fails=False, error=None):
     """Swap a new dataset into a folder of old files (``_old_files``: 8 entries) with the
-    ``fail_at``-th rename failing (disk full), and, during the undo, the unlinks of
+    ``fail_at``-th rename failing (disk full, or ``error``), and, during the undo, the unlinks of
     ``unlink_fails`` and the renames back of ``replace_fails`` (names under root) and the
     removal of the aside folder failing too. Returns (root, the error, the aside folder)."""
     import errno
@@ -771,7 +771,7 @@ def _failing_swap(tmp_path, monkeypatch, features, fail_at, unlink_fails=(), rep
     def replace(src, dst):
         calls.append((Path(src), Path(dst)))
         if len(calls) == fail_at:
-            raise OSError(errno.ENOSPC, 'No space left on device')
+            raise error or OSError(errno.ENOSPC, 'No space left on device')
         if len(calls) > fail_at and str(Path(dst).relative_to(root)) in replace_fails:
             raise OSError(errno.EIO, 'Input/output error', str(src))
         real_replace(src, dst)
@@ -871,6 +871,22 @@ def test_a_new_file_whose_old_one_is_not_put_back_is_named_with_it(tmp_path, mon
                         'run the command again')
     assert (root / 'raw' / 'id_map.json').read_text() == '{"user": ["A"]}'  # the new one
     assert (aside / 'raw' / 'id_map.json').read_text() == 'id_map.json'
+
+
+@pytest.mark.parametrize('error, reason', [(RuntimeError('a bug'), 'a bug'),
+                                           (KeyboardInterrupt(), 'KeyboardInterrupt')])
+def test_a_bug_or_an_interrupt_with_an_incomplete_undo_is_named(tmp_path, monkeypatch, error,
+                                                                 reason):
+    """Not only an OS error: whatever stopped the swap, an undo that leaves files behind is
+    reported, the cause by its text, or by its type when it has none (Ctrl-C)."""
+    root, err, aside = _failing_swap(tmp_path, monkeypatch, {'text': np.ones((1, 2))}, 11,
+                                     replace_fails={'build_info.json'}, error=error)
+    assert str(err) == (f'cannot replace the dataset in {root} ({reason}), and could not undo '
+                        f'it (old files kept in {aside}: build_info.json). Fix: move the old '
+                        f'files from {aside} back into {root} (same layout), then run the '
+                        'command again')
+    assert err.__cause__ is error
+    assert (aside / 'build_info.json').read_text() == '{}'
 
 
 def test_an_aside_folder_that_cannot_be_removed_leaves_the_swap_as_it_was(tmp_path,
