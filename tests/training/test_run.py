@@ -193,6 +193,75 @@ def test_evaluate_checkpoint_refuses_cutoffs_beyond_the_items(finished):
         evaluate_checkpoint(finished, ks=(10**6,), device='cpu')
 
 
+
+def test_evaluate_checkpoint_defaults(finished, monkeypatch):
+    """With its defaults: the test split at 10, 20 and 50 with the validation items left in
+    the ranking (they change recall@50 here), on the device 'auto' picks, 1,024 users a block,
+    no progress bar, the processed data reused."""
+    from mmssl_pyg.training import run
+    from mmssl_pyg.training.evaluator import evaluate
+
+    model, graph, _ = load_run_checkpoint(finished, 'cpu')
+    kept = evaluate(model, graph, 'test', (10, 20, 50), exclude_val_at_test=False)
+    assert kept != evaluate(model, graph, 'test', (10, 20, 50), exclude_val_at_test=True)
+    seen = {}
+    real_evaluate, real_load = run.evaluate, run.load_run_checkpoint
+
+    def spy_evaluate(*args, **kwargs):
+        seen['evaluate'] = args[2:], kwargs
+        return real_evaluate(*args, **kwargs)
+
+    def spy_load(*args):
+        seen['load'] = args
+        return real_load(*args)
+
+    monkeypatch.setattr(run, 'evaluate', spy_evaluate)
+    monkeypatch.setattr(run, 'load_run_checkpoint', spy_load)
+    assert run.evaluate_checkpoint(finished) == {'epoch': 1, 'split': 'test', 'metrics': kept}
+    assert seen['load'] == (finished, 'auto', None, False)
+    assert seen['evaluate'] == (('test', (10, 20, 50)), {
+        'exclude_val_at_test': False, 'batch_size': 1024, 'progress': False})
+
+
+def test_evaluate_checkpoint_reads_ks_as_typed_and_names_bad_values(finished):
+    from mmssl_pyg.training.run import evaluate_checkpoint
+
+    out = evaluate_checkpoint(finished, 'val', ks='5,10', device='cpu')
+    assert out['split'] == 'val' and list(out['metrics']) == [
+        'recall@5', 'precision@5', 'ndcg@5', 'hit@5',
+        'recall@10', 'precision@10', 'ndcg@10', 'hit@10']
+    with pytest.raises(ConfigError) as err:
+        evaluate_checkpoint(finished, ks='five', device='cpu')
+    assert str(err.value) == "--ks: each value of option 'ks' expects an integer >= 1, got 'five'"
+    with pytest.raises(ValueError) as err:
+        evaluate_checkpoint(finished, split='train', device='cpu')
+    assert str(err.value) == "split must be 'val' or 'test', got 'train'"
+
+
+def test_a_refused_runs_folder_is_emptied_of_tmp_files_only_when_nothing_else_is_in_it(
+        tmp_path):
+    """``_remove_if_empty`` removes every ``.*.tmp`` file (ours too: the folder is locked by
+    this process) when the lock and such files are all there is, so that the folder can then
+    be removed; a folder holding anything else, or one that is gone, is left as it is."""
+    from mmssl_pyg.training.run import _remove_if_empty
+
+    ours = f'.best.pt.{os.getpid()}.0badcafe.tmp'  # what atomic_write names its temporary
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    for name in ('.lock', ours, '.metrics.json.1.ab.tmp'):
+        (empty / name).write_text(name)
+    _remove_if_empty(empty, keep='.lock')
+    assert sorted(p.name for p in empty.iterdir()) == ['.lock']
+    for other in ('notes.tmp', '.hidden', 'metrics.json', '.lock.TMP'):
+        used = tmp_path / other
+        used.mkdir()
+        for name in ('.lock', ours, other):
+            (used / name).write_text(name)
+        _remove_if_empty(used, keep='.lock')
+        assert sorted(p.name for p in used.iterdir()) == sorted(['.lock', ours, other])
+    _remove_if_empty(tmp_path / 'gone', keep='.lock')  # nothing to clean, and no error
+    assert not (tmp_path / 'gone').exists()
+
 def test_force_replaces_the_run(run_copy, trained, capsys):
     data, _ = trained
     code, _, err = run_cli(['train', '--dataset', data, '--run-dir', run_copy, *FAST,
