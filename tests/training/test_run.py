@@ -238,6 +238,17 @@ def test_evaluate_checkpoint_reads_ks_as_typed_and_names_bad_values(finished):
     assert str(err.value) == "split must be 'val' or 'test', got 'train'"
 
 
+def test_a_checkpoint_without_an_epoch_is_evaluated_as_epoch_0(finished, tmp_path):
+    """Weights saved by hand with the run's meta but no epoch count still evaluate."""
+    from mmssl_pyg.training.run import evaluate_checkpoint
+
+    state = torch.load(finished / 'best.pt', weights_only=True)
+    assert state.pop('epoch') == 1
+    torch.save(state, tmp_path / 'weights.pt')
+    out = evaluate_checkpoint(tmp_path / 'weights.pt', device='cpu')
+    assert out['epoch'] == 0
+    assert out['metrics'] == evaluate_checkpoint(finished, device='cpu')['metrics']
+
 def test_a_refused_runs_folder_is_emptied_of_tmp_files_only_when_nothing_else_is_in_it(
         tmp_path):
     """``_remove_if_empty`` removes every ``.*.tmp`` file (ours too: the folder is locked by
