@@ -249,6 +249,59 @@ def test_a_checkpoint_without_an_epoch_is_evaluated_as_epoch_0(finished, tmp_pat
     assert out['epoch'] == 0
     assert out['metrics'] == evaluate_checkpoint(finished, device='cpu')['metrics']
 
+
+def test_load_graph_reads_the_given_root_and_modalities_and_reuses_processed_data(tmp_path):
+    from mmssl_pyg.training.run import load_graph
+
+    mini = copy_mini(tmp_path)  # tiktok-mini's raw files (image and audio) in another folder
+    graph = load_graph('tiktok-mini', root=str(mini), modalities=['audio'])
+    assert graph.modalities == ['audio']
+    processed = mini / 'processed' / 'data_audio.pt'
+    assert list((mini / 'processed').iterdir()) == [processed]  # read from root
+    stamp = processed.stat().st_mtime_ns
+    load_graph('tiktok-mini', root=str(mini), modalities=['audio'])
+    assert processed.stat().st_mtime_ns == stamp  # reused by default
+    load_graph('tiktok-mini', root=str(mini), modalities=['audio'], force_reload=True)
+    assert processed.stat().st_mtime_ns != stamp
+
+
+def test_from_preset_takes_a_class_by_its_lower_cased_name_and_the_block_of_the_graphs_name():
+    """configs/lightgcn.yaml's default block sets num_layers 1 (the class default is 3);
+    configs/bm3.yaml's amazon-sports block sets reg_weight 0.01, its default block
+    0.04961326086920538."""
+    from mmssl_pyg.models import BM3, LightGCN
+    from mmssl_pyg.testing import make_tiny_graph
+    from mmssl_pyg.training.run import from_preset
+
+    graph = make_tiny_graph()
+    assert LightGCN(graph).num_layers == 3 and from_preset(LightGCN, graph).num_layers == 1
+    graph.name = 'amazon-sports'
+    assert from_preset(BM3, graph).reg_weight == 0.01  # the block of graph.name
+    assert from_preset('bm3', graph, 'tiktok').reg_weight == 0.04961326086920538
+
+
+def test_a_run_request_from_its_record_keeps_only_recorded_fields_and_reads_old_records():
+    stored = {'model': 'mf', 'dataset': 'tiny', 'root': '/data', 'modalities': ['image'],
+              'config_file': None, 'overrides': ['lr=0.01'], 'tuned': True, 'wandb': 'offline',
+              'epochs': 3, 'force': True, 'run_dir': '/elsewhere', 'unknown': 1}
+    request = RunRequest.from_record({'request': stored})
+    assert request == RunRequest(model='mf', dataset='tiny', root='/data',
+                                 modalities=['image'], overrides=['lr=0.01'], tuned=True,
+                                 wandb='offline', epochs=3)
+    old = {'model': 'mf', 'dataset': 'tiny', 'root': '/data', 'modalities': ['audio'],
+           'wandb_mode': 'disabled', 'train': {'epochs': 3}}  # written before requests were
+    assert RunRequest.from_record(old) == RunRequest(  # stored: the top-level fields
+        model='mf', dataset='tiny', root='/data', modalities=['audio'], wandb='disabled')
+    assert RunRequest.from_record({'model': 'mf', 'dataset': 'tiny'}) == RunRequest(
+        model='mf', dataset='tiny')
+
+
+def test_a_resumed_request_is_tuned_when_either_request_is():
+    saved = {'request': {'model': 'mf', 'dataset': 'tiny', 'tuned': False}}
+    assert RunRequest(tuned=True).merged_over(saved).tuned is True
+    assert RunRequest().merged_over({'request': {**saved['request'], 'tuned': True}}).tuned
+    assert RunRequest().merged_over(saved).tuned is False
+
 def test_a_refused_runs_folder_is_emptied_of_tmp_files_only_when_nothing_else_is_in_it(
         tmp_path):
     """``_remove_if_empty`` removes every ``.*.tmp`` file (ours too: the folder is locked by
