@@ -278,6 +278,14 @@ def test_from_preset_takes_a_class_by_its_lower_cased_name_and_the_block_of_the_
     graph.name = 'amazon-sports'
     assert from_preset(BM3, graph).reg_weight == 0.01  # the block of graph.name
     assert from_preset('bm3', graph, 'tiktok').reg_weight == 0.04961326086920538
+    with pytest.raises(ConfigError) as err:  # checked like overrides, against the class
+        from_preset('lightgcn', graph, num_layerz=2)
+    assert str(err.value) == ("override model.num_layerz=2: unknown model option 'num_layerz'; "
+                              'valid model options: embedding_dim, num_layers, reg_weight')
+    with pytest.raises(ConfigError) as err:
+        from_preset('lightgcn', graph, num_layers=-1)
+    assert str(err.value) == ("override model.num_layers=-1: option 'num_layers' expects an "
+                              'integer >= 0, got -1')
 
 
 def test_a_run_request_from_its_record_keeps_only_recorded_fields_and_reads_old_records():
