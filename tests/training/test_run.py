@@ -310,6 +310,22 @@ def test_a_resumed_request_is_tuned_when_either_request_is():
     assert RunRequest().merged_over({'request': {**saved['request'], 'tuned': True}}).tuned
     assert RunRequest().merged_over(saved).tuned is False
 
+
+def test_a_resumed_request_finds_the_data_where_the_run_recorded_it():
+    """A registry dataset is read from the run's recorded folder and modalities (its
+    ``data:`` section) unless given now; the wandb mode is kept."""
+    saved = {'model': 'mf', 'dataset': 'tiktok-mini', 'wandb_mode': 'offline',
+             'data': {'root': '/stored/tiktok-mini', 'modalities': ['audio']}}
+    request = RunRequest(model='MF').resumed(saved, 'runs/x')
+    assert (request.model, request.dataset, request.root, request.modalities, request.wandb) \
+        == ('mf', 'tiktok-mini', '/stored/tiktok-mini', ['audio'], 'offline')
+    given = RunRequest(root='/here', modalities=['image']).resumed(saved, 'runs/x')
+    assert (given.root, given.modalities) == ('/here', ['image'])
+    with pytest.raises(ConfigError) as err:
+        RunRequest(model='lightgcn').resumed(saved, 'runs/x')
+    assert str(err.value) == ('cannot resume runs/x with --model lightgcn: the run was started '
+                              'with mf')
+
 def test_a_refused_runs_folder_is_emptied_of_tmp_files_only_when_nothing_else_is_in_it(
         tmp_path):
     """``_remove_if_empty`` removes every ``.*.tmp`` file (ours too: the folder is locked by
