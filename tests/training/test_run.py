@@ -321,6 +321,13 @@ def test_a_resumed_request_finds_the_data_where_the_run_recorded_it():
         == ('mf', 'tiktok-mini', '/stored/tiktok-mini', ['audio'], 'offline')
     given = RunRequest(root='/here', modalities=['image']).resumed(saved, 'runs/x')
     assert (given.root, given.modalities) == ('/here', ['image'])
+    # a dataset folder is read where the run recorded it, by its absolute path; the modalities
+    # the run was asked for come before the ones it loaded
+    folder = {'model': 'mf', 'dataset': 'data/mine', 'root': '/given/root',
+              'modalities': ['image'], 'data': {'root': '/abs/data/mine', 'modalities': ['audio']}}
+    request = RunRequest().resumed(folder, 'runs/x')
+    assert (request.dataset, request.root, request.modalities) == (
+        '/abs/data/mine', '/given/root', ['image'])
     with pytest.raises(ConfigError) as err:
         RunRequest(model='lightgcn').resumed(saved, 'runs/x')
     assert str(err.value) == ('cannot resume runs/x with --model lightgcn: the run was started '
