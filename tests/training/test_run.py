@@ -333,6 +333,34 @@ def test_a_resumed_request_finds_the_data_where_the_run_recorded_it():
     assert str(err.value) == ('cannot resume runs/x with --model lightgcn: the run was started '
                               'with mf')
 
+
+def test_a_checkpoints_data_is_looked_for_where_it_was_recorded(tmp_path):
+    """The recorded absolute folder first, then the checkpoint's own root; a root given now
+    wins; a folder dataset is its folder; the checkpoint's modalities before the loaded ones;
+    a recorded folder that is gone is named with the fix."""
+    from mmssl_pyg.training.run import _checkpoint_request
+
+    where = tmp_path / 'data'
+    where.mkdir()
+    ckpt = tmp_path / 'best.pt'
+    meta = {'model': 'mf', 'dataset': 'tiktok-mini', 'root': '/meta/root'}
+    recorded = {'root': str(where), 'modalities': ['audio']}
+    assert _checkpoint_request(ckpt, meta, recorded, None, False) == RunRequest(
+        model='mf', dataset='tiktok-mini', root=str(where), modalities=['audio'])
+    assert _checkpoint_request(ckpt, {**meta, 'modalities': ['image']}, {}, None, True) == \
+        RunRequest(model='mf', dataset='tiktok-mini', root='/meta/root', modalities=['image'],
+                   force_reload=True)
+    assert _checkpoint_request(ckpt, meta, {'root': '/gone'}, '/now', False).root == '/now'
+    folder = {**meta, 'dataset': 'data/mine', 'root': None}
+    assert _checkpoint_request(ckpt, folder, recorded, None, False) == RunRequest(
+        model='mf', dataset=str(where), root=None, modalities=['audio'])
+    assert _checkpoint_request(ckpt, folder, {}, None, False).dataset == 'data/mine'
+    with pytest.raises(FileNotFoundError) as err:
+        _checkpoint_request(ckpt, meta, {'root': str(tmp_path / 'gone')}, None, False)
+    assert str(err.value) == (f"checkpoint {str(ckpt)!r} was trained on the data in "
+                              f"{tmp_path / 'gone'}, which no longer exists. Fix: pass --root "
+                              'FOLDER holding the same raw files')
+
 def test_a_refused_runs_folder_is_emptied_of_tmp_files_only_when_nothing_else_is_in_it(
         tmp_path):
     """``_remove_if_empty`` removes every ``.*.tmp`` file (ours too: the folder is locked by
