@@ -361,6 +361,31 @@ def test_a_checkpoints_data_is_looked_for_where_it_was_recorded(tmp_path):
                               f"{tmp_path / 'gone'}, which no longer exists. Fix: pass --root "
                               'FOLDER holding the same raw files')
 
+
+def test_load_run_checkpoint_defaults_and_checkpoints_without_a_run_record(finished, tiny,
+                                                                           tmp_path):
+    """By default the device 'auto' picks and the processed data is reused; a checkpoint
+    without the run's model and dataset record is refused by name."""
+    from mmssl_pyg.training.checkpoint import CheckpointError
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tiny / 'processed').iterdir()}
+    model, graph, state = load_run_checkpoint(finished)
+    assert state['epoch'] == 1 and model.num_items == graph.num_items
+    assert {p: p.stat().st_mtime_ns for p in (tiny / 'processed').iterdir()} == stamps
+    full = torch.load(finished / 'best.pt', weights_only=True)
+    for name, part in (('no-dataset', 'meta'), ('no-weights', 'model')):
+        state = dict(full, meta=dict(full['meta']))
+        if part == 'meta':
+            del state['meta']['dataset']
+        else:
+            del state['model']
+        torch.save(state, tmp_path / f'{name}.pt')
+        with pytest.raises(CheckpointError) as err:
+            load_run_checkpoint(tmp_path / f'{name}.pt', device='cpu')
+        assert str(err.value) == (f"checkpoint {str(tmp_path / f'{name}.pt')!r} has no "
+                                  'model/dataset record (meta); it was not written by mmssl-pyg '
+                                  'train. Load it with Trainer in Python.')
+
 def test_a_refused_runs_folder_is_emptied_of_tmp_files_only_when_nothing_else_is_in_it(
         tmp_path):
     """``_remove_if_empty`` removes every ``.*.tmp`` file (ours too: the folder is locked by
