@@ -4,7 +4,6 @@ image paths it encodes, and :class:`BuildResult`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -143,7 +142,8 @@ def _swap_in(stage: Path, root: Path) -> None:
     The old dataset's files (:func:`_old_dataset`) are first moved aside into a second sibling
     folder, then the new files are moved in, then the old ones are deleted. Any failure puts
     the old files back; nothing else in ``root`` (an encoder cache, the user's own files) is
-    touched."""
+    touched. When that undo fails too, the error names what it left: the new files it could not
+    remove and the old ones it could not put back, which stay in the aside folder."""
     aside = Path(tempfile.mkdtemp(prefix=f'.{root.name}.old-', dir=root.parent))
     moved: list[tuple[Path, Path]] = []
     placed: list[Path] = []
@@ -159,18 +159,47 @@ def _swap_in(stage: Path, root: Path) -> None:
             os.replace(new, target)
             placed.append(target)
     except BaseException as err:
+        not_removed, not_back = [], []
         for target in placed:
-            with contextlib.suppress(OSError):
+            try:
                 target.unlink()
+            except OSError:
+                not_removed.append(target)
         for old, dest in reversed(moved):
-            with contextlib.suppress(OSError):
+            try:
                 os.replace(dest, old)
-        shutil.rmtree(aside, ignore_errors=True)
+            except OSError:
+                not_back.append(old)
+        back = {old for old, _ in moved} - set(not_back)
+        not_removed = [p for p in not_removed if p not in back]  # an old file replaced it
+        if not not_back:  # the aside folder holds no old file any more
+            shutil.rmtree(aside, ignore_errors=True)
+        if not_removed or not_back:
+            raise OutputError(_undo_failed(root, aside, err, not_removed, not_back)) from err
         if isinstance(err, OSError) and not isinstance(err, OutputError):
             raise OutputError(describe_os_error(err, root, 'cannot replace the dataset in'))\
                 from err
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _undo_failed(root: Path, aside: Path, err: BaseException, not_removed: list[Path],
+                 not_back: list[Path]) -> str:
+    """The message of a failed swap whose undo failed too: what is left where, and the fix.
+    The aside folder is then kept, so no old file is ever deleted."""
+    def names(paths):
+        return ', '.join(str(p.relative_to(root)) for p in paths)
+
+    reason = getattr(err, 'strerror', None) or str(err) or type(err).__name__
+    left, fix = [], []
+    if not_removed:
+        left.append(f'new files still in it: {names(not_removed)}')
+        fix.append('delete those new files')
+    if not_back:
+        left.append(f'old files kept in {aside}: {names(not_back)}')
+        fix.append(f'move the old files from {aside} back into {root} (same layout)')
+    return (f'cannot replace the dataset in {root} ({reason}), and could not undo it ('
+            f'{"; ".join(left)}). Fix: {" and ".join(fix)}, then run the command again')
 
 
 def item_texts(table: Table, text_cols: Sequence[str], template: str | None = None,

@@ -682,3 +682,245 @@ def test_a_staging_folder_under_a_file_names_the_output_folders_parent(tmp_path)
     assert str(err.value) == (f'cannot create a folder in {tmp_path / "f" / "sub"}: a part of '
                               'the path is a file, not a folder. Fix: choose a path whose parent '
                               'folders are folders')
+
+
+def test_dead_builds_folders_that_cannot_be_removed_do_not_stop_the_build(tmp_path,
+                                                                         monkeypatch):
+    """Removing a killed build's staging folder is tidying only: a folder that another build
+    removed meanwhile, or one that cannot be removed, is skipped, and the build goes on."""
+    import errno
+    import os
+    import shutil
+
+    from mmssl_pyg.data import build_output
+
+    parent = tmp_path / 'out'
+    gone = parent / '.ds.build-999999999-abcd'  # removed by a build started at the same time
+    (gone / 'raw').mkdir(parents=True)
+    stuck = parent / '.ds.build-999999998-abcd'  # on a file system that refuses the delete
+    stuck.mkdir()
+    (stuck / 'train.json').write_text('{}')
+    alive = parent / f'.ds.build-{os.getppid()}-abcd'
+    alive.mkdir()
+    real_pid_alive, real_rmdir = build_output.pid_alive, os.rmdir
+
+    def removed_meanwhile(pid):
+        if pid == 999999999:
+            shutil.rmtree(gone)
+        return real_pid_alive(pid)
+
+    def refused(path, *args, **kwargs):
+        if str(path) == str(stuck):
+            raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+        return real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(build_output, 'pid_alive', removed_meanwhile)
+    monkeypatch.setattr(os, 'rmdir', refused)
+    stage = build_output._staging_dir(parent / 'ds')
+    assert stage.is_dir() and list(stage.iterdir()) == []
+    assert stage.name.startswith(f'.ds.build-{os.getpid()}-')
+    assert not gone.exists() and stuck.is_dir() and alive.is_dir()
+    assert list(stuck.iterdir()) == []  # its files went, only the folder itself stayed
+
+
+def test_no_free_staging_folder_name_names_the_output_folders_parent(tmp_path, monkeypatch):
+    """When every candidate name is taken, tempfile.mkdtemp gives up with an error that has no
+    file name (CPython's "No usable temporary directory name found"): the message names the
+    folder from the output path instead."""
+    import itertools
+    import os
+    import tempfile
+
+    from mmssl_pyg.data.build_output import _staging_dir
+    from mmssl_pyg.utils.io import OutputError
+
+    parent = tmp_path / 'out'
+    (parent / f'.ds.build-{os.getpid()}-taken').mkdir(parents=True)  # a live build's: kept
+    monkeypatch.setattr(tempfile, '_get_candidate_names', lambda: itertools.repeat('taken'))
+    monkeypatch.setattr(tempfile, 'TMP_MAX', 3)  # CPython tries 10,000 names
+    with pytest.raises(OutputError) as err:
+        _staging_dir(parent / 'ds')
+    assert str(err.value) == (f'cannot create a folder in {parent}: No usable temporary '
+                              'directory name found')
+    assert isinstance(err.value.__cause__, FileExistsError)
+    assert err.value.__cause__.filename is None
+
+
+def _failing_swap(tmp_path, monkeypatch, features, fail_at, unlink_fails=(), replace_fails=(),
+                  rmdir_fails=False, error=None):
+    """Swap a new dataset into a folder of old files (``_old_files``: 8 entries) with the
+    ``fail_at``-th rename failing (disk full, or ``error``), and, during the undo, the unlinks of
+    ``unlink_fails`` and the renames back of ``replace_fails`` (names under root) and the
+    removal of the aside folder failing too. Returns (root, the error, the aside folder)."""
+    import errno
+    import os
+    from pathlib import Path
+
+    from mmssl_pyg.data import build_output
+    from mmssl_pyg.data.build_output import _staging_dir, _swap_in, _write_output
+    from mmssl_pyg.utils.io import OutputError
+
+    root = tmp_path / 'ds'
+    _old_files(root)
+    stage = _staging_dir(root)
+    _write_output(stage, {'train': {0: [1, 2]}, 'val': {0: [3]}, 'test': {1: [0]}},
+                  features, {'user': ['A']}, {'built': 'now'})
+    real_replace, real_unlink, real_rmdir = os.replace, Path.unlink, os.rmdir
+    calls = []
+
+    def replace(src, dst):
+        calls.append((Path(src), Path(dst)))
+        if len(calls) == fail_at:
+            raise error or OSError(errno.ENOSPC, 'No space left on device')
+        if len(calls) > fail_at and str(Path(dst).relative_to(root)) in replace_fails:
+            raise OSError(errno.EIO, 'Input/output error', str(src))
+        real_replace(src, dst)
+
+    def unlink(path, *args, **kwargs):
+        if path.is_relative_to(root) and str(path.relative_to(root)) in unlink_fails:
+            raise OSError(errno.EIO, 'Input/output error', str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    def rmdir(path, *args, **kwargs):
+        if rmdir_fails and '.ds.old-' in Path(path).name:
+            raise OSError(errno.EBUSY, 'Device or resource busy', str(path))
+        return real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(build_output.os, 'replace', replace)
+    monkeypatch.setattr(Path, 'unlink', unlink)
+    monkeypatch.setattr(os, 'rmdir', rmdir)
+    with pytest.raises(OutputError) as err:
+        _swap_in(stage, root)
+    monkeypatch.undo()
+    aside = calls[0][1].parent.parent  # raw/train.json went first, into <aside>/raw/
+    return root, err.value, aside
+
+
+_NO_SPACE = ('cannot replace the dataset in {root}: no space left on device. Fix: free disk '
+             'space (or write elsewhere) and run the command again; existing files were left '
+             'unchanged')
+_OLD_NAMES = ['build_info.json', 'encoder_cache', 'processed', 'raw']
+_OLD_RAW = ['audio_feat.npy', 'id_map.json', 'notes.txt', 'test.json', 'text_feat.npy',
+            'train.json', 'val.json']
+
+
+def _old_files_are_back(root):
+    raw = root / 'raw'
+    assert sorted(p.name for p in root.iterdir()) == _OLD_NAMES
+    assert sorted(p.name for p in raw.iterdir()) == _OLD_RAW
+    assert all((raw / n).read_text() == n for n in _OLD_RAW)
+    assert (root / 'build_info.json').read_text() == '{}' and (root / 'processed').is_dir()
+
+
+def test_a_new_file_the_undo_cannot_delete_is_replaced_by_the_old_one(tmp_path, monkeypatch):
+    """8 old entries go aside, then the new id_map.json (renames 9) and test.json (10) are
+    placed and text_feat.npy (11) fails; id_map.json cannot be deleted, but the old
+    id_map.json is put back over it, so the old dataset is whole and the error is the plain
+    one."""
+    root, err, aside = _failing_swap(tmp_path, monkeypatch, {'text': np.ones((1, 2))}, 11,
+                                     unlink_fails={'raw/id_map.json'})
+    assert str(err) == _NO_SPACE.format(root=root)
+    _old_files_are_back(root)
+    assert not aside.exists()
+
+
+def test_a_new_file_the_undo_cannot_delete_is_named_in_the_error(tmp_path, monkeypatch):
+    """The new image_feat.npy (rename 10, after id_map.json) has no old file of its name: when
+    the undo cannot delete it, the old dataset is back but that file is left beside it, and
+    the error names it."""
+    root, err, aside = _failing_swap(tmp_path, monkeypatch, {'image': np.ones((1, 2))}, 11,
+                                     unlink_fails={'raw/image_feat.npy'})
+    assert str(err) == (f'cannot replace the dataset in {root} (No space left on device), and '
+                        'could not undo it (new files still in it: raw/image_feat.npy). Fix: '
+                        'delete those new files, then run the command again')
+    assert isinstance(err.__cause__, OSError) and err.__cause__.errno == 28
+    assert (root / 'raw' / 'image_feat.npy').exists()
+    (root / 'raw' / 'image_feat.npy').unlink()  # the fix the message gives
+    _old_files_are_back(root)
+    assert not aside.exists()
+
+
+def test_old_files_the_undo_cannot_put_back_are_kept_aside_and_named(tmp_path, monkeypatch):
+    """The old train.json and processed/ cannot be moved back: they stay in the aside folder
+    (never deleted), the other old files are back, and the error says where they are."""
+    root, err, aside = _failing_swap(tmp_path, monkeypatch, {'text': np.ones((1, 2))}, 11,
+                                     replace_fails={'raw/train.json', 'processed'})
+    assert aside.parent == tmp_path and aside.name.startswith('.ds.old-')
+    assert str(err) == (f'cannot replace the dataset in {root} (No space left on device), and '
+                        f'could not undo it (old files kept in {aside}: processed, '
+                        f'raw/train.json). Fix: move the old files from {aside} back into '
+                        f'{root} (same layout), then run the command again')
+    assert (aside / 'raw' / 'train.json').read_text() == 'train.json'
+    assert (aside / 'processed').is_dir()
+    assert not (root / 'raw' / 'train.json').exists() and not (root / 'processed').exists()
+    (aside / 'raw' / 'train.json').rename(root / 'raw' / 'train.json')  # the fix
+    (aside / 'processed').rename(root / 'processed')
+    _old_files_are_back(root)
+
+
+def test_a_new_file_whose_old_one_is_not_put_back_is_named_with_it(tmp_path, monkeypatch):
+    """The new id_map.json cannot be deleted and the old one cannot be moved back over it:
+    both are named, the new one as left in the folder, the old one as kept aside."""
+    root, err, aside = _failing_swap(tmp_path, monkeypatch, {'text': np.ones((1, 2))}, 11,
+                                     unlink_fails={'raw/id_map.json'},
+                                     replace_fails={'raw/id_map.json'})
+    assert str(err) == (f'cannot replace the dataset in {root} (No space left on device), and '
+                        'could not undo it (new files still in it: raw/id_map.json; old files '
+                        f'kept in {aside}: raw/id_map.json). Fix: delete those new files and '
+                        f'move the old files from {aside} back into {root} (same layout), then '
+                        'run the command again')
+    assert (root / 'raw' / 'id_map.json').read_text() == '{"user": ["A"]}'  # the new one
+    assert (aside / 'raw' / 'id_map.json').read_text() == 'id_map.json'
+
+
+@pytest.mark.parametrize('error, reason', [(RuntimeError('a bug'), 'a bug'),
+                                           (KeyboardInterrupt(), 'KeyboardInterrupt')])
+def test_a_bug_or_an_interrupt_with_an_incomplete_undo_is_named(tmp_path, monkeypatch, error,
+                                                                 reason):
+    """Not only an OS error: whatever stopped the swap, an undo that leaves files behind is
+    reported, the cause by its text, or by its type when it has none (Ctrl-C)."""
+    root, err, aside = _failing_swap(tmp_path, monkeypatch, {'text': np.ones((1, 2))}, 11,
+                                     replace_fails={'build_info.json'}, error=error)
+    assert str(err) == (f'cannot replace the dataset in {root} ({reason}), and could not undo '
+                        f'it (old files kept in {aside}: build_info.json). Fix: move the old '
+                        f'files from {aside} back into {root} (same layout), then run the '
+                        'command again')
+    assert err.__cause__ is error
+    assert (aside / 'build_info.json').read_text() == '{}'
+
+
+def test_an_aside_folder_that_cannot_be_removed_leaves_the_swap_as_it_was(tmp_path,
+                                                                         monkeypatch):
+    """Deleting the (then empty) aside folder is tidying: when it fails after a failed swap,
+    the error is still the swap's, with the old dataset back; when it fails after a swap that
+    worked, the new dataset is in place and no error is raised."""
+    import errno
+    import json
+    import os
+    from pathlib import Path
+
+    from mmssl_pyg.data.build_output import _staging_dir, _swap_in, _write_output
+
+    root, err, aside = _failing_swap(tmp_path, monkeypatch, {'text': np.ones((1, 2))}, 11,
+                                     rmdir_fails=True)
+    assert str(err) == _NO_SPACE.format(root=root)
+    _old_files_are_back(root)
+    assert aside.is_dir() and list(aside.rglob('*.*')) == []  # no file left in it
+
+    stage = _staging_dir(root)
+    _write_output(stage, {'train': {0: [1]}, 'val': {0: [2]}, 'test': {0: [0]}},
+                  {'text': np.array([[1.0]])}, {'user': ['B']}, {'built': 'again'})
+    real_rmdir = os.rmdir
+
+    def busy(path, *args, **kwargs):
+        if '.ds.old-' in Path(path).name:
+            raise OSError(errno.EBUSY, 'Device or resource busy', str(path))
+        return real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'rmdir', busy)
+    _swap_in(stage, root)
+    monkeypatch.undo()
+    assert json.loads((root / 'raw' / 'train.json').read_text()) == {'0': [1]}
+    assert json.loads((root / 'raw' / 'id_map.json').read_text()) == {'user': ['B']}
+    assert json.loads((root / 'build_info.json').read_text()) == {'built': 'again'}
+    assert not (root / 'processed').exists() and (root / 'raw' / 'notes.txt').exists()

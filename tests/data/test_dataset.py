@@ -359,6 +359,13 @@ def test_requested_modality_missing(tmp_path):
     assert 'Feature files present: image_feat.npy' in str(err)
 
 
+def test_every_present_feature_file_is_listed_in_modality_order(tmp_path):
+    feats = {'text': np.ones((5, 2), np.float32), 'image': np.ones((5, 4), np.float32)}
+    err = load_error(write_folder(tmp_path / 'd', feats=feats), modalities=['audio'])
+    assert err.missing == ['audio_feat.npy']
+    assert ('Feature files present: image_feat.npy, text_feat.npy (choose with '
+            'modalities=[...]).') in str(err).splitlines()
+
 @pytest.mark.parametrize('split', ['train', 'val', 'test'])
 @pytest.mark.parametrize('content', [{}, {'0': []}])
 def test_empty_split(tmp_path, split, content):

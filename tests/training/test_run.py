@@ -193,6 +193,223 @@ def test_evaluate_checkpoint_refuses_cutoffs_beyond_the_items(finished):
         evaluate_checkpoint(finished, ks=(10**6,), device='cpu')
 
 
+
+def test_evaluate_checkpoint_defaults(finished, monkeypatch):
+    """With its defaults: the test split at 10, 20 and 50 with the validation items left in
+    the ranking (they change recall@50 here), on the device 'auto' picks, 1,024 users a block,
+    no progress bar, the processed data reused."""
+    from mmssl_pyg.training import run
+    from mmssl_pyg.training.evaluator import evaluate
+
+    model, graph, _ = load_run_checkpoint(finished, 'cpu')
+    kept = evaluate(model, graph, 'test', (10, 20, 50), exclude_val_at_test=False)
+    assert kept != evaluate(model, graph, 'test', (10, 20, 50), exclude_val_at_test=True)
+    seen = {}
+    real_evaluate, real_load = run.evaluate, run.load_run_checkpoint
+
+    def spy_evaluate(*args, **kwargs):
+        seen['evaluate'] = args[2:], kwargs
+        return real_evaluate(*args, **kwargs)
+
+    def spy_load(*args):
+        seen['load'] = args
+        return real_load(*args)
+
+    monkeypatch.setattr(run, 'evaluate', spy_evaluate)
+    monkeypatch.setattr(run, 'load_run_checkpoint', spy_load)
+    assert run.evaluate_checkpoint(finished) == {'epoch': 1, 'split': 'test', 'metrics': kept}
+    assert seen['load'] == (finished, 'auto', None, False)
+    assert seen['evaluate'] == (('test', (10, 20, 50)), {
+        'exclude_val_at_test': False, 'batch_size': 1024, 'progress': False})
+
+
+def test_evaluate_checkpoint_reads_ks_as_typed_and_names_bad_values(finished):
+    from mmssl_pyg.training.run import evaluate_checkpoint
+
+    out = evaluate_checkpoint(finished, 'val', ks='5,10', device='cpu')
+    assert out['split'] == 'val' and list(out['metrics']) == [
+        'recall@5', 'precision@5', 'ndcg@5', 'hit@5',
+        'recall@10', 'precision@10', 'ndcg@10', 'hit@10']
+    with pytest.raises(ConfigError) as err:
+        evaluate_checkpoint(finished, ks='five', device='cpu')
+    assert str(err.value) == "--ks: each value of option 'ks' expects an integer >= 1, got 'five'"
+    with pytest.raises(ValueError) as err:
+        evaluate_checkpoint(finished, split='train', device='cpu')
+    assert str(err.value) == "split must be 'val' or 'test', got 'train'"
+
+
+def test_a_checkpoint_without_an_epoch_is_evaluated_as_epoch_0(finished, tmp_path):
+    """Weights saved by hand with the run's meta but no epoch count still evaluate."""
+    from mmssl_pyg.training.run import evaluate_checkpoint
+
+    state = torch.load(finished / 'best.pt', weights_only=True)
+    assert state.pop('epoch') == 1
+    torch.save(state, tmp_path / 'weights.pt')
+    out = evaluate_checkpoint(tmp_path / 'weights.pt', device='cpu')
+    assert out['epoch'] == 0
+    assert out['metrics'] == evaluate_checkpoint(finished, device='cpu')['metrics']
+
+
+def test_load_graph_reads_the_given_root_and_modalities_and_reuses_processed_data(tmp_path):
+    from mmssl_pyg.training.run import load_graph
+
+    mini = copy_mini(tmp_path)  # tiktok-mini's raw files (image and audio) in another folder
+    graph = load_graph('tiktok-mini', root=str(mini), modalities=['audio'])
+    assert graph.modalities == ['audio']
+    processed = mini / 'processed' / 'data_audio.pt'
+    assert list((mini / 'processed').iterdir()) == [processed]  # read from root
+    stamp = processed.stat().st_mtime_ns
+    load_graph('tiktok-mini', root=str(mini), modalities=['audio'])
+    assert processed.stat().st_mtime_ns == stamp  # reused by default
+    load_graph('tiktok-mini', root=str(mini), modalities=['audio'], force_reload=True)
+    assert processed.stat().st_mtime_ns != stamp
+
+
+def test_from_preset_takes_a_class_by_its_lower_cased_name_and_the_block_of_the_graphs_name():
+    """configs/lightgcn.yaml's default block sets num_layers 1 (the class default is 3);
+    configs/bm3.yaml's amazon-sports block sets reg_weight 0.01, its default block
+    0.04961326086920538."""
+    from mmssl_pyg.models import BM3, LightGCN
+    from mmssl_pyg.testing import make_tiny_graph
+    from mmssl_pyg.training.run import from_preset
+
+    graph = make_tiny_graph()
+    assert LightGCN(graph).num_layers == 3 and from_preset(LightGCN, graph).num_layers == 1
+    graph.name = 'amazon-sports'
+    assert from_preset(BM3, graph).reg_weight == 0.01  # the block of graph.name
+    assert from_preset('bm3', graph, 'tiktok').reg_weight == 0.04961326086920538
+    with pytest.raises(ConfigError) as err:  # checked like overrides, against the class
+        from_preset('lightgcn', graph, num_layerz=2)
+    assert str(err.value) == ("override model.num_layerz=2: unknown model option 'num_layerz'; "
+                              'valid model options: embedding_dim, num_layers, reg_weight')
+    with pytest.raises(ConfigError) as err:
+        from_preset('lightgcn', graph, num_layers=-1)
+    assert str(err.value) == ("override model.num_layers=-1: option 'num_layers' expects an "
+                              'integer >= 0, got -1')
+
+
+def test_a_run_request_from_its_record_keeps_only_recorded_fields_and_reads_old_records():
+    stored = {'model': 'mf', 'dataset': 'tiny', 'root': '/data', 'modalities': ['image'],
+              'config_file': None, 'overrides': ['lr=0.01'], 'tuned': True, 'wandb': 'offline',
+              'epochs': 3, 'force': True, 'run_dir': '/elsewhere', 'unknown': 1}
+    request = RunRequest.from_record({'request': stored})
+    assert request == RunRequest(model='mf', dataset='tiny', root='/data',
+                                 modalities=['image'], overrides=['lr=0.01'], tuned=True,
+                                 wandb='offline', epochs=3)
+    old = {'model': 'mf', 'dataset': 'tiny', 'root': '/data', 'modalities': ['audio'],
+           'wandb_mode': 'disabled', 'train': {'epochs': 3}}  # written before requests were
+    assert RunRequest.from_record(old) == RunRequest(  # stored: the top-level fields
+        model='mf', dataset='tiny', root='/data', modalities=['audio'], wandb='disabled')
+    assert RunRequest.from_record({'model': 'mf', 'dataset': 'tiny'}) == RunRequest(
+        model='mf', dataset='tiny')
+
+
+def test_a_resumed_request_is_tuned_when_either_request_is():
+    saved = {'request': {'model': 'mf', 'dataset': 'tiny', 'tuned': False}}
+    assert RunRequest(tuned=True).merged_over(saved).tuned is True
+    assert RunRequest().merged_over({'request': {**saved['request'], 'tuned': True}}).tuned
+    assert RunRequest().merged_over(saved).tuned is False
+
+
+def test_a_resumed_request_finds_the_data_where_the_run_recorded_it():
+    """A registry dataset is read from the run's recorded folder and modalities (its
+    ``data:`` section) unless given now; the wandb mode is kept."""
+    saved = {'model': 'mf', 'dataset': 'tiktok-mini', 'wandb_mode': 'offline',
+             'data': {'root': '/stored/tiktok-mini', 'modalities': ['audio']}}
+    request = RunRequest(model='MF').resumed(saved, 'runs/x')
+    assert (request.model, request.dataset, request.root, request.modalities, request.wandb) \
+        == ('mf', 'tiktok-mini', '/stored/tiktok-mini', ['audio'], 'offline')
+    given = RunRequest(root='/here', modalities=['image']).resumed(saved, 'runs/x')
+    assert (given.root, given.modalities) == ('/here', ['image'])
+    # a dataset folder is read where the run recorded it, by its absolute path; the modalities
+    # the run was asked for come before the ones it loaded
+    folder = {'model': 'mf', 'dataset': 'data/mine', 'root': '/given/root',
+              'modalities': ['image'], 'data': {'root': '/abs/data/mine', 'modalities': ['audio']}}
+    request = RunRequest().resumed(folder, 'runs/x')
+    assert (request.dataset, request.root, request.modalities) == (
+        '/abs/data/mine', '/given/root', ['image'])
+    with pytest.raises(ConfigError) as err:
+        RunRequest(model='lightgcn').resumed(saved, 'runs/x')
+    assert str(err.value) == ('cannot resume runs/x with --model lightgcn: the run was started '
+                              'with mf')
+
+
+def test_a_checkpoints_data_is_looked_for_where_it_was_recorded(tmp_path):
+    """The recorded absolute folder first, then the checkpoint's own root; a root given now
+    wins; a folder dataset is its folder; the checkpoint's modalities before the loaded ones;
+    a recorded folder that is gone is named with the fix."""
+    from mmssl_pyg.training.run import _checkpoint_request
+
+    where = tmp_path / 'data'
+    where.mkdir()
+    ckpt = tmp_path / 'best.pt'
+    meta = {'model': 'mf', 'dataset': 'tiktok-mini', 'root': '/meta/root'}
+    recorded = {'root': str(where), 'modalities': ['audio']}
+    assert _checkpoint_request(ckpt, meta, recorded, None, False) == RunRequest(
+        model='mf', dataset='tiktok-mini', root=str(where), modalities=['audio'])
+    assert _checkpoint_request(ckpt, {**meta, 'modalities': ['image']}, {}, None, True) == \
+        RunRequest(model='mf', dataset='tiktok-mini', root='/meta/root', modalities=['image'],
+                   force_reload=True)
+    assert _checkpoint_request(ckpt, meta, {'root': '/gone'}, '/now', False).root == '/now'
+    folder = {**meta, 'dataset': 'data/mine', 'root': None}
+    assert _checkpoint_request(ckpt, folder, recorded, None, False) == RunRequest(
+        model='mf', dataset=str(where), root=None, modalities=['audio'])
+    assert _checkpoint_request(ckpt, folder, {}, None, False).dataset == 'data/mine'
+    with pytest.raises(FileNotFoundError) as err:
+        _checkpoint_request(ckpt, meta, {'root': str(tmp_path / 'gone')}, None, False)
+    assert str(err.value) == (f"checkpoint {str(ckpt)!r} was trained on the data in "
+                              f"{tmp_path / 'gone'}, which no longer exists. Fix: pass --root "
+                              'FOLDER holding the same raw files')
+
+
+def test_load_run_checkpoint_defaults_and_checkpoints_without_a_run_record(finished, tiny,
+                                                                           tmp_path):
+    """By default the device 'auto' picks and the processed data is reused; a checkpoint
+    without the run's model and dataset record is refused by name."""
+    from mmssl_pyg.training.checkpoint import CheckpointError
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tiny / 'processed').iterdir()}
+    model, graph, state = load_run_checkpoint(finished)
+    assert state['epoch'] == 1 and model.num_items == graph.num_items
+    assert {p: p.stat().st_mtime_ns for p in (tiny / 'processed').iterdir()} == stamps
+    full = torch.load(finished / 'best.pt', weights_only=True)
+    for name, part in (('no-dataset', 'meta'), ('no-weights', 'model')):
+        state = dict(full, meta=dict(full['meta']))
+        if part == 'meta':
+            del state['meta']['dataset']
+        else:
+            del state['model']
+        torch.save(state, tmp_path / f'{name}.pt')
+        with pytest.raises(CheckpointError) as err:
+            load_run_checkpoint(tmp_path / f'{name}.pt', device='cpu')
+        assert str(err.value) == (f"checkpoint {str(tmp_path / f'{name}.pt')!r} has no "
+                                  'model/dataset record (meta); it was not written by mmssl-pyg '
+                                  'train. Load it with Trainer in Python.')
+
+def test_a_refused_runs_folder_is_emptied_of_tmp_files_only_when_nothing_else_is_in_it(
+        tmp_path):
+    """``_remove_if_empty`` removes every ``.*.tmp`` file (ours too: the folder is locked by
+    this process) when the lock and such files are all there is, so that the folder can then
+    be removed; a folder holding anything else, or one that is gone, is left as it is."""
+    from mmssl_pyg.training.run import _remove_if_empty
+
+    ours = f'.best.pt.{os.getpid()}.0badcafe.tmp'  # what atomic_write names its temporary
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    for name in ('.lock', ours, '.metrics.json.1.ab.tmp'):
+        (empty / name).write_text(name)
+    _remove_if_empty(empty, keep='.lock')
+    assert sorted(p.name for p in empty.iterdir()) == ['.lock']
+    for other in ('notes.tmp', '.hidden', 'metrics.json', '.lock.TMP'):
+        used = tmp_path / other
+        used.mkdir()
+        for name in ('.lock', ours, other):
+            (used / name).write_text(name)
+        _remove_if_empty(used, keep='.lock')
+        assert sorted(p.name for p in used.iterdir()) == sorted(['.lock', ours, other])
+    _remove_if_empty(tmp_path / 'gone', keep='.lock')  # nothing to clean, and no error
+    assert not (tmp_path / 'gone').exists()
+
 def test_force_replaces_the_run(run_copy, trained, capsys):
     data, _ = trained
     code, _, err = run_cli(['train', '--dataset', data, '--run-dir', run_copy, *FAST,
