@@ -20,9 +20,10 @@ def _sparse_product(adj: Tensor, x: Tensor) -> Tensor:
     entries, in the same order, up to float round-off, and several times faster than
     ``torch.sparse.mm``'s CSR kernel here (0.17x to 0.32x as long on 1 to 2 threads for
     MMSSL's Eq. 8 graphs, 67 entries a row, 64 columns; ``docs/speed.md``). Other devices and
-    layouts, and mixed dtypes, keep ``torch.sparse.mm``."""
+    layouts, mixed dtypes, and empty matrices or zero-width ``x`` (which ``embedding_bag``
+    refuses) keep ``torch.sparse.mm``."""
     if (adj.layout == torch.sparse_csr and x.device.type == 'cpu' and adj.dtype == x.dtype
-            and not adj.requires_grad and adj._nnz() > 0):
+            and not adj.requires_grad and adj._nnz() > 0 and x.size(1) > 0):
         return F.embedding_bag(adj.col_indices(), x, adj.crow_indices(), mode='sum',
                                per_sample_weights=adj.values(), include_last_offset=True)
     return torch.sparse.mm(adj, x)

@@ -232,6 +232,13 @@ def test_csr_products_as_embedding_bags_equal_torch_sparse_mm(index_dtype, monke
         assert torch.allclose(sparse_matmul(ui, x), out, atol=1e-6) and len(bags) == 3
     sparse_matmul(ui.to_sparse_coo(), x.detach())
     assert len(bags) == 3
+    # strided inputs (a column slice, an expanded row) are read as they are; zero-width ones
+    # (which embedding_bag refuses) keep torch.sparse.mm
+    wide = torch.randn(9, 10)
+    for inp in (wide[:, 2:6], torch.randn(1, 4).expand(9, 4)):
+        assert torch.allclose(sparse_matmul(ui, inp), dense @ inp, atol=1e-6)
+    assert len(bags) == 5
+    assert sparse_matmul(ui, torch.randn(9, 0)).shape == (5, 0) and len(bags) == 5
 
 
 def test_unweighted_edge_index_sums_the_neighbours():
