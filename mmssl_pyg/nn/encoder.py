@@ -20,6 +20,7 @@ from ..utils.options import Choice
 from .adjacency import BipartiteAdjacency
 from .attention import CrossModalAttention
 from .conv import BipartiteConv
+from .edge_weighted import unit_rows
 from .propagation import light_propagate
 
 
@@ -136,8 +137,8 @@ def high_order_connectivity(adj: BipartiteAdjacency, conv: BipartiteConv, user_x
     :math:`\bar{\mathbf{E}}` the mean over layers; returns ``(E_bar_u, E_bar_i)``.
     :math:`s` is :func:`content_scale` of the ID table (``1`` in the paper)."""
     su, si = content_scale(user_x, scale), content_scale(item_x, scale)
-    return light_propagate(user_x + mix * su * F.normalize(user_h, dim=1),
-                           item_x + mix * si * F.normalize(item_h, dim=1), num_layers,
+    return light_propagate(user_x + mix * su * unit_rows(user_h),
+                           item_x + mix * si * unit_rows(item_h), num_layers,
                            partial(adj.to_users, conv), partial(adj.to_items, conv))
 
 
@@ -147,4 +148,4 @@ def fuse_modalities(graph_x: Tensor, modal: Sequence[Tensor], weight: float,
     \mathrm{normalize}(\mathbf{u}^m)` (items alike), :math:`s` the :func:`content_scale` of
     :math:`\bar{\mathbf{E}}` (``1`` in the paper)."""
     s = content_scale(graph_x, scale)
-    return graph_x + weight * s * sum(F.normalize(x, dim=1) for x in modal)
+    return graph_x + weight * s * sum(unit_rows(x) for x in modal)

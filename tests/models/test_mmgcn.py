@@ -100,6 +100,28 @@ def test_mmgcn_forward_and_loss_by_hand(latent_dim):
     assert_loss_terms(out, bpr, reg + 0.5 * prefs / 6)
 
 
+def test_mmgcn_loss_and_gradients_equal_the_f_normalize_form(monkeypatch):
+    """Issue 24: MMGCN's input rows are normalised with ``unit_rows`` (``F.normalize``'s
+    values, a written-out backward). The same model with ``F.normalize`` in its place gives the
+    same loss and every parameter's gradient to float round-off."""
+    import mmssl_pyg.models.mmgcn as mmgcn_module
+    graph = make_tiny_graph(2, num_users=10, num_items=12, seed=4, dims=(5, 4))
+    torch.manual_seed(0)
+    model = MMGCN(graph, embedding_dim=4, latent_dim=8, num_layers=2, reg_weight=0.5)
+    results = []
+    for form in ('unit_rows', 'F.normalize'):
+        if form == 'F.normalize':
+            monkeypatch.setattr(mmgcn_module, 'unit_rows', lambda x: F.normalize(x, dim=1))
+        model.zero_grad(set_to_none=True)
+        loss = model.loss(hand_batch())['loss']
+        loss.backward()
+        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()
+                                          if p.grad is not None])
+    assert len(results[0]) == len(results[1]) > 10
+    for got, want in zip(*results):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
 def test_mmgcn_documented_defaults_repr_and_initialisation():
     graph = make_tiny_graph(2, num_users=12, num_items=15, seed=3)
     torch.manual_seed(0)

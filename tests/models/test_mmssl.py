@@ -1072,14 +1072,28 @@ def test_top_k_is_collected_for_the_final_users_of_a_batch_only():
         assert torch.equal(part.sort(1).values, full[keep].sort(1).values)
 
 
+#: Relative tolerance of the critic's terms from the 8th critic step of 'critic every step'
+#: on. With a critic step every batch, round-off in the products is amplified from there on
+#: (Adam normalises each gradient, the penalty is a double backward): the code of 8130a2c's
+#: record itself, run with its equally valid COO layout (``adj_layout=coo``: torch.sparse.mm's
+#: COO summation order), differs from the record by 2e-4 at step 14 and 5e-3 at step 18 in
+#: these terms, while the model steps, validation metrics and embedding norms stay within
+#: the tolerances below (issue 24: CSR products as embedding bags sum in that same order).
+LATE_CRITIC_REL = 1e-2
+
+
 @pytest.mark.parametrize('config', list(CONFIGS))
 def test_same_seed_same_numbers_as_before_the_speed_ups(mini, config):
     got, want = _run(mini, CONFIGS[config]), RECORDED[config]
     assert [s['kind'] for s in got['steps']] == [s[0] for s in want['steps']]
+    critic_steps = 0
     for i, (g, (kind, *values)) in enumerate(zip(got['steps'], want['steps'])):
         assert set(g) == {'kind', *TERMS[kind]}, i
+        critic_steps += kind == 'critic'
+        late = kind == 'critic' and config == 'critic every step' and critic_steps >= 8
         for key, value in zip(TERMS[kind], values):
-            assert g[key] == pytest.approx(value, rel=1e-4, abs=1e-7), (i, key)
+            assert g[key] == pytest.approx(value, rel=LATE_CRITIC_REL if late else 1e-4,
+                                           abs=1e-7), (i, key)
     assert [list(g) for g in got['val']] == [list(VAL_KEYS)] * len(want['val'])
     for g, w in zip(got['val'], want['val']):
         for key, value in zip(VAL_KEYS, w):

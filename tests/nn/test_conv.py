@@ -200,6 +200,47 @@ def test_sparse_matmul_uses_the_cached_transpose_only_when_valid(monkeypatch):
     assert not calls
 
 
+@pytest.mark.parametrize('index_dtype', [torch.int64, torch.int32])
+def test_csr_products_as_embedding_bags_equal_torch_sparse_mm(index_dtype, monkeypatch):
+    """Issue 24: a CSR product on the CPU is one weighted embedding bag per row. Values and
+    gradients (through the cached transpose) equal ``torch.sparse.mm``'s to float round-off,
+    rows without entries (users 0 and 4 here) included; COO keeps ``torch.sparse.mm``."""
+    torch.manual_seed(0)
+    ei = torch.stack([torch.randint(1, 4, (40,)), torch.randint(0, 9, (40,))]).unique(dim=1)
+    ui, iu = bipartite_adjacency(ei, 5, 9)
+    ui, iu = (torch.sparse_csr_tensor(a.crow_indices().to(index_dtype),
+                                      a.col_indices().to(index_dtype), a.values(), a.shape)
+              for a in (ui, iu))
+    bags = []
+    original = conv_module.F.embedding_bag
+    monkeypatch.setattr(conv_module.F, 'embedding_bag',
+                        lambda *a, **k: (bags.append(1), original(*a, **k))[1])
+    x = torch.randn(9, 6, requires_grad=True)
+    grad = torch.randn(5, 6)
+    out = sparse_matmul(ui, x, iu)
+    out.backward(grad)
+    assert len(bags) == 2  # forward and backward
+    dense = ui.to_dense()
+    assert torch.allclose(out, dense @ x.detach(), atol=1e-6)
+    assert torch.equal(out[[0, 4]], torch.zeros(2, 6))
+    assert torch.allclose(x.grad, dense.t() @ grad, atol=1e-6)
+    ref = x.detach().clone().requires_grad_()
+    torch.sparse.mm(ui.to_sparse_coo(), ref).backward(grad)
+    assert torch.allclose(out, torch.sparse.mm(ui.to_sparse_coo(), ref.detach()), atol=1e-6)
+    assert torch.allclose(x.grad, ref.grad, atol=1e-6)
+    with torch.no_grad():  # evaluation takes it too
+        assert torch.allclose(sparse_matmul(ui, x), out, atol=1e-6) and len(bags) == 3
+    sparse_matmul(ui.to_sparse_coo(), x.detach())
+    assert len(bags) == 3
+    # strided inputs (a column slice, an expanded row) are read as they are; zero-width ones
+    # (which embedding_bag refuses) keep torch.sparse.mm
+    wide = torch.randn(9, 10)
+    for inp in (wide[:, 2:6], torch.randn(1, 4).expand(9, 4)):
+        assert torch.allclose(sparse_matmul(ui, inp), dense @ inp, atol=1e-6)
+    assert len(bags) == 5
+    assert sparse_matmul(ui, torch.randn(9, 0)).shape == (5, 0) and len(bags) == 5
+
+
 def test_unweighted_edge_index_sums_the_neighbours():
     ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 2]])  # (source, destination)
     x = torch.tensor([[1.0], [10.0], [100.0]])

@@ -142,6 +142,43 @@ def test_high_order_connectivity_relative_mix_by_hand():
     assert not torch.allclose(paper[0], got[0])
 
 
+@pytest.mark.parametrize('scale', ['unit', 'relative'])
+def test_eqs_10_and_12_equal_their_f_normalize_form_values_and_gradients(scale):
+    """Issue 24: Eqs. 10 and 12 normalise with ``unit_rows`` (``F.normalize``'s values, a
+    written-out backward). Against the same equations written with ``F.normalize``, a zero
+    row included: equal values, gradients to float round-off."""
+    torch.manual_seed(0)
+    ei = torch.tensor([[0, 0, 1, 2, 3], [0, 1, 1, 2, 0]])
+    adj = BipartiteAdjacency(ei, 4, 3, 'sym', 'csr')
+    conv = BipartiteConv()
+    leaves = [torch.randn(n, 5, requires_grad=True) for n in (4, 3, 4, 3, 4, 4)]
+    with torch.no_grad():
+        leaves[2][1] = 0.0  # a zero row: F.normalize's eps branch
+    ux, ix, uh, ih, m1, m2 = leaves
+
+    def reference():
+        s_u, s_i = content_scale(ux, scale), content_scale(ix, scale)
+        u, i = high_order_connectivity(adj, conv, ux + 0.3 * s_u * F.normalize(uh, dim=1),
+                                       ix + 0.3 * s_i * F.normalize(ih, dim=1),
+                                       torch.zeros(4, 5), torch.zeros(3, 5), 0.0, 2)
+        s = content_scale(u, scale)
+        return u + 0.2 * s * (F.normalize(m1, dim=1) + F.normalize(m2, dim=1)), i
+
+    def current():
+        u, i = high_order_connectivity(adj, conv, ux, ix, uh, ih, 0.3, 2, scale)
+        return fuse_modalities(u, [m1, m2], 0.2, scale), i
+
+    grads = []
+    for fn in (reference, current):
+        u, i = fn()
+        weights = torch.arange(20.0).view(4, 5), torch.arange(15.0).view(3, 5)
+        grads.append(torch.autograd.grad((u * weights[0]).sum() + (i * weights[1]).sum(),
+                                         leaves))
+        grads[-1] = (u.detach(), i.detach(), *grads[-1])
+    for want, got in zip(*grads):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('norm', ['sym', 'row'])
 @pytest.mark.parametrize('widths', [(4,), (4, 4), (3, 5, 2)])
