@@ -11,21 +11,28 @@ from torch_geometric.utils import is_torch_sparse_tensor, spmm
 from ..utils.io import generated_modules_here
 
 
-def _sparse_product(adj: Tensor, x: Tensor) -> Tensor:
-    """``adj @ x`` (no autograd through ``adj``'s values needed).
+def _sparse_product(adj: Tensor, x: Tensor, *, fresh: bool = False) -> Tensor:
+    """``adj @ x`` (no autograd through ``adj``'s values needed): the one sparse-dense product
+    of ``BipartiteConv`` and of GRCN's :class:`~mmssl_pyg.nn.edge_weighted.EdgeWeightedGraph`.
 
     On the CPU a CSR ``adj`` is multiplied as one weighted embedding bag per row
     (``F.embedding_bag`` with the row pointers as offsets, the column indices as indices and
     the values as ``per_sample_weights``): the same sum of ``value * x[col]`` over each row's
     entries, in the same order, up to float round-off, and several times faster than
     ``torch.sparse.mm``'s CSR kernel here (0.17x to 0.32x as long on 1 to 2 threads for
-    MMSSL's Eq. 8 graphs, 67 entries a row, 64 columns; ``docs/speed.md``). Other devices and
-    layouts, mixed dtypes, and empty matrices or zero-width ``x`` (which ``embedding_bag``
-    refuses) keep ``torch.sparse.mm``."""
+    MMSSL's Eq. 8 graphs, 67 entries a row, 64 columns; 0.6x for GRCN's TikTok graph;
+    ``docs/speed.md``). Other devices and layouts, mixed dtypes, and empty matrices or
+    zero-width ``x`` (which ``embedding_bag`` refuses) keep the sparse kernels: with ``fresh``,
+    a CSR product is written straight into a new tensor (``addmm_`` with ``beta=0``, which
+    ignores the new memory's contents, NaN included), otherwise ``torch.sparse.mm`` (which
+    fills a zero tensor and copies it into the output)."""
     if (adj.layout == torch.sparse_csr and x.device.type == 'cpu' and adj.dtype == x.dtype
-            and not adj.requires_grad and adj._nnz() > 0 and x.size(1) > 0):
+            and not (adj.requires_grad and torch.is_grad_enabled()) and adj._nnz() > 0
+            and x.size(1) > 0):
         return F.embedding_bag(adj.col_indices(), x, adj.crow_indices(), mode='sum',
                                per_sample_weights=adj.values(), include_last_offset=True)
+    if fresh and adj.layout == torch.sparse_csr:
+        return x.new_empty(adj.size(0), x.size(1)).addmm_(adj, x, beta=0)
     return torch.sparse.mm(adj, x)
 
 

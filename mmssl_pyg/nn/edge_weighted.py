@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .conv import _sparse_product
+
 
 class EdgeWeightedGraph(torch.nn.Module):
     """The sparsity pattern of ``edge_index`` ``[2, E]`` (user, item; no duplicates) in both
@@ -140,10 +142,9 @@ class _UnitRows(torch.autograd.Function):
 
 
 def _spmm(csr: Tensor, x: Tensor) -> Tensor:
-    """``csr @ x`` written straight into a new tensor: ``addmm_`` with ``beta=0`` ignores the
-    tensor's contents (NaN included, as ``torch.addmm`` documents); ``torch.sparse.mm`` would
-    first fill a zero tensor and copy it into the output, two extra passes over the result."""
-    return x.new_empty(csr.size(0), x.size(1)).addmm_(csr, x, beta=0)
+    """``csr @ x`` (no autograd): :func:`~mmssl_pyg.nn.conv._sparse_product`, written into a
+    new tensor where it falls back to the sparse kernel."""
+    return _sparse_product(csr, x, fresh=True)
 
 
 def _float32(fn, graph: EdgeWeightedGraph, a: Tensor, b: Tensor, *rest):
