@@ -749,4 +749,7 @@ STUDY_DEFAULTS = {
             {'lr': 0.004325529382837775}),
     # the MovieLens-100K winner (the rule's choice for LATTICE)
     'lattice': ({'reg_weight': 6.796714392043717e-05}, {'lr': 0.0022564264721347525}),
+    # the TikTok winner (the rule's choice for SGL; its num_layers 3 is the class default)
+    'sgl': ({'reg_weight': 1.4380758180994156e-06, 'num_layers': 3, 'ssl_ratio': 0.3,
+             'ssl_temp': 1.0, 'ssl_weight': 0.01}, {'lr': 0.00021489384538387474}),
 }
