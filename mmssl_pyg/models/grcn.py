@@ -7,7 +7,7 @@ from torch import Tensor
 from torch_geometric.utils import softmax
 
 from ..data.graph import RecGraph
-from ..nn.edge_weighted import EdgeWeightedGraph
+from ..nn.edge_weighted import EdgeWeightedGraph, unit_rows
 from ..nn.propagation import light_propagate
 from ._common import check_positive_int, modality_features, register_features
 from .base import Batch, Recommender, bpr_loss, l2_reg
@@ -42,7 +42,9 @@ class GRCN(Recommender):
 
     Every edge-level step (affinities, routing, both aggregations) runs as a fused sparse
     kernel over the training edges (:class:`~mmssl_pyg.nn.edge_weighted.EdgeWeightedGraph`),
-    not as per-edge messages.
+    not as per-edge messages, and every normalisation is
+    :func:`~mmssl_pyg.nn.edge_weighted.unit_rows` (``F.normalize``'s values, a shorter
+    backward).
 
     The routing aggregates items into users as the paper describes (the MMRec toolkit's port
     sends the messages the other way, which leaves its preferences unrouted).
@@ -101,11 +103,11 @@ class GRCN(Recommender):
         g = self.edges
         u, i = g.user, g.item
         n_u, n_i = self.num_users, self.num_items
-        f = F.normalize(F.leaky_relu(self.content[m](features)), dim=1)
-        p = F.normalize(self.preference[m], dim=1)
+        f = unit_rows(F.leaky_relu(self.content[m](features)))
+        p = unit_rows(self.preference[m])
         for _ in range(self.num_routing):
             a = softmax(g.edge_dot(p, f), u, num_nodes=n_u)
-            p = F.normalize(p + g.to_users(a, f), dim=1)
+            p = unit_rows(p + g.to_users(a, f))
         score = g.edge_dot(p, f)
         a_iu = softmax(score, u, num_nodes=n_u)
         a_ui = softmax(score, i, num_nodes=n_i)
@@ -126,7 +128,7 @@ class GRCN(Recommender):
         w_iu = torch.relu(torch.stack(w_iu, 1).max(1).values)
         w_ui = torch.relu(torch.stack(w_ui, 1).max(1).values)
         out_u, out_i = light_propagate(  # layer sum over the refined edge weights
-            F.normalize(self.user_id.weight, dim=1), F.normalize(self.item_id.weight, dim=1),
+            unit_rows(self.user_id.weight), unit_rows(self.item_id.weight),
             self.num_layers, lambda x: g.to_users(w_iu, x), lambda x: g.to_items(w_ui, x),
             reduce='sum')
         return (torch.cat([out_u, *users], 1), torch.cat([out_i, *items], 1), w_iu, w_ui)

@@ -13,7 +13,12 @@ Gradients flow to the edge weights and to the node features. Neither direction e
 materialises an ``[E, d]`` message tensor (the per-edge gather-multiply-scatter of
 :class:`~torch_geometric.nn.conv.MessagePassing`); the gradient of a weight is itself an
 ``edge_dot`` and the gradient of the features an aggregation the other way. Edge weights are
-given in the order of the ``edge_index`` the graph was built from.
+given in the order of the ``edge_index`` the graph was built from. The CSR indices are int32
+when the graph fits (the sparse kernels otherwise convert int64 indices on every call).
+
+:func:`unit_rows` is ``F.normalize(x, dim=1)`` with a hand-written backward: GRCN normalises
+its preferences and content vectors a dozen times a step, and autograd's backward of
+``F.normalize`` takes about twice as many full-size operations.
 """
 from __future__ import annotations
 
@@ -34,10 +39,13 @@ class EdgeWeightedGraph(torch.nn.Module):
         #: Whether ``edge_index`` is already in user-major order (then no reordering is done).
         self.user_major = bool((order_u == torch.arange(order_u.numel(),
                                                         device=order_u.device)).all())
+        index = index_dtype(max(u.numel(), num_users, num_items))
         for name, val in [('order_u', order_u), ('order_i', order_i),
                           ('user', u), ('item', i),
-                          ('crow_u', _crow(u[order_u], num_users)), ('col_u', i[order_u]),
-                          ('crow_i', _crow(i[order_i], num_items)), ('col_i', u[order_i])]:
+                          ('crow_u', _crow(u[order_u], num_users).to(index)),
+                          ('col_u', i[order_u].to(index)),
+                          ('crow_i', _crow(i[order_i], num_items).to(index)),
+                          ('col_i', u[order_i].to(index))]:
             self.register_buffer(name, val, persistent=False)
 
     @property
@@ -77,6 +85,37 @@ class EdgeWeightedGraph(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f'{self.num_users} users, {self.num_items} items, {self.num_edges} edges'
+
+
+def index_dtype(largest: int) -> torch.dtype:
+    """The CSR index type for counts up to ``largest``: int32 where it fits (what the sparse
+    kernels use natively), int64 beyond."""
+    return torch.int32 if largest < 2 ** 31 else torch.int64
+
+
+def unit_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
+    r"""Every row of ``x`` ``[n, d]`` divided by its L2 norm (at least ``eps``): the values
+    of ``F.normalize(x, dim=1, eps=eps)``, with the backward written out: for the output
+    :math:`\mathbf{y}` and its gradient :math:`\mathbf{g}`, a row's gradient is
+    :math:`(\mathbf{g} - \mathbf{y}\langle\mathbf{g}, \mathbf{y}\rangle) / \lVert\mathbf{x}\rVert`,
+    or :math:`\mathbf{g} / \epsilon` where the norm is below ``eps``."""
+    return _UnitRows.apply(x, eps)
+
+
+class _UnitRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float):
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        denom = norm.clamp_min(eps)
+        y = x / denom
+        ctx.save_for_backward(y, denom, norm >= eps)  # where clamp_min passes the gradient
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        y, denom, scaled = ctx.saved_tensors
+        along = (grad * y).sum(1, keepdim=True).mul_(scaled)
+        return (grad - y * along).div_(denom), None
 
 
 def _float32(fn, graph: EdgeWeightedGraph, a: Tensor, b: Tensor, *rest):

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mmssl_pyg.data import RecGraph, load_dataset
-from mmssl_pyg.nn.edge_weighted import EdgeWeightedGraph
+from mmssl_pyg.nn.edge_weighted import EdgeWeightedGraph, index_dtype, unit_rows
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -106,3 +106,55 @@ def test_edge_kernels_pass_gradcheck():
     assert torch.autograd.gradcheck(graph.to_users, (w, xi))
     assert torch.autograd.gradcheck(graph.to_items, (w, xu))
     assert torch.autograd.gradcheck(graph.edge_dot, (xu, xi))
+
+
+def test_csr_indices_are_int32_and_edge_indices_int64():
+    """605560f: the CSR patterns are int32 (no conversion per product); edge indices stay int64."""
+    edges, n_u, n_i = _tiny(shuffle=True)
+    graph = EdgeWeightedGraph(edges, n_u, n_i)
+    for name in ('crow_u', 'col_u', 'crow_i', 'col_i'):  # int32: no conversion per product
+        assert getattr(graph, name).dtype == torch.int32, name
+    for name in ('user', 'item', 'order_u', 'order_i'):  # index tensors stay int64
+        assert getattr(graph, name).dtype == torch.int64, name
+
+
+def test_index_dtype_is_int32_while_counts_fit():
+    assert index_dtype(0) == index_dtype(2 ** 31 - 1) == torch.int32
+    assert index_dtype(2 ** 31) == index_dtype(2 ** 40) == torch.int64
+
+
+def test_unit_rows_gradient_worked_by_hand():
+    """x = (3, 4): y = (0.6, 0.8); for g = (1, 0), <g, y> = 0.6, so the gradient is
+    ((1, 0) - 0.6 (0.6, 0.8)) / 5 = (0.128, -0.096). A row below eps = 0.5, (0.3, 0.1), is
+    divided by 0.5 and its gradient is g / 0.5."""
+    x = torch.tensor([[3.0, 4.0], [0.3, 0.1]], dtype=torch.float64, requires_grad=True)
+    y = unit_rows(x, eps=0.5)
+    torch.testing.assert_close(y.detach(), torch.tensor([[0.6, 0.8], [0.6, 0.2]],
+                                                        dtype=torch.float64))
+    (grad,) = torch.autograd.grad(y, x, torch.tensor([[1.0, 0.0], [1.0, -2.0]],
+                                                     dtype=torch.float64))
+    torch.testing.assert_close(grad, torch.tensor([[0.128, -0.096], [2.0, -4.0]],
+                                                  dtype=torch.float64))
+    # the default eps is F.normalize's 1e-12: a row of norm 1e-13 becomes 0.1, not a unit row
+    tiny = unit_rows(torch.tensor([[1e-13, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(tiny, torch.tensor([[0.1, 0.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_unit_rows_equals_f_normalize_values_and_gradients(dtype):
+    """Values bit for bit and gradients to round-off, with a zero row, a row below ``eps`` and
+    a row exactly at it (where clamp_min still passes the gradient)."""
+    import torch.nn.functional as F
+    gen = torch.Generator().manual_seed(4)
+    base = torch.randn(6, 5, generator=gen, dtype=dtype)
+    base[1] = 0.0
+    base[2] = base[2] / torch.linalg.vector_norm(base[2]) * 1e-3
+    base[3] = torch.tensor([0.25, 0.0, 0.0, 0.0, 0.0], dtype=dtype)  # norm exactly eps
+    g = torch.randn(6, 5, generator=gen, dtype=dtype)
+    got_x, want_x = base.clone().requires_grad_(), base.clone().requires_grad_()
+    got, want = unit_rows(got_x, eps=0.25), F.normalize(want_x, dim=1, eps=0.25)
+    assert torch.equal(got, want)
+    (got_g,), (want_g,) = torch.autograd.grad(got, got_x, g), torch.autograd.grad(want, want_x, g)
+    torch.testing.assert_close(got_g, want_g)
+    assert torch.autograd.gradcheck(lambda x: unit_rows(x, eps=0.25),
+                                    (base.double()[[0, 2, 4, 5]].requires_grad_(),))
