@@ -158,3 +158,58 @@ def test_unit_rows_equals_f_normalize_values_and_gradients(dtype):
     torch.testing.assert_close(got_g, want_g)
     assert torch.autograd.gradcheck(lambda x: unit_rows(x, eps=0.25),
                                     (base.double()[[0, 2, 4, 5]].requires_grad_(),))
+
+
+@pytest.mark.parametrize('shuffle', [False, True])
+@pytest.mark.parametrize('over', ['users', 'items'])
+@pytest.mark.parametrize('columns', [None, 3])
+def test_softmax_equals_pyg_softmax_values_and_gradients(shuffle, over, columns):
+    """``EdgeWeightedGraph.softmax`` against ``torch_geometric.utils.softmax`` over the edges'
+    users (items), for one score per edge and for 3 independent columns, with a user and an
+    item of one edge (their weight is 1) and a user with none; plus gradcheck."""
+    from torch_geometric.utils import softmax
+    edges, n_u, n_i = _tiny(shuffle)
+    graph = EdgeWeightedGraph(edges, n_u, n_i)
+    index, num = (edges[0], n_u) if over == 'users' else (edges[1], n_i)
+    gen = torch.Generator().manual_seed(5)
+    shape = (9,) if columns is None else (9, columns)
+    score = (4 * torch.randn(*shape, generator=gen, dtype=torch.float64)).requires_grad_()
+    g = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    got, want = graph.softmax(score, over=over), softmax(score, index, num_nodes=num)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+    torch.testing.assert_close(torch.autograd.grad(got, score, g)[0],
+                               torch.autograd.grad(want, score, g)[0])
+    sums = torch.zeros(num, *shape[1:], dtype=torch.float64).index_add_(0, index, got.detach())
+    nodes = torch.unique(index)  # every node with an edge: its weights sum to 1
+    torch.testing.assert_close(sums[nodes], torch.ones_like(sums[nodes]))
+    assert torch.autograd.gradcheck(lambda s: graph.softmax(s, over=over), (score,))
+
+
+def test_softmax_float32_and_bad_side():
+    edges, n_u, n_i = _tiny(shuffle=True)
+    graph = EdgeWeightedGraph(edges, n_u, n_i)
+    from torch_geometric.utils import softmax
+    score = torch.randn(9, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(graph.softmax(score), softmax(score, edges[0], num_nodes=n_u))
+    with pytest.raises(ValueError, match="'users' or 'items'"):
+        graph.softmax(score, over='edges')
+
+
+def test_spmm_ignores_what_the_new_output_holds():
+    """``_spmm`` writes the product over whatever the fresh tensor held: NaN is not carried
+    into rows without edges (user 4) or into any other row; equal to ``torch.sparse.mm``."""
+    from mmssl_pyg.nn import edge_weighted
+    edges, n_u, n_i = _tiny(shuffle=True)
+    graph = EdgeWeightedGraph(edges, n_u, n_i)
+    gen = torch.Generator().manual_seed(7)
+    w, xi = torch.randn(9, generator=gen), torch.randn(n_i, 3, generator=gen)
+    csr = graph._csr(w, True)
+    real_new_empty = torch.Tensor.new_empty
+    try:  # new_empty handing out NaN-filled memory
+        torch.Tensor.new_empty = lambda self, *size, **kw: real_new_empty(
+            self, *size, **kw).fill_(float('nan'))
+        got = edge_weighted._spmm(csr, xi)
+    finally:
+        torch.Tensor.new_empty = real_new_empty
+    assert not got.isnan().any() and got[4].eq(0).all()
+    assert torch.equal(got, torch.sparse.mm(csr, xi))
