@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.utils import softmax
 
 from ..data.graph import RecGraph
 from ..nn.edge_weighted import EdgeWeightedGraph, unit_rows
@@ -85,6 +84,8 @@ class GRCN(Recommender):
         #: The training edges in both CSR orders; every edge-level step (affinities, routing,
         #: propagation over the refined weights) runs on it as a fused sparse kernel.
         self.edges = EdgeWeightedGraph(graph.train_edge_index, graph.num_users, graph.num_items)
+        #: Every edge's item as a row of :attr:`confidence` (the training graph is fixed).
+        self.register_buffer('item_node', self.edges.item + graph.num_users, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -101,42 +102,55 @@ class GRCN(Recommender):
         """Content representations and edge affinities ``(user, item, a_iu, a_ui)`` of one
         modality; ``a_iu`` weights item->user messages, ``a_ui`` user->item messages."""
         g = self.edges
-        u, i = g.user, g.item
-        n_u, n_i = self.num_users, self.num_items
         f = unit_rows(F.leaky_relu(self.content[m](features)))
         p = unit_rows(self.preference[m])
         for _ in range(self.num_routing):
-            a = softmax(g.edge_dot(p, f), u, num_nodes=n_u)
+            a = g.softmax(g.edge_dot(p, f), over='users')
             p = unit_rows(p + g.to_users(a, f))
         score = g.edge_dot(p, f)
-        a_iu = softmax(score, u, num_nodes=n_u)
-        a_ui = softmax(score, i, num_nodes=n_i)
+        a_iu = g.softmax(score, over='users')
+        a_ui = g.softmax(score, over='items')
         user = p + g.to_users(a_iu, f)
         item = f + g.to_items(a_ui, p)
         return user, item, a_iu, a_ui
 
     def _forward(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(user, item, w_iu, w_ui)``: final vectors and the refined edge weights."""
+        users, items, w_iu, w_ui = self._parts()
+        return torch.cat(users, 1), torch.cat(items, 1), w_iu, w_ui
+
+    def _parts(self) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
+        """``(user parts, item parts, w_iu, w_ui)``: the ID part and every modality's part of
+        the final vectors (:meth:`_forward` concatenates them) and the refined edge
+        weights."""
         g = self.edges
-        users, items, w_iu, w_ui = [], [], [], []
+        users, items, a_iu, a_ui = [], [], [], []
         for m, features in enumerate(modality_features(self)):
-            cu, ci, a_iu, a_ui = self._modality(m, features)
+            cu, ci, au, ai = self._modality(m, features)
             users.append(cu)
             items.append(ci)
-            w_iu.append(a_iu * self.confidence[self.num_users + g.item, m])
-            w_ui.append(a_ui * self.confidence[g.user, m])
-        w_iu = torch.relu(torch.stack(w_iu, 1).max(1).values)
-        w_ui = torch.relu(torch.stack(w_ui, 1).max(1).values)
+            a_iu.append(au)
+            a_ui.append(ai)
+        w_iu, w_ui = self._refined_weights(torch.stack(a_iu, 1), torch.stack(a_ui, 1))
         out_u, out_i = light_propagate(  # layer sum over the refined edge weights
             unit_rows(self.user_id.weight), unit_rows(self.item_id.weight),
             self.num_layers, lambda x: g.to_users(w_iu, x), lambda x: g.to_items(w_ui, x),
             reduce='sum')
-        return (torch.cat([out_u, *users], 1), torch.cat([out_i, *items], 1), w_iu, w_ui)
+        return [out_u, *users], [out_i, *items], w_iu, w_ui
+
+    def _refined_weights(self, a_iu: Tensor, a_ui: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The refined weights ``(w_iu [E], w_ui [E])`` from every modality's affinities
+        ``[E, M]``: :math:`w_{j \to n} = \mathrm{ReLU}(\max_m \alpha^m_{j \to n} c^m_j)`, with
+        the sending node's confidence (the item's for ``a_iu``, the user's for ``a_ui``)."""
+        conf = self.confidence
+        w_iu = a_iu * conf.index_select(0, self.item_node)
+        w_ui = a_ui * conf.index_select(0, self.edges.user)
+        return torch.relu(w_iu.max(1).values), torch.relu(w_ui.max(1).values)
 
     def refined_edge_weight(self) -> tuple[Tensor, Tensor]:
         """Refined weights of the training edges ``(item->user [E], user->item [E])``, in the
         order of ``graph.train_edge_index``; zero means pruned."""
-        _, _, w_iu, w_ui = self._forward()
+        _, _, w_iu, w_ui = self._parts()
         return w_iu, w_ui
 
     def get_embedding(self) -> tuple[Tensor, Tensor]:
@@ -144,10 +158,13 @@ class GRCN(Recommender):
         return u, i
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        u, i = self.get_embedding()
-        ub, pb, nb = u[batch.users], i[batch.pos], i[batch.neg]
+        users, items, _, _ = self._parts()
+        # the batch's rows of the concatenated vectors, without concatenating whole tables
+        ub, pb, nb = (torch.cat([x.index_select(0, index) for x in parts], 1)
+                      for parts, index in [(users, batch.users), (items, batch.pos),
+                                           (items, batch.neg)])
         bpr = bpr_loss((ub * pb).sum(-1), (ub * nb).sum(-1))
-        prefs = [p[batch.users] for p in self.preference]
+        prefs = [p.index_select(0, batch.users) for p in self.preference]
         reg = self.reg_weight * l2_reg(self.user_id(batch.users), self.item_id(batch.pos),
                                        self.item_id(batch.neg), *prefs)
         return {'loss': bpr + reg, 'bpr': bpr, 'reg': reg}
