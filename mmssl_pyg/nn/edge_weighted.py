@@ -136,7 +136,7 @@ class _UnitRows(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         y, denom, scaled = ctx.saved_tensors
         along = (grad * y).sum(1, keepdim=True).mul_(scaled)
-        return torch.addcmul(grad, y, along, value=-1).div_(denom), None  # grad - y * along
+        return (y * along).neg_().add_(grad).div_(denom), None  # (grad - y * along) / denom
 
 
 def _spmm(csr: Tensor, x: Tensor) -> Tensor:
