@@ -41,9 +41,10 @@ class GRCN(Recommender):
 
     Every edge-level step (affinities, routing, both aggregations) runs as a fused sparse
     kernel over the training edges (:class:`~mmssl_pyg.nn.edge_weighted.EdgeWeightedGraph`),
-    not as per-edge messages, and every normalisation is
-    :func:`~mmssl_pyg.nn.edge_weighted.unit_rows` (``F.normalize``'s values, a shorter
-    backward).
+    not as per-edge messages; every softmax over a node's edges is
+    :meth:`~mmssl_pyg.nn.edge_weighted.EdgeWeightedGraph.softmax` and every normalisation
+    :func:`~mmssl_pyg.nn.edge_weighted.unit_rows` (PyG's and ``F.normalize``'s values, shorter
+    backward passes).
 
     The routing aggregates items into users as the paper describes (the MMRec toolkit's port
     sends the messages the other way, which leaves its preferences unrouted).

@@ -17,7 +17,8 @@ materialises an ``[E, d]`` message tensor (the per-edge gather-multiply-scatter 
 ``edge_dot`` and the gradient of the features an aggregation the other way. Edge weights are
 given in the order of the ``edge_index`` the graph was built from. The CSR indices are int32
 when the graph fits (the sparse kernels otherwise convert int64 indices on every call), and every
-sparse-dense product writes straight into its output (:func:`_spmm`).
+sparse-dense product writes straight into its output (:func:`_spmm`: a weighted embedding bag
+per row on the CPU).
 
 :func:`unit_rows` is ``F.normalize(x, dim=1)`` with a hand-written backward: GRCN normalises
 its preferences and content vectors a dozen times a step, and autograd's backward of
@@ -26,6 +27,7 @@ its preferences and content vectors a dozen times a step, and autograd's backwar
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -140,9 +142,23 @@ class _UnitRows(torch.autograd.Function):
 
 
 def _spmm(csr: Tensor, x: Tensor) -> Tensor:
-    """``csr @ x`` written straight into a new tensor: ``addmm_`` with ``beta=0`` ignores the
-    tensor's contents (NaN included, as ``torch.addmm`` documents); ``torch.sparse.mm`` would
-    first fill a zero tensor and copy it into the output, two extra passes over the result."""
+    """``csr @ x`` (no autograd through ``csr``'s values).
+
+    On the CPU a CSR matrix of ``x``'s dtype is multiplied as one weighted embedding bag per
+    row (``F.embedding_bag`` with the row pointers as offsets, the column indices as indices
+    and the values as ``per_sample_weights``): the same sum of ``value * x[col]`` over each
+    row's entries, up to float round-off, and faster than the CSR kernel (0.6x as long for
+    GRCN's TikTok graph, 1 thread). Elsewhere, and for a matrix without entries or a
+    zero-width ``x`` (which ``embedding_bag`` refuses), the product is written straight into a
+    new tensor: ``addmm_`` with ``beta=0`` ignores the tensor's contents (NaN included, as
+    ``torch.addmm`` documents); ``torch.sparse.mm`` would first fill a zero tensor and copy it
+    into the output, two extra passes over the result. Main's ``nn.conv._sparse_product``
+    with ``fresh=True`` computes the same."""
+    if (csr.layout == torch.sparse_csr and x.device.type == 'cpu' and csr.dtype == x.dtype
+            and not (csr.requires_grad and torch.is_grad_enabled()) and csr._nnz() > 0
+            and x.size(1) > 0):
+        return F.embedding_bag(csr.col_indices(), x, csr.crow_indices(), mode='sum',
+                               per_sample_weights=csr.values(), include_last_offset=True)
     return x.new_empty(csr.size(0), x.size(1)).addmm_(csr, x, beta=0)
 
 

@@ -195,21 +195,42 @@ def test_softmax_float32_and_bad_side():
         graph.softmax(score, over='edges')
 
 
-def test_spmm_ignores_what_the_new_output_holds():
-    """``_spmm`` writes the product over whatever the fresh tensor held: NaN is not carried
-    into rows without edges (user 4) or into any other row; equal to ``torch.sparse.mm``."""
+def _nan_new_empty(monkeypatch):
+    """``new_empty`` handing out NaN-filled memory."""
+    real_new_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(torch.Tensor, 'new_empty', lambda self, *size, **kw: real_new_empty(
+        self, *size, **kw).fill_(float('nan')))
+
+
+def test_spmm_is_the_embedding_bag_product_on_the_cpu(monkeypatch):
+    """Issue 24: GRCN's products on the CPU are weighted embedding bags: equal to a dense
+    reference, zero in rows without edges (user 4), nothing taken from the new memory."""
     from mmssl_pyg.nn import edge_weighted
     edges, n_u, n_i = _tiny(shuffle=True)
     graph = EdgeWeightedGraph(edges, n_u, n_i)
     gen = torch.Generator().manual_seed(7)
     w, xi = torch.randn(9, generator=gen), torch.randn(n_i, 3, generator=gen)
-    csr = graph._csr(w, True)
-    real_new_empty = torch.Tensor.new_empty
-    try:  # new_empty handing out NaN-filled memory
-        torch.Tensor.new_empty = lambda self, *size, **kw: real_new_empty(
-            self, *size, **kw).fill_(float('nan'))
-        got = edge_weighted._spmm(csr, xi)
-    finally:
-        torch.Tensor.new_empty = real_new_empty
-    assert not got.isnan().any() and got[4].eq(0).all()
-    assert torch.equal(got, torch.sparse.mm(csr, xi))
+    dense = torch.zeros(n_u, n_i)
+    dense[edges[0], edges[1]] = w
+    bags = []
+    original = edge_weighted.F.embedding_bag
+    monkeypatch.setattr(edge_weighted.F, 'embedding_bag',
+                        lambda *a, **k: (bags.append(1), original(*a, **k))[1])
+    _nan_new_empty(monkeypatch)
+    got = edge_weighted._spmm(graph._csr(w, True), xi)
+    assert bags == [1] and not got.isnan().any() and got[4].eq(0).all()
+    torch.testing.assert_close(got, dense @ xi)
+    got_t = edge_weighted._spmm(graph._csr(w, False), torch.ones(n_u, 2))
+    torch.testing.assert_close(got_t, dense.t() @ torch.ones(n_u, 2))
+
+
+def test_spmm_fallback_ignores_what_the_new_output_holds(monkeypatch):
+    """Where the bags do not apply (here a matrix without entries, which ``embedding_bag``
+    refuses) ``_spmm`` writes the sparse kernel's product over whatever the fresh tensor held:
+    NaN is not carried into any row."""
+    from mmssl_pyg.nn import edge_weighted
+    empty = torch.sparse_csr_tensor(torch.zeros(5, dtype=torch.int32),
+                                    torch.zeros(0, dtype=torch.int32), torch.zeros(0), (4, 3))
+    _nan_new_empty(monkeypatch)
+    got = edge_weighted._spmm(empty, torch.randn(3, 2))
+    assert torch.equal(got, torch.zeros(4, 2))
