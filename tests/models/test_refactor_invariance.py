@@ -70,12 +70,15 @@ RECORDED = {
 
 
 # Options whose preset values changed later on purpose (MMSSL's estimator to critic_every 16 and
-# adv_samples 128; LightGCN's default block): pinned to their a310d38 values so the comparison
-# is with the same computation.
+# adv_samples 128; LightGCN's and SGL's default blocks): pinned to their a310d38 values so the
+# comparison is with the same computation.
 PINNED = {'mmssl': ['critic_every=8', 'adv_samples=256'],
           # LightGCN's preset before its default block became the TikTok study's winner
           # (benchmarks/PROTOCOL.md Sec. 8): the class defaults and lr 1e-3
-          'lightgcn': ['lr=0.001', 'reg_weight=0.0001', 'num_layers=3']}
+          'lightgcn': ['lr=0.001', 'reg_weight=0.0001', 'num_layers=3'],
+          # SGL's likewise (its TikTok winner since 4a73630): the class defaults, lr 1e-3
+          'sgl': ['lr=0.001', 'reg_weight=0.0001', 'ssl_ratio=0.1', 'ssl_temp=0.2',
+                  'ssl_weight=0.1']}
 
 
 # MMSSL's preset at a310d38 is what `mmssl-paper` resolves to since issue 15 changed the default.
