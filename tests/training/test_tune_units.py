@@ -930,3 +930,158 @@ def test_open_study_continues_a_study_with_a_seed_mixed_with_its_trials(tmp_path
     with pytest.raises(ConfigError, match=r"fixed: study has \['batch_size=64', '--config "
                                           r"c.yaml'\], asked \['batch_size=64'\]"):
         other.open_study()
+
+
+class _Trainer:
+    """Stands in for :class:`~mmssl_pyg.training.Trainer` in ``objective``: records how it is
+    built and fitted, and fits with ``fit`` (a function of the tracker)."""
+    made: list = []
+    fit_with = None
+
+    def __init__(self, model, graph, train, tracker=None, checkpoint_dir=None):
+        self.args = (model, graph, train, tracker, checkpoint_dir)
+        _Trainer.made.append(self)
+
+    def fit(self, resume=False, test=True):
+        self.fit_args = (resume, test)
+        return _Trainer.fit_with(self.args[3])
+
+
+class _Tracked:
+    def __init__(self):
+        self.finished = 0
+
+    def log(self, metrics, step):
+        pass
+
+    def finish(self):
+        self.finished += 1
+
+
+def _objective_search(monkeypatch, tmp_path, fit, **fields):
+    from mmssl_pyg.training import run as run_mod
+    from mmssl_pyg.training import trainer as trainer_mod
+    seen = {'prepare_run': [], 'start_tracker': []}
+    inner = _Tracked()
+
+    def start_tracker(mode, **kwargs):
+        seen['start_tracker'].append((mode, kwargs))
+        return inner
+
+    def prepare_run(request, data):
+        seen['prepare_run'].append((request, data))
+        return SimpleNamespace(model='M', graph='G', options=SimpleNamespace(train='T'),
+                               start_tracker=start_tracker)
+
+    monkeypatch.setattr(run_mod, 'prepare_run', prepare_run)
+    monkeypatch.setattr(trainer_mod, 'Trainer', _Trainer)
+    _Trainer.made, _Trainer.fit_with = [], staticmethod(fit)
+    search = _search([], **{'wandb': 'disabled', **fields})
+    search.model, search.fixed, search.space = 'mf', [('batch_size', 64)], _space()
+    search.data, search.run_dir = ('graph', {'digest': 'd'}), tmp_path
+    search.identity = {'fixed': ['batch_size=64']}
+    return search, seen, inner
+
+
+def _fit(val=0.25, cut_at=None):
+    def fit(tracker):
+        tracker.cut_at = cut_at
+        return SimpleNamespace(best_epoch=2, history=[{}, {}, {}],
+                               val={'recall@20': val, 'ndcg@20': 0.125})
+    return fit
+
+
+def test_objective_trains_the_suggested_point_on_validation_only(monkeypatch, tmp_path):
+    search, seen, inner = _objective_search(monkeypatch, tmp_path, _fit(), timeout=100.0)
+    search.study.add_trial(_frozen(TrialState.COMPLETE, 0.5, seconds=30.0))
+    trial = search.study.ask()
+    value = search.objective(trial)
+    assert value == 0.25 and type(value) is float
+    (request, data), = seen['prepare_run']
+    params = list(request.overrides)[1:]
+    assert [name for name, _ in params] == ['lr', 'model.reg_weight', 'epochs']
+    assert list(request.overrides)[0] == ('batch_size', 64) and data == ('graph', {'digest': 'd'})
+    assert seen['start_tracker'] == [('disabled', {
+        'dir': tmp_path, 'name': 'mf-tiny-trial1', 'project': 'mmssl-pyg-tune',
+        'group': 'mf-tiny', 'job_type': 'trial',
+        'config': {'study': 'mf-tiny', 'trial': 1, 'params': dict(params),
+                   'fixed': ['batch_size=64']}})]
+    trainer, = _Trainer.made
+    model, graph, train, tracker, folder = trainer.args
+    assert (model, graph, train, folder) == ('M', 'G', 'T', None)
+    assert type(tracker) is _TrialTracker and tracker.inner is inner
+    assert (tracker.key, tracker.seconds, tracker.trainer) == ('val/recall@20', 70.0, trainer)
+    assert tracker.trial is trial
+    assert trainer.fit_args == (False, False)  # no resume; the test split is never read
+    assert inner.finished == 1
+    search.study.tell(trial, value)
+    attrs = search.study.trials[1].user_attrs
+    assert 0.0 <= attrs.pop('seconds') < 5.0
+    assert attrs == {'best_epoch': 2, 'epochs_run': 3,
+                     'val': {'recall@20': 0.25, 'ndcg@20': 0.125}}
+
+
+def test_objective_budget_left_and_a_budget_cut(monkeypatch, tmp_path):
+    for timeout, spent, left in ((None, 30.0, None), (20.0, 30.0, 0.0), (45.5, 30.0, 15.5)):
+        search, _, _ = _objective_search(monkeypatch, tmp_path, _fit(cut_at=3), timeout=timeout)
+        search.study.add_trial(_frozen(TrialState.PRUNED, seconds=spent))
+        trial = search.study.ask()
+        search.objective(trial)
+        assert _Trainer.made[0].args[3].seconds == left
+        assert search.study.trials[1].user_attrs['budget_cut_at_epoch'] == 3
+
+
+def test_objective_diverged_pruned_and_failed_trials(monkeypatch, tmp_path):
+    from mmssl_pyg.training.trainer import NonFiniteLossError
+    long = 'loss is nan ' + 'x' * 600
+
+    def diverge(tracker):
+        raise NonFiniteLossError(long)
+
+    search, _, inner = _objective_search(monkeypatch, tmp_path, diverge, trial_checkpoints=True)
+    trial = search.study.ask()
+    with pytest.raises(optuna.TrialPruned) as err:
+        search.objective(trial)
+    assert str(err.value) == 'diverged: ' + long[:200]
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    attrs = search.study.trials[0].user_attrs
+    assert attrs['diverged'] == long[:500] and 'seconds' in attrs and inner.finished == 1
+    assert _Trainer.made[0].args[4] == tmp_path / 'trials' / '0'
+    assert _Trainer.made[0].fit_args == (True, False)  # resumes from its folder (if any)
+    assert not (tmp_path / 'trials').exists()  # the trial's folder is removed
+
+    def prune(tracker):
+        raise optuna.TrialPruned('pruned after epoch 2')
+
+    search, _, inner = _objective_search(monkeypatch, tmp_path, prune, trial_checkpoints=True)
+    with pytest.raises(optuna.TrialPruned, match='^pruned after epoch 2$'):
+        search.objective(search.study.ask())
+    assert not (tmp_path / 'trials').exists() and inner.finished == 1
+    assert 'seconds' in search.study.trials[0].user_attrs
+
+    def crash(tracker):
+        raise RuntimeError('out of memory')
+
+    search, _, inner = _objective_search(monkeypatch, tmp_path, crash, trial_checkpoints=True)
+    with pytest.raises(RuntimeError, match='^out of memory$'):
+        search.objective(search.study.ask())
+    # a crashed trial keeps its checkpoints for its retry
+    assert (tmp_path / 'trials' / '0').is_dir() and inner.finished == 1
+    assert 'seconds' in search.study.trials[0].user_attrs
+
+
+def test_objective_with_trial_checkpoints_counts_the_kept_epochs_seconds(monkeypatch, tmp_path):
+    search, _, _ = _objective_search(monkeypatch, tmp_path, _fit(), trial_checkpoints=True)
+    dead = search.study.ask()
+    dead.report(0.1, 1)
+    search.study.tell(dead, state=TrialState.FAIL)
+    retry = search.study.ask()
+    search.study._storage.set_trial_system_attr(retry._trial_id, 'failed_trial', 0)
+    save_checkpoint({'epoch': 1, 'history': [{'epoch_seconds': 40.0, 'eval_seconds': 2.0}]},
+                    tmp_path / 'trials' / '0' / LAST)
+    assert search.objective(retry) == 0.25
+    assert _Trainer.made[0].args[4] == tmp_path / 'trials' / '1'
+    assert _Trainer.made[0].fit_args == (True, False)
+    attrs = search.study.trials[1].user_attrs
+    assert 42.0 <= attrs['seconds'] < 47.0  # the kept epoch's 42 s and this process's
+    assert not (tmp_path / 'trials').exists()  # completed: its folder is removed
