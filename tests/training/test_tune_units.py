@@ -324,9 +324,12 @@ def test_take_over_checkpoints_moves_the_dead_trials_folder_and_reports_its_valu
 def test_take_over_checkpoints_without_anything_to_take_over(tmp_path):
     study = _study()
     first = study.ask()  # not a retry: a new, empty folder (trials/ created with it)
+    # not a retry, so no other folder is looked at (not even one named like a missing number)
+    save_checkpoint({'epoch': 1, 'history': []}, tmp_path / 'run' / 'trials' / 'None' / LAST)
     folder, carried = _take_over_checkpoints(first, tmp_path / 'run')
     assert folder == tmp_path / 'run' / 'trials' / '0' and folder.is_dir()
     assert not any(folder.iterdir())
+    assert (tmp_path / 'run' / 'trials' / 'None' / LAST).is_file()
     assert carried == 0.0 and isinstance(carried, float)
     study.tell(first, state=TrialState.FAIL)
     # a retry of a trial that saved nothing starts afresh
@@ -1085,3 +1088,24 @@ def test_objective_with_trial_checkpoints_counts_the_kept_epochs_seconds(monkeyp
     attrs = search.study.trials[1].user_attrs
     assert 42.0 <= attrs['seconds'] < 47.0  # the kept epoch's 42 s and this process's
     assert not (tmp_path / 'trials').exists()  # completed: its folder is removed
+
+
+@pytest.mark.skipif(hasattr(tune_mod, 'x__check_identity__mutmut_orig'),
+                    reason="mutmut's trampolines add stack frames between the caller and "
+                    'the warning, so stacklevel is checked in the plain suite only')
+def test_older_study_warning_names_the_line_that_opened_the_study():
+    """``stacklevel=3``: past ``_check_identity`` and ``_Search.open_study``, the line that
+    opened the study (``tune()``'s, or a caller's of ``open_study`` as here)."""
+    study = _study()
+    study.set_user_attr('identity', {'model': 'mf', 'metric': 'val/recall@20'})
+
+    def open_study():  # plays _Search.open_study
+        _check_identity(study, _identity(), 'old', 'sqlite://')
+
+    with pytest.warns(UserWarning, match='older version') as caught:
+        open_study()  # the warning's line
+    assert (caught[0].filename, caught[0].lineno) == (__file__, _this_line() - 1)
+
+
+def _this_line() -> int:
+    return sys._getframe(1).f_lineno
