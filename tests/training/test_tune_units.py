@@ -499,6 +499,21 @@ def test_storage_settings_and_a_bad_url(tmp_path, monkeypatch):
                                   'heartbeat_interval']
 
 
+def test_storage_opens_a_real_sqlite_database_and_keeps_optunas_warnings_quiet(tmp_path):
+    """Optuna marks heartbeats experimental and the retry callback deprecated; opening the
+    study's database shows neither warning."""
+    search = _search([], heartbeat_interval=7, grace_period=21)
+    search.run_dir = tmp_path / 'study'
+    search.storage = f'sqlite:///{tmp_path / "study" / "study.db"}'
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        storage = search._storage()
+    assert caught == []
+    assert type(storage) is optuna.storages.RDBStorage
+    assert (storage.heartbeat_interval, storage.grace_period) == (7, 21)
+    assert (tmp_path / 'study' / 'study.db').is_file()
+
+
 def test_storage_that_cannot_be_opened_is_named_and_leaves_no_new_folder(tmp_path):
     search = _search([])
     (tmp_path / 'new').mkdir()
