@@ -241,6 +241,28 @@ def test_csr_products_as_embedding_bags_equal_torch_sparse_mm(index_dtype, monke
     assert sparse_matmul(ui, torch.randn(9, 0)).shape == (5, 0) and len(bags) == 5
 
 
+def test_embedding_bags_take_every_csr_product_with_an_entry_and_a_column(monkeypatch):
+    """The boundaries of the CPU embedding-bag path: a CSR matrix with a single entry and a
+    one-column input take it (values equal the dense product); a matrix without entries keeps
+    ``torch.sparse.mm`` (the documented routing) and gives zeros."""
+    bags = []
+    original = conv_module.F.embedding_bag
+    monkeypatch.setattr(conv_module.F, 'embedding_bag',
+                        lambda *a, **k: (bags.append(1), original(*a, **k))[1])
+    one = torch.sparse_csr_tensor(torch.tensor([0, 0, 1, 1]), torch.tensor([2]),
+                                  torch.tensor([0.5]), (3, 4))
+    x = torch.arange(12.0).view(4, 3)
+    want = torch.zeros(3, 3)
+    want[1] = 0.5 * x[2]  # the one entry: row 1, column 2, value 0.5
+    assert torch.equal(sparse_matmul(one, x), want) and len(bags) == 1
+    column = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    assert torch.equal(sparse_matmul(one, column), torch.tensor([[0.0], [1.5], [0.0]]))
+    assert len(bags) == 2
+    empty = torch.sparse_csr_tensor(torch.zeros(4, dtype=torch.int64),
+                                    torch.zeros(0, dtype=torch.int64), torch.zeros(0), (3, 4))
+    assert torch.equal(sparse_matmul(empty, x), torch.zeros(3, 3)) and len(bags) == 2
+
+
 def test_unweighted_edge_index_sums_the_neighbours():
     ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 2]])  # (source, destination)
     x = torch.tensor([[1.0], [10.0], [100.0]])
