@@ -370,3 +370,45 @@ def test_a_killed_process_rendered_module_is_removed_by_the_next_one(tmp_path):
     _run_python(_RENDER, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [alive.name, 'mmssl-pyg-pyg-modules-notapid'])
+
+
+def test_sparse_product_routes_fresh_csr_products_and_trainable_values(monkeypatch):
+    """The routing of ``_sparse_product`` off the embedding-bag path (its docstring): with
+    ``fresh`` a CSR product is written into a new tensor by ``addmm_(beta=0)``, which ignores
+    what that memory held (NaN here); without ``fresh``, and for COO even with it,
+    ``torch.sparse.mm``. A CSR matrix whose values need a gradient leaves the bags only while
+    autograd records."""
+    calls, bags = [], []
+    real_mm, real_addmm_ = torch.sparse.mm, torch.Tensor.addmm_
+    real_new_empty, real_bag = torch.Tensor.new_empty, conv_module.F.embedding_bag
+    monkeypatch.setattr(torch.sparse, 'mm',
+                        lambda *a, **k: (calls.append('mm'), real_mm(*a, **k))[1])
+    monkeypatch.setattr(torch.Tensor, 'addmm_', lambda self, *a, **k: (
+        calls.append(('addmm_', k.get('beta'))), real_addmm_(self, *a, **k))[1])
+    monkeypatch.setattr(torch.Tensor, 'new_empty', lambda self, *size, **kw: real_new_empty(
+        self, *size, **kw).fill_(float('nan')))
+    monkeypatch.setattr(conv_module.F, 'embedding_bag',
+                        lambda *a, **k: (bags.append(1), real_bag(*a, **k))[1])
+    product = conv_module._sparse_product
+    # [[1, 0, 2], [0, 0, 0], [0, 3, 0]] @ [[1, 2], [3, 4], [5, 6]], worked by hand
+    crow, col = torch.tensor([0, 2, 2, 3]), torch.tensor([0, 2, 1])
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    want = torch.tensor([[11.0, 14.0], [0.0, 0.0], [9.0, 12.0]])
+    empty = torch.sparse_csr_tensor(torch.zeros(5, dtype=torch.int64),
+                                    torch.zeros(0, dtype=torch.int64), torch.zeros(0), (4, 3))
+    assert torch.equal(product(empty, x, fresh=True), torch.zeros(4, 2))
+    assert (calls, bags) == ([('addmm_', 0)], [])
+    calls.clear()
+    assert torch.equal(product(empty, x), torch.zeros(4, 2)) and (calls, bags) == (['mm'], [])
+    calls.clear()
+    coo = torch.sparse_coo_tensor(torch.tensor([[0, 0, 2], [0, 2, 1]]),
+                                  torch.tensor([1.0, 2.0, 3.0]), (3, 3))
+    assert torch.equal(product(coo, x, fresh=True), want) and (calls, bags) == (['mm'], [])
+    calls.clear()
+    trained = torch.sparse_csr_tensor(crow, col, torch.tensor([1.0, 2.0, 3.0]), (3, 3))
+    trained.requires_grad_()
+    with torch.no_grad():  # nothing recorded: the bags take it
+        assert torch.equal(product(trained, x, fresh=True), want)
+    assert (calls, bags) == ([], [1])
+    assert torch.equal(product(trained, x).detach(), want)
+    assert (calls, bags) == (['mm'], [1])

@@ -255,10 +255,12 @@ def test_spmm_is_the_embedding_bag_product_on_the_cpu(monkeypatch):
 def test_spmm_fallback_ignores_what_the_new_output_holds(monkeypatch):
     """Where the bags do not apply (here a matrix without entries, which ``embedding_bag``
     refuses) ``_spmm`` writes the sparse kernel's product over whatever the fresh tensor held:
-    NaN is not carried into any row."""
+    NaN is not carried into any row. It asks for that product (``fresh=True``), not for
+    ``torch.sparse.mm``'s, which fills a zero tensor and copies it into the output."""
     from mmssl_pyg.nn import edge_weighted
     empty = torch.sparse_csr_tensor(torch.zeros(5, dtype=torch.int32),
                                     torch.zeros(0, dtype=torch.int32), torch.zeros(0), (4, 3))
     _nan_new_empty(monkeypatch)
+    monkeypatch.setattr(torch.sparse, 'mm', lambda *a, **k: pytest.fail('torch.sparse.mm'))
     got = edge_weighted._spmm(empty, torch.randn(3, 2))
     assert torch.equal(got, torch.zeros(4, 2))

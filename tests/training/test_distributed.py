@@ -597,11 +597,19 @@ def test_distributed_context_collectives_on_two_thread_ranks(tmp_path, monkeypat
         ctx = DistContext(rank, 2, rank, 'gloo')
         res = _collectives(ctx, rank, str(tmp_path))
         ctx.average_gradients([], num_contributors=2)  # nothing to average: no hang
-        return res
+        # three parameters of one size in one (default-sized) bucket: each reads its own slice
+        three = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+        for k, t in enumerate(three):
+            t.grad = torch.full((2,), 10.0 * k + rank)
+        ctx.average_gradients(three, num_contributors=2)
+        return res, [t.grad.tolist() for t in three]
 
     results = _on_thread_ranks(monkeypatch, play)
     for rank in (0, 1):
-        assert results[rank] == _expected(rank), rank
+        res, three = results[rank]
+        assert res == _expected(rank), rank
+        # parameter k: (10 k + 0 + 10 k + 1) / 2 on both ranks
+        assert three == [[0.5, 0.5], [10.5, 10.5], [20.5, 20.5]], rank
 
 
 class _StepSampler(BPRSampler):

@@ -443,6 +443,32 @@ def test_search_init_checks_the_options_and_logs_with_print(capsys):
         _Search(TuneOptions('mf', 'd', trials=-1))
 
 
+
+class _CountingStdout:
+    """A stand-in ``sys.stdout`` that records what is written and counts the flushes."""
+
+    def __init__(self):
+        self.written, self.flushes = [], 0
+
+    def write(self, text):
+        self.written.append(text)
+        return len(text)
+
+    def flush(self):
+        self.flushes += 1
+
+
+def test_search_default_log_flushes_each_line(monkeypatch):
+    """The default log is ``print(line, flush=True)``: each line reaches a piped stdout (a
+    study's log file) when it is written, not when the buffer fills."""
+    out = _CountingStdout()
+    monkeypatch.setattr(sys, 'stdout', out)
+    search = _Search(TuneOptions('mf', 'd', trials=1))
+    search.log('first')
+    assert (out.written, out.flushes) == (['first', '\n'], 1)
+    search.log('second')
+    assert (out.written[2:], out.flushes) == (['second', '\n'], 2)
+
 def test_request_puts_the_fixed_options_before_the_point():
     search = _Search(TuneOptions('mf', 'd', trials=1, root='data', modalities=['image'],
                                  config_file='c.yaml', device='cpu'))
@@ -532,6 +558,27 @@ def test_storage_that_cannot_be_opened_is_named_and_leaves_no_new_folder(tmp_pat
         assert run_dir.is_dir() is kept  # only a folder made for it is removed again
 
 
+
+def test_storage_refused_after_writing_into_its_new_folder_keeps_the_folder(tmp_path,
+                                                                              monkeypatch):
+    """The folder is removed only when empty (``rmdir``); when the driver left a file in it
+    before failing, the removal's ``OSError`` is ignored and the refusal is still the
+    ``ConfigError`` naming the URL."""
+    def refuse(url, **kwargs):  # a driver that writes a journal, then fails
+        (tmp_path / 'fresh' / 'study.db-journal').write_text('x')
+        raise RuntimeError('disk I/O error')
+
+    search = _search([])  # its in-memory study made before RDBStorage is replaced
+    search.run_dir, search.storage = tmp_path / 'fresh', 'sqlite:///somewhere/study.db'
+    monkeypatch.setattr(optuna.storages, 'RDBStorage', refuse)
+    with pytest.raises(ConfigError) as err:
+        search._storage()
+    assert str(err.value) == (
+        '--storage sqlite:///somewhere/study.db: cannot open the study database (RuntimeError: '
+        'disk I/O error). Use a SQLAlchemy URL such as sqlite:///path/study.db or '
+        'postgresql://user:pass@host/db')
+    assert sorted(p.name for p in (tmp_path / 'fresh').iterdir()) == ['study.db-journal']
+
 def _objective(values, seconds=1.0):
     """Trials that take ``seconds`` each and score ``values`` in turn (``None``: pruned)."""
     values = iter(values)
@@ -594,6 +641,40 @@ def test_after_trial_stops_at_the_budget_and_counts_failed_trials_as_unfinished(
                          'best 0.5000 (trial 0)')
     assert search.stopped_by == 'timeout' and search.finished() == 1
 
+
+
+def test_after_trial_lists_every_parameter_separated_by_a_space():
+    lines = []
+    search = _search(lines, trials=5)
+    search.study.add_trial(create_trial(
+        value=0.5, params={'lr': 0.01, 'model.reg_weight': 3},
+        distributions={'lr': optuna.distributions.FloatDistribution(0.001, 0.1),
+                       'model.reg_weight': optuna.distributions.IntDistribution(1, 5)},
+        user_attrs={'seconds': 3.0, 'best_epoch': 1, 'epochs_run': 2}))
+    search.after_trial(search.study, search.study.trials[0])
+    assert lines == ['[tune mf-tiny] trial 0: COMPLETE val recall@20 0.5000 at epoch 1/2; '
+                     'lr=0.01 model.reg_weight=3; 3.0s | 1/5 finished, 3s; best 0.5000 '
+                     '(trial 0)']
+    assert search.stopped_by is None
+
+
+def test_optimize_hides_only_optunas_experimental_warnings():
+    """``optimize`` silences Optuna's ``ExperimentalWarning`` (multivariate TPE) during the
+    trials; any other warning of a trial still reaches the caller."""
+    lines = []
+    search = _search(lines, trials=1)
+
+    def objective(trial):
+        warnings.warn('a trial warning', UserWarning, stacklevel=1)
+        warnings.warn('experimental', optuna.exceptions.ExperimentalWarning, stacklevel=1)
+        return 0.5
+
+    search.objective = objective
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        search.optimize()
+    assert [(w.category, str(w.message)) for w in caught] == [(UserWarning, 'a trial warning')]
+    assert search.stopped_by == 'trials' and len(search.study.trials) == 1
 
 def test_optimize_runs_until_the_count_or_reports_that_nothing_is_left():
     lines = []
@@ -736,6 +817,34 @@ def test_write_preset_writes_refuses_and_replaces(tmp_path, monkeypatch):
     search.write_preset(best, {}, 3.0)
     assert lines[0] == f'[tune mf-tiny] replacing {path} (study None, best None, None)'
 
+
+
+def test_write_preset_routes_by_the_model_class_and_names_model_and_dataset(tmp_path,
+                                                                             monkeypatch):
+    """BM3's constructor takes ``batch_size``, which is also a train option: an unprefixed
+    ``batch_size`` goes to both sections (``presets._route``); the header names the model
+    and the dataset key of the study."""
+    import yaml
+    lines = []
+    search = _provenance_search(lines, monkeypatch, preset_dir=tmp_path)
+    search.model, search.key, search.model_cls = 'bm3', 'my-set', MODELS['bm3']
+    search.o.model, search.o.dataset = 'bm3', 'My_Set'
+    search.provenance = lambda best, counts, spent: {'study': 'bm3-my-set',
+                                                     'metric': 'validation recall@20'}
+    best = SimpleNamespace(number=0, params={'batch_size': 512, 'lr': 0.01})
+    path = tmp_path / 'bm3-my-set.yaml'
+    assert search.write_preset(best, {}, 1.0) == path
+    text = path.read_text()
+    assert yaml.safe_load(text) == {
+        'provenance': {'study': 'bm3-my-set', 'metric': 'validation recall@20'},
+        'model': {'batch_size': 512}, 'train': {'batch_size': 512, 'lr': 0.01}}
+    assert text.splitlines()[:4] == [
+        '# Tuned settings of bm3 on my-set, written by `mmssl-pyg tune`: the best trial of '
+        'study',
+        "# 'bm3-my-set', selected on validation recall@20 only (the test split was never "
+        'evaluated).',
+        '# Use: mmssl-pyg train --model bm3 --dataset my-set --tuned',
+        '# Regenerate by rerunning the study rather than editing by hand.']
 
 def test_tune_dispatches_its_arguments_to_the_stages(monkeypatch):
     seen = []
@@ -950,6 +1059,24 @@ def test_open_study_continues_a_study_with_a_seed_mixed_with_its_trials(tmp_path
         other.open_study()
 
 
+
+def test_open_study_refusal_names_the_study_and_its_database(tmp_path):
+    lines, storage = [], optuna.storages.InMemoryStorage()
+    first = _to_open(lines, tmp_path, run_dir=tmp_path / 'here', study_name='s2')
+    first._storage = lambda: storage
+    first.open_study()
+    other = _to_open(lines, tmp_path, run_dir=tmp_path / 'here', study_name='s2', seed=1,
+                     config_file='c.yaml')
+    other._storage = lambda: storage
+    with pytest.raises(ConfigError) as err:
+        other.open_study()
+    url = f'sqlite:///{(tmp_path / "here" / "study.db").resolve()}'
+    assert str(err.value) == (
+        f"study 's2' in {url} was created for another search (fixed: study has "
+        f"['batch_size=64'], asked ['batch_size=64', '--config c.yaml']). Fix: continue it "
+        f"with the same data and settings, or start a new study with --study-name or "
+        f"--storage.")
+
 class _Trainer:
     """Stands in for :class:`~mmssl_pyg.training.Trainer` in ``objective``: records how it is
     built and fitted, and fits with ``fit`` (a function of the tracker)."""
@@ -1038,6 +1165,17 @@ def test_objective_trains_the_suggested_point_on_validation_only(monkeypatch, tm
     assert attrs == {'best_epoch': 2, 'epochs_run': 3,
                      'val': {'recall@20': 0.25, 'ndcg@20': 0.125}}
 
+
+
+def test_objective_seconds_without_trial_checkpoints_are_this_process_only(monkeypatch,
+                                                                            tmp_path):
+    """Without trial checkpoints nothing is carried over: ``seconds`` is the trial's own
+    clock time (here 102.5 - 100.0 on a stand-in clock)."""
+    search, _, _ = _objective_search(monkeypatch, tmp_path, _fit())
+    clock = iter([100.0, 102.5])
+    monkeypatch.setattr(tune_mod, 'time', SimpleNamespace(perf_counter=lambda: next(clock)))
+    search.objective(search.study.ask())
+    assert search.study.trials[0].user_attrs['seconds'] == 2.5
 
 def test_objective_budget_left_and_a_budget_cut(monkeypatch, tmp_path):
     for timeout, spent, left in ((None, 30.0, None), (20.0, 30.0, 0.0), (45.5, 30.0, 15.5)):
